@@ -1,0 +1,42 @@
+# The two commands: `make pipeline` (runs the whole pipeline) and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA ?=
+EPOCHS ?=
+UI_PORT ?= 5000
+
+# Quiet offline: no analytics or telemetry from Prefect, MLflow or Great Expectations.
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup pipeline test ui lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv from pyproject.toml
+
+pipeline: $(STAMP) ## run the retrain flow (DATA=folder for real data, EPOCHS=n to cap training)
+	$(PY) -m flows.retrain $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
+
+test: $(STAMP) ## run the test suite
+	$(PY) -m pytest
+
+ui: $(STAMP) ## MLflow UI on 127.0.0.1 over the local store
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(UI_PORT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean: ## remove generated data, the MLflow store and Prefect state (keeps .venv)
+	rm -rf data .prefect
+	find mlruns -mindepth 1 ! -name .gitignore -exec rm -rf {} +

@@ -1,0 +1,5 @@
+"""The one error type a user sees for bad input: a single line naming file, column or row."""
+
+
+class PipelineInputError(ValueError):
+    """Structural problem with the input (missing file/column, unparseable, failed validation)."""

@@ -1,0 +1,161 @@
+"""Build the utility matrix: accepted ratings in long (COO) Parquet form, never dense.
+
+Output folder `data/matrix/<data_version>/` (written atomically) holds contiguous id maps, the
+train/validation/test split with ratings min–max scaled to [0, 1], the unrated watch history,
+the quarantine tables, the anime metadata and `metadata.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.settings import Settings
+from pipeline.storage import atomic_dir
+from pipeline.validate import ValidatedData
+
+SPLITS = ("train", "validation", "test")
+USER_INDEX_FILE = "user_index.parquet"
+ANIME_INDEX_FILE = "anime_index.parquet"
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    """Min–max scaling between the declared rating scale and the model's [0, 1] target."""
+
+    minimum: int
+    maximum: int
+
+    def scale(self, ratings: np.ndarray) -> np.ndarray:
+        return ((np.asarray(ratings, dtype=np.float64) - self.minimum) / (self.maximum - self.minimum)).astype(
+            np.float32)
+
+    def unscale(self, scaled: np.ndarray) -> np.ndarray:
+        return np.asarray(scaled, dtype=np.float64) * (self.maximum - self.minimum) + self.minimum
+
+
+@dataclass(frozen=True)
+class UtilityMatrix:
+    """Handle on a built matrix folder; tables are read on demand."""
+
+    path: Path
+    data_version: str
+    split_id: str  # changes when data or split settings change: scores are comparable only within one
+    n_users: int
+    n_anime: int
+    scale: RatingScale
+    split_sizes: dict[str, int]
+    train_mean_rating: float
+
+    def split(self, name: str) -> pa.Table:
+        return pq.read_table(self.path / f"{name}.parquet")
+
+    @property
+    def user_index_path(self) -> Path:
+        return self.path / USER_INDEX_FILE
+
+    @property
+    def anime_index_path(self) -> Path:
+        return self.path / ANIME_INDEX_FILE
+
+    @classmethod
+    def open(cls, path: Path) -> UtilityMatrix:
+        meta = json.loads((path / "metadata.json").read_text())
+        return cls(path=path, data_version=meta["data_version"], split_id=meta["split_id"],
+                   n_users=meta["n_users"], n_anime=meta["n_anime"], scale=RatingScale(**meta["scale"]),
+                   split_sizes=meta["split_sizes"], train_mean_rating=meta["train_mean_rating"])
+
+
+def data_version_of(ratings: pa.Table) -> str:
+    """Content hash of the accepted ratings, independent of row order in the source file."""
+    ordered = ratings.select(["user_id", "anime_id", "rating"]).sort_by([("user_id", "ascending"),
+                                                                          ("anime_id", "ascending")])
+    digest = hashlib.sha256()
+    for name in ordered.column_names:
+        digest.update(ordered[name].to_numpy().astype(np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def split_assignment(n_rows: int, test_fraction: float, validation_fraction: float, seed: int) -> np.ndarray:
+    """Seeded split labels 0=train, 1=validation, 2=test (test first, validation from the rest)."""
+    order = np.random.default_rng(seed).permutation(n_rows)
+    n_test = round(n_rows * test_fraction)
+    n_validation = round((n_rows - n_test) * validation_fraction)
+    labels = np.zeros(n_rows, dtype=np.int8)
+    labels[order[:n_test]] = 2
+    labels[order[n_test:n_test + n_validation]] = 1
+    return labels
+
+
+def _id_index(ids: pa.ChunkedArray) -> np.ndarray:
+    return np.unique(ids.to_numpy())
+
+
+def build_utility_matrix(validated: ValidatedData, settings: Settings,
+                         source_sha256: dict[str, str] | None = None) -> UtilityMatrix:
+    """Write the versioned matrix folder (atomically) and return a handle on it."""
+    ratings = validated.ratings.sort_by([("user_id", "ascending"), ("anime_id", "ascending")])
+    if ratings.num_rows == 0:
+        raise ValueError("no accepted ratings: nothing to build a utility matrix from")
+    data_version = data_version_of(ratings)
+    split_params = {"test_fraction": settings.test_fraction, "validation_fraction": settings.validation_fraction,
+                    "seed": settings.split_seed}
+    split_id = hashlib.sha256(json.dumps([data_version, split_params]).encode()).hexdigest()[:16]
+    scale = RatingScale(settings.rating_min, settings.rating_max)
+
+    user_ids, anime_ids = _id_index(ratings["user_id"]), _id_index(ratings["anime_id"])
+    user_index = np.searchsorted(user_ids, ratings["user_id"].to_numpy()).astype(np.int32)
+    anime_index = np.searchsorted(anime_ids, ratings["anime_id"].to_numpy()).astype(np.int32)
+    rating_values = ratings["rating"].to_numpy()
+    coo = pa.table({
+        "user_index": user_index,
+        "anime_index": anime_index,
+        "user_id": ratings["user_id"],
+        "anime_id": ratings["anime_id"],
+        "rating": pa.array(rating_values.astype(np.int16)),
+        "scaled_rating": scale.scale(rating_values),
+    })
+    labels = split_assignment(coo.num_rows, settings.test_fraction, settings.validation_fraction,
+                              settings.split_seed)
+
+    target = settings.matrix_root / data_version
+    with atomic_dir(target) as tmp:
+        split_sizes = {}
+        for code, name in enumerate(SPLITS):
+            part = coo.filter(pa.array(labels == code))
+            split_sizes[name] = part.num_rows
+            pq.write_table(part, tmp / f"{name}.parquet")
+        train_mean_rating = float(rating_values[labels == 0].mean())
+        pq.write_table(pa.table({"user_id": user_ids, "user_index": np.arange(len(user_ids), dtype=np.int32)}),
+                       tmp / USER_INDEX_FILE)
+        pq.write_table(pa.table({"anime_id": anime_ids, "anime_index": np.arange(len(anime_ids), dtype=np.int32)}),
+                       tmp / ANIME_INDEX_FILE)
+        pq.write_table(validated.unrated, tmp / "unrated.parquet")
+        pq.write_table(validated.quarantine, tmp / "quarantine.parquet")
+        pq.write_table(validated.anime_quarantine, tmp / "anime_quarantine.parquet")
+        pq.write_table(validated.anime, tmp / "anime.parquet")
+        metadata = {
+            "data_version": data_version, "split_id": split_id, "split": split_params, "split_sizes": split_sizes,
+            "n_users": len(user_ids), "n_anime": len(anime_ids), "scale": asdict(scale),
+            "train_mean_rating": train_mean_rating,
+            "counts": asdict(validated.counts), "source_sha256": source_sha256 or {},
+        }
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    return UtilityMatrix.open(target)
+
+
+def lookup_indices(ids: np.ndarray, id_map: pa.Table, id_column: str, index_column: str) -> np.ndarray:
+    """Map raw ids to a model's contiguous indices; ids the map does not know become -1."""
+    known_ids = id_map[id_column].to_numpy()
+    known_index = id_map[index_column].to_numpy()
+    order = np.argsort(known_ids)
+    sorted_ids = known_ids[order]
+    position = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
+    found = sorted_ids[position] == ids if len(sorted_ids) else np.zeros(len(ids), dtype=bool)
+    return np.where(found, known_index[order][position], -1).astype(np.int64)

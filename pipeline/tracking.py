@@ -1,0 +1,159 @@
+"""MLflow tracking at the edges of the stages: one run per retrain, resumed by each stage by id.
+
+Stages stay free of MLflow; these functions log what a stage produced into the run. Logging by
+explicit run id (not the thread-local "active run") keeps it correct whichever thread an
+orchestrator runs a stage in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import keras  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.models import infer_signature  # noqa: E402
+
+from pipeline.evaluate import EvaluationReport  # noqa: E402
+from pipeline.matrix import UtilityMatrix  # noqa: E402
+from pipeline.settings import Settings, TrainingConfig  # noqa: E402
+from pipeline.train import ANIME_INPUT, USER_INPUT, TrainedModel  # noqa: E402
+from pipeline.validate import ValidatedData  # noqa: E402
+
+MODEL_ARTIFACT = "model"
+ID_MAPS_DIR = "id_maps"
+
+
+def configure_tracking(settings: Settings) -> str:
+    """Point MLflow at the sqlite store under `mlruns/` and return the experiment id."""
+    settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow.create_experiment(settings.experiment_name, artifact_location=settings.artifact_root.as_uri())
+
+
+def start_run(settings: Settings, data_dir: Path) -> str:
+    experiment_id = configure_tracking(settings)
+    run = MlflowClient().create_run(experiment_id, tags={"data_dir": str(data_dir)}, run_name="retrain")
+    return run.info.run_id
+
+
+def finish_run(run_id: str, succeeded: bool) -> None:
+    MlflowClient().set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
+
+
+@contextmanager
+def resumed(run_id: str) -> Iterator[None]:
+    """Make `run_id` the active run in this thread (for MLflow APIs that take no run id)."""
+    with mlflow.start_run(run_id=run_id):
+        yield
+    MlflowClient().update_run(run_id, status="RUNNING")
+
+
+def log_validation(run_id: str, validated: ValidatedData, source_sha256: dict[str, str]) -> None:
+    client = MlflowClient()
+    for name, value in asdict(validated.counts).items():
+        client.log_metric(run_id, f"rows_{name}", value)
+    for name, digest in source_sha256.items():
+        client.set_tag(run_id, f"sha256.{name}", digest)
+    for report in validated.reports:
+        client.log_dict(run_id, report.gx_result, f"validation/{report.suite}_gx_result.json")
+    client.log_text(run_id, validated.summary(), "validation/summary.txt")
+
+
+def log_matrix(run_id: str, matrix: UtilityMatrix) -> None:
+    client = MlflowClient()
+    client.set_tag(run_id, "data_version", matrix.data_version)
+    client.set_tag(run_id, "split_id", matrix.split_id)
+    for name, size in matrix.split_sizes.items():
+        client.log_param(run_id, f"n_{name}", size)
+    client.log_param(run_id, "n_users", matrix.n_users)
+    client.log_param(run_id, "n_anime", matrix.n_anime)
+    client.log_artifact(run_id, str(matrix.user_index_path), ID_MAPS_DIR)
+    client.log_artifact(run_id, str(matrix.anime_index_path), ID_MAPS_DIR)
+    client.log_artifact(run_id, str(matrix.path / "metadata.json"), "data")
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Logs every Keras epoch metric (loss, val_loss, rmse, val_rmse) to the run as it happens."""
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+        self.client = MlflowClient()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for name, value in (logs or {}).items():
+            self.client.log_metric(self.run_id, name, float(value), step=epoch + 1)
+
+
+def learning_curves_figure(history: dict[str, list[float]], best_epoch: int) -> plt.Figure:
+    figure, axis = plt.subplots(figsize=(7, 4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    axis.plot(epochs, history["loss"], marker="o", label="train loss")
+    axis.plot(epochs, history["val_loss"], marker="o", label="validation loss")
+    axis.axvline(best_epoch, color="grey", linestyle="--", label=f"kept: epoch {best_epoch}")
+    axis.set(xlabel="epoch", ylabel="binary cross-entropy", title="Learning curves")
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def model_pip_requirements() -> list[str]:
+    import tensorflow as tf
+
+    return [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"]
+
+
+def log_trained_model(run_id: str, trained: TrainedModel, config: TrainingConfig, train_mean_rating: float) -> str:
+    """Log params, learning curves and the Keras model (with signature); return the model URI."""
+    client = MlflowClient()
+    for name, value in config.model_dump().items():
+        client.log_param(run_id, name, value)
+    client.log_param(run_id, "train_mean_rating", round(train_mean_rating, 6))
+    client.log_metric(run_id, "epochs_run", trained.epochs_run)
+    client.log_metric(run_id, "best_epoch", trained.best_epoch)
+    figure = learning_curves_figure(trained.history, trained.best_epoch)
+    client.log_figure(run_id, figure, "learning_curves.png")
+    plt.close(figure)
+    example = {USER_INPUT: np.array([0, 1], dtype=np.int32), ANIME_INPUT: np.array([0, 1], dtype=np.int32)}
+    signature = infer_signature(example, np.asarray(trained.model(example)))
+    with resumed(run_id):
+        info = mlflow.tensorflow.log_model(trained.model, name=MODEL_ARTIFACT, signature=signature,
+                                           pip_requirements=model_pip_requirements())
+    return info.model_uri
+
+
+def log_evaluation(run_id: str, report: EvaluationReport) -> None:
+    client = MlflowClient()
+    for name, value in report.as_metrics().items():
+        client.log_metric(run_id, name, value)
+
+
+def download_id_maps(run_id: str) -> Path:
+    """Fetch a past run's id maps (they map raw ids to that model's embedding rows)."""
+    target = Path(tempfile.mkdtemp(prefix="id_maps-"))
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ID_MAPS_DIR, dst_path=str(target)))
+
+
+def log_decision(run_id: str, decision: dict) -> None:
+    client = MlflowClient()
+    client.set_tag(run_id, "promotion", "champion" if decision["promoted"] else "challenger")
+    client.set_tag(run_id, "promotion_reason", decision["reason"])
+    client.log_text(run_id, json.dumps(decision, indent=2), "promotion.json")
