@@ -32,6 +32,7 @@ ANIME_SCHEMA: dict[str, pa.DataType] = {
     "rating": pa.float64(),
     "members": pa.int64(),
 }
+ANIME_REQUIRED = ["anime_id", "name"]  # the rest is optional metadata, null when the file lacks it
 _PATTERNS = {pa.int64(): r"^\s*[+-]?\d+\s*$", pa.float64(): r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"}
 _KIND = {pa.int64(): "an integer", pa.float64(): "a number"}
 
@@ -79,25 +80,26 @@ def _parse_column(strings: pa.ChunkedArray, name: str, target: pa.DataType) -> t
     bad = pc.and_(present, pc.invert(valid))
     values = pc.cast(pc.if_else(valid, pc.utf8_trim_whitespace(strings), None), target)
     message = pc.binary_join_element_wise(
-        f"column '{name}' value '", strings, f"' is not {_KIND[target]}", null_handling="replace"
-    )
+        f"column '{name}' value '", strings, f"' is not {_KIND[target]}", "", null_handling="replace")
     return values, pc.if_else(bad, message, pa.scalar(None, pa.string()))
 
 
-def _read_typed_csv(path: Path, schema: dict[str, pa.DataType]) -> pa.Table:
-    """Read the schema's columns; extra columns are ignored, unparseable cells flagged per row."""
-    _check_header(path, list(schema))
+def _read_typed_csv(path: Path, schema: dict[str, pa.DataType], required: list[str]) -> pa.Table:
+    """Read the schema's columns (optional ones missing from the file come back null); extra
+    columns are ignored; unparseable cells are flagged per row in `parse_error`."""
+    _check_header(path, required)
     read = pacsv.ReadOptions(block_size=1 << 24)
     try:
         table = pacsv.read_csv(path, read_options=read, convert_options=pacsv.ConvertOptions(
-            column_types=schema, include_columns=list(schema), strings_can_be_null=True))
+            column_types=schema, include_columns=list(schema), include_missing_columns=True,
+            strings_can_be_null=True))
         errors = pa.nulls(table.num_rows, pa.string())
     except pa.ArrowInvalid as exc:
         if "conversion error" not in str(exc).lower():
             raise PipelineInputError(f"{path}: unparseable CSV ({str(exc).splitlines()[0]})") from exc
         table = pacsv.read_csv(path, read_options=read, convert_options=pacsv.ConvertOptions(
             column_types={name: pa.string() for name in schema}, include_columns=list(schema),
-            strings_can_be_null=True))
+            include_missing_columns=True, strings_can_be_null=True))
         errors = pa.nulls(table.num_rows, pa.string())
         for name, target in schema.items():
             if target == pa.string():
@@ -110,12 +112,12 @@ def _read_typed_csv(path: Path, schema: dict[str, pa.DataType]) -> pa.Table:
 
 
 def read_ratings(path: Path) -> pa.Table:
-    return _read_typed_csv(path, RATING_SCHEMA)
+    return _read_typed_csv(path, RATING_SCHEMA, required=list(RATING_SCHEMA))
 
 
 def read_anime(path: Path) -> pa.Table:
     """Anime metadata with HTML entities decoded (`&#039;` → `'`) and `Unknown` episodes as null."""
-    table = _read_typed_csv(path, ANIME_SCHEMA)
+    table = _read_typed_csv(path, ANIME_SCHEMA, required=ANIME_REQUIRED)
     names = pa.array([None if n is None else html.unescape(n) for n in table["name"].to_pylist()], pa.string())
     episodes = table["episodes"]
     known = pc.fill_null(pc.match_substring_regex(episodes, _PATTERNS[pa.int64()]), False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,8 +21,14 @@ class TrainingConfig(BaseModel):
     seed: int = 42
 
 
-class Settings(BaseModel):
-    """Where data and models live, how ratings are read and split, and how the model is trained."""
+class Settings(BaseSettings):
+    """Where data and models live, how ratings are read and split, and how the model is trained.
+
+    Every field can be set from the environment: `ANIMEREC_MLRUNS_DIR=/tmp/mlruns`,
+    `ANIMEREC_TRAINING__EPOCHS=5`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ANIMEREC_", env_nested_delimiter="__")
 
     data_root: Path = PROJECT_ROOT / "data"
     mlruns_dir: Path = PROJECT_ROOT / "mlruns"

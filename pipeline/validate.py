@@ -7,6 +7,7 @@ with one line naming file and column; `quarantine` moves the failing rows aside 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -24,7 +25,8 @@ from pipeline.ingest import ANIME_FILE, RATING_FILE, RawData
 from pipeline.settings import Settings
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-logging.getLogger("great_expectations").setLevel(logging.WARNING)
+for _logger in ("great_expectations", "great_expectations.data_context.types.base"):
+    logging.getLogger(_logger).setLevel(logging.WARNING)
 
 RATING_COLUMNS = ["user_id", "anime_id", "rating"]
 
@@ -97,17 +99,23 @@ def _column_of(kwargs: dict[str, Any]) -> str:
     return kwargs.get("column") or ",".join(kwargs.get("column_list", []))
 
 
-def run_suite(table: pa.Table, suite_path: Path, source: str,
-              parameters: dict[str, Any] | None = None) -> tuple[SuiteReport, pa.Array]:
-    """Validate `table` against a JSON suite; return the report and a per-row quarantine reason (null = ok)."""
+@functools.cache
+def _gx_context():
+    """One ephemeral GX context per process (each new one makes a temp docs folder)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    suite = _load_suite(suite_path)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch_definition = (context.data_sources.add_pandas("source").add_dataframe_asset(suite.name)
-                        .add_batch_definition_whole_dataframe("all"))
+    return context
+
+
+def run_suite(table: pa.Table, suite_path: Path, source: str,
+              parameters: dict[str, Any] | None = None) -> tuple[SuiteReport, pa.Array]:
+    """Validate `table` against a JSON suite; return the report and a per-row quarantine reason (null = ok)."""
+    suite = _load_suite(suite_path)
+    data_source = _gx_context().data_sources.add_or_update_pandas(f"{suite.name}-source")
+    batch_definition = data_source.add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe("all")
     frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
     result = batch.validate(suite, expectation_parameters=parameters or {}, result_format="COMPLETE")

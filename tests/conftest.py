@@ -1,0 +1,56 @@
+"""Shared fixtures: small generated data sets, per-test settings with a temp MLflow sqlite store."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+_STATE = Path(tempfile.mkdtemp(prefix="anime-rec-tests-"))
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect")  # before flows/ sets its project default
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+import pytest  # noqa: E402
+
+from pipeline.generate import DemoSpec, generate_demo_dataset  # noqa: E402
+from pipeline.settings import Settings, TrainingConfig  # noqa: E402
+
+SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "anime-sample"
+SMALL_SPEC = DemoSpec(n_users=300, n_anime=200, n_ratings=12_000, seed=3)
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """A small demo data set (CooperUnion layout), generated once per session; treat as read-only."""
+    return generate_demo_dataset(tmp_path_factory.mktemp("small-data"), SMALL_SPEC)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """Settings writing under tmp_path, with a quick training configuration."""
+    return Settings(data_root=tmp_path / "data", mlruns_dir=tmp_path / "mlruns",
+                    training=TrainingConfig(embedding_dim=16, batch_size=512, epochs=4, early_stopping_patience=2))
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+RATING_HEADER = ["user_id", "anime_id", "rating"]
+ANIME_HEADER = ["anime_id", "name", "genre", "type", "episodes", "rating", "members"]
+
+
+def write_dataset(folder: Path, ratings: list[list[object]], anime: list[list[object]] | None = None) -> Path:
+    """Write a tiny CooperUnion-layout folder; anime.csv lists every anime id in `ratings` by default."""
+    if anime is None:
+        ids = sorted({int(row[1]) for row in ratings if str(row[1]).lstrip("-").isdigit()})
+        anime = [[i, f"Anime {i}", "Action", "TV", 12, 7.5, 100] for i in ids]
+    write_csv(folder / "rating.csv", RATING_HEADER, ratings)
+    write_csv(folder / "anime.csv", ANIME_HEADER, anime)
+    return folder

@@ -1,0 +1,76 @@
+"""End to end through the real Prefect engine (temporary local server) and a temp MLflow sqlite store."""
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import write_csv
+from mlflow import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.retrain import main, retrain
+from pipeline.errors import PipelineInputError
+from pipeline.registry import CHALLENGER, CHAMPION
+from pipeline.settings import Settings
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_retrain_twice_registers_two_versions(small_data, settings):
+    first = retrain(data_dir=small_data, settings=settings)
+    counts = first.counts
+    assert counts.rows_in == counts.accepted + counts.unrated + counts.quarantined
+    assert first.decision.version == "1" and first.decision.promoted
+
+    run = mlflow.get_run(first.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_rmse"] == pytest.approx(first.evaluation.model.rmse)
+    assert run.data.metrics["rows_accepted"] == counts.accepted
+    assert run.data.params["embedding_dim"] == str(settings.training.embedding_dim)
+    assert run.data.tags["data_version"] == first.matrix.data_version
+    assert len(MlflowClient().get_metric_history(run.info.run_id, "val_loss")) == first.epochs_run
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"learning_curves.png", "id_maps", "validation", "promotion.json"} <= artifacts
+
+    second = retrain(data_dir=small_data, settings=settings)
+    decision = second.decision
+    assert decision.version == "2" and decision.champion_version == "1"
+    assert decision.champion_rmse == pytest.approx(first.evaluation.model.rmse)
+    assert decision.promoted == (second.evaluation.model.rmse < first.evaluation.model.rmse)
+    registered = MlflowClient().get_registered_model(settings.registered_model_name)
+    aliases = {alias: str(version) for alias, version in registered.aliases.items()}
+    assert aliases[CHAMPION] == ("2" if decision.promoted else "1")
+    assert decision.promoted or aliases[CHALLENGER] == "2"
+    text = second.format(settings.registered_model_name)
+    assert "version 2" in text and "champion v1" in text and f"{counts.rows_in:>10,}" in text
+
+    champion = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}@{CHAMPION}")
+    pairs = {"user": np.array([0, 1, 2], dtype=np.int32), "anime": np.array([2, 1, 0], dtype=np.int32)}
+    served = np.asarray(champion.predict(pairs)).reshape(-1)
+    assert served.shape == (3,) and np.all((served > 0) & (served < 1))
+
+
+def test_structural_failure_stops_before_anything_is_registered(tmp_path, settings):
+    write_csv(tmp_path / "rating.csv", ["user_id", "anime"], [[1, 2]])
+    write_csv(tmp_path / "anime.csv", ["anime_id", "name"], [[2, "x"]])
+    with pytest.raises(PipelineInputError, match="rating.csv: missing column 'anime_id'"):
+        retrain(data_dir=tmp_path, settings=settings)
+    assert not settings.matrix_root.exists()
+    registry = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    assert registry.search_registered_models() == []
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, settings, monkeypatch, capsys):
+    monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
+    monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
+    assert Settings().mlruns_dir == settings.mlruns_dir
+    write_csv(tmp_path / "rating.csv", ["user_id", "anime_id", "rating"], [[1, 2, 99], [1, 3, 8]])
+    write_csv(tmp_path / "anime.csv", ["anime_id", "name"], [[2, "x"], [3, "y"]])
+    assert main(["--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: rating.csv: 50.0% of rows failed validation")
+    run = MlflowClient().search_runs([mlflow.get_experiment_by_name(settings.experiment_name).experiment_id])[0]
+    assert run.info.status == "FAILED"

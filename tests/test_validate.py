@@ -1,0 +1,69 @@
+import json
+
+import pyarrow as pa
+import pytest
+from conftest import write_dataset
+
+from pipeline.errors import PipelineInputError
+from pipeline.ingest import ingest
+from pipeline.validate import run_suite, validate
+
+ROWS = [
+    [1, 10, 8], [1, 11, 9], [2, 10, 7], [2, 12, -1],  # good: 3 ratings, 1 unrated
+    [3, 10, 11],  # rating off the scale
+    [3, 11, 0],  # rating off the scale
+    [4, 10, "7.5"],  # not an integer
+    [5, 10, 6], [5, 10, 6],  # duplicated pair
+    [-6, 10, 5],  # negative id
+    [7, "", 5],  # missing anime id
+]
+
+
+def test_rows_are_split_into_accepted_unrated_and_quarantined(tmp_path, settings):
+    settings.max_quarantine_share = 1.0
+    validated = validate(ingest(write_dataset(tmp_path, ROWS)), settings)
+    counts = validated.counts
+    assert counts.rows_in == len(ROWS)
+    assert (counts.accepted, counts.unrated) == (3, 1)
+    assert counts.rows_in == counts.accepted + counts.unrated + counts.quarantined
+    reasons = dict(zip(validated.quarantine["row_number"].to_pylist(), validated.quarantine["reason"].to_pylist(),
+                       strict=True))
+    assert set(reasons) == {5, 6, 7, 8, 9, 10, 11}
+    assert "outside the rating scale" in reasons[5] and "outside the rating scale" in reasons[6]
+    assert "'7.5' is not an integer" in reasons[7]
+    assert "more than once" in reasons[8] and "more than once" in reasons[9]
+    assert "positive" in reasons[10]
+    assert "anime_id is missing" in reasons[11]
+    assert validated.unrated.to_pylist() == [{"user_id": 2, "anime_id": 12}]
+
+
+def test_rating_scale_comes_from_settings(tmp_path, settings):
+    folder = write_dataset(tmp_path, [[1, 1, 4], [1, 2, 5], [2, 1, 3], [2, 2, 1]])
+    settings.rating_max = 4
+    settings.max_quarantine_share = 1.0
+    validated = validate(ingest(folder), settings)
+    assert validated.counts.accepted == 3
+    assert validated.quarantine["row_number"].to_pylist() == [2]
+
+
+def test_too_many_quarantined_rows_fail_the_run(tmp_path, settings):
+    folder = write_dataset(tmp_path, [[1, 1, 8], [1, 2, 99], [2, 1, 7]])
+    with pytest.raises(PipelineInputError, match=r"rating\.csv: 33\.3% of rows failed validation"):
+        validate(ingest(folder), settings)
+
+
+def test_gx_structural_failure_stops_with_file_and_column(settings):
+    table = pa.table({"user_id": [1, 2], "anime_id": [1, 2], "rating": [7.5, 8.0]})  # float ratings
+    expected = r"rating\.csv: column 'rating' failed expect_column_values_to_be_of_type"
+    with pytest.raises(PipelineInputError, match=expected):
+        run_suite(table, settings.expectations_dir / "ratings.json", "rating.csv", {"allowed_ratings": [1]})
+
+
+def test_gx_report_is_serializable_and_counts_failures(tmp_path, settings):
+    settings.max_quarantine_share = 1.0
+    validated = validate(ingest(write_dataset(tmp_path, ROWS)), settings)
+    ratings_report = validated.reports[0]
+    failed = {o.column: o.unexpected_count for o in ratings_report.outcomes if not o.success}
+    assert failed["rating"] == 2 and failed["user_id,anime_id"] == 2
+    json.dumps(ratings_report.gx_result)
+    assert "FAILED" in validated.summary()
