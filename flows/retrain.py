@@ -1,7 +1,7 @@
-"""The `retrain` flow: ingest → validate → utility matrix → train → evaluate → register.
+"""The `retrain` flow: ingest → validate → utility matrix → train → evaluate → register → archive inbox.
 
 Thin wiring only: each task calls one `pipeline` stage (and logs what it produced to MLflow).
-Run it with `make pipeline` or `python -m flows.retrain --data DIR`.
+Run it with `make pipeline`, `python -m flows.retrain --data DIR`, or on a schedule (`make serve`).
 """
 
 from __future__ import annotations
@@ -12,49 +12,68 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipeline import tracking
 from pipeline.errors import PipelineInputError
 from pipeline.evaluate import EvaluationReport, evaluate_model
 from pipeline.generate import generate_demo_dataset
-from pipeline.ingest import RawData, ingest
-from pipeline.matrix import UtilityMatrix, build_utility_matrix
+from pipeline.ingest import RawData, archive_incoming, ingest
+from pipeline.matrix import UtilityMatrix, build_utility_matrix, data_version_of
 from pipeline.registry import PromotionDecision, register_and_decide
 from pipeline.settings import Settings
+from pipeline.storage import LockBusyError, exclusive_lock
 from pipeline.train import TrainedModel, train_model
 from pipeline.validate import ValidatedData, ValidationCounts, validate
 
 
 @dataclass(frozen=True)
-class RetrainSummary:
-    data_dir: Path
+class TrainingOutcome:
     mlflow_run_id: str
-    counts: ValidationCounts
+    mlflow_run_url: str
     matrix: UtilityMatrix
     epochs_run: int
     best_epoch: int
     evaluation: EvaluationReport
     decision: PromotionDecision
 
+
+@dataclass(frozen=True)
+class RetrainSummary:
+    data_dir: Path
+    data_version: str
+    counts: ValidationCounts
+    validation_summary: str
+    archived: list[Path]
+    outcome: TrainingOutcome | None  # None when the data were unchanged and training was skipped
+
+    def count_rows(self) -> list[tuple[str, int]]:
+        c = self.counts
+        return [("rows in", c.rows_in), ("accepted", c.accepted), ("unrated (-1)", c.unrated),
+                ("quarantined", c.quarantined), ("superseded by newer files", c.superseded)]
+
     def format(self, model_name: str) -> str:
-        c, e, d, sizes = self.counts, self.evaluation, self.decision, self.matrix.split_sizes
+        c = self.counts
+        lines = [f"  data              {self.data_dir}" + (f" + {len(self.archived)} inbox file(s), now archived"
+                                                          if self.archived else ""),
+                 f"  data version      {self.data_version}"]
+        lines += [f"  {'  ' * (i > 0)}{label:<{16 - 2 * (i > 0)}}{value:>10,}"
+                  for i, (label, value) in enumerate(self.count_rows()) if i < 4 or value]
+        lines.append(f"  anime.csv         {c.anime_rows_in:,} rows, {c.anime_quarantined:,} quarantined; "
+                     f"{c.ratings_without_metadata:,} ratings of anime missing from anime.csv (kept)")
+        if self.outcome is None:
+            return "\n".join(["Retrain skipped: data unchanged since the last trained run", *lines])
+        o, e, d = self.outcome, self.outcome.evaluation, self.outcome.decision
+        sizes = o.matrix.split_sizes
         compared = ("" if d.champion_version is None else
                     f"\n  champion v{d.champion_version}  RMSE {d.champion_rmse:.4f} on this test split"
                     f"{' (re-scored: data changed)' if d.champion_rescored else ''}")
         return "\n".join([
-            f"Retrain finished (MLflow run {self.mlflow_run_id})",
-            f"  data              {self.data_dir}",
-            f"  data version      {self.matrix.data_version}",
-            f"  rows in           {c.rows_in:>10,}",
-            f"    accepted        {c.accepted:>10,}",
-            f"    unrated (-1)    {c.unrated:>10,}",
-            f"    quarantined     {c.quarantined:>10,}",
-            f"  anime.csv         {c.anime_rows_in:,} rows, {c.anime_quarantined:,} quarantined; "
-            f"{c.ratings_without_metadata:,} ratings of anime missing from anime.csv (kept)",
-            f"  matrix            {self.matrix.n_users:,} users x {self.matrix.n_anime:,} anime; "
+            f"Retrain finished (MLflow run {o.mlflow_run_id})", *lines,
+            f"  matrix            {o.matrix.n_users:,} users x {o.matrix.n_anime:,} anime; "
             f"train {sizes['train']:,} / validation {sizes['validation']:,} / test {sizes['test']:,}",
-            f"  training          {self.epochs_run} epochs run, weights of epoch {self.best_epoch} kept",
+            f"  training          {o.epochs_run} epochs run, weights of epoch {o.best_epoch} kept",
             "  test scores (1-10 scale)     RMSE     MAE",
             f"    seed model               {e.model.rmse:.4f}  {e.model.mae:.4f}",
             f"    user+item bias baseline  {e.bias.rmse:.4f}  {e.bias.mae:.4f}",
@@ -70,17 +89,16 @@ def generate_demo_data_task(out_dir: Path) -> Path:
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
-def ingest_task(data_dir: Path) -> RawData:
-    raw = ingest(data_dir)
-    get_run_logger().info("read %s: %s rating rows, %s anime rows", data_dir, f"{raw.rows_in:,}",
-                          f"{raw.anime.num_rows:,}")
+def ingest_task(data_dir: Path, settings: Settings) -> RawData:
+    raw = ingest(data_dir, settings.inbox_dir, settings.archive_dir)
+    get_run_logger().info("read %s: %s rating rows from %s, %s anime rows", data_dir, f"{raw.rows_in:,}",
+                          ", ".join(raw.sources), f"{raw.anime.num_rows:,}")
     return raw
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate_task(raw: RawData, settings: Settings, run_id: str) -> ValidatedData:
+def validate_task(raw: RawData, settings: Settings) -> ValidatedData:
     validated = validate(raw, settings)
-    tracking.log_validation(run_id, validated, raw.source_sha256)
     get_run_logger().info("Great Expectations:\n%s", validated.summary())
     return validated
 
@@ -120,16 +138,41 @@ def register_task(model_uri: str, run_id: str, report: EvaluationReport, matrix:
     return decision
 
 
-@flow(name="retrain")
-def retrain(data_dir: Path | None = None, settings: Settings | None = None) -> RetrainSummary:
-    """Retrain on a CooperUnion-layout folder (the built-in demo data when none is given) and register."""
-    settings = settings or Settings()
-    data_dir = Path(data_dir) if data_dir else generate_demo_data_task(settings.demo_data_dir)
-    raw = ingest_task(data_dir)
+@task(name="archive-inbox", cache_policy=NO_CACHE)
+def archive_inbox_task(raw: RawData, settings: Settings) -> list[Path]:
+    moved = archive_incoming(raw.incoming, settings.archive_dir)
+    if moved:
+        get_run_logger().info("archived %d inbox file(s): %s", len(moved), ", ".join(p.name for p in moved))
+    return moved
+
+
+@task(name="publish-artifacts", cache_policy=NO_CACHE)
+def publish_artifacts_task(summary: RetrainSummary, model_name: str) -> None:
+    """What a user reads in the Prefect UI without opening logs."""
+    create_table_artifact(key="retrain-row-counts", description="Rows read and where they went",
+                          table=[{"rows": label, "count": value} for label, value in summary.count_rows()])
+    create_markdown_artifact(key="retrain-validation", description="Great Expectations summary",
+                             markdown=f"```\n{summary.validation_summary}\n```")
+    if summary.outcome is None:
+        create_markdown_artifact(key="retrain-decision", description="Promotion decision", markdown=(
+            f"Skipped: data version `{summary.data_version}` is unchanged since the last trained run."))
+        return
+    o, e, d = summary.outcome, summary.outcome.evaluation, summary.outcome.decision
+    create_table_artifact(key="retrain-scores", description="Test RMSE/MAE (1-10 scale)", table=[
+        {"model": "seed model", "rmse": round(e.model.rmse, 4), "mae": round(e.model.mae, 4)},
+        {"model": "user+item bias baseline", "rmse": round(e.bias.rmse, 4), "mae": round(e.bias.mae, 4)},
+        {"model": "global mean baseline", "rmse": round(e.global_mean.rmse, 4), "mae": round(e.global_mean.mae, 4)},
+    ])
+    create_markdown_artifact(key="retrain-decision", description="Promotion decision", markdown=(
+        f"**{model_name} version {d.version}: {'promoted to champion' if d.promoted else 'kept as challenger'}**"
+        f"\n\n{d.reason}\n\nMLflow run: [{o.mlflow_run_id}]({o.mlflow_run_url})"))
+
+
+def _train_and_register(raw: RawData, validated: ValidatedData, data_dir: Path, settings: Settings) -> TrainingOutcome:
     run_id = tracking.start_run(settings, data_dir)
     succeeded = False
     try:
-        validated = validate_task(raw, settings, run_id)
+        tracking.log_validation(run_id, validated, raw.source_sha256)
         matrix = build_matrix_task(validated, settings, raw.source_sha256, run_id)
         trained, model_uri = train_task(matrix, settings, run_id)
         report = evaluate_task(trained, matrix, run_id)
@@ -137,21 +180,44 @@ def retrain(data_dir: Path | None = None, settings: Settings | None = None) -> R
         succeeded = True
     finally:
         tracking.finish_run(run_id, succeeded)
-    return RetrainSummary(data_dir, run_id, validated.counts, matrix, trained.epochs_run, trained.best_epoch,
-                          report, decision)
+    return TrainingOutcome(run_id, tracking.run_url(settings, run_id), matrix, trained.epochs_run,
+                           trained.best_epoch, report, decision)
+
+
+@flow(name="retrain")
+def retrain(data_dir: Path | None = None, skip_unchanged: bool = False,
+            settings: Settings | None = None) -> RetrainSummary:
+    """Retrain on a CooperUnion-layout folder (the built-in demo data when none is given) plus any rating
+    files in the inbox, and register the model. With skip_unchanged, unchanged data end the run early."""
+    settings = settings or Settings()
+    with exclusive_lock(settings.lock_path, settings.lock_wait_seconds):
+        data_dir = Path(data_dir) if data_dir else generate_demo_data_task(settings.demo_data_dir)
+        raw = ingest_task(data_dir, settings)
+        validated = validate_task(raw, settings)
+        data_version = data_version_of(validated.ratings)
+        outcome = None
+        if skip_unchanged and data_version == tracking.last_trained_data_version(settings):
+            get_run_logger().info("data version %s unchanged since the last trained run: not retraining", data_version)
+        else:
+            outcome = _train_and_register(raw, validated, data_dir, settings)
+        archived = archive_inbox_task(raw, settings)
+    summary = RetrainSummary(data_dir, data_version, validated.counts, validated.summary(), archived, outcome)
+    publish_artifacts_task(summary, settings.registered_model_name)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.retrain", description=retrain.__doc__)
     parser.add_argument("--data", type=Path, help="folder with rating.csv and anime.csv (default: demo data)")
     parser.add_argument("--epochs", type=int, help="maximum training epochs (early stopping may end sooner)")
+    parser.add_argument("--skip-unchanged", action="store_true", help="do not retrain if the data are unchanged")
     args = parser.parse_args(argv)
     settings = Settings()
     if args.epochs:
         settings.training.epochs = args.epochs
     try:
-        summary = retrain(data_dir=args.data, settings=settings)
-    except PipelineInputError as exc:
+        summary = retrain(data_dir=args.data, skip_unchanged=args.skip_unchanged, settings=settings)
+    except (PipelineInputError, LockBusyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary.format(settings.registered_model_name))

@@ -1,4 +1,5 @@
-"""Ingest: read `rating.csv` and `anime.csv` (Kaggle CooperUnion layout) into typed Arrow tables.
+"""Ingest: read `rating.csv` and `anime.csv` (Kaggle CooperUnion layout) into typed Arrow tables,
+plus rating files that arrived later: those already applied (the archive) and new ones (the inbox).
 
 Reading is typed and vectorized (pyarrow). A value that does not parse (say rating `7.5`) does not
 stop the run: the fast typed read falls back to a string read, the bad cell becomes null and the row
@@ -10,9 +11,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import html
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -41,9 +45,11 @@ _KIND = {pa.int64(): "an integer", pa.float64(): "a number"}
 class RawData:
     """Typed source tables plus what is needed to trace them back to the files."""
 
-    ratings: pa.Table  # user_id, anime_id, rating (int64), row_number, parse_error
+    ratings: pa.Table  # user_id, anime_id, rating (int64), row_number, parse_error, source_rank
     anime: pa.Table  # ANIME_SCHEMA with episodes as int64, row_number, parse_error
     source_sha256: dict[str, str]
+    sources: tuple[str, ...] = (RATING_FILE,)  # rating sources, oldest first; source_rank indexes this
+    incoming: tuple[Path, ...] = ()  # inbox files read by this run: archived once the run has committed
 
     @property
     def rows_in(self) -> int:
@@ -127,13 +133,46 @@ def read_anime(path: Path) -> pa.Table:
     )
 
 
-def ingest(data_dir: Path) -> RawData:
-    """Read both source files of a CooperUnion-layout folder, typed, with their sha256."""
-    rating_path, anime_path = data_dir / RATING_FILE, data_dir / ANIME_FILE
-    ratings = read_ratings(rating_path)
+def _csv_files(folder: Path | None) -> list[Path]:
+    return sorted(folder.glob("*.csv")) if folder is not None and folder.is_dir() else []
+
+
+def ingest(data_dir: Path, inbox_dir: Path | None = None, archive_dir: Path | None = None) -> RawData:
+    """Read a CooperUnion-layout folder plus archived and inbox rating files, typed, with their sha256.
+
+    Rating sources are ranked oldest first — base `rating.csv`, then the archive in the order it was
+    applied, then the inbox by file name — so that validation can let the newest rating of a pair win.
+    """
+    rating_paths = {RATING_FILE: data_dir / RATING_FILE}
+    rating_paths |= {f"archive/{path.name}": path for path in _csv_files(archive_dir)}
+    incoming = _csv_files(inbox_dir)
+    rating_paths |= {f"incoming/{path.name}": path for path in incoming}
+    tables = []
+    for rank, path in enumerate(rating_paths.values()):
+        table = read_ratings(path)
+        tables.append(table.append_column("source_rank", pa.array(np.full(table.num_rows, rank, np.int32))))
+    anime_path = data_dir / ANIME_FILE
     anime = read_anime(anime_path)
     return RawData(
-        ratings=ratings,
+        ratings=pa.concat_tables(tables),
         anime=anime,
-        source_sha256={RATING_FILE: file_sha256(rating_path), ANIME_FILE: file_sha256(anime_path)},
+        source_sha256={name: file_sha256(path) for name, path in (*rating_paths.items(), (ANIME_FILE, anime_path))},
+        sources=tuple(rating_paths),
+        incoming=tuple(incoming),
     )
+
+
+def archive_incoming(files: Sequence[Path], archive_dir: Path) -> list[Path]:
+    """Move applied inbox files into the archive, numbered so later runs read them in the same order.
+
+    Each move is one atomic rename: a crash leaves every file either in the inbox (read again next run)
+    or in the archive (already part of the data), never in both.
+    """
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    numbers = [int(path.name.split("-", 1)[0]) for path in _csv_files(archive_dir) if path.name[:6].isdigit()]
+    moved = []
+    for number, path in enumerate(files, start=max(numbers, default=0) + 1):
+        target = archive_dir / f"{number:06d}-{path.name}"
+        os.replace(path, target)
+        moved.append(target)
+    return moved

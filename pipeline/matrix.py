@@ -52,6 +52,7 @@ class UtilityMatrix:
     scale: RatingScale
     split_sizes: dict[str, int]
     train_mean_rating: float
+    row_counts: dict[str, int]  # validation counts of the data it was built from
 
     def split(self, name: str) -> pa.Table:
         return pq.read_table(self.path / f"{name}.parquet")
@@ -69,7 +70,8 @@ class UtilityMatrix:
         meta = json.loads((path / "metadata.json").read_text())
         return cls(path=path, data_version=meta["data_version"], split_id=meta["split_id"],
                    n_users=meta["n_users"], n_anime=meta["n_anime"], scale=RatingScale(**meta["scale"]),
-                   split_sizes=meta["split_sizes"], train_mean_rating=meta["train_mean_rating"])
+                   split_sizes=meta["split_sizes"], train_mean_rating=meta["train_mean_rating"],
+                   row_counts=meta["counts"])
 
 
 def data_version_of(ratings: pa.Table) -> str:

@@ -1,8 +1,9 @@
 """Register each trained model in the MLflow registry and decide champion vs challenger fairly.
 
-The new version always gets alias `challenger`; it takes `champion` only if there is no champion or
-it has a lower test RMSE on the same test split. A champion scored on another split (the data or the
-split settings changed) is re-scored on the current one first.
+The new version always gets alias `challenger`; it takes `champion` only if it beats the user+item
+bias baseline and there is no champion or it has a lower test RMSE on the same test split. A champion
+scored on another split (the data or the split settings changed) is re-scored on the current one first.
+A person can override with `promote_manually`, which records who, when and why.
 """
 
 from __future__ import annotations
@@ -34,10 +35,14 @@ class PromotionDecision:
         return asdict(self)
 
 
-def decide_promotion(challenger_rmse: float, champion_rmse: float | None) -> tuple[bool, str]:
-    """Pure rule: promote when there is no champion or the challenger's RMSE is strictly lower."""
+def decide_promotion(challenger_rmse: float, bias_baseline_rmse: float,
+                     champion_rmse: float | None) -> tuple[bool, str]:
+    """Pure rule: never promote a model that loses to the bias baseline; otherwise promote when there
+    is no champion or the challenger's RMSE is strictly lower on the same split."""
+    if not challenger_rmse < bias_baseline_rmse:
+        return False, f"test RMSE {challenger_rmse:.4f} does not beat the bias baseline's {bias_baseline_rmse:.4f}"
     if champion_rmse is None:
-        return True, "no champion yet"
+        return True, f"no champion yet; beats the bias baseline ({challenger_rmse:.4f} < {bias_baseline_rmse:.4f})"
     if challenger_rmse < champion_rmse:
         return True, f"test RMSE {challenger_rmse:.4f} < champion's {champion_rmse:.4f} on the same split"
     return False, f"test RMSE {challenger_rmse:.4f} >= champion's {champion_rmse:.4f} on the same split"
@@ -76,9 +81,10 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
             client.log_metric(run_id, "champion_test_rmse_rescored", champion_rmse)
 
     tags = {"data_version": matrix.data_version, "split_id": matrix.split_id, "run_id": run_id,
-            **{name_: f"{value:.6f}" for name_, value in report.as_metrics().items() if name_ != "n_test"}}
+            **{f"rows_{key}": str(value) for key, value in matrix.row_counts.items()},
+            **{key: repr(value) for key, value in report.as_metrics().items()}}  # repr: exact round trip
     version = mlflow.register_model(model_uri, name, tags=tags).version
-    promoted, reason = decide_promotion(report.model.rmse, champion_rmse)
+    promoted, reason = decide_promotion(report.model.rmse, report.bias.rmse, champion_rmse)
     client.set_registered_model_alias(name, CHALLENGER, version)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)

@@ -47,9 +47,27 @@ class Settings(BaseSettings):
 
     training: TrainingConfig = TrainingConfig()
 
+    retrain_cron: str = "0 3 * * *"  # the scheduled deployment's cron (daily 03:00)
+    lock_wait_seconds: float = Field(3600, ge=0)  # a second retrain waits this long for the first, then fails
+    mlflow_ui_url: str = "http://127.0.0.1:5000"  # for links from Prefect artifacts to MLflow runs
+
     @property
     def demo_data_dir(self) -> Path:
         return self.data_root / "demo"
+
+    @property
+    def inbox_dir(self) -> Path:
+        """New rating files (`*.csv`, rating.csv columns) dropped here are merged by the next run."""
+        return self.data_root / "incoming"
+
+    @property
+    def archive_dir(self) -> Path:
+        """Inbox files already merged, numbered in the order they were applied (part of the data)."""
+        return self.data_root / "archive"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_root / ".retrain.lock"
 
     @property
     def matrix_root(self) -> Path:

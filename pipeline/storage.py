@@ -1,10 +1,13 @@
-"""Atomic writes: readers see the old file/folder or the new one, never a half-written one."""
+"""Safe writes: atomic files and folders (readers see the old or the new, never half of one), and a
+run lock so that two retrains never write at once."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,3 +49,37 @@ def atomic_dir(target: Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class LockBusyError(RuntimeError):
+    """Another retrain holds the lock on the data folder."""
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path, wait_seconds: float, poll_seconds: float = 0.5) -> Iterator[None]:
+    """Hold an OS file lock (released by the kernel if the holder dies), waiting up to `wait_seconds`.
+
+    Serializes whole retrain runs across processes — a scheduled run and a manual one never
+    interleave their writes to the matrix folder, the inbox or the registry.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a+") as handle:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockBusyError(
+                        f"{lock_path}: another retrain is running (waited {wait_seconds:g}s); try again later"
+                    ) from None
+                time.sleep(poll_seconds)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -157,3 +157,17 @@ def log_decision(run_id: str, decision: dict) -> None:
     client.set_tag(run_id, "promotion", "champion" if decision["promoted"] else "challenger")
     client.set_tag(run_id, "promotion_reason", decision["reason"])
     client.log_text(run_id, json.dumps(decision, indent=2), "promotion.json")
+
+
+def last_trained_data_version(settings: Settings) -> str | None:
+    """Data version of the newest retrain run that finished (None if there is none yet)."""
+    experiment_id = configure_tracking(settings)
+    runs = MlflowClient().search_runs([experiment_id], filter_string="attributes.status = 'FINISHED' "
+                                      "and tags.data_version != ''", order_by=["attributes.start_time DESC"],
+                                      max_results=1)
+    return runs[0].data.tags["data_version"] if runs else None
+
+
+def run_url(settings: Settings, run_id: str) -> str:
+    experiment_id = MlflowClient().get_run(run_id).info.experiment_id
+    return f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}"

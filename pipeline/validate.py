@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import PipelineInputError
-from pipeline.ingest import ANIME_FILE, RATING_FILE, RawData
+from pipeline.ingest import ANIME_FILE, RawData
 from pipeline.settings import Settings
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -29,6 +29,7 @@ for _logger in ("great_expectations", "great_expectations.data_context.types.bas
     logging.getLogger(_logger).setLevel(logging.WARNING)
 
 RATING_COLUMNS = ["user_id", "anime_id", "rating"]
+SUITE_RATING_COLUMNS = ["source_rank", *RATING_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,14 @@ class ValidationCounts:
     accepted: int
     unrated: int
     quarantined: int
+    superseded: int  # valid rows replaced by a newer rating of the same (user, anime) in a later file
     anime_rows_in: int
     anime_accepted: int
     anime_quarantined: int
     ratings_without_metadata: int  # accepted ratings whose anime is not in anime.csv (kept)
 
     def __post_init__(self) -> None:
-        if self.rows_in != self.accepted + self.unrated + self.quarantined:
+        if self.rows_in != self.accepted + self.unrated + self.quarantined + self.superseded:
             raise AssertionError(f"counts do not reconcile: {self}")
 
 
@@ -78,7 +80,7 @@ class ValidationCounts:
 class ValidatedData:
     ratings: pa.Table  # accepted ratings: user_id, anime_id, rating
     unrated: pa.Table  # watched but unrated: user_id, anime_id
-    quarantine: pa.Table  # rating.csv rows left out: row_number, user_id, anime_id, rating, reason
+    quarantine: pa.Table  # rating rows left out: source, row_number, user_id, anime_id, rating, reason
     anime: pa.Table  # accepted anime metadata
     anime_quarantine: pa.Table  # anime.csv rows left out, with reason
     counts: ValidationCounts
@@ -151,24 +153,41 @@ def _compact(gx_result: dict[str, Any]) -> dict[str, Any]:
     return gx_result
 
 
+def _newest_per_pair(ratings: pa.Table, valid: np.ndarray) -> np.ndarray:
+    """Among valid rows, keep for each (user, anime) only the row from the newest source."""
+    rows = np.flatnonzero(valid)
+    users = ratings["user_id"].to_numpy(zero_copy_only=False)[rows]
+    anime = ratings["anime_id"].to_numpy(zero_copy_only=False)[rows]
+    ranks = ratings["source_rank"].to_numpy()[rows]
+    order = np.lexsort((ranks, anime, users))
+    users, anime = users[order], anime[order]
+    last_of_pair = np.ones(len(order), dtype=bool)
+    last_of_pair[:-1] = (users[1:] != users[:-1]) | (anime[1:] != anime[:-1])
+    keep = np.zeros(ratings.num_rows, dtype=bool)
+    keep[rows[order[last_of_pair]]] = True
+    return keep
+
+
 def validate(raw: RawData, settings: Settings) -> ValidatedData:
     """Apply both suites; quarantine failing rows; fail if too large a share of ratings is quarantined."""
     allowed = [settings.unrated_value, *range(settings.rating_min, settings.rating_max + 1)]
     rating_report, rating_reason = run_suite(
-        raw.ratings.select(RATING_COLUMNS), settings.expectations_dir / "ratings.json", RATING_FILE,
-        {"allowed_ratings": allowed})
+        raw.ratings.select(SUITE_RATING_COLUMNS), settings.expectations_dir / "ratings.json",
+        " + ".join(raw.sources), {"allowed_ratings": allowed})
     rating_reason = pc.coalesce(raw.ratings["parse_error"], rating_reason)
     anime_report, anime_reason = run_suite(
         raw.anime.drop_columns(["row_number", "parse_error"]), settings.expectations_dir / "anime.json", ANIME_FILE)
     anime_reason = pc.coalesce(raw.anime["parse_error"], anime_reason)
 
     rating_ok = pc.is_null(rating_reason)
-    unrated_mask = pc.and_(rating_ok, pc.equal(raw.ratings["rating"], settings.unrated_value))
-    rated_mask = pc.and_(rating_ok, pc.invert(unrated_mask))
+    current = _newest_per_pair(raw.ratings, rating_ok.to_numpy(zero_copy_only=False))
+    unrated_mask = pc.and_(current, pc.equal(raw.ratings["rating"], settings.unrated_value))
+    rated_mask = pc.and_(current, pc.invert(unrated_mask))
     ratings = raw.ratings.select(RATING_COLUMNS).filter(rated_mask)
     unrated = raw.ratings.select(["user_id", "anime_id"]).filter(unrated_mask)
-    quarantine = (raw.ratings.select(["row_number", *RATING_COLUMNS]).append_column("reason", rating_reason)
-                  .filter(pc.invert(rating_ok)))
+    source_names = pa.array(raw.sources).take(raw.ratings["source_rank"])
+    quarantine = (raw.ratings.select(["row_number", *RATING_COLUMNS]).add_column(0, "source", source_names)
+                  .append_column("reason", rating_reason).filter(pc.invert(rating_ok)))
     anime_ok = pc.is_null(anime_reason)
     anime = raw.anime.drop_columns(["row_number", "parse_error"]).filter(anime_ok)
     anime_quarantine = (raw.anime.select(["row_number", "anime_id", "name"]).append_column("reason", anime_reason)
@@ -179,13 +198,14 @@ def validate(raw: RawData, settings: Settings) -> ValidatedData:
         top = pc.value_counts(quarantine["reason"]).to_pylist()
         top = sorted(top, key=lambda item: -item["counts"])[:3]
         reasons = "; ".join(f"{item['values']} ({item['counts']:,})" for item in top)
-        raise PipelineInputError(
-            f"{RATING_FILE}: {share:.1%} of rows failed validation, above the {settings.max_quarantine_share:.0%}"
-            f" limit (max_quarantine_share); most common: {reasons}")
+        limit = settings.max_quarantine_share
+        raise PipelineInputError(f"{' + '.join(raw.sources)}: {share:.1%} of rows failed validation, above the "
+                                 f"{limit:.0%} limit (max_quarantine_share); most common: {reasons}")
 
     known_anime = pc.is_in(ratings["anime_id"], value_set=anime["anime_id"])
     counts = ValidationCounts(
         rows_in=raw.rows_in, accepted=ratings.num_rows, unrated=unrated.num_rows, quarantined=quarantine.num_rows,
+        superseded=raw.rows_in - ratings.num_rows - unrated.num_rows - quarantine.num_rows,
         anime_rows_in=raw.anime.num_rows, anime_accepted=anime.num_rows, anime_quarantined=anime_quarantine.num_rows,
         ratings_without_metadata=int(pc.sum(pc.invert(known_anime)).as_py() or 0),
     )

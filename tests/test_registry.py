@@ -12,10 +12,13 @@ from pipeline.validate import validate
 
 
 def test_promotion_rule():
-    assert decide_promotion(1.2, None)[0] is True
-    assert decide_promotion(1.1, 1.2)[0] is True
-    assert decide_promotion(1.3, 1.2)[0] is False
-    assert decide_promotion(1.2, 1.2)[0] is False  # a tie keeps the champion
+    assert decide_promotion(1.2, 1.3, None)[0] is True
+    assert decide_promotion(1.1, 1.3, 1.2)[0] is True
+    assert decide_promotion(1.3, 1.4, 1.2)[0] is False
+    assert decide_promotion(1.2, 1.3, 1.2)[0] is False  # a tie keeps the champion
+    assert decide_promotion(1.35, 1.3, None)[0] is False  # must beat the bias baseline, even with no champion
+    promoted, reason = decide_promotion(1.1, 1.05, 1.2)
+    assert not promoted and "bias baseline" in reason
 
 
 def _report(model_rmse: float, n_test: int) -> EvaluationReport:

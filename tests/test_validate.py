@@ -2,7 +2,7 @@ import json
 
 import pyarrow as pa
 import pytest
-from conftest import write_dataset
+from conftest import RATING_HEADER, write_csv, write_dataset
 
 from pipeline.errors import PipelineInputError
 from pipeline.ingest import ingest
@@ -64,6 +64,34 @@ def test_gx_report_is_serializable_and_counts_failures(tmp_path, settings):
     validated = validate(ingest(write_dataset(tmp_path, ROWS)), settings)
     ratings_report = validated.reports[0]
     failed = {o.column: o.unexpected_count for o in ratings_report.outcomes if not o.success}
-    assert failed["rating"] == 2 and failed["user_id,anime_id"] == 2
+    assert failed["rating"] == 2 and failed["source_rank,user_id,anime_id"] == 2
     json.dumps(ratings_report.gx_result)
     assert "FAILED" in validated.summary()
+
+
+def test_newest_rating_of_a_pair_wins_across_files(tmp_path, settings):
+    folder = write_dataset(tmp_path / "base", [[1, 10, 5], [1, 11, 6], [2, 10, 7]])
+    inbox = tmp_path / "incoming"
+    write_csv(inbox / "2026-01-01.csv", RATING_HEADER, [[1, 10, 9], [3, 12, 8]])  # re-rate + new user, new anime
+    write_csv(inbox / "2026-01-02.csv", RATING_HEADER, [[1, 10, 2], [2, 10, -1]])  # re-rate again; now unrated
+    raw = ingest(folder, inbox_dir=inbox, archive_dir=tmp_path / "archive")
+    assert raw.sources == ("rating.csv", "incoming/2026-01-01.csv", "incoming/2026-01-02.csv")
+    validated = validate(raw, settings)
+    ratings = {(r["user_id"], r["anime_id"]): r["rating"] for r in validated.ratings.to_pylist()}
+    assert ratings == {(1, 10): 2, (1, 11): 6, (3, 12): 8}
+    assert validated.unrated.to_pylist() == [{"user_id": 2, "anime_id": 10}]
+    counts = validated.counts
+    assert (counts.rows_in, counts.superseded, counts.quarantined) == (7, 3, 0)
+    assert counts.rows_in == counts.accepted + counts.unrated + counts.quarantined + counts.superseded
+    assert set(raw.source_sha256) == {*raw.sources, "anime.csv"}
+
+
+def test_quarantine_names_the_file_of_each_row(tmp_path, settings):
+    settings.max_quarantine_share = 1.0
+    folder = write_dataset(tmp_path / "base", [[1, 10, 5], [1, 11, 6]])
+    write_csv(tmp_path / "incoming" / "new.csv", RATING_HEADER, [[1, 12, 42], [1, 12, 3], [1, 12, 3]])
+    validated = validate(ingest(folder, inbox_dir=tmp_path / "incoming"), settings)
+    rows = validated.quarantine.to_pylist()
+    assert [(r["source"], r["row_number"]) for r in rows] == [("incoming/new.csv", 1), ("incoming/new.csv", 2),
+                                                               ("incoming/new.csv", 3)]
+    assert "outside the rating scale" in rows[0]["reason"] and "more than once in the same file" in rows[1]["reason"]
