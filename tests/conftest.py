@@ -26,6 +26,15 @@ def small_data(tmp_path_factory) -> Path:
     return generate_demo_dataset(tmp_path_factory.mktemp("small-data"), SMALL_SPEC)
 
 
+@pytest.fixture(scope="session")
+def prefect_server():
+    """The real Prefect engine against a temporary local API server (started once, stopped at the end)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     """Settings writing under tmp_path, with a quick training configuration that still beats the bias

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from conftest import write_csv
 from mlflow import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.retrain import main, retrain
 from pipeline.errors import PipelineInputError
@@ -13,10 +12,7 @@ from pipeline.registry import CHALLENGER, CHAMPION
 from pipeline.settings import Settings
 
 
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def test_retrain_twice_registers_two_versions(small_data, settings):
