@@ -14,7 +14,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup pipeline test ui lint clean
+.PHONY: setup pipeline test ui compare promote lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: $(STAMP) ## run the test suite
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 over the local store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(UI_PORT)
+
+compare: $(STAMP) ## table + PNG chart of every registered version
+	$(PY) -m pipeline compare
+
+promote: $(STAMP) ## make VERSION=n champion by hand: make promote VERSION=3 REASON="why"
+	@test -n "$(VERSION)" || (echo 'usage: make promote VERSION=n REASON="why"' >&2; exit 2)
+	$(PY) -m pipeline promote $(VERSION) --reason "$(REASON)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,7 @@ A person can override with `promote_manually`, which records who, when and why.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
 import mlflow
 from mlflow import MlflowClient
@@ -99,3 +100,108 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
                              challenger_rmse=report.model.rmse,
                              champion_version=None if champion is None else str(champion.version),
                              champion_rmse=champion_rmse, champion_rescored=rescored)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One registered version as `make compare` shows it."""
+
+    version: str
+    aliases: tuple[str, ...]
+    created: datetime
+    data_version: str
+    split_id: str
+    params: dict[str, str]  # the training run's embedding_dim, epochs, learning_rate, batch_size
+    test_rmse: float
+    test_mae: float
+    bias_rmse: float
+
+    @property
+    def is_champion(self) -> bool:
+        return CHAMPION in self.aliases
+
+
+COMPARED_PARAMS = ("embedding_dim", "epochs", "learning_rate", "batch_size")
+
+
+def list_versions(name: str) -> list[VersionRow]:
+    """Every version of the registered model, oldest first, with what is needed to compare them."""
+    client = MlflowClient()
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException:
+        return []
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for mv in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda mv: int(mv.version)):
+        params = client.get_run(mv.run_id).data.params if mv.run_id else {}
+        rows.append(VersionRow(
+            version=str(mv.version), aliases=tuple(sorted(by_version.get(str(mv.version), []))),
+            created=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
+            data_version=mv.tags.get("data_version", "?"), split_id=mv.tags.get("split_id", "?"),
+            params={key: params.get(key, "?") for key in COMPARED_PARAMS},
+            test_rmse=float(mv.tags.get("test_rmse", "nan")), test_mae=float(mv.tags.get("test_mae", "nan")),
+            bias_rmse=float(mv.tags.get("baseline_bias_rmse", "nan")),
+        ))
+    return rows
+
+
+def format_versions(name: str, rows: list[VersionRow]) -> str:
+    """A plain-text table; RMSEs are comparable only between rows that share a split."""
+    if not rows:
+        return f"no versions of '{name}' registered yet"
+    header = ("version", "aliases", "created (UTC)", "data", "split", "dim", "epochs", "lr", "batch",
+              "test RMSE", "test MAE", "bias RMSE")
+    table = [header] + [(
+        r.version, ",".join(r.aliases) or "-", r.created.strftime("%Y-%m-%d %H:%M"), r.data_version[:8],
+        r.split_id[:8], *(r.params[key] for key in COMPARED_PARAMS),
+        f"{r.test_rmse:.4f}", f"{r.test_mae:.4f}", f"{r.bias_rmse:.4f}") for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in table]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    splits = {r.split_id for r in rows}
+    lines.append(f"\n{len(rows)} version(s) of '{name}' on {len(splits)} test split(s): compare RMSE only "
+                 "within one split (the champion is re-scored on the current split before any promotion).")
+    return "\n".join(lines)
+
+
+def rmse_chart(name: str, rows: list[VersionRow]):
+    """Bar chart of test RMSE per version (champion highlighted) with each version's bias baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 2), 4))
+    labels = [f"v{r.version}" for r in rows]
+    colors = ["tab:orange" if r.is_champion else "tab:blue" for r in rows]
+    axis.bar(labels, [r.test_rmse for r in rows], color=colors, label="test RMSE (orange: champion)")
+    axis.scatter(labels, [r.bias_rmse for r in rows], color="black", marker="_", s=400, label="bias baseline")
+    axis.set(xlabel="registered version", ylabel="RMSE (1-10 scale)", title=f"{name}: test RMSE per version",
+             ylim=(0, 1.3 * max(max(r.test_rmse, r.bias_rmse) for r in rows)))
+    axis.legend(loc="upper left", ncols=2)
+    figure.tight_layout()
+    return figure
+
+
+def promote_manually(name: str, version: str, reason: str, who: str) -> str | None:
+    """A person's override: move `champion` to `version`, recording who, when and why on the version.
+    Returns the version that was champion before (None if there was none)."""
+    if not reason.strip():
+        raise ValueError("a manual promotion needs a reason")
+    client = MlflowClient()
+    client.get_model_version(name, version)  # fails clearly if the version does not exist
+    previous = current_champion(name)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    aliases = client.get_registered_model(name).aliases
+    if str(aliases.get(CHALLENGER)) == str(version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+    stamp = datetime.now(tz=UTC).isoformat(timespec="seconds")
+    for key, value in {"promotion": CHAMPION, "promotion_reason": f"manual: {reason}",
+                       "manual_promotion_by": who, "manual_promotion_at": stamp,
+                       "manual_promotion_replaced": "none" if previous is None else str(previous.version)}.items():
+        client.set_model_version_tag(name, version, key, value)
+    return None if previous is None else str(previous.version)

@@ -171,3 +171,15 @@ def last_trained_data_version(settings: Settings) -> str | None:
 def run_url(settings: Settings, run_id: str) -> str:
     experiment_id = MlflowClient().get_run(run_id).info.experiment_id
     return f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def log_registry_chart(settings: Settings, figure: plt.Figure) -> str:
+    """Keep the latest RMSE-per-version chart in one standing run of the experiment; return its id."""
+    experiment_id = configure_tracking(settings)
+    client = MlflowClient()
+    runs = client.search_runs([experiment_id], filter_string="tags.purpose = 'registry-comparison'", max_results=1)
+    run_id = runs[0].info.run_id if runs else client.create_run(
+        experiment_id, run_name="registry-comparison", tags={"purpose": "registry-comparison"}).info.run_id
+    client.log_figure(run_id, figure, "rmse_per_version.png")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id

@@ -11,7 +11,6 @@ from pipeline.errors import PipelineInputError
 from pipeline.registry import CHALLENGER, CHAMPION
 from pipeline.settings import Settings
 
-
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 

@@ -3,10 +3,19 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline import tracking
+from pipeline.cli import main as cli_main
 from pipeline.evaluate import EvaluationReport, Scores, evaluate_model
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
-from pipeline.registry import CHALLENGER, CHAMPION, decide_promotion, register_and_decide, score_version_on_split
+from pipeline.registry import (
+    CHALLENGER,
+    CHAMPION,
+    decide_promotion,
+    list_versions,
+    promote_manually,
+    register_and_decide,
+    score_version_on_split,
+)
 from pipeline.train import train_model
 from pipeline.validate import validate
 
@@ -76,3 +85,53 @@ def test_champion_is_rescored_when_the_split_changed(trained_run, settings, tmp_
     assert not decision.promoted
     assert expected != pytest.approx(real.model.rmse)  # a different test split gives a different score
     assert mlflow.get_run(run_id).data.metrics["champion_test_rmse_rescored"] == pytest.approx(expected)
+
+
+def _use_store(monkeypatch, settings):
+    monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
+    monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
+
+
+def test_compare_lists_every_version_with_its_aliases(trained_run, settings, tmp_path, monkeypatch, capsys):
+    _, matrix, _, run_id, model_uri = trained_run
+    name = settings.registered_model_name
+    for model_rmse in (1.30, 1.40, 1.20, 1.50):
+        register_and_decide(name, model_uri, run_id, _report(model_rmse, 10), matrix)
+    rows = list_versions(name)
+    assert [(r.version, r.aliases) for r in rows] == [("1", ()), ("2", ()), ("3", (CHAMPION,)), ("4", (CHALLENGER,))]
+    assert [r.test_rmse for r in rows] == [1.30, 1.40, 1.20, 1.50]
+    assert rows[0].params["embedding_dim"] == str(settings.training.embedding_dim)
+
+    _use_store(monkeypatch, settings)
+    chart = tmp_path / "chart.png"
+    assert cli_main(["compare", "--chart", str(chart)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = {line.split()[0]: line.split()[1] for line in lines[2:6]}
+    assert table == {"1": "-", "2": "-", "3": CHAMPION, "4": CHALLENGER}
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(settings.experiment_name).experiment_id],
+                                      filter_string="tags.purpose = 'registry-comparison'")
+    assert [a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)] == ["rmse_per_version.png"]
+
+
+def test_manual_promotion_moves_the_alias_and_records_the_reason(trained_run, settings, monkeypatch, capsys):
+    _, matrix, _, run_id, model_uri = trained_run
+    name = settings.registered_model_name
+    register_and_decide(name, model_uri, run_id, _report(1.30, 10), matrix)
+    register_and_decide(name, model_uri, run_id, _report(1.40, 10), matrix)
+    assert _aliases(name) == {CHAMPION: "1", CHALLENGER: "2"}
+
+    assert promote_manually(name, "2", "won the online A/B test", "alice") == "1"
+    assert _aliases(name) == {CHAMPION: "2"}
+    tags = MlflowClient().get_model_version(name, "2").tags
+    assert tags["promotion_reason"] == "manual: won the online A/B test"
+    assert tags["manual_promotion_by"] == "alice" and tags["manual_promotion_replaced"] == "1"
+
+    _use_store(monkeypatch, settings)
+    assert cli_main(["promote", "1", "--reason", "roll back"]) == 0
+    assert _aliases(name) == {CHAMPION: "1"}
+    assert MlflowClient().get_model_version(name, "1").tags["promotion_reason"] == "manual: roll back"
+    assert cli_main(["promote", "9", "--reason", "x"]) == 2
+    assert cli_main(["promote", "2", "--reason", " "]) == 2
+    assert _aliases(name) == {CHAMPION: "1"}
+    assert capsys.readouterr().err.count("error:") == 2

@@ -78,10 +78,10 @@ def test_crash_before_commit_leaves_the_inbox_for_the_next_run(small_data, setti
 
 
 def test_a_second_run_is_refused_while_another_holds_the_lock(small_data, settings):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom pipeline.storage import exclusive_lock\n"
-         "with exclusive_lock(Path(sys.argv[1]), 0):\n    print('held', flush=True)\n    time.sleep(60)",
-         str(settings.lock_path)], stdout=subprocess.PIPE, text=True)
+    script = ("import sys, time\nfrom pathlib import Path\nfrom pipeline.storage import exclusive_lock\n"
+              "with exclusive_lock(Path(sys.argv[1]), 0):\n    print('held', flush=True)\n    time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(settings.lock_path)], stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         settings.lock_wait_seconds = 1
