@@ -13,8 +13,9 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+export PREFECT_HOME := $(CURDIR)/.prefect
 
-.PHONY: setup pipeline test ui compare promote lint clean
+.PHONY: setup pipeline test ui serve compare promote lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +34,9 @@ test: $(STAMP) ## run the test suite
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 over the local store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(UI_PORT)
+
+serve: $(STAMP) ## Prefect server on 127.0.0.1:4200 (if none answers) + retrain on a cron schedule (CRON=...)
+	$(PY) -m flows.serve $(if $(DATA),--data $(DATA)) $(if $(CRON),--cron "$(CRON)")
 
 compare: $(STAMP) ## table + PNG chart of every registered version
 	$(PY) -m pipeline compare

@@ -25,8 +25,6 @@ from pipeline.ingest import ANIME_FILE, RawData
 from pipeline.settings import Settings
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-for _logger in ("great_expectations", "great_expectations.data_context.types.base"):
-    logging.getLogger(_logger).setLevel(logging.WARNING)
 
 RATING_COLUMNS = ["user_id", "anime_id", "rating"]
 SUITE_RATING_COLUMNS = ["source_rank", *RATING_COLUMNS]
@@ -107,6 +105,7 @@ def _gx_context():
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)  # temp-dir notices
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context

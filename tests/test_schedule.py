@@ -1,0 +1,80 @@
+"""`make serve` for real: a Prefect server on a free loopback port, the `retrain` deployment on a cron
+schedule, one run triggered through the API and followed to completion, then Ctrl-C stops it all."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from flows.serve import DEPLOYMENT_NAME
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(check, timeout_s: float, what: str, serve: subprocess.Popen):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if serve.poll() is not None:
+            pytest.fail(f"make serve exited ({serve.returncode}) while waiting for {what}")
+        try:
+            result = check()
+        except httpx.HTTPError:
+            result = None
+        if result:
+            return result
+        time.sleep(2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(tmp_path, small_data, settings):
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "ANIMEREC_DATA_ROOT": str(settings.data_root),
+            "ANIMEREC_MLRUNS_DIR": str(settings.mlruns_dir), "ANIMEREC_TRAINING__EPOCHS": "3",
+            "ANIMEREC_TRAINING__EMBEDDING_DIM": "16", "ANIMEREC_TRAINING__BATCH_SIZE": "1024",
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    serve = subprocess.Popen([sys.executable, "-m", "flows.serve", "--port", str(port), "--data", str(small_data),
+                              "--cron", "30 4 * * *"], cwd=REPO, env=env, start_new_session=True)
+    try:
+        with httpx.Client(base_url=api, timeout=10) as client:
+            deployment = _wait_for(
+                lambda: next(iter(client.post("/deployments/filter", json={}).json()), None), 180, "the deployment",
+                serve)
+            assert deployment["name"] == DEPLOYMENT_NAME
+            assert [(s["schedule"]["cron"], s["active"]) for s in deployment["schedules"]] == [("30 4 * * *", True)]
+            assert deployment["paused"] is False
+            assert deployment["parameters"] == {"data_dir": str(small_data), "skip_unchanged": True}
+            assert deployment["global_concurrency_limit"]["limit"] == 1
+
+            run = client.post(f"/deployments/{deployment['id']}/create_flow_run", json={}).json()
+            final = _wait_for(lambda: (state := client.get(f"/flow_runs/{run['id']}").json()["state"]["type"])
+                              in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} and state, 300, "the flow run", serve)
+            assert final == "COMPLETED"
+            keys = {a["key"] for a in client.post("/artifacts/filter", json={}).json()}
+            assert {"retrain-row-counts", "retrain-validation", "retrain-scores", "retrain-decision"} <= keys
+        registry = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        assert [str(v.version) for v in registry.search_model_versions("name = 'anime-recommender'")] == ["1"]
+    finally:
+        serve.send_signal(signal.SIGINT)  # what Ctrl-C does
+        try:
+            serve.wait(timeout=60)
+        finally:
+            if serve.poll() is None:
+                os.killpg(serve.pid, signal.SIGKILL)
+    assert serve.returncode == 0
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{api}/health", timeout=2)  # the server this command started is gone
