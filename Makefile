@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?=
 EPOCHS ?=
 UI_PORT ?= 5000
+MODEL_PORT ?= 5001
 
 # Quiet offline: no analytics or telemetry from Prefect, MLflow or Great Expectations.
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -15,7 +16,7 @@ export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PREFECT_HOME := $(CURDIR)/.prefect
 
-.PHONY: setup pipeline test ui serve compare promote lint clean
+.PHONY: setup pipeline test ui serve compare promote recommend similar serve-model lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +45,16 @@ compare: $(STAMP) ## table + PNG chart of every registered version
 promote: $(STAMP) ## make VERSION=n champion by hand: make promote VERSION=3 REASON="why"
 	@test -n "$(VERSION)" || (echo 'usage: make promote VERSION=n REASON="why"' >&2; exit 2)
 	$(PY) -m pipeline promote $(VERSION) --reason "$(REASON)"
+
+recommend: $(STAMP) ## top-N for a user: make recommend USER_ID=5 [N=10] (or RATINGS=my.csv)
+	$(PY) -m pipeline recommend $(if $(RATINGS),--ratings $(RATINGS),--user $(USER_ID)) -n $(or $(N),10)
+
+similar: $(STAMP) ## anime like another: make similar ANIME="Cowboy Bebop"
+	$(PY) -m pipeline similar --anime "$(ANIME)" -n $(or $(N),10)
+
+serve-model: $(STAMP) ## MLflow scoring server for the champion on 127.0.0.1:$(MODEL_PORT)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlruns/mlflow.db mlflow models serve \
+		-m models:/anime-recommender@champion --env-manager local --host 127.0.0.1 --port $(MODEL_PORT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -78,9 +78,20 @@ class RetrainSummary:
             f"    seed model               {e.model.rmse:.4f}  {e.model.mae:.4f}",
             f"    user+item bias baseline  {e.bias.rmse:.4f}  {e.bias.mae:.4f}",
             f"    global mean baseline     {e.global_mean.rmse:.4f}  {e.global_mean.mae:.4f}",
+            *self._ranking_lines(e),
             f"  registered        {model_name} version {d.version}{compared}",
             f"  decision          {'promoted to champion' if d.promoted else 'kept as challenger'}: {d.reason}",
         ])
+
+
+    @staticmethod
+    def _ranking_lines(e: EvaluationReport) -> list[str]:
+        if e.ranking is None:
+            return []
+        rows = [("seed model", e.ranking), ("popularity baseline", e.popularity_ranking)]
+        return [f"  top-10 on test ({e.ranking.n_users:,} users)  P@10    R@10    NDCG@10  coverage  personalization",
+                *(f"    {label:<21}      {r.precision:.4f}  {r.recall:.4f}  {r.ndcg:.4f}   {r.coverage:.4f}    "
+                  f"{r.personalization:.4f}" for label, r in rows)]
 
 
 @task(name="generate-demo-data", cache_policy=NO_CACHE)
@@ -115,13 +126,13 @@ def build_matrix_task(validated: ValidatedData, settings: Settings, source_sha25
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> tuple[TrainedModel, str]:
     trained = train_model(matrix, settings.training, callbacks=[tracking.EpochLogger(run_id)], verbose=2)
-    model_uri = tracking.log_trained_model(run_id, trained, settings.training, matrix.train_mean_rating)
+    model_uri = tracking.log_trained_model(run_id, trained, settings.training, matrix, settings.unrated_value)
     return trained, model_uri
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(trained: TrainedModel, matrix: UtilityMatrix, run_id: str) -> EvaluationReport:
-    report = evaluate_model(trained.model, matrix)
+def evaluate_task(trained: TrainedModel, matrix: UtilityMatrix, settings: Settings, run_id: str) -> EvaluationReport:
+    report = evaluate_model(trained.model, matrix, settings.unrated_value, settings.relevance_threshold)
     tracking.log_evaluation(run_id, report)
     get_run_logger().info("test RMSE %.4f (bias baseline %.4f, global mean %.4f)", report.model.rmse,
                           report.bias.rmse, report.global_mean.rmse)
@@ -163,6 +174,9 @@ def publish_artifacts_task(summary: RetrainSummary, model_name: str) -> None:
         {"model": "user+item bias baseline", "rmse": round(e.bias.rmse, 4), "mae": round(e.bias.mae, 4)},
         {"model": "global mean baseline", "rmse": round(e.global_mean.rmse, 4), "mae": round(e.global_mean.mae, 4)},
     ])
+    create_table_artifact(key="retrain-ranking", description="Top-10 on the test split", table=[
+        {"model": label, **{key: round(value, 4) for key, value in report.as_metrics("", 10).items()}}
+        for label, report in (("seed model", e.ranking), ("popularity baseline", e.popularity_ranking))])
     create_markdown_artifact(key="retrain-decision", description="Promotion decision", markdown=(
         f"**{model_name} version {d.version}: {'promoted to champion' if d.promoted else 'kept as challenger'}**"
         f"\n\n{d.reason}\n\nMLflow run: [{o.mlflow_run_id}]({o.mlflow_run_url})"))
@@ -175,7 +189,7 @@ def _train_and_register(raw: RawData, validated: ValidatedData, data_dir: Path, 
         tracking.log_validation(run_id, validated, raw.source_sha256)
         matrix = build_matrix_task(validated, settings, raw.source_sha256, run_id)
         trained, model_uri = train_task(matrix, settings, run_id)
-        report = evaluate_task(trained, matrix, run_id)
+        report = evaluate_task(trained, matrix, settings, run_id)
         decision = register_task(model_uri, run_id, report, matrix, settings)
         succeeded = True
     finally:

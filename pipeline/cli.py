@@ -1,4 +1,7 @@
-"""`animerec` (or `python -m pipeline`): look at and act on the model registry from a terminal."""
+"""`animerec` (or `python -m pipeline`): recommendations from a registered model, and the registry itself.
+
+Models load from `models:/anime-recommender@champion` unless --model names another alias or a version.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,10 @@ import getpass
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline import tracking
+from pipeline.recommend import Recommender, UnknownIdError
 from pipeline.registry import format_versions, list_versions, promote_manually, rmse_chart
 from pipeline.settings import Settings
 
@@ -34,11 +40,69 @@ def promote(settings: Settings, version: str, reason: str) -> int:
     return 0
 
 
+def model_uri(name: str, model: str) -> str:
+    return f"models:/{name}/{model}" if model.isdigit() else f"models:/{name}@{model}"
+
+
+def open_recommender(settings: Settings, model: str) -> Recommender:
+    from pipeline.serving import load_recommender
+
+    uri = model_uri(settings.registered_model_name, model)
+    try:
+        return load_recommender(uri)
+    except Exception as exc:  # a missing alias or a damaged artifact: say which version, not a traceback
+        raise UnknownIdError(f"cannot load {uri}: {str(exc).splitlines()[0]}") from exc
+
+
+def read_my_ratings(path: Path) -> pd.DataFrame:
+    """A person's own ratings: a CSV with anime_id (or name) and rating columns."""
+    frame = pd.read_csv(path)
+    if "rating" not in frame.columns or not {"anime_id", "name"} & set(frame.columns):
+        raise UnknownIdError(f"{path}: needs a 'rating' column and an 'anime_id' or 'name' column")
+    return frame
+
+
+def show(frame: pd.DataFrame) -> None:
+    with pd.option_context("display.max_colwidth", 45, "display.width", 160):
+        print(frame.to_string(index=False))
+
+
+def recommend(settings: Settings, args: argparse.Namespace) -> int:
+    recommender = open_recommender(settings, args.model)
+    filters = {"genre": args.genre, "anime_type": args.type, "min_ratings": args.min_ratings}
+    if args.ratings:
+        mine = read_my_ratings(args.ratings)
+        ids = (mine["anime_id"] if "anime_id" in mine.columns
+               else mine["name"].map(lambda name: recommender.find_anime(str(name))))
+        show(recommender.recommend_from_ratings(ids.astype(int).to_numpy(), mine["rating"].to_numpy(), args.n,
+                                                **filters))
+    else:
+        show(recommender.recommend(args.user, args.n, **filters))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="animerec", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     compare_cmd = commands.add_parser("compare", help="table and chart of every registered version")
     compare_cmd.add_argument("--chart", type=Path, default=None, help="PNG path (default: mlruns/rmse_per_version.png)")
+    rec_cmd = commands.add_parser("recommend", help="top-N unseen anime for a user, or for your own ratings")
+    who = rec_cmd.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", type=int, help="a user id from the data")
+    who.add_argument("--ratings", type=Path, help="CSV of your ratings (anime_id or name, rating)")
+    rec_cmd.add_argument("-n", type=int, default=10)
+    rec_cmd.add_argument("--genre", help="only anime of this genre (e.g. Action)")
+    rec_cmd.add_argument("--type", help="only this type (TV, Movie, OVA, ...)")
+    rec_cmd.add_argument("--min-ratings", type=int, default=0, help="only anime with at least K ratings")
+    similar_cmd = commands.add_parser("similar", help="anime closest by embedding cosine")
+    similar_cmd.add_argument("--anime", required=True, help="an anime id or name (forgiving)")
+    similar_cmd.add_argument("-n", type=int, default=10)
+    similar_cmd.add_argument("--include-self", action="store_true")
+    users_cmd = commands.add_parser("similar-users", help="nearest users and the genres they like most")
+    users_cmd.add_argument("--user", type=int, required=True)
+    users_cmd.add_argument("-n", type=int, default=10)
+    for command in (rec_cmd, similar_cmd, users_cmd):
+        command.add_argument("--model", default="champion", help="alias or version number (default: champion)")
     promote_cmd = commands.add_parser("promote", help="make a version champion by hand, with a reason")
     promote_cmd.add_argument("version")
     promote_cmd.add_argument("--reason", required=True, help="why (recorded on the version)")
@@ -49,11 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "compare":
             return compare(settings, args.chart or settings.mlruns_dir / "rmse_per_version.png")
-        return promote(settings, args.version, args.reason)
+        if args.command == "promote":
+            return promote(settings, args.version, args.reason)
+        if args.command == "recommend":
+            return recommend(settings, args)
+        recommender = open_recommender(settings, args.model)
+        if args.command == "similar":
+            anime_id = recommender.find_anime(args.anime)
+            name = recommender.anime["name"].get(anime_id, "?")
+            print(f"anime most similar to {name} ({anime_id}):")
+            show(recommender.similar_anime(anime_id, args.n, include_self=args.include_self))
+        else:
+            show(recommender.similar_users(args.user, args.n))
+        return 0
     except Exception as exc:  # one clear line for the person at the terminal
         from mlflow.exceptions import MlflowException
 
-        if not isinstance(exc, MlflowException | ValueError):
+        if not isinstance(exc, MlflowException | ValueError | LookupError | OSError):
             raise
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2

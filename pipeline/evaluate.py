@@ -3,16 +3,16 @@ baselines fitted on the same train split (global mean; user + item biases)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from pipeline.matrix import ANIME_INDEX_FILE, USER_INDEX_FILE, RatingScale, UtilityMatrix, lookup_indices
-from pipeline.train import predict_scaled
+from pipeline.matrix import UtilityMatrix
+from pipeline.recommend import Recommender
 
 
 def rmse(actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -70,9 +70,13 @@ class EvaluationReport:
     global_mean: Scores
     bias: Scores
     n_test: int
+    ranking: RankingReport | None = None  # the model's top-10 quality
+    popularity_ranking: RankingReport | None = None  # most-rated unseen anime, same users
 
     def as_metrics(self) -> dict[str, float]:
-        return {
+        ranking = {} if self.ranking is None else {
+            **self.ranking.as_metrics("", 10), **self.popularity_ranking.as_metrics("popularity_", 10)}
+        return {**ranking,
             "test_rmse": self.model.rmse, "test_mae": self.model.mae,
             "baseline_global_mean_rmse": self.global_mean.rmse, "baseline_global_mean_mae": self.global_mean.mae,
             "baseline_bias_rmse": self.bias.rmse, "baseline_bias_mae": self.bias.mae,
@@ -95,34 +99,71 @@ def evaluate_predictions(train: pa.Table, test: pa.Table, predicted: np.ndarray,
 
 
 @dataclass(frozen=True)
-class IdMaps:
-    """A model's raw id → embedding row maps (they differ between data versions)."""
+class RankingReport:
+    """Top-k quality on the test split: relevant = a test rating at or above the relevance threshold."""
 
-    users: pa.Table  # user_id, user_index
-    anime: pa.Table  # anime_id, anime_index
+    precision: float
+    recall: float
+    ndcg: float
+    coverage: float  # share of the catalog that appears in anyone's top-k
+    personalization: float  # 1 − mean overlap of two users' top-k lists (0 = everyone gets the same list)
+    n_users: int
 
-    @classmethod
-    def from_dir(cls, path: Path) -> IdMaps:
-        return cls(pq.read_table(path / USER_INDEX_FILE), pq.read_table(path / ANIME_INDEX_FILE))
+    def as_metrics(self, prefix: str, k: int) -> dict[str, float]:
+        return {f"{prefix}precision_at_{k}": self.precision, f"{prefix}recall_at_{k}": self.recall,
+                f"{prefix}ndcg_at_{k}": self.ndcg, f"{prefix}catalog_coverage_at_{k}": self.coverage,
+                f"{prefix}personalization_at_{k}": self.personalization}
 
 
-def predict_ratings(model: keras.Model, id_maps: IdMaps, pairs: pa.Table, scale: RatingScale,
-                    fallback_rating: float) -> np.ndarray:
-    """Predicted ratings (rating scale) for raw (user_id, anime_id) pairs.
+def ranking_report(top: np.ndarray, user_indices: np.ndarray, relevant: pa.Table, n_anime: int) -> RankingReport:
+    """Precision/recall/NDCG@k of top-k lists (rows of `top`, one per user) against relevant test pairs."""
+    k = top.shape[1]
+    row_of_user = {int(user): row for row, user in enumerate(user_indices)}
+    hits = np.zeros(top.shape, dtype=bool)
+    n_relevant = np.zeros(len(user_indices), dtype=np.int64)
+    relevant_sets: dict[int, set[int]] = {}
+    for user, anime in zip(relevant["user_index"].to_numpy(), relevant["anime_index"].to_numpy(), strict=True):
+        relevant_sets.setdefault(int(user), set()).add(int(anime))
+    for user, items in relevant_sets.items():
+        row = row_of_user[user]
+        n_relevant[row] = len(items)
+        hits[row] = [int(anime) in items for anime in top[row]]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discounts)[np.minimum(n_relevant, k) - 1]
+    counts = np.bincount(top.ravel(), minlength=n_anime).astype(np.float64)
+    n = len(user_indices)
+    mean_overlap = (np.sum(counts**2) - n * k) / (n * (n - 1) * k) if n > 1 else 1.0
+    return RankingReport(
+        precision=float(hits.sum(axis=1).mean() / k), recall=float((hits.sum(axis=1) / n_relevant).mean()),
+        ndcg=float(((hits * discounts).sum(axis=1) / ideal).mean()), coverage=float((counts > 0).mean()),
+        personalization=float(1.0 - mean_overlap), n_users=n)
 
-    Pairs with a user or anime the model never saw get `fallback_rating` (its train mean): that
-    is what the model would serve them, so scores stay comparable across data versions.
+
+def evaluate_ranking(recommender: Recommender, matrix: UtilityMatrix, relevance_threshold: float,
+                     k: int = 10) -> tuple[RankingReport, RankingReport]:
+    """Top-k of the model and of a popularity baseline (most-rated unseen anime), on the same test users.
+
+    Candidates are all anime a user has not rated or watched in train/validation; relevant are the test
+    ratings whose scaled value is at least `relevance_threshold` (0.75 = 8 and up on a 1–10 scale).
     """
-    users = lookup_indices(pairs["user_id"].to_numpy(), id_maps.users, "user_id", "user_index")
-    anime = lookup_indices(pairs["anime_id"].to_numpy(), id_maps.anime, "anime_id", "anime_index")
-    known = (users >= 0) & (anime >= 0)
-    predicted = np.full(len(users), fallback_rating, dtype=np.float64)
-    predicted[known] = scale.unscale(predict_scaled(model, users[known], anime[known]))
-    return predicted
-
-
-def evaluate_model(model: keras.Model, matrix: UtilityMatrix) -> EvaluationReport:
-    """The evaluate stage: the model's test RMSE/MAE on the rating scale, beside both baselines."""
     test = matrix.split("test")
-    predicted = predict_ratings(model, IdMaps.from_dir(matrix.path), test, matrix.scale, matrix.train_mean_rating)
-    return evaluate_predictions(matrix.split("train"), test, predicted, matrix.n_users, matrix.n_anime)
+    relevant = test.filter(pc.greater_equal(test["scaled_rating"], relevance_threshold))
+    users = np.unique(relevant["user_index"].to_numpy())
+    popularity = np.bincount(matrix.split("train")["anime_index"].to_numpy(), minlength=matrix.n_anime)
+    model_top = recommender.top_n_batch(users, k)
+    popular_top = recommender.top_n_batch(users, k, scores_for=lambda block: np.broadcast_to(
+        popularity, (len(block), len(popularity))))
+    return (ranking_report(model_top, users, relevant, matrix.n_anime),
+            ranking_report(popular_top, users, relevant, matrix.n_anime))
+
+
+def evaluate_model(model: keras.Model, matrix: UtilityMatrix, unrated_value: int,
+                   relevance_threshold: float) -> EvaluationReport:
+    """The evaluate stage: test RMSE/MAE on the rating scale beside both baselines, and top-10 metrics
+    of the model beside a popularity baseline."""
+    recommender = Recommender.from_matrix(model, matrix, unrated_value, splits=("train", "validation"))
+    test = matrix.split("test")
+    predicted = recommender.predict_pairs(test["user_id"].to_numpy(), test["anime_id"].to_numpy())
+    report = evaluate_predictions(matrix.split("train"), test, predicted, matrix.n_users, matrix.n_anime)
+    ranking, popularity = evaluate_ranking(recommender, matrix, relevance_threshold)
+    return dataclasses.replace(report, ranking=ranking, popularity_ranking=popularity)

@@ -15,9 +15,9 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.evaluate import EvaluationReport, IdMaps, predict_ratings, rmse
+from pipeline.evaluate import EvaluationReport, rmse
 from pipeline.matrix import UtilityMatrix
-from pipeline.tracking import download_id_maps
+from pipeline.serving import load_recommender
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -57,15 +57,12 @@ def current_champion(name: str) -> mlflow.entities.model_registry.ModelVersion |
 
 
 def score_version_on_split(name: str, version: str, matrix: UtilityMatrix) -> float:
-    """Test RMSE of a registered version on `matrix`'s test split, through that version's own id maps."""
-    client = MlflowClient()
-    model_version = client.get_model_version(name, version)
-    model = mlflow.tensorflow.load_model(f"models:/{name}/{version}")
-    id_maps = IdMaps.from_dir(download_id_maps(model_version.run_id))
-    fallback = float(client.get_run(model_version.run_id).data.params["train_mean_rating"])
+    """Test RMSE of a registered version on `matrix`'s test split, through that version's own id maps
+    (pairs it never saw get its train mean: what it would serve them)."""
+    recommender = load_recommender(f"models:/{name}/{version}")
     test = matrix.split("test")
-    predicted = predict_ratings(model, id_maps, test, matrix.scale, fallback)
-    return rmse(test["rating"].to_numpy(), predicted)
+    return rmse(test["rating"].to_numpy(), recommender.predict_pairs(test["user_id"].to_numpy(),
+                                                                      test["anime_id"].to_numpy()))
 
 
 def register_and_decide(name: str, model_uri: str, run_id: str, report: EvaluationReport,

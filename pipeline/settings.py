@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     test_fraction: float = Field(0.1, gt=0, lt=1)
     validation_fraction: float = Field(0.1, gt=0, lt=1)  # of what remains after the test split
     split_seed: int = 42
+    relevance_threshold: float = Field(0.75, ge=0, le=1)  # scaled rating that counts as relevant (8+ of 1..10)
 
     training: TrainingConfig = TrainingConfig()
 

@@ -24,13 +24,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.models import infer_signature  # noqa: E402
 
 from pipeline.evaluate import EvaluationReport  # noqa: E402
 from pipeline.matrix import UtilityMatrix  # noqa: E402
 from pipeline.settings import Settings, TrainingConfig  # noqa: E402
-from pipeline.train import ANIME_INPUT, USER_INPUT, TrainedModel  # noqa: E402
+from pipeline.train import TrainedModel  # noqa: E402
 from pipeline.validate import ValidatedData  # noqa: E402
 
 MODEL_ARTIFACT = "model"
@@ -116,27 +117,36 @@ def learning_curves_figure(history: dict[str, list[float]], best_epoch: int) -> 
 
 
 def model_pip_requirements() -> list[str]:
+    import pandas
+    import pyarrow
     import tensorflow as tf
 
-    return [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"]
+    return [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}",
+            f"pandas=={pandas.__version__}", f"pyarrow=={pyarrow.__version__}", f"mlflow=={mlflow.__version__}"]
 
 
-def log_trained_model(run_id: str, trained: TrainedModel, config: TrainingConfig, train_mean_rating: float) -> str:
-    """Log params, learning curves and the Keras model (with signature); return the model URI."""
+def log_trained_model(run_id: str, trained: TrainedModel, config: TrainingConfig, matrix: UtilityMatrix,
+                      unrated_value: int) -> str:
+    """Log params, learning curves and the recommender bundle as a pyfunc model; return the model URI."""
+    from pipeline.recommend import Recommender
+    from pipeline.serving import BUNDLE, SIGNATURE, RecommenderModel
+
     client = MlflowClient()
     for name, value in config.model_dump().items():
         client.log_param(run_id, name, value)
-    client.log_param(run_id, "train_mean_rating", round(train_mean_rating, 6))
+    client.log_param(run_id, "train_mean_rating", round(matrix.train_mean_rating, 6))
     client.log_metric(run_id, "epochs_run", trained.epochs_run)
     client.log_metric(run_id, "best_epoch", trained.best_epoch)
     figure = learning_curves_figure(trained.history, trained.best_epoch)
     client.log_figure(run_id, figure, "learning_curves.png")
     plt.close(figure)
-    example = {USER_INPUT: np.array([0, 1], dtype=np.int32), ANIME_INPUT: np.array([0, 1], dtype=np.int32)}
-    signature = infer_signature(example, np.asarray(trained.model(example)))
-    with resumed(run_id):
-        info = mlflow.tensorflow.log_model(trained.model, name=MODEL_ARTIFACT, signature=signature,
-                                           pip_requirements=model_pip_requirements())
+    with tempfile.TemporaryDirectory(prefix="bundle-") as tmp, resumed(run_id):
+        bundle = Recommender.save_bundle(trained.model, matrix, unrated_value, Path(tmp) / BUNDLE)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT, python_model=RecommenderModel(), artifacts={BUNDLE: str(bundle)},
+            signature=SIGNATURE, pip_requirements=model_pip_requirements(),
+            input_example=pd.DataFrame({"user_id": [int(pq.read_table(matrix.user_index_path)["user_id"][0].as_py())]}),
+            code_paths=[str(Path(__file__).resolve().parent)])
     return info.model_uri
 
 
@@ -144,12 +154,6 @@ def log_evaluation(run_id: str, report: EvaluationReport) -> None:
     client = MlflowClient()
     for name, value in report.as_metrics().items():
         client.log_metric(run_id, name, value)
-
-
-def download_id_maps(run_id: str) -> Path:
-    """Fetch a past run's id maps (they map raw ids to that model's embedding rows)."""
-    target = Path(tempfile.mkdtemp(prefix="id_maps-"))
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ID_MAPS_DIR, dst_path=str(target)))
 
 
 def log_decision(run_id: str, decision: dict) -> None:

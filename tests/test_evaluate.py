@@ -1,14 +1,10 @@
 import math
 
-import keras
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.evaluate import IdMaps, fit_bias_model, mae, predict_ratings, rmse
-from pipeline.matrix import RatingScale
-from pipeline.settings import TrainingConfig
-from pipeline.train import build_model, predict_scaled
+from pipeline.evaluate import fit_bias_model, mae, ranking_report, rmse
 
 
 def test_rmse_and_mae_follow_their_definitions():
@@ -37,14 +33,38 @@ def test_bias_model_recovers_biases_and_beats_global_mean():
     assert bias_rmse < 0.7 * mean_rmse
 
 
-def test_predict_ratings_uses_id_maps_and_falls_back_for_unknown_ids():
-    model = build_model(3, 2, TrainingConfig(embedding_dim=8))
-    maps = IdMaps(pa.table({"user_id": [100, 200, 300], "user_index": [0, 1, 2]}),
-                  pa.table({"anime_id": [7, 9], "anime_index": [0, 1]}))
-    pairs = pa.table({"user_id": [300, 100, 999, 200], "anime_id": [9, 7, 7, 12345]})
-    scale = RatingScale(1, 10)
-    predicted = predict_ratings(model, maps, pairs, scale, fallback_rating=7.25)
-    expected_known = scale.unscale(predict_scaled(model, np.array([2, 0]), np.array([1, 0])))
-    np.testing.assert_allclose(predicted[:2], expected_known)
-    assert predicted[2] == 7.25 and predicted[3] == 7.25
-    assert isinstance(model, keras.Model)
+def _reference_ranking(top, users, relevant_pairs, k):
+    """Straightforward per-user loops, to check the vectorized metrics against."""
+    precision, recall, ndcg = [], [], []
+    for row, user in enumerate(users):
+        relevant = {a for u, a in relevant_pairs if u == user}
+        gains = [1.0 if anime in relevant else 0.0 for anime in top[row][:k]]
+        precision.append(sum(gains) / k)
+        recall.append(sum(gains) / len(relevant))
+        dcg = sum(g / math.log2(rank + 2) for rank, g in enumerate(gains))
+        ideal = sum(1 / math.log2(rank + 2) for rank in range(min(len(relevant), k)))
+        ndcg.append(dcg / ideal)
+    return np.mean(precision), np.mean(recall), np.mean(ndcg)
+
+
+def test_ranking_metrics_match_a_reference_implementation():
+    rng = np.random.default_rng(3)
+    n_users, n_anime, k = 40, 30, 10
+    users = np.arange(n_users)
+    top = np.stack([rng.permutation(n_anime)[:k] for _ in users])
+    pairs = {(int(u), int(a)) for u in users for a in rng.choice(n_anime, rng.integers(1, 6), replace=False)}
+    relevant = pa.table({"user_index": [u for u, _ in sorted(pairs)], "anime_index": [a for _, a in sorted(pairs)]})
+    report = ranking_report(top, users, relevant, n_anime)
+    expected = _reference_ranking(top, users, sorted(pairs), k)
+    assert (report.precision, report.recall, report.ndcg) == pytest.approx(expected)
+    assert report.coverage == pytest.approx(len(np.unique(top)) / n_anime)
+    overlaps = [len(set(top[i]) & set(top[j])) / k for i in users for j in users if i < j]
+    assert report.personalization == pytest.approx(1 - np.mean(overlaps))
+
+
+def test_identical_lists_have_zero_personalization():
+    top = np.tile(np.arange(10), (5, 1))
+    relevant = pa.table({"user_index": np.arange(5), "anime_index": np.zeros(5, dtype=np.int64)})
+    report = ranking_report(top, np.arange(5), relevant, 50)
+    assert report.personalization == pytest.approx(0.0) and report.coverage == pytest.approx(10 / 50)
+    assert report.recall == 1.0 and report.ndcg == 1.0

@@ -1,7 +1,7 @@
 """End to end through the real Prefect engine (temporary local server) and a temp MLflow sqlite store."""
 
 import mlflow
-import numpy as np
+import pandas as pd
 import pytest
 from conftest import write_csv
 from mlflow import MlflowClient
@@ -43,10 +43,11 @@ def test_retrain_twice_registers_two_versions(small_data, settings):
     text = second_summary.format(settings.registered_model_name)
     assert "version 2" in text and "champion v1" in text and f"{counts.rows_in:>10,}" in text
 
+    assert 0 <= run.data.metrics["ndcg_at_10"] <= 1 and "popularity_precision_at_10" in run.data.metrics
     champion = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}@{CHAMPION}")
-    pairs = {"user": np.array([0, 1, 2], dtype=np.int32), "anime": np.array([2, 1, 0], dtype=np.int32)}
-    served = np.asarray(champion.predict(pairs)).reshape(-1)
-    assert served.shape == (3,) and np.all((served > 0) & (served < 1))
+    answer = champion.predict(pd.DataFrame({"user_id": [1, 2]}), params={"n": 3})
+    assert answer["user_id"].tolist() == [1, 1, 1, 2, 2, 2] and answer["rank"].tolist() == [1, 2, 3, 1, 2, 3]
+    assert answer["predicted_rating"].between(settings.rating_min, settings.rating_max).all()
 
 
 def test_structural_failure_stops_before_anything_is_registered(tmp_path, settings):

@@ -41,7 +41,7 @@ def trained_run(small_data, settings):
     matrix = build_utility_matrix(validated, settings)
     trained = train_model(matrix, settings.training, verbose=0)
     run_id = tracking.start_run(settings, small_data)
-    model_uri = tracking.log_trained_model(run_id, trained, settings.training, matrix.train_mean_rating)
+    model_uri = tracking.log_trained_model(run_id, trained, settings.training, matrix, settings.unrated_value)
     tracking.log_matrix(run_id, matrix)
     tracking.finish_run(run_id, True)
     return validated, matrix, trained, run_id, model_uri
@@ -72,7 +72,7 @@ def test_better_model_becomes_champion_worse_stays_challenger(trained_run, setti
 def test_champion_is_rescored_when_the_split_changed(trained_run, settings, tmp_path):
     validated, matrix, trained, run_id, model_uri = trained_run
     name = settings.registered_model_name
-    real = evaluate_model(trained.model, matrix)
+    real = evaluate_model(trained.model, matrix, settings.unrated_value, settings.relevance_threshold)
     register_and_decide(name, model_uri, run_id, real, matrix)
 
     settings.split_seed += 1  # same data, new split: stored scores are no longer comparable

@@ -1,0 +1,127 @@
+"""Recommendations from a trained model: exclusions, filters, batch scoring, fold-in, similarity, lookup."""
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+from conftest import SMALL_SPEC
+
+from pipeline.generate import generate_demo_dataset
+from pipeline.ingest import ingest
+from pipeline.matrix import build_utility_matrix
+from pipeline.recommend import Recommender, UnknownIdError, normalize_title
+from pipeline.settings import Settings, TrainingConfig
+from pipeline.train import predict_scaled, train_model
+from pipeline.validate import validate
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recommend")
+    data = generate_demo_dataset(root / "demo", SMALL_SPEC)
+    settings = Settings(data_root=root / "data", training=TrainingConfig(
+        embedding_dim=32, batch_size=512, epochs=20, learning_rate=0.02, early_stopping_patience=2))
+    matrix = build_utility_matrix(validate(ingest(data), settings), settings)
+    model = train_model(matrix, settings.training, verbose=0).model
+    return matrix, model, Recommender.from_matrix(model, matrix, settings.unrated_value)
+
+
+def _seen(recommender, user_id):
+    return set(recommender.anime_ids[recommender.known_anime(recommender.user_index(user_id))])
+
+
+def test_recommendations_exclude_rated_and_watched_anime_and_are_ranked(trained):
+    matrix, _, recommender = trained
+    watched_only = recommender.known.filter(pc.equal(recommender.known["rating"], -1))
+    user_with_unrated = int(recommender.user_ids[watched_only["user_index"][0].as_py()])
+    for user_id in (int(recommender.user_ids[0]), user_with_unrated):
+        top = recommender.recommend(user_id, n=15)
+        assert len(top) == 15 and not set(top["anime_id"]) & _seen(recommender, user_id)
+        assert top["predicted_rating"].is_monotonic_decreasing
+    unrated_anime = int(recommender.anime_ids[watched_only["anime_index"][0].as_py()])
+    assert unrated_anime in _seen(recommender, user_with_unrated)
+
+
+def test_scores_match_the_keras_model(trained):
+    matrix, model, recommender = trained
+    test = matrix.split("test")
+    keras_scaled = predict_scaled(model, test["user_index"].to_numpy(), test["anime_index"].to_numpy())
+    np.testing.assert_allclose(recommender.predict_pairs(test["user_id"].to_numpy(), test["anime_id"].to_numpy()),
+                               matrix.scale.unscale(keras_scaled), atol=1e-4)
+
+
+def test_filters_restrict_the_candidates(trained):
+    _, _, recommender = trained
+    user_id = int(recommender.user_ids[3])
+    movies = recommender.recommend(user_id, n=5, anime_type="movie")
+    assert (movies["type"] == "Movie").all() and len(movies) == 5
+    action = recommender.recommend(user_id, n=5, genre="action")
+    assert action["genre"].str.contains("Action").all()
+    counts = recommender.rating_counts()
+    threshold = int(np.quantile(counts, 0.9))
+    popular = recommender.recommend(user_id, n=5, min_ratings=threshold)
+    assert all(counts[recommender.anime_index(a)] >= threshold for a in popular["anime_id"])
+
+
+def test_batch_scoring_in_chunks_matches_one_user_at_a_time(trained):
+    _, _, recommender = trained
+    users = np.arange(0, len(recommender.user_ids), 7)
+    batch = recommender.top_n_batch(users, 10, chunk_size=16)
+    for row, index in enumerate(users[:20]):
+        single = recommender.recommend(int(recommender.user_ids[index]), n=10)["anime_id"].to_numpy()
+        assert recommender.anime_ids[batch[row]].tolist() == single.tolist()
+
+
+def test_fold_in_of_a_training_user_recovers_their_recommendations(trained):
+    matrix, _, recommender = trained
+    train = matrix.split("train")
+    heavy_users = np.argsort(-np.bincount(train["user_index"].to_numpy()))[:5]
+    for index in heavy_users:
+        rows = train.filter(pc.equal(train["user_index"], int(index)))
+        vector = recommender.fold_in(rows["anime_id"].to_numpy(), rows["rating"].to_numpy())
+        assert float(vector @ recommender.user_vectors[index]) > 0.9
+        exclude = recommender.known_anime(int(index))
+        folded = recommender.recommend_for_vector(vector, exclude, 10)["anime_id"]
+        own = recommender.recommend(int(recommender.user_ids[index]), 10)["anime_id"]
+        assert len(set(folded) & set(own)) >= 5  # a random top-10 of ~200 anime would share < 1
+
+
+def test_similar_anime_returns_itself_first_and_is_symmetric(trained):
+    _, _, recommender = trained
+    a, b = int(recommender.anime_ids[0]), int(recommender.anime_ids[1])
+    with_self = recommender.similar_anime(a, n=5, include_self=True)
+    assert with_self["anime_id"].iloc[0] == a and with_self["similarity"].iloc[0] == pytest.approx(1.0)
+    assert a not in set(recommender.similar_anime(a, n=5)["anime_id"])
+    full = len(recommender.anime_ids)
+    ab = recommender.similar_anime(a, n=full).set_index("anime_id")["similarity"][b]
+    ba = recommender.similar_anime(b, n=full).set_index("anime_id")["similarity"][a]
+    assert ab == pytest.approx(ba)
+
+
+def test_similar_users_show_liked_genres(trained):
+    _, _, recommender = trained
+    neighbours = recommender.similar_users(int(recommender.user_ids[0]), n=3)
+    assert len(neighbours) == 3 and neighbours["similarity"].is_monotonic_decreasing
+    assert int(recommender.user_ids[0]) not in set(neighbours["user_id"])
+    assert all(likes for likes in neighbours["likes"])
+
+
+def test_name_lookup_survives_entities_case_and_punctuation(trained):
+    _, _, recommender = trained
+    modelled = recommender.anime.reindex(recommender.anime_ids)
+    name = modelled["name"][modelled["name"].str.contains("'")].iloc[0]
+    anime_id = int(modelled.index[modelled["name"] == name][0])
+    assert recommender.find_anime(name.upper().replace("'", "&#039;")) == anime_id
+    assert recommender.find_anime(f"  {name.replace(chr(39), '')}!! ") == anime_id
+    assert recommender.find_anime(str(anime_id)) == anime_id
+    assert normalize_title("Hero&#039;s  Journey!") == normalize_title("HEROS journey")
+    with pytest.raises(UnknownIdError, match="did you mean"):
+        recommender.find_anime(name[:-3] + "zzq")
+
+
+def test_unknown_ids_give_one_clear_line(trained):
+    _, _, recommender = trained
+    for call in (lambda: recommender.recommend(987_654_321), lambda: recommender.similar_anime(987_654_321),
+                 lambda: recommender.fold_in(np.array([987_654_321]), np.array([8]))):
+        with pytest.raises(UnknownIdError) as error:
+            call()
+        assert "987654321" in str(error.value) and "\n" not in str(error.value)

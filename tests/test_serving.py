@@ -1,0 +1,114 @@
+"""The registered recommender as people use it: the `animerec` CLI, and the real MLflow scoring server."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline import tracking
+from pipeline.cli import main as cli_main
+from pipeline.evaluate import evaluate_model
+from pipeline.ingest import ingest
+from pipeline.matrix import build_utility_matrix
+from pipeline.registry import register_and_decide
+from pipeline.serving import load_recommender
+from pipeline.train import train_model
+from pipeline.validate import validate
+
+
+@pytest.fixture
+def champion(small_data, settings, monkeypatch):
+    """A trained model registered as champion in a temp store; the CLI is pointed at that store."""
+    matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
+    trained = train_model(matrix, settings.training, verbose=0)
+    run_id = tracking.start_run(settings, small_data)
+    uri = tracking.log_trained_model(run_id, trained, settings.training, matrix, settings.unrated_value)
+    report = evaluate_model(trained.model, matrix, settings.unrated_value, settings.relevance_threshold)
+    decision = register_and_decide(settings.registered_model_name, uri, run_id, report, matrix)
+    tracking.finish_run(run_id, True)
+    assert decision.promoted
+    monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
+    monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
+    return load_recommender(f"models:/{settings.registered_model_name}@champion")
+
+
+def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
+    user_id = int(champion.user_ids[0])
+    assert cli_main(["recommend", "--user", str(user_id), "-n", "4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["anime_id", "name", "genre", "type", "predicted_rating"] and len(out) == 5
+    expected = champion.recommend(user_id, 4)["anime_id"].tolist()
+    assert [int(line.split()[0]) for line in out[1:]] == expected
+
+    name = champion.anime["name"][int(champion.anime_ids[0])]
+    assert cli_main(["similar", "--anime", name.lower(), "-n", "3", "--include-self"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert name in out[0] and int(out[2].split()[0]) == int(champion.anime_ids[0])
+
+    mine = tmp_path / "mine.csv"
+    mine.write_text("name,rating\n" + "".join(f"\"{champion.anime['name'][int(a)]}\",9\n"
+                                             for a in champion.anime_ids[:3]))
+    assert cli_main(["recommend", "--ratings", str(mine), "-n", "3"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert len(rows) == 3 and not {int(r.split()[0]) for r in rows} & set(champion.anime_ids[:3].tolist())
+
+    for argv in (["recommend", "--user", "987654321"], ["similar", "--anime", "zzzz no such anime zzzz"],
+                 ["similar-users", "--user", "987654321"], ["recommend", "--user", "1", "--model", "challenger"]):
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_mlflow_scoring_server_answers_top_n(champion, settings):
+    port = _free_port()
+    venv_bin = Path(sys.executable).parent  # the server runs `uvicorn` from PATH
+    env = os.environ | {"MLFLOW_TRACKING_URI": settings.tracking_uri, "PATH": f"{venv_bin}:{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        [str(venv_bin / "mlflow"), "models", "serve", "-m",
+         f"models:/{settings.registered_model_name}@champion", "--env-manager", "local", "--host", "127.0.0.1",
+         "--port", str(port)], env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, "mlflow models serve exited"
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "scoring server did not answer /ping"
+            time.sleep(1)
+        user_id = int(champion.user_ids[5])
+        new_user = json.dumps([{"anime_id": int(a), "rating": r} for a, r in zip(champion.anime_ids[:4], (10, 9, 3, 2),
+                                                                                 strict=True)])
+        body = {"dataframe_records": [{"user_id": user_id}, {"ratings": new_user}], "params": {"n": 5}}
+        answer = httpx.post(f"{url}/invocations", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        rows = answer.json()["predictions"]
+        assert [(r["request"], r["rank"]) for r in rows] == [(q, k) for q in (0, 1) for k in range(1, 6)]
+        first = [r["anime_id"] for r in rows if r["request"] == 0]
+        assert first == champion.recommend(user_id, 5)["anime_id"].tolist()
+        second = [r for r in rows if r["request"] == 1]
+        assert {r["user_id"] for r in second} == {-1} and not {r["anime_id"] for r in second} & set(
+            champion.anime_ids[:4].tolist())
+        assert all(r["name"] for r in rows)
+        unknown = httpx.post(f"{url}/invocations", json={"dataframe_records": [{"user_id": 987654321}]}, timeout=60)
+        assert unknown.status_code == 400 and "987654321" in unknown.text
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
