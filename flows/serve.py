@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,6 +51,14 @@ def stop_server(server: subprocess.Popen) -> None:
         server.wait()
 
 
+def _interrupt_as_sigterm(signum, frame) -> None:
+    """Ctrl-C → the runner's graceful SIGTERM shutdown (pause the deployment, stop in-flight runs) once the
+    runner has installed it; before that, a plain KeyboardInterrupt."""
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        raise KeyboardInterrupt
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipeline.settings import Settings
 
@@ -66,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     api_url = f"http://{args.host}:{args.port}/api"
     server = None if api_answers(api_url) else start_server(args.host, args.port, api_url, args.server_timeout)
     os.environ["PREFECT_API_URL"] = api_url  # before Prefect is imported: the flow talks to this server
+    signal.signal(signal.SIGINT, _interrupt_as_sigterm)
     try:
         from prefect.deployments.runner import EntrypointType
 
@@ -78,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             description="Scheduled retrain: merges the inbox, skips unchanged data, registers and promotes.",
             tags=["anime-recommender"], entrypoint_type=EntrypointType.MODULE_PATH,
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         if server is not None:

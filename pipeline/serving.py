@@ -1,8 +1,9 @@
 """The registered model: an MLflow pyfunc that bundles the Keras model, id maps, anime metadata and
 known ratings, so `mlflow models serve -m models:/anime-recommender@champion` answers top-N requests.
 
-Request rows: `user_id` (a known user) or `ratings` (a JSON list of {"anime_id", "rating"} for someone
-not in the data, folded in without retraining); param `n` (default 10).
+Request rows: `user_id` (a known user), or `ratings` (a JSON list of {"anime_id", "rating"} for someone
+not in the data, folded in without retraining) with `user_id` -1 when the batch also has known users;
+param `n` (default 10).
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from pipeline.recommend import Recommender, UnknownIdError
 
 BUNDLE = "bundle"
-# user_id is "double" in the signature only so that a batch may mix known users and new ones (NaN user_id).
 NEW_USER = -1  # user_id reported for rows answered from `ratings`
 
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("double", "user_id", required=False), ColSpec("string", "ratings", required=False)]),
+    inputs=Schema([ColSpec("long", "user_id", required=False), ColSpec("string", "ratings", required=False)]),
     outputs=Schema([ColSpec("long", "request"), ColSpec("long", "user_id"), ColSpec("long", "rank"),
                     ColSpec("long", "anime_id"), ColSpec("string", "name"), ColSpec("double", "predicted_rating")]),
     params=ParamSchema([ParamSpec("n", "long", 10)]),

@@ -95,7 +95,7 @@ def test_mlflow_scoring_server_answers_top_n(champion, settings):
         user_id = int(champion.user_ids[5])
         new_user = json.dumps([{"anime_id": int(a), "rating": r} for a, r in zip(champion.anime_ids[:4], (10, 9, 3, 2),
                                                                                  strict=True)])
-        body = {"dataframe_records": [{"user_id": user_id}, {"ratings": new_user}], "params": {"n": 5}}
+        body = {"dataframe_records": [{"user_id": user_id}, {"user_id": -1, "ratings": new_user}], "params": {"n": 5}}
         answer = httpx.post(f"{url}/invocations", json=body, timeout=60)
         assert answer.status_code == 200, answer.text
         rows = answer.json()["predictions"]
