@@ -31,12 +31,28 @@ def _wait_for(check, timeout_s: float, what: str, serve: subprocess.Popen):
             pytest.fail(f"make serve exited ({serve.returncode}) while waiting for {what}")
         try:
             result = check()
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):  # not answering yet, or not JSON yet
             result = None
         if result:
             return result
         time.sleep(2)
     pytest.fail(f"timed out waiting for {what}")
+
+
+def _json_or_none(response: httpx.Response):
+    """The API may answer with an error while it is still starting: treat that as 'not yet'."""
+    return response.json() if response.status_code == 200 else None
+
+
+def _first_deployment(client: httpx.Client):
+    deployments = _json_or_none(client.post("/deployments/filter", json={}))
+    return deployments[0] if isinstance(deployments, list) and deployments else None
+
+
+def _final_state(client: httpx.Client, flow_run_id: str) -> str | None:
+    flow_run = _json_or_none(client.get(f"/flow_runs/{flow_run_id}"))
+    state = (flow_run or {}).get("state") or {}
+    return state.get("type") if state.get("type") in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
 
 
 def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(tmp_path, small_data, settings):
@@ -51,9 +67,7 @@ def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(tmp_path, small_da
                               "--cron", "30 4 * * *"], cwd=REPO, env=env, start_new_session=True)
     try:
         with httpx.Client(base_url=api, timeout=10) as client:
-            deployment = _wait_for(
-                lambda: next(iter(client.post("/deployments/filter", json={}).json()), None), 180, "the deployment",
-                serve)
+            deployment = _wait_for(lambda: _first_deployment(client), 180, "the deployment", serve)
             assert deployment["name"] == DEPLOYMENT_NAME
             assert [(s["schedule"]["cron"], s["active"]) for s in deployment["schedules"]] == [("30 4 * * *", True)]
             assert deployment["paused"] is False
@@ -61,8 +75,7 @@ def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(tmp_path, small_da
             assert deployment["global_concurrency_limit"]["limit"] == 1
 
             run = client.post(f"/deployments/{deployment['id']}/create_flow_run", json={}).json()
-            final = _wait_for(lambda: (state := client.get(f"/flow_runs/{run['id']}").json()["state"]["type"])
-                              in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} and state, 300, "the flow run", serve)
+            final = _wait_for(lambda: _final_state(client, run["id"]), 300, "the flow run", serve)
             assert final == "COMPLETED"
             keys = {a["key"] for a in client.post("/artifacts/filter", json={}).json()}
             assert {"retrain-row-counts", "retrain-validation", "retrain-scores", "retrain-decision"} <= keys
