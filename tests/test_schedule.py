@@ -49,6 +49,12 @@ def _first_deployment(client: httpx.Client):
     return deployments[0] if isinstance(deployments, list) and deployments else None
 
 
+def _start_run(client: httpx.Client, deployment_id: str) -> str | None:
+    """Trigger a run now (as 'Run' in the UI does); a SQLite server can refuse while the runner writes."""
+    response = client.post(f"/deployments/{deployment_id}/create_flow_run", json={})
+    return response.json()["id"] if response.status_code in (200, 201) else None
+
+
 def _final_state(client: httpx.Client, flow_run_id: str) -> str | None:
     flow_run = _json_or_none(client.get(f"/flow_runs/{flow_run_id}"))
     state = (flow_run or {}).get("state") or {}
@@ -74,8 +80,8 @@ def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(tmp_path, small_da
             assert deployment["parameters"] == {"data_dir": str(small_data), "skip_unchanged": True}
             assert deployment["global_concurrency_limit"]["limit"] == 1
 
-            run = client.post(f"/deployments/{deployment['id']}/create_flow_run", json={}).json()
-            final = _wait_for(lambda: _final_state(client, run["id"]), 300, "the flow run", serve)
+            run_id = _wait_for(lambda: _start_run(client, deployment["id"]), 60, "a triggered run", serve)
+            final = _wait_for(lambda: _final_state(client, run_id), 300, "the flow run", serve)
             assert final == "COMPLETED"
             keys = {a["key"] for a in client.post("/artifacts/filter", json={}).json()}
             assert {"retrain-row-counts", "retrain-validation", "retrain-scores", "retrain-decision"} <= keys
