@@ -20,7 +20,7 @@ from pipeline.errors import PipelineInputError
 from pipeline.evaluate import EvaluationReport, evaluate_model
 from pipeline.generate import generate_demo_dataset
 from pipeline.ingest import RawData, archive_incoming, ingest
-from pipeline.matrix import UtilityMatrix, build_utility_matrix, data_version_of
+from pipeline.matrix import UtilityMatrix, build_utility_matrix
 from pipeline.registry import PromotionDecision, register_and_decide
 from pipeline.settings import Settings
 from pipeline.storage import LockBusyError, exclusive_lock
@@ -208,7 +208,7 @@ def retrain(data_dir: Path | None = None, skip_unchanged: bool = False,
         data_dir = Path(data_dir) if data_dir else generate_demo_data_task(settings.demo_data_dir)
         raw = ingest_task(data_dir, settings)
         validated = validate_task(raw, settings)
-        data_version = data_version_of(validated.ratings)
+        data_version = validated.data_version
         outcome = None
         if skip_unchanged and data_version == tracking.last_trained_data_version(settings):
             get_run_logger().info("data version %s unchanged since the last trained run: not retraining", data_version)

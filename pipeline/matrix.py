@@ -74,16 +74,6 @@ class UtilityMatrix:
                    row_counts=meta["counts"])
 
 
-def data_version_of(ratings: pa.Table) -> str:
-    """Content hash of the accepted ratings, independent of row order in the source file."""
-    ordered = ratings.select(["user_id", "anime_id", "rating"]).sort_by([("user_id", "ascending"),
-                                                                          ("anime_id", "ascending")])
-    digest = hashlib.sha256()
-    for name in ordered.column_names:
-        digest.update(ordered[name].to_numpy().astype(np.int64).tobytes())
-    return digest.hexdigest()[:16]
-
-
 def split_assignment(n_rows: int, test_fraction: float, validation_fraction: float, seed: int) -> np.ndarray:
     """Seeded split labels 0=train, 1=validation, 2=test (test first, validation from the rest)."""
     order = np.random.default_rng(seed).permutation(n_rows)
@@ -105,7 +95,7 @@ def build_utility_matrix(validated: ValidatedData, settings: Settings,
     ratings = validated.ratings.sort_by([("user_id", "ascending"), ("anime_id", "ascending")])
     if ratings.num_rows == 0:
         raise ValueError("no accepted ratings: nothing to build a utility matrix from")
-    data_version = data_version_of(ratings)
+    data_version = validated.data_version
     split_params = {"test_fraction": settings.test_fraction, "validation_fraction": settings.validation_fraction,
                     "seed": settings.split_seed}
     split_id = hashlib.sha256(json.dumps([data_version, split_params]).encode()).hexdigest()[:16]

@@ -75,15 +75,3 @@ def train_model(matrix: UtilityMatrix, config: TrainingConfig,
     logs = {key: [float(v) for v in values] for key, values in history.history.items()}
     best_epoch = int(np.argmin(logs["val_loss"])) + 1
     return TrainedModel(model=model, history=logs, epochs_run=len(logs["loss"]), best_epoch=best_epoch)
-
-
-def predict_scaled(model: keras.Model, user_index: np.ndarray, anime_index: np.ndarray,
-                   batch_size: int = 65_536) -> np.ndarray:
-    """Model output in [0, 1] for index pairs, batched so memory stays bounded."""
-    out = np.empty(len(user_index), dtype=np.float32)
-    for start in range(0, len(user_index), batch_size):
-        stop = start + batch_size
-        batch = {USER_INPUT: tf.constant(user_index[start:stop], tf.int32),
-                 ANIME_INPUT: tf.constant(anime_index[start:stop], tf.int32)}
-        out[start:stop] = np.asarray(model(batch, training=False)).reshape(-1)
-    return out

@@ -8,6 +8,7 @@ with one line naming file and column; `quarantine` moves the failing rows aside 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -86,6 +87,21 @@ class ValidatedData:
 
     def summary(self) -> str:
         return "\n".join(line for report in self.reports for line in report.summary_lines())
+
+    @functools.cached_property
+    def data_version(self) -> str:
+        """Names the matrix folder and tells whether the data changed since the last trained run."""
+        return data_version_of(self.ratings)
+
+
+def data_version_of(ratings: pa.Table) -> str:
+    """Content hash of the accepted ratings, independent of row order in the source files."""
+    ordered = ratings.select(["user_id", "anime_id", "rating"]).sort_by([("user_id", "ascending"),
+                                                                          ("anime_id", "ascending")])
+    digest = hashlib.sha256()
+    for name in ordered.column_names:
+        digest.update(ordered[name].to_numpy().astype(np.int64).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _load_suite(path: Path):

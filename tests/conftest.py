@@ -44,6 +44,15 @@ def settings(tmp_path) -> Settings:
                                             early_stopping_patience=2))
 
 
+def predict_scaled(model, user_index, anime_index):
+    """The Keras model's own output in [0, 1] for index pairs (what the numpy scoring must match)."""
+    import numpy as np
+    import tensorflow as tf
+
+    batch = {"user": tf.constant(user_index, tf.int32), "anime": tf.constant(anime_index, tf.int32)}
+    return np.asarray(model(batch, training=False)).reshape(-1)
+
+
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.ingest import ingest
-from pipeline.matrix import RatingScale, build_utility_matrix, data_version_of, lookup_indices, split_assignment
-from pipeline.validate import validate
+from pipeline.matrix import RatingScale, build_utility_matrix, lookup_indices, split_assignment
+from pipeline.validate import data_version_of, validate
 
 
 @pytest.fixture
