@@ -33,6 +33,7 @@ class TrainingOutcome:
     mlflow_run_id: str
     mlflow_run_url: str
     matrix: UtilityMatrix
+    architecture: str
     epochs_run: int
     best_epoch: int
     evaluation: EvaluationReport
@@ -73,9 +74,9 @@ class RetrainSummary:
             f"Retrain finished (MLflow run {o.mlflow_run_id})", *lines,
             f"  matrix            {o.matrix.n_users:,} users x {o.matrix.n_anime:,} anime; "
             f"train {sizes['train']:,} / validation {sizes['validation']:,} / test {sizes['test']:,}",
-            f"  training          {o.epochs_run} epochs run, weights of epoch {o.best_epoch} kept",
+            f"  training          {o.architecture}: {o.epochs_run} epochs run, weights of epoch {o.best_epoch} kept",
             "  test scores (1-10 scale)     RMSE     MAE",
-            f"    seed model               {e.model.rmse:.4f}  {e.model.mae:.4f}",
+            f"    model                    {e.model.rmse:.4f}  {e.model.mae:.4f}",
             f"    user+item bias baseline  {e.bias.rmse:.4f}  {e.bias.mae:.4f}",
             f"    global mean baseline     {e.global_mean.rmse:.4f}  {e.global_mean.mae:.4f}",
             *self._ranking_lines(e),
@@ -88,7 +89,7 @@ class RetrainSummary:
     def _ranking_lines(e: EvaluationReport) -> list[str]:
         if e.ranking is None:
             return []
-        rows = [("seed model", e.ranking), ("popularity baseline", e.popularity_ranking)]
+        rows = [("model", e.ranking), ("popularity baseline", e.popularity_ranking)]
         return [f"  top-10 on test ({e.ranking.n_users:,} users)  P@10    R@10    NDCG@10  coverage  personalization",
                 *(f"    {label:<21}      {r.precision:.4f}  {r.recall:.4f}  {r.ndcg:.4f}   {r.coverage:.4f}    "
                   f"{r.personalization:.4f}" for label, r in rows)]
@@ -170,13 +171,13 @@ def publish_artifacts_task(summary: RetrainSummary, model_name: str) -> None:
         return
     o, e, d = summary.outcome, summary.outcome.evaluation, summary.outcome.decision
     create_table_artifact(key="retrain-scores", description="Test RMSE/MAE (1-10 scale)", table=[
-        {"model": "seed model", "rmse": round(e.model.rmse, 4), "mae": round(e.model.mae, 4)},
+        {"model": "model", "rmse": round(e.model.rmse, 4), "mae": round(e.model.mae, 4)},
         {"model": "user+item bias baseline", "rmse": round(e.bias.rmse, 4), "mae": round(e.bias.mae, 4)},
         {"model": "global mean baseline", "rmse": round(e.global_mean.rmse, 4), "mae": round(e.global_mean.mae, 4)},
     ])
     create_table_artifact(key="retrain-ranking", description="Top-10 on the test split", table=[
         {"model": label, **{key: round(value, 4) for key, value in report.as_metrics("", 10).items()}}
-        for label, report in (("seed model", e.ranking), ("popularity baseline", e.popularity_ranking))])
+        for label, report in (("model", e.ranking), ("popularity baseline", e.popularity_ranking))])
     create_markdown_artifact(key="retrain-decision", description="Promotion decision", markdown=(
         f"**{model_name} version {d.version}: {'promoted to champion' if d.promoted else 'kept as challenger'}**"
         f"\n\n{d.reason}\n\nMLflow run: [{o.mlflow_run_id}]({o.mlflow_run_url})"))
@@ -194,8 +195,8 @@ def _train_and_register(raw: RawData, validated: ValidatedData, data_dir: Path, 
         succeeded = True
     finally:
         tracking.finish_run(run_id, succeeded)
-    return TrainingOutcome(run_id, tracking.run_url(settings, run_id), matrix, trained.epochs_run,
-                           trained.best_epoch, report, decision)
+    return TrainingOutcome(run_id, tracking.run_url(settings, run_id), matrix, settings.training.architecture,
+                           trained.epochs_run, trained.best_epoch, report, decision)
 
 
 @flow(name="retrain")

@@ -1,7 +1,9 @@
 """Recommend: fill in the blanks of the utility matrix from a trained model's embeddings.
 
-A predicted rating is sigmoid(w · cos(user, anime) + b), unscaled to the rating scale, so scoring every
-anime for a user is one matrix–vector product over the normalized anime embedding table. The bundle a
+Both model families share one scoring form: out(w · (u · a + b_user + b_anime) + b), unscaled to the
+rating scale, where the seed model's vectors are unit rows (so u · a is the cosine), its biases are zero
+and `out` is the sigmoid, and the biased model's `out` clips to [0, 1]. Scoring every anime for a user is
+one matrix–vector product over the anime table. The bundle a
 `Recommender` saves (Keras model, id maps, anime metadata, known ratings) is what gets registered.
 """
 
@@ -14,6 +16,7 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,7 @@ MODEL_FILE = "model.keras"
 KNOWN_FILE = "known.parquet"  # user_index, anime_index, rating (unrated value for watched-but-unrated)
 ANIME_FILE = "anime.parquet"
 META_FILE = "recommender.json"
+FOLD_IN_L2 = 0.02  # per-rating L2 on a folded-in user's vector and bias (as the default training)
 
 
 class UnknownIdError(LookupError):
@@ -49,10 +53,14 @@ def normalize_title(title: str) -> str:
 class Recommender:
     user_ids: np.ndarray  # embedding row → raw user id
     anime_ids: np.ndarray  # embedding row → raw anime id
-    user_vectors: np.ndarray  # (n_users, dim), unit rows
-    anime_vectors: np.ndarray  # (n_anime, dim), unit rows
-    weight: float  # Dense(1) on the cosine
+    user_vectors: np.ndarray  # (n_users, dim), unit rows when `normalized`
+    anime_vectors: np.ndarray  # (n_anime, dim)
+    user_bias: np.ndarray  # (n_users,), zeros for the seed model
+    anime_bias: np.ndarray  # (n_anime,)
+    weight: float  # the final Dense(1)
     bias: float
+    normalized: bool  # cosine model: vectors are unit rows and stay so when folding in
+    output: str  # "sigmoid" (seed) or "clip" (biased: trained unclipped, served clipped to [0, 1])
     scale: RatingScale
     fallback_rating: float  # served for pairs the model never saw (its train mean)
     unrated_value: int
@@ -63,12 +71,21 @@ class Recommender:
     @classmethod
     def from_model(cls, model, user_ids: np.ndarray, anime_ids: np.ndarray, scale: RatingScale,
                    fallback_rating: float, unrated_value: int, known: pa.Table, anime: pa.Table) -> Recommender:
-        weight, bias = model.get_layer("rating").get_weights()
+        biased = any(layer.name == "user_bias" for layer in model.layers)
+        weight, bias = (model.get_layer("head") if biased else model).get_layer("rating").get_weights()
+        user_vectors, anime_vectors = (model.get_layer(name).get_weights()[0]
+                                       for name in ("user_embedding", "anime_embedding"))
+        if biased:
+            user_bias, anime_bias = (model.get_layer(name).get_weights()[0].reshape(-1)
+                                     for name in ("user_bias", "anime_bias"))
+        else:
+            user_vectors, anime_vectors = _normalize_rows(user_vectors), _normalize_rows(anime_vectors)
+            user_bias, anime_bias = np.zeros(len(user_vectors), np.float32), np.zeros(len(anime_vectors), np.float32)
         return cls(
             user_ids=np.asarray(user_ids), anime_ids=np.asarray(anime_ids),
-            user_vectors=_normalize_rows(model.get_layer("user_embedding").get_weights()[0]),
-            anime_vectors=_normalize_rows(model.get_layer("anime_embedding").get_weights()[0]),
-            weight=float(weight.reshape(-1)[0]), bias=float(bias.reshape(-1)[0]), scale=scale,
+            user_vectors=user_vectors, anime_vectors=anime_vectors, user_bias=user_bias, anime_bias=anime_bias,
+            weight=float(weight.reshape(-1)[0]), bias=float(bias.reshape(-1)[0]),
+            normalized=not biased, output="clip" if biased else "sigmoid", scale=scale,
             fallback_rating=fallback_rating, unrated_value=unrated_value, known=known,
             anime=anime.to_pandas().drop_duplicates("anime_id").set_index("anime_id"),
         )
@@ -145,17 +162,40 @@ class Recommender:
         hint = f"; did you mean: {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
         raise UnknownIdError(f"no anime named {query!r}{hint}")
 
+    @cached_property
+    def _known_by_user(self) -> tuple[np.ndarray, np.ndarray]:
+        """Known anime grouped by user (CSR: anime indices and per-user offsets), built once, so a lookup
+        costs the user's own history rather than a scan of every known pair."""
+        users = self.known["user_index"].to_numpy()
+        order = np.argsort(users, kind="stable")
+        offsets = np.searchsorted(users[order], np.arange(len(self.user_ids) + 1))
+        return self.known["anime_index"].to_numpy()[order], offsets
+
     def known_anime(self, user_index: int) -> np.ndarray:
-        mask = pc.equal(self.known["user_index"], user_index)
-        return self.known["anime_index"].filter(mask).to_numpy()
+        anime, offsets = self._known_by_user
+        return anime[offsets[user_index]:offsets[user_index + 1]]
 
     # ---- scoring -------------------------------------------------------------------------------
-    def _to_ratings(self, cosine: np.ndarray) -> np.ndarray:
-        return self.scale.unscale(1.0 / (1.0 + np.exp(-(self.weight * cosine + self.bias))))
+    def _trained_output(self, interaction: np.ndarray) -> np.ndarray:
+        """What the loss saw in training, from u · a + b_user + b_anime (the biased model's is unclipped)."""
+        logit = self.weight * interaction + self.bias
+        return 1.0 / (1.0 + np.exp(-logit)) if self.output == "sigmoid" else logit
 
-    def score_users(self, user_vectors: np.ndarray) -> np.ndarray:
-        """Predicted ratings of every anime for a block of (unit) user vectors: one matrix product."""
-        return self._to_ratings(user_vectors @ self.anime_vectors.T)
+    def _scaled(self, interaction: np.ndarray) -> np.ndarray:
+        """The model's served output, in [0, 1]."""
+        return np.clip(self._trained_output(interaction), 0.0, 1.0)
+
+    def score_users(self, user_vectors: np.ndarray, user_bias: np.ndarray) -> np.ndarray:
+        """Ranking scores of every anime for a block of users (vectors and biases): one matrix product.
+
+        On the rating scale but unclipped, so that anime predicted beyond the top of the scale still
+        rank in order instead of tying at the maximum.
+        """
+        interaction = user_vectors @ self.anime_vectors.T + user_bias[:, None] + self.anime_bias[None, :]
+        return self.scale.unscale(self._trained_output(interaction))
+
+    def score_user_indices(self, block: np.ndarray) -> np.ndarray:
+        return self.score_users(self.user_vectors[block], self.user_bias[block])
 
     def predict_pairs(self, user_ids: np.ndarray, anime_ids: np.ndarray) -> np.ndarray:
         """Predicted ratings for raw id pairs; pairs with an id the model never saw get its train mean."""
@@ -165,11 +205,13 @@ class Recommender:
             self.anime_ids))}), "id", "i")
         known = (users >= 0) & (anime >= 0)
         predicted = np.full(len(users), self.fallback_rating, dtype=np.float64)
-        cosine = np.einsum("ij,ij->i", self.user_vectors[users[known]], self.anime_vectors[anime[known]])
-        predicted[known] = self._to_ratings(cosine)
+        users, anime = users[known], anime[known]
+        interaction = (np.einsum("ij,ij->i", self.user_vectors[users], self.anime_vectors[anime])
+                       + self.user_bias[users] + self.anime_bias[anime])
+        predicted[known] = self.scale.unscale(self._scaled(interaction))
         return predicted
 
-    def top_n_batch(self, user_indices: np.ndarray, n: int, known: pa.Table | None = None,
+    def top_n_batch(self, user_indices: np.ndarray, n: int,
                     scores_for: Callable[[np.ndarray], np.ndarray] | None = None,
                     chunk_size: int = 1024) -> np.ndarray:
         """Top-n unseen anime indices per user, scored in chunks so memory stays at chunk × n_anime.
@@ -177,16 +219,13 @@ class Recommender:
         `scores_for(block)` gives a (len(block), n_anime) score block; the model's predicted ratings by
         default (a baseline can pass its own).
         """
-        known = self.known if known is None else known
-        scores_for = scores_for or (lambda block: self.score_users(self.user_vectors[block]))
-        order = np.argsort(known["user_index"].to_numpy(), kind="stable")
-        known_users = known["user_index"].to_numpy()[order]
-        known_anime = known["anime_index"].to_numpy()[order]
+        scores_for = scores_for or self.score_user_indices
+        known_anime, offsets = self._known_by_user
         result = np.empty((len(user_indices), n), dtype=np.int64)
         for start in range(0, len(user_indices), chunk_size):
             block = np.asarray(user_indices[start:start + chunk_size])
             scores = np.array(scores_for(block), dtype=np.float64)
-            lo, hi = np.searchsorted(known_users, block), np.searchsorted(known_users, block, side="right")
+            lo, hi = offsets[block], offsets[block + 1]
             rows = np.repeat(np.arange(len(block)), hi - lo)
             cols = np.concatenate([known_anime[a:b] for a, b in zip(lo, hi, strict=True)]) if len(rows) else rows
             scores[rows, cols] = -np.inf
@@ -196,14 +235,14 @@ class Recommender:
         return result
 
     # ---- what people ask for -------------------------------------------------------------------
-    def recommend_for_vector(self, user_vector: np.ndarray, exclude: np.ndarray, n: int = 10,
+    def recommend_for_vector(self, user_vector: np.ndarray, user_bias: float, exclude: np.ndarray, n: int = 10,
                              genre: str | None = None, anime_type: str | None = None,
                              min_ratings: int = 0) -> pd.DataFrame:
         """The n unseen anime with the highest predicted rating, after optional filters."""
-        predicted = self.score_users(user_vector[None, :])[0]
+        predicted = self.score_users(user_vector[None, :], np.array([user_bias]))[0]
         eligible = np.ones(len(self.anime_ids), dtype=bool)
         eligible[exclude] = False
-        meta = self.anime.reindex(self.anime_ids)
+        meta = self.anime.reindex(self.anime_ids) if genre or anime_type else None
         if genre:
             eligible &= meta["genre"].fillna("").str.casefold().str.contains(genre.casefold(), regex=False).to_numpy()
         if anime_type:
@@ -212,43 +251,51 @@ class Recommender:
             eligible &= self.rating_counts() >= min_ratings
         candidates = np.flatnonzero(eligible)
         best = candidates[np.argsort(-predicted[candidates], kind="stable")[:n]]
-        return self._describe(best, predicted_rating=predicted[best])
+        return self._describe(best, predicted_rating=np.clip(predicted[best], self.scale.minimum, self.scale.maximum))
 
     def recommend(self, user_id: int, n: int = 10, **filters) -> pd.DataFrame:
         index = self.user_index(user_id)
-        return self.recommend_for_vector(self.user_vectors[index], self.known_anime(index), n, **filters)
+        return self.recommend_for_vector(self.user_vectors[index], float(self.user_bias[index]),
+                                         self.known_anime(index), n, **filters)
 
-    def fold_in(self, anime_ids: np.ndarray, ratings: np.ndarray, steps: int = 300) -> np.ndarray:
-        """Unit embedding for a user not in the data, from a few ratings, with anime embeddings fixed:
-        gradient descent on the training loss (binary cross-entropy of the scaled ratings)."""
+    def fold_in(self, anime_ids: np.ndarray, ratings: np.ndarray, steps: int = 300) -> tuple[np.ndarray, float]:
+        """Vector and bias for a user not in the data, from a few ratings, with the anime side fixed:
+        Adam on the training loss (cross-entropy for the sigmoid model, squared error + L2 for the
+        biased one; both give the logit gradient `predicted − target`)."""
         indices = np.array([self.anime_index(int(anime_id)) for anime_id in anime_ids])
         target = self.scale.scale(np.asarray(ratings, dtype=np.float64)).astype(np.float64)
         vectors = self.anime_vectors[indices].astype(np.float64)
+        anime_bias = self.anime_bias[indices].astype(np.float64)
         start = ((target - target.mean() + 1e-3)[:, None] * vectors).sum(axis=0)
-        user = start / max(np.linalg.norm(start), 1e-12)
-        moment, velocity = np.zeros_like(user), np.zeros_like(user)
+        length = 1.0 if self.normalized else float(np.linalg.norm(self.user_vectors, axis=1).mean())
+        params = np.append(start / max(np.linalg.norm(start), 1e-12) * length, 0.0)  # [vector..., bias]
+        l2 = 0.0 if self.normalized else FOLD_IN_L2
+        moment, velocity = np.zeros_like(params), np.zeros_like(params)
         for step in range(1, steps + 1):
-            norm = np.linalg.norm(user)
-            unit = user / norm
-            cosine = vectors @ unit
-            predicted = 1.0 / (1.0 + np.exp(-(self.weight * cosine + self.bias)))
-            d_cosine = (predicted - target) * self.weight / len(target)
-            grad = (d_cosine[:, None] * (vectors - cosine[:, None] * unit[None, :])).sum(axis=0) / norm
+            user, user_bias = params[:-1], params[-1] if not self.normalized else 0.0
+            norm = np.linalg.norm(user) if self.normalized else 1.0
+            similarity = vectors @ user / norm
+            predicted = self._trained_output(similarity + user_bias + anime_bias)
+            d_logit = (predicted - target) * self.weight / len(target)
+            d_similarity = vectors - similarity[:, None] * (user / norm)[None, :] if self.normalized else vectors
+            grad = np.append((d_logit[:, None] * d_similarity).sum(axis=0) / norm + 2 * l2 * user,
+                             d_logit.sum() + 2 * l2 * user_bias if not self.normalized else 0.0)
             moment = 0.9 * moment + 0.1 * grad
             velocity = 0.999 * velocity + 0.001 * grad**2
-            user -= 0.05 * (moment / (1 - 0.9**step)) / (np.sqrt(velocity / (1 - 0.999**step)) + 1e-8)
-        return (user / np.linalg.norm(user)).astype(np.float32)
+            params -= 0.05 * (moment / (1 - 0.9**step)) / (np.sqrt(velocity / (1 - 0.999**step)) + 1e-8)
+        user = params[:-1] / np.linalg.norm(params[:-1]) if self.normalized else params[:-1]
+        return user.astype(np.float32), float(params[-1])
 
     def recommend_from_ratings(self, anime_ids: np.ndarray, ratings: np.ndarray, n: int = 10,
                                **filters) -> pd.DataFrame:
         rated = np.asarray(ratings) != self.unrated_value
-        vector = self.fold_in(np.asarray(anime_ids)[rated], np.asarray(ratings)[rated])
+        vector, bias = self.fold_in(np.asarray(anime_ids)[rated], np.asarray(ratings)[rated])
         exclude = np.array([self.anime_index(int(a)) for a in anime_ids], dtype=np.int64)
-        return self.recommend_for_vector(vector, exclude, n, **filters)
+        return self.recommend_for_vector(vector, bias, exclude, n, **filters)
 
     def similar_anime(self, anime_id: int, n: int = 10, include_self: bool = False) -> pd.DataFrame:
         index = self.anime_index(anime_id)
-        similarity = self.anime_vectors @ self.anime_vectors[index]
+        similarity = self.anime_units @ self.anime_units[index]
         if not include_self:
             similarity[index] = -np.inf
         best = np.argsort(-similarity, kind="stable")[:n]
@@ -256,11 +303,20 @@ class Recommender:
 
     def similar_users(self, user_id: int, n: int = 10, top_genres: int = 3) -> pd.DataFrame:
         index = self.user_index(user_id)
-        similarity = self.user_vectors @ self.user_vectors[index]
+        similarity = self.user_units @ self.user_units[index]
         similarity[index] = -np.inf
         best = np.argsort(-similarity, kind="stable")[:n]
         return pd.DataFrame({"user_id": self.user_ids[best], "similarity": similarity[best],
                              "likes": [", ".join(self.liked_genres(int(u), top_genres)) for u in best]})
+
+    @cached_property
+    def anime_units(self) -> np.ndarray:
+        """Unit anime vectors: similar anime are the nearest by embedding cosine."""
+        return self.anime_vectors if self.normalized else _normalize_rows(self.anime_vectors)
+
+    @cached_property
+    def user_units(self) -> np.ndarray:
+        return self.user_vectors if self.normalized else _normalize_rows(self.user_vectors)
 
     def liked_genres(self, user_index: int, top: int = 3) -> list[str]:
         """Genres most frequent among the anime a user rated at or above their own mean rating."""

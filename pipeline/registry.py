@@ -90,7 +90,7 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
     client.set_model_version_tag(name, version, "promotion", CHAMPION if promoted else CHALLENGER)
     client.set_model_version_tag(name, version, "promotion_reason", reason)
     client.update_model_version(name, version, description=(
-        f"Seed cosine model on data {matrix.data_version}: test RMSE {report.model.rmse:.4f} "
+        f"Model on data {matrix.data_version}: test RMSE {report.model.rmse:.4f} "
         f"(bias baseline {report.bias.rmse:.4f}, global mean {report.global_mean.rmse:.4f}); run {run_id}. "
         f"{'Promoted to champion' if promoted else 'Kept as challenger'}: {reason}."))
     return PromotionDecision(version=str(version), promoted=promoted, reason=reason,

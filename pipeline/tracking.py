@@ -31,6 +31,7 @@ from mlflow import MlflowClient  # noqa: E402
 from pipeline.evaluate import EvaluationReport  # noqa: E402
 from pipeline.matrix import UtilityMatrix  # noqa: E402
 from pipeline.settings import Settings, TrainingConfig  # noqa: E402
+from pipeline.sweep import TrialResult  # noqa: E402
 from pipeline.train import TrainedModel  # noqa: E402
 from pipeline.validate import ValidatedData  # noqa: E402
 
@@ -38,21 +39,54 @@ MODEL_ARTIFACT = "model"
 ID_MAPS_DIR = "id_maps"
 
 
-def configure_tracking(settings: Settings) -> str:
-    """Point MLflow at the sqlite store under `mlruns/` and return the experiment id."""
+def configure_tracking(settings: Settings, experiment_name: str | None = None) -> str:
+    """Point MLflow at the sqlite store under `mlruns/` and return the experiment id (the retrain
+    experiment unless another is named)."""
     settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
-    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+    name = experiment_name or settings.experiment_name
+    experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return mlflow.create_experiment(settings.experiment_name, artifact_location=settings.artifact_root.as_uri())
+    return mlflow.create_experiment(name, artifact_location=settings.artifact_root.as_uri())
 
 
 def start_run(settings: Settings, data_dir: Path) -> str:
     experiment_id = configure_tracking(settings)
     run = MlflowClient().create_run(experiment_id, tags={"data_dir": str(data_dir)}, run_name="retrain")
     return run.info.run_id
+
+
+def start_sweep_run(settings: Settings, data_dir: Path, space: dict[str, list]) -> str:
+    experiment_id = configure_tracking(settings, settings.sweep_experiment_name)
+    run = MlflowClient().create_run(experiment_id, tags={"data_dir": str(data_dir)}, run_name="sweep")
+    MlflowClient().log_text(run.info.run_id, json.dumps(space, indent=2), "sweep_space.json")
+    return run.info.run_id
+
+
+def log_trial(parent_run_id: str, result: TrialResult) -> str:
+    """One nested run per trial: its whole configuration as params, its validation score as metrics."""
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    name = " ".join(f"{key}={value}" for key, value in sorted(result.changed.items()))
+    run_id = client.create_run(parent.info.experiment_id, run_name=name,
+                               tags={"mlflow.parentRunId": parent_run_id}).info.run_id
+    for key, value in result.config.model_dump().items():
+        client.log_param(run_id, key, value)
+    for key in ("validation_rmse", "best_epoch", "fit_seconds", "ratings_per_s"):
+        client.log_metric(run_id, key, float(getattr(result, key)))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def log_sweep_outcome(parent_run_id: str, best: TrialResult, test_rmse: float, table: str) -> None:
+    client = MlflowClient()
+    for key, value in best.config.model_dump().items():
+        client.log_param(parent_run_id, f"best_{key}", value)
+    client.log_metric(parent_run_id, "best_validation_rmse", best.validation_rmse)
+    client.log_metric(parent_run_id, "best_test_rmse", test_rmse)
+    client.log_text(parent_run_id, table, "trials.txt")
 
 
 def finish_run(run_id: str, succeeded: bool) -> None:
@@ -92,7 +126,7 @@ def log_matrix(run_id: str, matrix: UtilityMatrix) -> None:
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Logs every Keras epoch metric (loss, val_loss, rmse, val_rmse) to the run as it happens."""
+    """Logs every epoch metric (loss, val_loss, rmse, val_rmse, ratings_per_s) to the run as it happens."""
 
     def __init__(self, run_id: str):
         super().__init__()
@@ -110,7 +144,7 @@ def learning_curves_figure(history: dict[str, list[float]], best_epoch: int) -> 
     axis.plot(epochs, history["loss"], marker="o", label="train loss")
     axis.plot(epochs, history["val_loss"], marker="o", label="validation loss")
     axis.axvline(best_epoch, color="grey", linestyle="--", label=f"kept: epoch {best_epoch}")
-    axis.set(xlabel="epoch", ylabel="binary cross-entropy", title="Learning curves")
+    axis.set(xlabel="epoch", ylabel="training loss (BCE for the seed model, MSE otherwise)", title="Learning curves")
     axis.legend()
     figure.tight_layout()
     return figure

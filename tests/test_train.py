@@ -1,12 +1,13 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import predict_scaled
 
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
 from pipeline.settings import TrainingConfig
-from pipeline.train import as_dataset, build_model, train_model
+from pipeline.train import SparseTrainer, SplitTensors, as_dataset, build_model, train_model
 from pipeline.validate import validate
 
 
@@ -16,13 +17,24 @@ def matrix(small_data, settings):
 
 
 def test_seed_architecture_gives_one_cosine_per_row():
-    model = build_model(50, 40, TrainingConfig(embedding_dim=128))
+    model = build_model(50, 40, TrainingConfig.seed_cosine(embedding_dim=128))
     assert model.get_layer("cosine").output.shape == (None, 1)
     assert model.get_layer("user_embedding").output.shape == (None, 128)
     assert model.loss == "binary_crossentropy"
     assert isinstance(model.optimizer, keras.optimizers.Adam)
     out = predict_scaled(model, np.arange(7), np.arange(7))
     assert out.shape == (7,) and np.all((out > 0) & (out < 1))
+
+
+def test_biased_architecture_adds_biases_to_one_dot_per_row_and_serves_the_scale():
+    model = build_model(50, 40, TrainingConfig(embedding_dim=16), global_mean=0.6)
+    head = model.get_layer("head")
+    assert head.get_layer("dot").output.shape == (None, 1)
+    assert model.get_layer("user_bias").output.shape == (None, 1)
+    assert np.mean(predict_scaled(model, np.arange(40), np.arange(40))) == pytest.approx(0.6, abs=0.01)  # the mean
+    model.get_layer("user_bias").embeddings.assign(np.linspace(-2, 2, 50).reshape(-1, 1).astype("float32"))
+    out = predict_scaled(model, np.arange(50), np.zeros(50, dtype=int))
+    assert out.min() == 0.0 and out.max() == 1.0  # clipped to the scale, not beyond
 
 
 def test_dataset_batches_cover_every_row_once(matrix):
@@ -38,13 +50,36 @@ def test_dataset_batches_cover_every_row_once(matrix):
     np.testing.assert_array_equal(rows[np.lexsort(rows.T[::-1])], expected[np.lexsort(expected.T[::-1])])
 
 
-def test_training_lowers_validation_loss_and_keeps_best_epoch(matrix, settings):
-    trained = train_model(matrix, settings.training, verbose=0)
+@pytest.mark.parametrize("architecture", ["biased_mf", "seed_cosine"])
+def test_training_lowers_validation_loss_and_keeps_best_epoch(matrix, settings, architecture):
+    config = settings.training.model_copy(update={"architecture": architecture})
+    trained = train_model(matrix, config, verbose=0)
     history = trained.history
     assert trained.epochs_run == len(history["loss"]) >= 2
+    assert len(history["ratings_per_s"]) == trained.epochs_run and min(history["ratings_per_s"]) > 0
     assert history["val_loss"][-1] < history["val_loss"][0]
     assert trained.best_epoch == int(np.argmin(history["val_loss"])) + 1
     validation = matrix.split("validation")
     predicted = predict_scaled(trained.model, validation["user_index"].to_numpy(), validation["anime_index"].to_numpy())
-    kept_loss = keras.losses.binary_crossentropy(validation["scaled_rating"].to_numpy(), predicted).numpy()
-    assert kept_loss == pytest.approx(min(history["val_loss"]), rel=1e-3)
+    target = validation["scaled_rating"].to_numpy()
+    loss = keras.losses.binary_crossentropy if architecture == "seed_cosine" else keras.losses.mean_squared_error
+    assert float(loss(target, predicted)) == pytest.approx(min(history["val_loss"]), rel=1e-3)
+
+
+def test_sparse_step_updates_only_the_rows_in_the_batch():
+    config = TrainingConfig(embedding_dim=8, batch_size=4, learning_rate=0.1)
+    model = build_model(30, 20, config, global_mean=0.5)
+    trainer = SparseTrainer(model, config)
+    names = ["user_embedding", "anime_embedding", "user_bias", "anime_bias"]
+    before = {name: model.get_layer(name).get_weights()[0].copy() for name in names}
+    users, anime = np.array([3, 7, 7, 12], np.int32), np.array([5, 5, 9, 0], np.int32)
+    target = np.array([1.0, 0.0, 1.0, 0.2], np.float32)
+    split = SplitTensors(*(tf.constant(a) for a in (users, anime, target)))
+    trainer.train_epoch(split, np.arange(4))
+    for name in names:
+        touched = np.unique(users if name.startswith("user") else anime)
+        after = model.get_layer(name).get_weights()[0]
+        changed = np.flatnonzero(np.any(after != before[name], axis=1))
+        np.testing.assert_array_equal(changed, touched)
+        accumulator = trainer.accumulators[name].numpy()[:, 0]
+        np.testing.assert_array_equal(np.flatnonzero(accumulator > accumulator.min()), touched)
