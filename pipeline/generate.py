@@ -45,42 +45,61 @@ class DemoSpec:
     unrated_share: float = 0.19  # share of all rows that are −1 (watched, not rated)
     rank: int = 8
     seed: int = 7
+    users_per_block: int = 20_000  # users are generated and written a block at a time: memory stays bounded
 
 
-def _sample_distinct_pairs(rng: np.random.Generator, spec: DemoSpec, n_pairs: int) -> tuple[np.ndarray, ...]:
-    """Draw distinct (user, anime) index pairs with long-tailed user activity and anime popularity."""
-    activity = rng.lognormal(mean=0.0, sigma=1.0, size=spec.n_users)
-    popularity = 1.0 / np.arange(1, spec.n_anime + 1) ** 0.9
-    rng.shuffle(popularity)
-    activity /= activity.sum()
-    popularity /= popularity.sum()
+# The size of the Kaggle 2020 MyAnimeList data (rating_complete.csv: rated rows only), for benchmarks.
+KAGGLE_2020_SPEC = DemoSpec(n_users=310_000, n_anime=17_500, n_ratings=57_000_000, unrated_share=0.0)
+CALIBRATION_PAIRS = 1_000_000  # latent values drawn to place the rating cut points
+CSV_OPTIONS = pacsv.WriteOptions(quoting_style="needed", quoting_header="none")  # header bare, as in Kaggle
+RATING_SCHEMA = pa.schema([("user_id", pa.int64()), ("anime_id", pa.int64()), ("rating", pa.int64())])
+
+
+@dataclass(frozen=True)
+class _World:
+    """The hidden truth the ratings come from: activity, popularity, biases and factors."""
+
+    activity: np.ndarray  # share of all rows per user
+    popularity: np.ndarray  # share of all rows per anime
+    user_bias: np.ndarray
+    anime_bias: np.ndarray
+    user_factors: np.ndarray
+    anime_factors: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, spec: DemoSpec) -> _World:
+        activity = rng.lognormal(mean=0.0, sigma=1.0, size=spec.n_users)
+        popularity = 1.0 / np.arange(1, spec.n_anime + 1) ** 0.9
+        rng.shuffle(popularity)
+        return cls(activity=activity / activity.sum(), popularity=popularity / popularity.sum(),
+                   user_bias=rng.normal(0, 0.5, spec.n_users), anime_bias=rng.normal(0, 0.5, spec.n_anime),
+                   user_factors=rng.normal(0, 1, (spec.n_users, spec.rank)) / np.sqrt(spec.rank),
+                   anime_factors=rng.normal(0, 1, (spec.n_anime, spec.rank)))
+
+    def latent(self, rng: np.random.Generator, users: np.ndarray, anime: np.ndarray) -> np.ndarray:
+        """Biases + rank-k interaction + noise (ratings are this, cut into the skewed 1..10 scale)."""
+        interaction = np.einsum("ij,ij->i", self.user_factors[users], self.anime_factors[anime])
+        return self.user_bias[users] + self.anime_bias[anime] + 1.2 * interaction + rng.normal(0, 0.4, users.size)
+
+
+def _distinct_pairs(rng: np.random.Generator, world: _World, users: np.ndarray, n_pairs: int,
+                    n_anime: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw distinct (user, anime) pairs among `users`, long-tailed on both sides, sorted by user."""
+    weights = world.activity[users] / world.activity[users].sum()
     codes = np.empty(0, dtype=np.int64)
     while codes.size < n_pairs:
         draw = 2 * (n_pairs - codes.size) + 1_000
-        users = rng.choice(spec.n_users, size=draw, p=activity)
-        anime = rng.choice(spec.n_anime, size=draw, p=popularity)
-        new = users.astype(np.int64) * spec.n_anime + anime
+        new = users[rng.choice(len(users), size=draw, p=weights)].astype(np.int64) * n_anime + rng.choice(
+            n_anime, size=draw, p=world.popularity)
         merged = np.concatenate([codes, new])
         _, first = np.unique(merged, return_index=True)
         codes = merged[np.sort(first)]
-    codes = codes[:n_pairs]
-    return codes // spec.n_anime, codes % spec.n_anime
+    codes = np.sort(codes[:n_pairs])
+    return codes // n_anime, codes % n_anime
 
 
-def _latent_ratings(rng: np.random.Generator, spec: DemoSpec, users: np.ndarray, anime: np.ndarray) -> np.ndarray:
-    """Map biases + rank-k interaction + noise onto the skewed 1..10 scale by rank."""
-    user_bias = rng.normal(0, 0.5, spec.n_users)
-    anime_bias = rng.normal(0, 0.5, spec.n_anime)
-    user_factors = rng.normal(0, 1, (spec.n_users, spec.rank)) / np.sqrt(spec.rank)
-    anime_factors = rng.normal(0, 1, (spec.n_anime, spec.rank))
-    interaction = np.einsum("ij,ij->i", user_factors[users], anime_factors[anime])
-    latent = user_bias[users] + anime_bias[anime] + 1.2 * interaction + rng.normal(0, 0.4, users.size)
-    cut_points = np.quantile(latent, np.cumsum(RATING_SHARES)[:-1])
-    return (np.searchsorted(cut_points, latent) + 1).astype(np.int64)
-
-
-def _anime_table(rng: np.random.Generator, spec: DemoSpec, anime_ids: np.ndarray,
-                 anime: np.ndarray, ratings: np.ndarray) -> pa.Table:
+def _anime_table(rng: np.random.Generator, spec: DemoSpec, anime_ids: np.ndarray, counts: np.ndarray,
+                 sums: np.ndarray, members: np.ndarray) -> pa.Table:
     names = [
         f"{NAME_WORDS_A[i % len(NAME_WORDS_A)]} {NAME_WORDS_B[(i // 7) % len(NAME_WORDS_B)]}"
         f"{NAME_SUFFIXES[(i // 3) % len(NAME_SUFFIXES)]} {i + 1}"
@@ -92,11 +111,8 @@ def _anime_table(rng: np.random.Generator, spec: DemoSpec, anime_ids: np.ndarray
     types = rng.choice(TYPES, size=spec.n_anime, p=TYPE_SHARES)
     episodes = np.where(types == "TV", rng.choice([12, 13, 24, 26, 50], spec.n_anime), 1).astype(str)
     episodes[rng.random(spec.n_anime) < 0.02] = "Unknown"
-    rated = ratings > 0
-    counts = np.bincount(anime[rated], minlength=spec.n_anime)
-    sums = np.bincount(anime[rated], weights=ratings[rated], minlength=spec.n_anime)
     mean_score = np.where(counts > 0, np.round(sums / np.maximum(counts, 1), 2), np.nan)
-    members = np.bincount(anime, minlength=spec.n_anime) * 37 + rng.integers(0, 500, spec.n_anime)
+    members = members * 37 + rng.integers(0, 500, spec.n_anime)
     return pa.table({
         "anime_id": anime_ids,
         "name": names,
@@ -109,24 +125,39 @@ def _anime_table(rng: np.random.Generator, spec: DemoSpec, anime_ids: np.ndarray
 
 
 def generate_demo_dataset(out_dir: Path, spec: DemoSpec = DemoSpec()) -> Path:
-    """Write `rating.csv` and `anime.csv` to `out_dir` (deterministic for a given spec)."""
+    """Write `rating.csv` and `anime.csv` to `out_dir` (deterministic for a given spec).
+
+    Users are generated a block at a time and appended to the CSV, so memory follows the block, not
+    the data set: the Kaggle-2020-sized spec (57M ratings) writes in bounded memory.
+    """
     rng = np.random.default_rng(spec.seed)
+    world = _World.draw(rng, spec)
     n_rows = round(spec.n_ratings / (1 - spec.unrated_share))
-    users, anime = _sample_distinct_pairs(rng, spec, n_rows)
-    ratings = _latent_ratings(rng, spec, users, anime)
-    unrated = rng.permutation(n_rows)[: n_rows - spec.n_ratings]
-    ratings[unrated] = -1
+    calibration = world.latent(rng, rng.choice(spec.n_users, CALIBRATION_PAIRS, p=world.activity),
+                               rng.choice(spec.n_anime, CALIBRATION_PAIRS, p=world.popularity))
+    cut_points = np.quantile(calibration, np.cumsum(RATING_SHARES)[:-1])
     # MyAnimeList-like sparse anime ids, so nothing downstream may assume ids are contiguous.
     anime_ids = np.sort(rng.choice(np.arange(1, 6 * spec.n_anime), size=spec.n_anime, replace=False))
-    order = np.lexsort((anime_ids[anime], users))
-    rating_table = pa.table({
-        "user_id": users[order] + 1,
-        "anime_id": anime_ids[anime[order]],
-        "rating": ratings[order],
-    })
-    anime_table = _anime_table(rng, spec, anime_ids, anime, ratings)
+    block_starts = np.arange(0, spec.n_users, spec.users_per_block)
+    row_bounds = np.round(np.cumsum(np.append(0.0, np.add.reduceat(world.activity, block_starts))) * n_rows)
+    row_bounds[-1] = n_rows  # each block gets rows in proportion to its users' activity
+    block_rows = np.diff(row_bounds.astype(np.int64))
+    rated_rows = np.diff(np.round(row_bounds * spec.n_ratings / n_rows).astype(np.int64))
+    counts, sums, members = (np.zeros(spec.n_anime, dtype=np.int64) for _ in range(3))
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, table in (("rating.csv", rating_table), ("anime.csv", anime_table)):
-        with atomic_file(out_dir / name) as tmp:
-            pacsv.write_csv(table, tmp, pacsv.WriteOptions(quoting_style="needed"))
+    with (atomic_file(out_dir / "rating.csv") as tmp,
+          pacsv.CSVWriter(tmp, RATING_SCHEMA, write_options=CSV_OPTIONS) as writer):
+        for first_user, rows, rated in zip(block_starts, block_rows, rated_rows, strict=True):
+            block_users = np.arange(first_user, min(first_user + spec.users_per_block, spec.n_users))
+            users, anime = _distinct_pairs(rng, world, block_users, int(rows), spec.n_anime)
+            ratings = (np.searchsorted(cut_points, world.latent(rng, users, anime)) + 1).astype(np.int64)
+            ratings[rng.permutation(len(ratings))[: len(ratings) - rated]] = -1
+            is_rated = ratings > 0
+            counts += np.bincount(anime[is_rated], minlength=spec.n_anime)
+            sums += np.bincount(anime[is_rated], weights=ratings[is_rated], minlength=spec.n_anime).astype(np.int64)
+            members += np.bincount(anime, minlength=spec.n_anime)
+            writer.write_table(pa.table({"user_id": users + 1, "anime_id": anime_ids[anime], "rating": ratings},
+                                        schema=RATING_SCHEMA))
+    with atomic_file(out_dir / "anime.csv") as tmp:
+        pacsv.write_csv(_anime_table(rng, spec, anime_ids, counts, sums, members), tmp, CSV_OPTIONS)
     return out_dir

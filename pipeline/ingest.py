@@ -113,7 +113,7 @@ def _read_typed_csv(path: Path, schema: dict[str, pa.DataType], required: list[s
             values, column_errors = _parse_column(table[name], name, target)
             table = table.set_column(table.schema.get_field_index(name), name, values)
             errors = pc.coalesce(errors, column_errors)
-    row_number = pa.array(range(1, table.num_rows + 1), pa.int64())
+    row_number = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
     return table.append_column("row_number", row_number).append_column("parse_error", errors)
 
 

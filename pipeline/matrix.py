@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.hashing import row_hash, unit_interval
 from pipeline.settings import Settings
 from pipeline.storage import atomic_dir
 from pipeline.validate import ValidatedData
@@ -74,25 +75,36 @@ class UtilityMatrix:
                    row_counts=meta["counts"])
 
 
-def split_assignment(n_rows: int, test_fraction: float, validation_fraction: float, seed: int) -> np.ndarray:
-    """Seeded split labels 0=train, 1=validation, 2=test (test first, validation from the rest)."""
-    order = np.random.default_rng(seed).permutation(n_rows)
-    n_test = round(n_rows * test_fraction)
-    n_validation = round((n_rows - n_test) * validation_fraction)
-    labels = np.zeros(n_rows, dtype=np.int8)
-    labels[order[:n_test]] = 2
-    labels[order[n_test:n_test + n_validation]] = 1
+def split_assignment(user_ids: np.ndarray, anime_ids: np.ndarray, test_fraction: float,
+                     validation_fraction: float, seed: int) -> np.ndarray:
+    """Labels 0=train, 1=validation, 2=test from a seeded hash of each (user, anime) pair.
+
+    A pair's label depends only on the pair and the seed: not on row order, and not on other rows,
+    so a rating keeps its split when new data arrive (a test pair never leaks into training later).
+    """
+    draw = unit_interval(row_hash(user_ids, anime_ids, seed=seed))
+    labels = np.zeros(len(draw), dtype=np.int8)
+    labels[draw < test_fraction + (1 - test_fraction) * validation_fraction] = 1
+    labels[draw < test_fraction] = 2
     return labels
 
 
-def _id_index(ids: pa.ChunkedArray) -> np.ndarray:
-    return np.unique(ids.to_numpy())
+def _contiguous_index(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct ids and each row's position among them: by a lookup table when ids are small
+    (linear time, like MyAnimeList's), by sorting otherwise."""
+    if ids.size and 0 <= ids.min() and ids.max() < 4 * ids.size + 1_000_000:
+        present = np.zeros(int(ids.max()) + 1, dtype=bool)
+        present[ids] = True
+        position = np.cumsum(present, dtype=np.int64) - 1
+        return np.flatnonzero(present), position[ids].astype(np.int32)
+    distinct, index = np.unique(ids, return_inverse=True)
+    return distinct, index.astype(np.int32)
 
 
 def build_utility_matrix(validated: ValidatedData, settings: Settings,
                          source_sha256: dict[str, str] | None = None) -> UtilityMatrix:
     """Write the versioned matrix folder (atomically) and return a handle on it."""
-    ratings = validated.ratings.sort_by([("user_id", "ascending"), ("anime_id", "ascending")])
+    ratings = validated.ratings
     if ratings.num_rows == 0:
         raise ValueError("no accepted ratings: nothing to build a utility matrix from")
     data_version = validated.data_version
@@ -101,9 +113,8 @@ def build_utility_matrix(validated: ValidatedData, settings: Settings,
     split_id = hashlib.sha256(json.dumps([data_version, split_params]).encode()).hexdigest()[:16]
     scale = RatingScale(settings.rating_min, settings.rating_max)
 
-    user_ids, anime_ids = _id_index(ratings["user_id"]), _id_index(ratings["anime_id"])
-    user_index = np.searchsorted(user_ids, ratings["user_id"].to_numpy()).astype(np.int32)
-    anime_index = np.searchsorted(anime_ids, ratings["anime_id"].to_numpy()).astype(np.int32)
+    user_ids, user_index = _contiguous_index(ratings["user_id"].to_numpy())
+    anime_ids, anime_index = _contiguous_index(ratings["anime_id"].to_numpy())
     rating_values = ratings["rating"].to_numpy()
     coo = pa.table({
         "user_index": user_index,
@@ -113,8 +124,8 @@ def build_utility_matrix(validated: ValidatedData, settings: Settings,
         "rating": pa.array(rating_values.astype(np.int16)),
         "scaled_rating": scale.scale(rating_values),
     })
-    labels = split_assignment(coo.num_rows, settings.test_fraction, settings.validation_fraction,
-                              settings.split_seed)
+    labels = split_assignment(ratings["user_id"].to_numpy(), ratings["anime_id"].to_numpy(), settings.test_fraction,
+                              settings.validation_fraction, settings.split_seed)
 
     target = settings.matrix_root / data_version
     with atomic_dir(target) as tmp:

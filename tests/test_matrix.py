@@ -23,12 +23,16 @@ def test_scaling_round_trips_and_spans_unit_interval():
     np.testing.assert_allclose(scale.unscale(scaled), ratings, atol=1e-5)
 
 
-def test_split_is_reproducible_and_sized_as_configured():
-    first = split_assignment(10_000, 0.1, 0.1, seed=1)
-    assert np.array_equal(first, split_assignment(10_000, 0.1, 0.1, seed=1))
-    assert not np.array_equal(first, split_assignment(10_000, 0.1, 0.1, seed=2))
-    assert (first == 2).sum() == 1_000  # test: 10% of all
-    assert (first == 1).sum() == 900  # validation: 10% of the rest
+def test_split_is_reproducible_sized_as_configured_and_fixed_per_pair():
+    rng = np.random.default_rng(0)
+    users, anime = rng.integers(1, 5_000, 100_000), rng.integers(1, 9_000, 100_000)
+    first = split_assignment(users, anime, 0.1, 0.1, seed=1)
+    assert np.array_equal(first, split_assignment(users, anime, 0.1, 0.1, seed=1))
+    assert not np.array_equal(first, split_assignment(users, anime, 0.1, 0.1, seed=2))
+    assert (first == 2).mean() == pytest.approx(0.1, abs=0.005)  # test: 10% of all
+    assert (first == 1).mean() == pytest.approx(0.09, abs=0.005)  # validation: 10% of the rest
+    subset = rng.permutation(100_000)[:30_000]  # other rows, another order: each pair keeps its label
+    np.testing.assert_array_equal(split_assignment(users[subset], anime[subset], 0.1, 0.1, seed=1), first[subset])
 
 
 def test_matrix_is_long_form_with_contiguous_maps(validated, settings):

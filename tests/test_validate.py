@@ -37,6 +37,24 @@ def test_rows_are_split_into_accepted_unrated_and_quarantined(tmp_path, settings
     assert validated.unrated.to_pylist() == [{"user_id": 2, "anime_id": 12}]
 
 
+def test_batched_validation_gives_the_same_quarantine_as_one_batch(tmp_path, settings):
+    settings.max_quarantine_share = 1.0
+    rows = ROWS + [[user, anime, 1 + (user * anime) % 10] for user in range(8, 40) for anime in (10, 11, 12)]
+    rows += [[20, 11, 3], [33, 12, 4]]  # duplicated pairs far apart in the file
+    raw = ingest(write_dataset(tmp_path, rows))
+    whole = validate(raw, settings)
+    settings.validation_batch_rows = 7
+    batched = validate(raw, settings)
+    assert batched.quarantine.to_pylist() == whole.quarantine.to_pylist()
+    assert batched.counts == whole.counts and batched.data_version == whole.data_version
+    assert [o.unexpected_count for o in batched.reports[0].outcomes] == [
+        o.unexpected_count for o in whole.reports[0].outcomes]
+    assert len(batched.reports[0].gx_result["batches"]) == -(-len(rows) // 7)
+    json.dumps(batched.reports[0].gx_result)
+    duplicated = {r["row_number"] for r in whole.quarantine.to_pylist() if "more than once" in r["reason"]}
+    assert duplicated == {8, 9, 12 + (20 - 8) * 3 + 1, len(rows) - 1, 12 + (33 - 8) * 3 + 2, len(rows)}
+
+
 def test_rating_scale_comes_from_settings(tmp_path, settings):
     folder = write_dataset(tmp_path, [[1, 1, 4], [1, 2, 5], [2, 1, 3], [2, 2, 1]])
     settings.rating_max = 4
