@@ -1,0 +1,45 @@
+"""The sweep flow through the real Prefect engine: one nested MLflow run per trial, best chosen on validation."""
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from flows.sweep import sweep
+from pipeline.settings import TrainingConfig
+from pipeline.sweep import grid_configs
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def test_grid_applies_every_combination_to_the_base_configuration():
+    base = TrainingConfig(embedding_dim=16, epochs=3)
+    grid = grid_configs(base, {"l2": [0.0, 0.02], "learning_rate": [0.01, 0.03, 0.05]})
+    assert len(grid) == 6
+    assert {(c.l2, c.learning_rate) for _, c in grid} == {(a, b) for a in (0.0, 0.02) for b in (0.01, 0.03, 0.05)}
+    assert all(c.embedding_dim == 16 and c.epochs == 3 for _, c in grid)
+    with pytest.raises(ValueError):
+        grid_configs(base, {"learning_rate": [-1.0]})  # validated like any configuration
+
+
+def test_sweep_logs_nested_trials_and_picks_the_lowest_validation_rmse(small_data, settings):
+    space = {"l2": [0.0, 0.05], "embedding_dim": [8, 32]}
+    summary = sweep(data_dir=small_data, settings=settings, space=space)
+
+    assert len(summary.trials) == 4
+    assert summary.best.validation_rmse == min(t.validation_rmse for t in summary.trials)
+    assert len({round(t.validation_rmse, 6) for t in summary.trials}) > 1  # the grid values matter
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(settings.sweep_experiment_name)
+    children = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{summary.mlflow_run_id}'")
+    assert len(children) == 4
+    logged = {(float(r.data.params["l2"]), int(r.data.params["embedding_dim"])): r.data.metrics["validation_rmse"]
+              for r in children}
+    assert logged == {(t.config.l2, t.config.embedding_dim): pytest.approx(t.validation_rmse) for t in summary.trials}
+    parent = mlflow.get_run(summary.mlflow_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_validation_rmse"] == pytest.approx(summary.best.validation_rmse)
+    assert parent.data.params["best_l2"] == str(summary.best.config.l2)
+    # the sweep's runs stay out of the retrain experiment (skip-unchanged reads that one)
+    retrain_experiment = client.get_experiment_by_name(settings.experiment_name)
+    assert retrain_experiment is None or not client.search_runs([retrain_experiment.experiment_id])
