@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
+PARTS ?= accuracy,speed,serving,stages,scale
+SIZE ?= kaggle2020
 DATA ?=
 EPOCHS ?=
 UI_PORT ?= 5000
@@ -16,7 +19,7 @@ export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PREFECT_HOME := $(CURDIR)/.prefect
 
-.PHONY: setup pipeline test ui serve compare promote recommend similar serve-model lint clean
+.PHONY: setup pipeline test sweep bench ui serve compare promote recommend similar serve-model lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +34,16 @@ pipeline: $(STAMP) ## run the retrain flow (DATA=folder for real data, EPOCHS=n 
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest
+
+sweep: $(STAMP) ## grid search of the training configuration, best on validation (DATA=folder, SPACE='{"l2": [...]}')
+	$(PY) -m flows.sweep $(if $(DATA),--data $(DATA)) $(if $(SPACE),--space '$(SPACE)')
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## benchmarks → BENCHMARKS.md (PARTS=accuracy,speed,serving,stages,scale SIZE=kaggle2020|tenth)
+	$(PY) -m benchmarks.bench --parts $(PARTS) --size $(SIZE)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 over the local store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \

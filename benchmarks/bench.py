@@ -1,0 +1,335 @@
+"""`make bench`: accuracy, training speed, serving latency, full-scale data path and stage timing.
+
+Every table compares against a baseline measured in the same process (the issue-2 seed model, or
+Surprise SVD for accuracy). Nothing here is asserted: the numbers are printed and written to the
+`BENCHMARKS.md` section named after the parts run, with the machine and the exact command.
+
+Options (see `python -m benchmarks.bench --help`): --parts (accuracy, speed, serving, stages, scale),
+--size (scale part: kaggle2020 = 310k users × 17.5k anime × 57M ratings, or tenth), --sample (the
+rating set the accuracy/speed/serving parts use), --work (where generated data and matrices go).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.evaluate import Scores
+from pipeline.ingest import ingest
+from pipeline.matrix import UtilityMatrix, build_utility_matrix
+from pipeline.recommend import Recommender
+from pipeline.settings import PROJECT_ROOT, Settings, TrainingConfig
+from pipeline.train import TrainedModel, train_model
+from pipeline.validate import validate
+
+PARTS = ("accuracy", "speed", "serving", "stages", "scale")
+SIZES = ("kaggle2020", "tenth")
+DEFAULT_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "anime-sample"
+REPORT = PROJECT_ROOT / "BENCHMARKS.md"
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |",
+                 "|" + "|".join("---" for _ in self.columns) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines + ([""] + self.notes if self.notes else []))
+
+
+def machine() -> str:
+    import tensorflow as tf
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GB RAM, {platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
+
+
+def build_sample_matrix(sample: Path, work: Path) -> tuple[UtilityMatrix, Settings]:
+    settings = Settings(data_root=work / "sample", mlruns_dir=work / "mlruns")
+    return build_utility_matrix(validate(ingest(sample), settings), settings), settings
+
+
+def test_scores(predict, matrix: UtilityMatrix) -> Scores:
+    """RMSE/MAE on the 1–10 scale over the test split; `predict(users, anime)` gives ratings."""
+    test = matrix.split("test")
+    return Scores.of(test["rating"].to_numpy(), predict(test["user_index"].to_numpy(), test["anime_index"].to_numpy()))
+
+
+def keras_predictor(trained: TrainedModel, matrix: UtilityMatrix):
+    def predict(users: np.ndarray, anime: np.ndarray) -> np.ndarray:
+        scaled = trained.model.predict({"user": users, "anime": anime}, batch_size=65_536, verbose=0)
+        return matrix.scale.unscale(np.asarray(scaled).reshape(-1))
+    return predict
+
+
+def fit_keras(matrix: UtilityMatrix, config: TrainingConfig) -> tuple[TrainedModel, float]:
+    started = time.perf_counter()
+    trained = train_model(matrix, config, verbose=0)
+    return trained, time.perf_counter() - started
+
+
+def fit_surprise(algorithm, matrix: UtilityMatrix, splits: tuple[str, ...]) -> tuple[object, float]:
+    import pandas as pd
+    from surprise import Dataset, Reader
+
+    frame = pd.concat([matrix.split(name).select(["user_index", "anime_index", "rating"]).to_pandas()
+                       for name in splits])
+    reader = Reader(rating_scale=(matrix.scale.minimum, matrix.scale.maximum))
+    trainset = Dataset.load_from_df(frame, reader).build_full_trainset()
+    started = time.perf_counter()
+    algorithm.fit(trainset)
+    return algorithm, time.perf_counter() - started
+
+
+def surprise_predictor(algorithm):
+    def predict(users: np.ndarray, anime: np.ndarray) -> np.ndarray:
+        return np.array([algorithm.predict(int(u), int(a)).est for u, a in zip(users, anime, strict=True)])
+    return predict
+
+
+@dataclass
+class SampleRuns:
+    """Models trained on the sample once, shared by the accuracy, speed and serving parts."""
+
+    matrix: UtilityMatrix
+    settings: Settings
+    seed: TrainedModel
+    seed_seconds: float
+    default: TrainedModel
+    default_seconds: float
+
+
+def train_sample_models(sample: Path, work: Path) -> SampleRuns:
+    matrix, settings = build_sample_matrix(sample, work)
+    seed, seed_seconds = fit_keras(matrix, TrainingConfig.seed_cosine())
+    default, default_seconds = fit_keras(matrix, TrainingConfig())
+    return SampleRuns(matrix, settings, seed, seed_seconds, default, default_seconds)
+
+
+def accuracy_part(runs: SampleRuns) -> Table:
+    from surprise import SVD, BaselineOnly
+
+    matrix = runs.matrix
+    rows = [
+        ("default (biased MF, sparse row-wise Adagrad)", test_scores(keras_predictor(runs.default, matrix), matrix),
+         runs.default_seconds),
+        ("seed (cosine → Dense sigmoid, BCE, Adam)", test_scores(keras_predictor(runs.seed, matrix), matrix),
+         runs.seed_seconds),
+    ]
+    svd, svd_seconds = fit_surprise(SVD(random_state=0), matrix, ("train",))
+    rows.append(("Surprise SVD (defaults)", test_scores(surprise_predictor(svd), matrix), svd_seconds))
+    baseline, baseline_seconds = fit_surprise(BaselineOnly(verbose=False), matrix, ("train",))
+    rows.append(("Surprise BaselineOnly (defaults)", test_scores(surprise_predictor(baseline), matrix),
+                 baseline_seconds))
+    svd_all, svd_all_seconds = fit_surprise(SVD(random_state=0), matrix, ("train", "validation"))
+    rows.append(("Surprise SVD, fit on train + validation", test_scores(surprise_predictor(svd_all), matrix),
+                 svd_all_seconds))
+    mean = float(np.mean(matrix.split("train")["rating"].to_numpy()))
+    rows.append(("global mean", test_scores(lambda u, a: np.full(len(u), mean), matrix), 0.0))
+    reference = rows[2][1].rmse
+    sizes = matrix.split_sizes
+    return Table(
+        f"Accuracy on the anime sample (test split, {sizes['test']:,} ratings; 1–10 scale)",
+        ["model", "test RMSE", "MAE", "fit s", "RMSE / SVD"],
+        [[name, f"{s.rmse:.4f}", f"{s.mae:.4f}", f"{seconds:.1f}", f"{s.rmse / reference:.3f}"]
+         for name, s, seconds in rows],
+        [f"Same split for every model: {sizes['train']:,} train / {sizes['validation']:,} validation / "
+         f"{sizes['test']:,} test rated rows (seed {runs.settings.split_seed}). Keras models fit on train and use "
+         "validation only for early stopping; Surprise fits on train (and, in one row, on train + validation).",
+         f"Default: best epoch {runs.default.best_epoch} of {runs.default.epochs_run}; "
+         f"seed: best epoch {runs.seed.best_epoch} of {runs.seed.epochs_run}."])
+
+
+def speed_part(runs: SampleRuns) -> Table:
+    """Ratings per second of the training pass, per epoch (the first epoch includes tracing/compiling)."""
+    def median_rate(trained: TrainedModel) -> float:
+        rates = trained.history["ratings_per_s"]
+        return float(np.median(rates[1:] if len(rates) > 1 else rates))
+
+    seed_rate = median_rate(runs.seed)
+    table = Table(f"Training speed, 128-dim model, anime sample ({runs.matrix.split_sizes['train']:,} train ratings)",
+                  ["configuration", "batch", "median ratings/s per epoch", "vs seed"])
+    table.rows.append(["seed: Keras fit, dense Adam", str(TrainingConfig.seed_cosine().batch_size),
+                       f"{seed_rate:,.0f}", "1.00"])
+    for batch_size in (1024, 4096, 16384):
+        config = TrainingConfig(batch_size=batch_size, epochs=3, early_stopping_patience=3)
+        trained = runs.default if batch_size == TrainingConfig().batch_size else train_model(
+            runs.matrix, config, verbose=0)
+        rate = median_rate(trained)
+        label = "default: sparse row-wise Adagrad, XLA step" + (" (default)" if trained is runs.default else "")
+        table.rows.append([label, str(batch_size), f"{rate:,.0f}", f"{rate / seed_rate:.2f}"])
+    table.notes.append("ratings/s = train rows / time of the epoch's training pass (validation excluded), median "
+                       "over epochs after the first.")
+    return table
+
+
+def latency_rows(recommender: Recommender, label: str, n_requests: int = 500,
+                 batch_users: int = 20_000) -> list[list[str]]:
+    """p50/p99 of top-10 for one user (the full `recommend` call and the bare scoring), and batch users/s."""
+    rng = np.random.default_rng(0)
+    users = rng.choice(len(recommender.user_ids), size=n_requests)
+    full, bare = [], []
+    recommender.recommend(int(recommender.user_ids[users[0]]), 10)  # warm caches (known-pairs index)
+    for index in users:
+        started = time.perf_counter()
+        recommender.recommend(int(recommender.user_ids[index]), 10)
+        full.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        recommender.top_n_batch(np.array([index]), 10)
+        bare.append(time.perf_counter() - started)
+    block = rng.choice(len(recommender.user_ids), size=min(batch_users, len(recommender.user_ids)), replace=False)
+    started = time.perf_counter()
+    recommender.top_n_batch(block, 10)
+    rate = len(block) / (time.perf_counter() - started)
+
+    def ms(values: list[float], q: int) -> str:
+        return f"{np.percentile(values, q) * 1000:.2f}"
+
+    return [[label, f"{len(recommender.user_ids):,} × {len(recommender.anime_ids):,}", ms(bare, 50), ms(bare, 99),
+             ms(full, 50), ms(full, 99), f"{rate:,.0f}"]]
+
+
+SERVING_COLUMNS = ["model", "users × anime", "top-10 p50 ms", "top-10 p99 ms", "recommend() p50 ms",
+                   "recommend() p99 ms", "batch users/s"]
+
+
+def serving_part(runs: SampleRuns) -> Table:
+    recommender = Recommender.from_matrix(runs.default.model, runs.matrix, runs.settings.unrated_value)
+    return Table("Serving latency in process (one user, all anime scored, seen anime excluded)", SERVING_COLUMNS,
+                 latency_rows(recommender, "default, anime sample"),
+                 ["top-10 = `Recommender.top_n_batch([user], 10)`; recommend() adds id lookup and the "
+                  "DataFrame with names and genres; batch = `top_n_batch` over 20,000 users in chunks of 1,024."])
+
+
+def stages_part(work: Path) -> Table:
+    """`make pipeline` on the built-in demo data, in child processes: time per task and Prefect's share.
+
+    Run twice on one PREFECT_HOME: the table is the second run (an existing Prefect database, as on any
+    run after the first); the first run's total is noted.
+    """
+    env = os.environ | {"PREFECT_HOME": str(work / "stages" / "prefect"),
+                        "ANIMEREC_DATA_ROOT": str(work / "stages" / "data"),
+                        "ANIMEREC_MLRUNS_DIR": str(work / "stages" / "mlruns")}
+    walls, timing = [], {}
+    for _ in range(2):
+        started = time.perf_counter()
+        child = subprocess.run([sys.executable, "-m", "benchmarks.stage_timing"], env=env, capture_output=True,
+                               text=True, cwd=PROJECT_ROOT)
+        walls.append(time.perf_counter() - started)
+        if child.returncode:
+            raise RuntimeError(f"stage timing failed:\n{child.stderr[-3000:]}")
+        timing = json.loads(child.stdout.strip().splitlines()[-1])
+    wall = walls[-1]
+    table = Table("`make pipeline` on the built-in demo data: time per stage", ["stage", "seconds", "share of the run"])
+    for name, seconds in timing["tasks"]:
+        table.rows.append([name, f"{seconds:.1f}", f"{seconds / wall:.1%}"])
+    prefect = timing["flow_seconds"] - sum(seconds for _, seconds in timing["tasks"])
+    startup = wall - timing["flow_seconds"]
+    table.rows += [["Prefect (local server start, orchestration, task bookkeeping)", f"{prefect:.1f}",
+                    f"{prefect / wall:.1%}"],
+                   ["process start and imports", f"{startup:.1f}", f"{startup / wall:.1%}"],
+                   ["total (wall, like `time make pipeline`)", f"{wall:.1f}", "100%"]]
+    table.notes.append("Task times are Prefect's own task-run durations; Prefect's share is the flow call's wall "
+                       "time minus its tasks. Second of two runs on one PREFECT_HOME (the first, which also "
+                       f"creates Prefect's database, took {walls[0]:.1f} s).")
+    return table
+
+
+def scale_part(size: str, work: Path) -> list[Table]:
+    """Full-scale data path in a child process, so its peak RSS is the run's own."""
+    child = subprocess.run([sys.executable, "-m", "benchmarks.full_scale", "--size", size, "--work", str(work)],
+                           capture_output=True, text=True, cwd=PROJECT_ROOT)
+    if child.returncode:
+        raise RuntimeError(f"full-scale run failed:\n{child.stderr[-3000:]}")
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    rows_in = result["rows_in"]
+    data = Table(f"Full scale ({size}: {result['n_users']:,} users × {result['n_anime']:,} anime, "
+                 f"{rows_in:,} rating rows; generated once into {result['data_dir']})",
+                 ["step", "seconds", "rows/s", "RSS after, GB"])
+    for step in ("ingest", "validate", "matrix"):
+        seconds = result["seconds"][step]
+        data.rows.append([step, f"{seconds:.1f}", f"{rows_in / seconds:,.0f}", f"{result['rss_gb'][step]:.2f}"])
+    total = sum(result["seconds"][step] for step in ("ingest", "validate", "matrix"))
+    data.rows.append(["ingest + validate + matrix", f"{total:.1f}", f"{rows_in / total:,.0f}", ""])
+    for epoch, (seconds, rate) in enumerate(zip(result["epoch_seconds"], result["epoch_rates"], strict=True), 1):
+        note = " (includes XLA compile)" if epoch == 1 else ""
+        data.rows.append([f"training epoch {epoch}{note}", f"{seconds:.1f}", f"{rate:,.0f}",
+                          f"{result['rss_gb'][f'epoch{epoch}']:.2f}"])
+    data.notes += [f"Peak RSS of the whole run (ingest → validate → matrix → 2 epochs → serving): "
+                   f"**{result['peak_rss_gb']:.2f} GB**; Parquet matrix folder: {result['parquet_mb']:,.0f} MB "
+                   f"(CSV in: {result['csv_mb']:,.0f} MB); data generation took {result['generate_seconds']:.0f} s "
+                   "(not counted)."]
+    serving = Table(f"Serving latency at full scale ({size})", SERVING_COLUMNS, [result["serving_row"]])
+    return [data, serving]
+
+
+def write_report(title: str, command: str, tables: list[Table]) -> None:
+    """Replace (or append) this run's section of BENCHMARKS.md."""
+    section = "\n\n".join([f"## {title}", f"Machine: {machine()}.", f"Command: `{command}` "
+                           f"({time.strftime('%Y-%m-%d')}).", *[t.markdown() for t in tables]]) + "\n"
+    text = REPORT.read_text() if REPORT.exists() else (
+        "# Benchmarks\n\nWritten by `make bench` (see `python -m benchmarks.bench --help`). Each section is replaced "
+        "by the next run of the same parts.\n")
+    head, marker, rest = text.partition(f"## {title}\n")
+    if marker:
+        following = rest.find("\n## ")
+        text = head + section + (rest[following + 1:] if following >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    REPORT.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+    parser.add_argument("--size", choices=SIZES, default="kaggle2020", help="data size of the scale part")
+    parser.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE, help="CooperUnion-layout rating set")
+    parser.add_argument("--work", type=Path, default=PROJECT_ROOT / "data" / "bench",
+                        help="where generated data and matrices go (kept between runs)")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    tables: list[Table] = []
+    args.work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="run-", dir=args.work) as tmp:
+        work = Path(tmp)
+        if {"accuracy", "speed", "serving"} & set(parts):
+            runs = train_sample_models(args.sample, work)
+            tables += [part(runs) for name, part in (("accuracy", accuracy_part), ("speed", speed_part),
+                                                     ("serving", serving_part)) if name in parts]
+        if "stages" in parts:
+            tables.append(stages_part(work))
+    if "scale" in parts:
+        tables += scale_part(args.size, args.work)
+    for table in tables:
+        print(table.markdown(), end="\n\n")
+    command = "make bench" + (f" PARTS={','.join(parts)}" if parts != list(PARTS) else "") + (
+        f" SIZE={args.size}" if args.size != "kaggle2020" and "scale" in parts else "")
+    write_report(f"Parts: {', '.join(parts)}" + (f" (size {args.size})" if "scale" in parts else ""), command, tables)
+    print(f"written to {REPORT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

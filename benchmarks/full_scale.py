@@ -1,0 +1,97 @@
+"""Child process of the bench's `scale` part: the data path and training at Kaggle-2020 size, as JSON.
+
+Run alone so that its peak RSS (VmHWM) is this run's own. The generated data set is kept in the work
+folder and reused by later runs (generation is not part of what is measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench import latency_rows
+from pipeline.generate import KAGGLE_2020_SPEC, generate_demo_dataset
+from pipeline.ingest import ingest
+from pipeline.matrix import build_utility_matrix
+from pipeline.recommend import Recommender
+from pipeline.settings import Settings, TrainingConfig
+from pipeline.train import SparseTrainer, SplitTensors, build_model
+from pipeline.validate import validate
+
+SPECS = {"kaggle2020": KAGGLE_2020_SPEC,
+         "tenth": dataclasses.replace(KAGGLE_2020_SPEC, n_users=31_000, n_ratings=5_700_000)}
+
+
+def memory_gb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process, in GB."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+    return int(line.split()[1]) / 2**20
+
+
+def folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", choices=sorted(SPECS), default="kaggle2020")
+    parser.add_argument("--work", type=Path, required=True)
+    args = parser.parse_args()
+    spec = SPECS[args.size]
+    data_dir = args.work / args.size
+    started = time.perf_counter()
+    if not (data_dir / "anime.csv").exists():
+        generate_demo_dataset(data_dir, spec)
+    generate_seconds = time.perf_counter() - started
+    settings = Settings(data_root=args.work / f"{args.size}-run", mlruns_dir=args.work / f"{args.size}-run" / "mlruns")
+    seconds, rss = {}, {}
+
+    def timed(step: str, stage, *stage_args):
+        begun = time.perf_counter()
+        result = stage(*stage_args)
+        seconds[step] = time.perf_counter() - begun
+        rss[step] = memory_gb("VmRSS")
+        return result
+
+    raw = timed("ingest", ingest, data_dir)
+    rows_in = raw.rows_in
+    validated = timed("validate", validate, raw, settings)
+    del raw
+    matrix = timed("matrix", build_utility_matrix, validated, settings)
+    del validated
+    gc.collect()
+
+    config = TrainingConfig()
+    scale = matrix.scale
+    model = build_model(matrix.n_users, matrix.n_anime, config,
+                        global_mean=(matrix.train_mean_rating - scale.minimum) / (scale.maximum - scale.minimum))
+    trainer = SparseTrainer(model, config)
+    train = SplitTensors.of(matrix.split("train"))
+    rng = np.random.default_rng(config.seed)
+    epoch_seconds, epoch_rates = [], []
+    for epoch in (1, 2):
+        order = rng.permutation(matrix.split_sizes["train"]).astype(np.int32)
+        begun = time.perf_counter()
+        trainer.train_epoch(train, order)
+        epoch_seconds.append(time.perf_counter() - begun)
+        epoch_rates.append(len(order) / epoch_seconds[-1])
+        rss[f"epoch{epoch}"] = memory_gb("VmRSS")
+    del train
+    recommender = Recommender.from_matrix(model, matrix, settings.unrated_value)
+    serving_row = latency_rows(recommender, "default, one epoch")[0]
+    print(json.dumps({
+        "data_dir": str(data_dir), "n_users": matrix.n_users, "n_anime": matrix.n_anime, "rows_in": rows_in,
+        "seconds": seconds, "rss_gb": rss, "peak_rss_gb": memory_gb("VmHWM"), "epoch_seconds": epoch_seconds,
+        "epoch_rates": epoch_rates, "parquet_mb": folder_mb(matrix.path),
+        "csv_mb": folder_mb(data_dir), "generate_seconds": generate_seconds, "serving_row": serving_row,
+    }))
+
+
+if __name__ == "__main__":
+    main()
