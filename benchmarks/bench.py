@@ -29,7 +29,7 @@ from pipeline.ingest import ingest
 from pipeline.matrix import UtilityMatrix, build_utility_matrix
 from pipeline.recommend import Recommender
 from pipeline.settings import PROJECT_ROOT, Settings, TrainingConfig
-from pipeline.train import TrainedModel, train_model
+from pipeline.train import TrainedModel, predict_scaled, train_model
 from pipeline.validate import validate
 
 PARTS = ("accuracy", "speed", "serving", "stages", "scale")
@@ -75,8 +75,7 @@ def test_scores(predict, matrix: UtilityMatrix) -> Scores:
 
 def keras_predictor(trained: TrainedModel, matrix: UtilityMatrix):
     def predict(users: np.ndarray, anime: np.ndarray) -> np.ndarray:
-        scaled = trained.model.predict({"user": users, "anime": anime}, batch_size=65_536, verbose=0)
-        return matrix.scale.unscale(np.asarray(scaled).reshape(-1))
+        return matrix.scale.unscale(predict_scaled(trained.model, users, anime))
     return predict
 
 
@@ -228,6 +227,7 @@ def stages_part(work: Path) -> Table:
     env = os.environ | {"PREFECT_HOME": str(work / "stages" / "prefect"),
                         "ANIMEREC_DATA_ROOT": str(work / "stages" / "data"),
                         "ANIMEREC_MLRUNS_DIR": str(work / "stages" / "mlruns")}
+    Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     walls, timing = [], {}
     for _ in range(2):
         started = time.perf_counter()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import time
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.sorting import FlowRunSort
-
-from flows.retrain import retrain
+from flows.retrain import retrain  # first: flows/ sets Prefect's environment defaults before Prefect reads them
 
 
 def main() -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
     started = time.perf_counter()
     retrain()
     flow_seconds = time.perf_counter() - started

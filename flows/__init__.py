@@ -18,3 +18,6 @@ for _name, _value in {
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }.items():
     os.environ.setdefault(_name, _value)
+# Prefect's local server keeps its SQLite database here and fails to start ("unable to open database
+# file") when the folder does not exist, as on a fresh clone.
+Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)

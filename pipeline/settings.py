@@ -24,7 +24,7 @@ class TrainingConfig(BaseModel):
     embedding_dim: int = Field(128, ge=1)
     batch_size: int = Field(4096, ge=1)
     epochs: int = Field(40, ge=1)  # at most; early stopping on validation loss decides
-    learning_rate: float = Field(0.03, gt=0)
+    learning_rate: float = Field(0.01, gt=0)
     l2: float = Field(0.02, ge=0)  # biased_mf: per-rating L2 on the embedding and bias rows it touches
     init_std: float = Field(0.05, gt=0)  # biased_mf: normal initializer of the embeddings
     early_stopping_patience: int = Field(3, ge=0)

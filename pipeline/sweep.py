@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.evaluate import rmse
 from pipeline.matrix import UtilityMatrix
 from pipeline.settings import TrainingConfig
-from pipeline.train import TrainedModel, train_model
+from pipeline.train import TrainedModel, predict_scaled, train_model
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,8 @@ def grid_configs(base: TrainingConfig, space: dict[str, list[Any]]) -> list[tupl
 def split_rmse(model, matrix: UtilityMatrix, split: str) -> float:
     """RMSE on the 1–10 scale of the model's served (clipped) predictions for one split."""
     rows = matrix.split(split)
-    predicted = model.predict({"user": rows["user_index"].to_numpy(), "anime": rows["anime_index"].to_numpy()},
-                              batch_size=65_536, verbose=0)
-    return rmse(matrix.scale.unscale(rows["scaled_rating"].to_numpy()),
-                matrix.scale.unscale(np.asarray(predicted).reshape(-1)))
+    predicted = predict_scaled(model, rows["user_index"].to_numpy(), rows["anime_index"].to_numpy())
+    return rmse(matrix.scale.unscale(rows["scaled_rating"].to_numpy()), matrix.scale.unscale(predicted))
 
 
 def run_trial(matrix: UtilityMatrix, changed: dict[str, Any], config: TrainingConfig) -> tuple[TrialResult,

@@ -117,6 +117,17 @@ def as_dataset(split: pa.Table, batch_size: int, shuffle_seed: int | None = None
             .prefetch(tf.data.AUTOTUNE))
 
 
+def predict_scaled(model: keras.Model, user_index: np.ndarray, anime_index: np.ndarray,
+                   batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """The Keras model's own output in [0, 1] for index pairs, called directly in batches (no
+    `predict` function traced per model, memory bounded by the batch)."""
+    out = [np.asarray(model({USER_INPUT: tf.constant(user_index[start:start + batch_size], tf.int32),
+                             ANIME_INPUT: tf.constant(anime_index[start:start + batch_size], tf.int32)},
+                            training=False)).reshape(-1)
+           for start in range(0, len(user_index), batch_size)]
+    return np.concatenate(out) if out else np.empty(0, np.float32)
+
+
 def _tf_variable(variable) -> tf.Variable:
     return variable.value if isinstance(variable, keras.Variable) else variable
 

@@ -44,15 +44,6 @@ def settings(tmp_path) -> Settings:
                                             early_stopping_patience=2))
 
 
-def predict_scaled(model, user_index, anime_index):
-    """The Keras model's own output in [0, 1] for index pairs (what the numpy scoring must match)."""
-    import numpy as np
-    import tensorflow as tf
-
-    batch = {"user": tf.constant(user_index, tf.int32), "anime": tf.constant(anime_index, tf.int32)}
-    return np.asarray(model(batch, training=False)).reshape(-1)
-
-
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
@@ -74,3 +65,21 @@ def write_dataset(folder: Path, ratings: list[list[object]], anime: list[list[ob
     write_csv(folder / "rating.csv", RATING_HEADER, ratings)
     write_csv(folder / "anime.csv", ANIME_HEADER, anime)
     return folder
+
+
+def listening_hosts(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on `port` (from /proc/net/tcp and tcp6)."""
+    import ipaddress
+
+    hosts = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, local_port = local.split(":")
+            if state != "0A" or int(local_port, 16) != port:  # 0A = LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # little-endian 32-bit words
+            ip = ipaddress.ip_address(words)
+            hosts.add(str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip))
+    return hosts

@@ -3,14 +3,14 @@
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-from conftest import SMALL_SPEC, predict_scaled
+from conftest import SMALL_SPEC
 
 from pipeline.generate import generate_demo_dataset
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
 from pipeline.recommend import Recommender, UnknownIdError, normalize_title
 from pipeline.settings import Settings, TrainingConfig
-from pipeline.train import train_model
+from pipeline.train import predict_scaled, train_model
 from pipeline.validate import validate
 
 

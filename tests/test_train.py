@@ -2,12 +2,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import predict_scaled
 
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
 from pipeline.settings import TrainingConfig
-from pipeline.train import SparseTrainer, SplitTensors, as_dataset, build_model, train_model
+from pipeline.train import SparseTrainer, SplitTensors, as_dataset, build_model, predict_scaled, train_model
 from pipeline.validate import validate
 
 
