@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipeline import tracking
-from pipeline.errors import PipelineInputError
+from pipeline.errors import PipelineInputError, RegistryUnavailableError
 from pipeline.evaluate import EvaluationReport, evaluate_model
 from pipeline.generate import generate_demo_dataset
 from pipeline.ingest import RawData, archive_incoming, ingest
@@ -183,6 +183,20 @@ def publish_artifacts_task(summary: RetrainSummary, model_name: str) -> None:
         f"\n\n{d.reason}\n\nMLflow run: [{o.mlflow_run_id}]({o.mlflow_run_url})"))
 
 
+def _register_with_retries(model_uri: str, run_id: str, report: EvaluationReport, matrix: UtilityMatrix,
+                           settings: Settings) -> PromotionDecision:
+    """The register task with exponential backoff on store errors; aliases move only after evaluation,
+    so however this ends, `champion` never points at a version that did not finish evaluation."""
+    delays = [settings.registry_retry_delay_seconds * 2**attempt for attempt in range(settings.registry_retries)]
+    try:
+        return register_task.with_options(retries=settings.registry_retries, retry_delay_seconds=delays)(
+            model_uri, run_id, report, matrix, settings)
+    except Exception as exc:
+        raise RegistryUnavailableError(
+            f"{settings.tracking_uri}: registering the model failed after {settings.registry_retries + 1} "
+            f"attempts ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
 def _train_and_register(raw: RawData, validated: ValidatedData, data_dir: Path, settings: Settings) -> TrainingOutcome:
     run_id = tracking.start_run(settings, data_dir)
     succeeded = False
@@ -191,7 +205,7 @@ def _train_and_register(raw: RawData, validated: ValidatedData, data_dir: Path, 
         matrix = build_matrix_task(validated, settings, raw.source_sha256, run_id)
         trained, model_uri = train_task(matrix, settings, run_id)
         report = evaluate_task(trained, matrix, settings, run_id)
-        decision = register_task(model_uri, run_id, report, matrix, settings)
+        decision = _register_with_retries(model_uri, run_id, report, matrix, settings)
         succeeded = True
     finally:
         tracking.finish_run(run_id, succeeded)
@@ -232,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.training.epochs = args.epochs
     try:
         summary = retrain(data_dir=args.data, skip_unchanged=args.skip_unchanged, settings=settings)
-    except (PipelineInputError, LockBusyError) as exc:
+    except (PipelineInputError, LockBusyError, RegistryUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary.format(settings.registered_model_name))

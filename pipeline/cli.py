@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from mlflow import MlflowClient
 
 from pipeline import tracking
 from pipeline.recommend import Recommender, UnknownIdError
@@ -47,11 +48,16 @@ def model_uri(name: str, model: str) -> str:
 def open_recommender(settings: Settings, model: str) -> Recommender:
     from pipeline.serving import load_recommender
 
-    uri = model_uri(settings.registered_model_name, model)
+    name = settings.registered_model_name
+    uri = model_uri(name, model)
+    what = f"{name} version {model}"
     try:
+        if not model.isdigit():
+            what = f"{name} version {MlflowClient().get_model_version_by_alias(name, model).version} ({model})"
         return load_recommender(uri)
     except Exception as exc:  # a missing alias or a damaged artifact: say which version, not a traceback
-        raise UnknownIdError(f"cannot load {uri}: {str(exc).splitlines()[0]}") from exc
+        raise UnknownIdError(f"cannot load {what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                             ) from exc
 
 
 def read_my_ratings(path: Path) -> pd.DataFrame:

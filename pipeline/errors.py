@@ -3,3 +3,7 @@
 
 class PipelineInputError(ValueError):
     """Structural problem with the input (missing file/column, unparseable, failed validation)."""
+
+
+class RegistryUnavailableError(RuntimeError):
+    """Registering a model failed on every retry (the MLflow store is locked or unreachable)."""

@@ -12,8 +12,9 @@ import csv
 import hashlib
 import html
 import os
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,8 @@ def file_sha256(path: Path) -> str:
 
 
 def _check_header(path: Path, required: list[str]) -> None:
+    if path.is_symlink():  # reading or later moving it would touch whatever it points to
+        raise PipelineInputError(f"{path}: is a symbolic link; put the file itself there")
     if not path.is_file():
         raise PipelineInputError(f"{path}: file not found (expected columns {','.join(required)})")
     with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as handle:
@@ -74,8 +77,9 @@ def _check_header(path: Path, required: list[str]) -> None:
         raise PipelineInputError(f"{path}: empty file, expected a header {','.join(required)}")
     missing = [name for name in required if name not in header]
     if missing:
+        hint = ": the delimiter must be a comma" if len(header) == 1 and re.search(r"[;\t|]", header[0]) else ""
         raise PipelineInputError(
-            f"{path}: missing column {', '.join(repr(m) for m in missing)} (header has {','.join(header)})"
+            f"{path}: missing column {', '.join(repr(m) for m in missing)} (header has {','.join(header)}){hint}"
         )
 
 
@@ -90,31 +94,80 @@ def _parse_column(strings: pa.ChunkedArray, name: str, target: pa.DataType) -> t
     return values, pc.if_else(bad, message, pa.scalar(None, pa.string()))
 
 
+@dataclass
+class _InvalidRows:
+    """Rows with the wrong number of fields (say, a truncated last line), skipped by the parser."""
+
+    rows: list[tuple[int | None, int, int]] = field(default_factory=list)  # (line number, fields, expected)
+
+    def skip(self, row) -> str:
+        self.rows.append((row.number, row.actual_columns, row.expected_columns))
+        return "skip"
+
+
+def _read(path: Path, column_types: dict[str, pa.DataType], threads: bool) -> tuple[pa.Table, _InvalidRows]:
+    """Stream the file in 16 MB blocks, keeping only the schema's columns."""
+    invalid = _InvalidRows()
+    table = pacsv.read_csv(
+        path, read_options=pacsv.ReadOptions(block_size=1 << 24, use_threads=threads),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=invalid.skip),
+        convert_options=pacsv.ConvertOptions(column_types=column_types, include_columns=list(column_types),
+                                             include_missing_columns=True, strings_can_be_null=True))
+    return table, invalid
+
+
+def _decoded(values: pa.ChunkedArray, name: str) -> tuple[pa.ChunkedArray, pa.Array]:
+    """Bytes → text; values that are not UTF-8 are decoded with replacement characters and flagged."""
+    try:
+        return pc.cast(values, pa.string()), pa.nulls(len(values), pa.string())
+    except pa.ArrowInvalid:
+        raw = values.to_pylist()
+        text = [None if v is None else v.decode("utf-8", errors="replace") for v in raw]
+        bad = [v is not None and t.encode("utf-8", errors="surrogatepass") != v for v, t in zip(raw, text, strict=True)]
+        message = f"column '{name}' is not valid UTF-8"
+        return pa.chunked_array([pa.array(text, pa.string())]), pa.array([message if b else None for b in bad],
+                                                                        pa.string())
+
+
 def _read_typed_csv(path: Path, schema: dict[str, pa.DataType], required: list[str]) -> pa.Table:
     """Read the schema's columns (optional ones missing from the file come back null); extra
-    columns are ignored; unparseable cells are flagged per row in `parse_error`."""
+    columns are ignored; unparseable cells and rows with the wrong number of fields are flagged per
+    row in `parse_error` (validation quarantines them)."""
     _check_header(path, required)
-    read = pacsv.ReadOptions(block_size=1 << 24)
     try:
-        table = pacsv.read_csv(path, read_options=read, convert_options=pacsv.ConvertOptions(
-            column_types=schema, include_columns=list(schema), include_missing_columns=True,
-            strings_can_be_null=True))
+        table, invalid = _read(path, schema, threads=True)
         errors = pa.nulls(table.num_rows, pa.string())
     except pa.ArrowInvalid as exc:
         if "conversion error" not in str(exc).lower():
             raise PipelineInputError(f"{path}: unparseable CSV ({str(exc).splitlines()[0]})") from exc
-        table = pacsv.read_csv(path, read_options=read, convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in schema}, include_columns=list(schema),
-            include_missing_columns=True, strings_can_be_null=True))
+        table, invalid = _read(path, {name: pa.binary() for name in schema}, threads=True)
         errors = pa.nulls(table.num_rows, pa.string())
         for name, target in schema.items():
-            if target == pa.string():
-                continue
-            values, column_errors = _parse_column(table[name], name, target)
-            table = table.set_column(table.schema.get_field_index(name), name, values)
+            text, column_errors = _decoded(table[name], name)
+            if target != pa.string():
+                text, column_errors = _parse_column(text, name, target)  # bad bytes fail as "not an integer"
+            table = table.set_column(table.schema.get_field_index(name), name, text)
             errors = pc.coalesce(errors, column_errors)
-    row_number = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
-    return table.append_column("row_number", row_number).append_column("parse_error", errors)
+    if invalid.rows and any(number is None for number, _, _ in invalid.rows):
+        invalid = _read(path, {name: pa.binary() for name in schema}, threads=False)[1]  # numbers need one thread
+    return _with_row_numbers(table, errors, invalid, schema)
+
+
+def _with_row_numbers(table: pa.Table, errors: pa.Array, invalid: _InvalidRows,
+                      schema: dict[str, pa.DataType]) -> pa.Table:
+    """Number data rows from 1 (the header is line 1) and append the skipped rows, all fields null."""
+    skipped = [number - 1 for number, _, _ in invalid.rows]
+    numbers = np.setdiff1d(np.arange(1, table.num_rows + len(skipped) + 1, dtype=np.int64), skipped)
+    table = table.append_column("row_number", pa.array(numbers)).append_column("parse_error", errors)
+    if not skipped:
+        return table
+    broken = pa.table({
+        **{name: pa.nulls(len(skipped), table.schema.field(name).type) for name in schema},
+        "row_number": pa.array(skipped, pa.int64()),
+        "parse_error": pa.array([f"row has {fields} fields, expected {expected}"
+                                 for _, fields, expected in invalid.rows], pa.string()),
+    })
+    return pa.concat_tables([table, broken.cast(table.schema)])
 
 
 def read_ratings(path: Path) -> pa.Table:
@@ -153,6 +206,9 @@ def ingest(data_dir: Path, inbox_dir: Path | None = None, archive_dir: Path | No
         tables.append(table.append_column("source_rank", pa.array(np.full(table.num_rows, rank, np.int32))))
     anime_path = data_dir / ANIME_FILE
     anime = read_anime(anime_path)
+    for path, table in ((rating_paths[RATING_FILE], tables[0]), (anime_path, anime)):
+        if table.num_rows == 0:  # an inbox file may be an empty increment; the base data may not be empty
+            raise PipelineInputError(f"{path}: no rows after the header")
     return RawData(
         ratings=pa.concat_tables(tables),
         anime=anime,

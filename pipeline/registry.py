@@ -36,14 +36,15 @@ class PromotionDecision:
         return asdict(self)
 
 
-def decide_promotion(challenger_rmse: float, bias_baseline_rmse: float,
-                     champion_rmse: float | None) -> tuple[bool, str]:
+def decide_promotion(challenger_rmse: float, bias_baseline_rmse: float, champion_rmse: float | None,
+                     no_champion_reason: str = "no champion yet") -> tuple[bool, str]:
     """Pure rule: never promote a model that loses to the bias baseline; otherwise promote when there
-    is no champion or the challenger's RMSE is strictly lower on the same split."""
+    is no (usable) champion or the challenger's RMSE is strictly lower on the same split."""
     if not challenger_rmse < bias_baseline_rmse:
         return False, f"test RMSE {challenger_rmse:.4f} does not beat the bias baseline's {bias_baseline_rmse:.4f}"
     if champion_rmse is None:
-        return True, f"no champion yet; beats the bias baseline ({challenger_rmse:.4f} < {bias_baseline_rmse:.4f})"
+        return True, (f"{no_champion_reason}; beats the bias baseline "
+                      f"({challenger_rmse:.4f} < {bias_baseline_rmse:.4f})")
     if challenger_rmse < champion_rmse:
         return True, f"test RMSE {challenger_rmse:.4f} < champion's {champion_rmse:.4f} on the same split"
     return False, f"test RMSE {challenger_rmse:.4f} >= champion's {champion_rmse:.4f} on the same split"
@@ -70,19 +71,23 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
     """Register the model, tag it, set `challenger`, and move `champion` if it wins."""
     client = MlflowClient()
     champion = current_champion(name)
-    champion_rmse, rescored = None, False
+    champion_rmse, rescored, no_champion_reason = None, False, "no champion yet"
     if champion is not None:
         if champion.tags.get("split_id") == matrix.split_id:
             champion_rmse = float(champion.tags["test_rmse"])
         else:
-            champion_rmse, rescored = score_version_on_split(name, champion.version, matrix), True
-            client.log_metric(run_id, "champion_test_rmse_rescored", champion_rmse)
+            try:
+                champion_rmse, rescored = score_version_on_split(name, champion.version, matrix), True
+                client.log_metric(run_id, "champion_test_rmse_rescored", champion_rmse)
+            except Exception as exc:  # a damaged champion artifact must not block every later retrain
+                no_champion_reason = (f"champion v{champion.version} could not be loaded "
+                                      f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
 
     tags = {"data_version": matrix.data_version, "split_id": matrix.split_id, "run_id": run_id,
             **{f"rows_{key}": str(value) for key, value in matrix.row_counts.items()},
             **{key: repr(value) for key, value in report.as_metrics().items()}}  # repr: exact round trip
     version = mlflow.register_model(model_uri, name, tags=tags).version
-    promoted, reason = decide_promotion(report.model.rmse, report.bias.rmse, champion_rmse)
+    promoted, reason = decide_promotion(report.model.rmse, report.bias.rmse, champion_rmse, no_champion_reason)
     client.set_registered_model_alias(name, CHALLENGER, version)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
 
     retrain_cron: str = "0 3 * * *"  # the scheduled deployment's cron (daily 03:00)
     lock_wait_seconds: float = Field(3600, ge=0)  # a second retrain waits this long for the first, then fails
+    registry_retries: int = Field(3, ge=0)  # registration retried on store errors (locked, unreachable)
+    registry_retry_delay_seconds: float = Field(2.0, ge=0)  # first backoff; doubles on each retry
     mlflow_ui_url: str = "http://127.0.0.1:5000"  # for links from Prefect artifacts to MLflow runs
 
     @property

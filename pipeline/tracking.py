@@ -53,8 +53,14 @@ def configure_tracking(settings: Settings, experiment_name: str | None = None) -
 
 
 def start_run(settings: Settings, data_dir: Path) -> str:
+    """A new retrain run. Called under the run lock, so a retrain run still RUNNING is one whose process
+    died (killed mid-training, say): it is marked KILLED rather than left running forever."""
     experiment_id = configure_tracking(settings)
-    run = MlflowClient().create_run(experiment_id, tags={"data_dir": str(data_dir)}, run_name="retrain")
+    client = MlflowClient()
+    for orphan in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING' and "
+                                     "tags.mlflow.runName = 'retrain'"):
+        client.set_terminated(orphan.info.run_id, "KILLED")
+    run = client.create_run(experiment_id, tags={"data_dir": str(data_dir)}, run_name="retrain")
     return run.info.run_id
 
 

@@ -40,6 +40,7 @@ def settings(tmp_path) -> Settings:
     """Settings writing under tmp_path, with a quick training configuration that still beats the bias
     baseline on SMALL_SPEC data (a few seconds)."""
     return Settings(data_root=tmp_path / "data", mlruns_dir=tmp_path / "mlruns", lock_wait_seconds=5,
+                    registry_retry_delay_seconds=0.05,
                     training=TrainingConfig(embedding_dim=32, batch_size=512, epochs=20, learning_rate=0.02,
                                             early_stopping_patience=2))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import listening_hosts
 from mlflow import MlflowClient
 
 from flows.serve import DEPLOYMENT_NAME
@@ -74,6 +75,7 @@ def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(tmp_path, small_da
     try:
         with httpx.Client(base_url=api, timeout=10) as client:
             deployment = _wait_for(lambda: _first_deployment(client), 180, "the deployment", serve)
+            assert listening_hosts(port) == {"127.0.0.1"}  # the server it started is local only
             assert deployment["name"] == DEPLOYMENT_NAME
             assert [(s["schedule"]["cron"], s["active"]) for s in deployment["schedules"]] == [("30 4 * * *", True)]
             assert deployment["paused"] is False

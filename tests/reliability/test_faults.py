@@ -1,0 +1,241 @@
+"""Faults: a process killed mid-write or mid-training, a registry that fails, a damaged champion.
+
+Kills are real SIGKILLs of child processes; the store is a real MLflow sqlite store; flows run on the
+real Prefect engine (the session's temporary server).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.csv as pacsv
+import pytest
+from conftest import RATING_HEADER, write_csv
+from mlflow import MlflowClient
+
+import flows.retrain
+from flows.retrain import retrain
+from pipeline import cli
+from pipeline.errors import RegistryUnavailableError
+from pipeline.ingest import ingest
+from pipeline.matrix import UtilityMatrix, build_utility_matrix
+from pipeline.registry import CHAMPION
+from pipeline.validate import validate
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _client(settings) -> MlflowClient:
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def _versions(settings) -> list[str]:
+    found = _client(settings).search_model_versions(f"name = '{settings.registered_model_name}'")
+    return sorted(str(v.version) for v in found)
+
+
+def _champion(settings) -> str:
+    return str(_client(settings).get_model_version_by_alias(settings.registered_model_name, CHAMPION).version)
+
+
+def _child_env(settings) -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    return os.environ | {"ANIMEREC_DATA_ROOT": str(settings.data_root), "ANIMEREC_MLRUNS_DIR": str(
+        settings.mlruns_dir), "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(PROJECT_ROOT),
+        **{f"ANIMEREC_TRAINING__{k.upper()}": str(v) for k, v in settings.training.model_dump().items()}}
+
+
+def _kill_when(marker: Path, child: subprocess.Popen, timeout: float = 240) -> None:
+    """SIGKILL the child as soon as it has created `marker` (it then sleeps, waiting to be killed)."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert child.poll() is None, f"child exited early: {child.communicate()}"
+        assert time.monotonic() < deadline, "child never reached the kill point"
+        time.sleep(0.1)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+
+def _changed_copy(small_data: Path, target: Path) -> Path:
+    """The same data set with one more rating (so a new data version)."""
+    target.mkdir(parents=True)
+    for name in ("rating.csv", "anime.csv"):
+        (target / name).write_bytes((small_data / name).read_bytes())
+    anime = pacsv.read_csv(small_data / "anime.csv")["anime_id"][0].as_py()
+    with (target / "rating.csv").open("a") as handle:
+        handle.write(f"999001,{anime},7\n")
+    return target
+
+
+KILL_DURING_MATRIX_WRITE = """
+import sys, time
+from pathlib import Path
+from pipeline import matrix
+from pipeline.ingest import ingest
+from pipeline.settings import Settings
+from pipeline.validate import validate
+
+settings = Settings()
+validated = validate(ingest(Path(sys.argv[1])), settings)
+write_table = matrix.pq.write_table
+
+def write_then_wait(table, where, **kwargs):
+    write_table(table, where, **kwargs)
+    Path(sys.argv[2]).touch()  # one Parquet file is written: kill me now
+    time.sleep(120)
+
+matrix.pq.write_table = write_then_wait
+matrix.build_utility_matrix(validated, settings)
+"""
+
+
+def test_sigkill_while_writing_the_matrix_keeps_the_previous_one(small_data, settings, tmp_path):
+    previous = build_utility_matrix(validate(ingest(small_data), settings), settings)
+    before = {p.name: p.read_bytes() for p in previous.path.iterdir()}
+    changed = _changed_copy(small_data, tmp_path / "changed")
+    marker = tmp_path / "written-one-file"
+    child = subprocess.Popen([sys.executable, "-c", KILL_DURING_MATRIX_WRITE, str(changed), str(marker)],
+                             env=_child_env(settings), cwd=PROJECT_ROOT)
+    _kill_when(marker, child)
+
+    assert {p.name: p.read_bytes() for p in previous.path.iterdir()} == before
+    assert UtilityMatrix.open(previous.path).data_version == previous.data_version
+    finished = [p.name for p in settings.matrix_root.iterdir() if not p.name.startswith(".")]
+    assert finished == [previous.path.name]  # the killed build left no folder under a real name
+    rebuilt = build_utility_matrix(validate(ingest(changed), settings), settings)
+    assert rebuilt.data_version != previous.data_version and rebuilt.split_sizes["train"] > 0
+    assert not [p for p in settings.matrix_root.iterdir() if p.name.startswith(f".{rebuilt.data_version}.")]
+
+
+KILL_DURING_TRAINING = """
+import sys, time
+from pathlib import Path
+from flows.retrain import retrain
+from pipeline import train
+
+train_epoch = train.SparseTrainer.train_epoch
+
+def epoch_then_wait(self, split, order):
+    loss = train_epoch(self, split, order)
+    Path(sys.argv[2]).touch()  # an epoch is done: kill me now
+    time.sleep(120)
+    return loss
+
+train.SparseTrainer.train_epoch = epoch_then_wait
+retrain(data_dir=Path(sys.argv[1]))
+"""
+
+
+def test_sigkill_mid_training_registers_nothing_and_the_next_run_starts_clean(small_data, settings, tmp_path):
+    marker = tmp_path / "one-epoch-done"
+    child = subprocess.Popen([sys.executable, "-c", KILL_DURING_TRAINING, str(small_data), str(marker)],
+                             env=_child_env(settings), cwd=PROJECT_ROOT)
+    _kill_when(marker, child)
+    assert _versions(settings) == []
+    experiment = _client(settings).get_experiment_by_name(settings.experiment_name)
+    killed = _client(settings).search_runs([experiment.experiment_id])
+    assert [run.info.status for run in killed] == ["RUNNING"]  # nobody was left to close it
+
+    summary = retrain(data_dir=small_data, settings=settings)  # the lock died with the child
+    assert summary.outcome.decision.version == "1" and _champion(settings) == "1"
+    assert _client(settings).get_run(killed[0].info.run_id).info.status == "KILLED"
+
+
+def test_registry_errors_are_retried_with_backoff(small_data, settings, monkeypatch):
+    settings.registry_retry_delay_seconds = 0.1
+    calls = []
+    register = flows.retrain.register_and_decide
+
+    def locked_twice(*args, **kwargs):
+        calls.append(time.monotonic())
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return register(*args, **kwargs)
+
+    monkeypatch.setattr(flows.retrain, "register_and_decide", locked_twice)
+    summary = retrain(data_dir=small_data, settings=settings)
+    assert len(calls) == 3 and summary.outcome.decision.version == "1"
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    assert gaps[1] > gaps[0] >= 0.1  # backoff grows
+
+
+def test_a_registry_that_stays_down_fails_the_run_and_leaves_the_champion(small_data, settings, tmp_path,
+                                                                            monkeypatch):
+    retrain(data_dir=small_data, settings=settings)
+    assert _champion(settings) == "1"
+    settings.registry_retry_delay_seconds = 0.05
+    attempts = []
+
+    def unreachable(*args, **kwargs):
+        attempts.append(1)
+        raise ConnectionError("MLflow registry unreachable")
+
+    monkeypatch.setattr(flows.retrain, "register_and_decide", unreachable)
+    with pytest.raises(RegistryUnavailableError, match=r"after 4 attempts \(ConnectionError: MLflow registry unr"):
+        retrain(data_dir=_changed_copy(small_data, tmp_path / "changed"), settings=settings)
+    assert len(attempts) == settings.registry_retries + 1
+    assert _versions(settings) == ["1"] and _champion(settings) == "1"
+
+
+def _corrupt_champion(settings) -> str:
+    """Overwrite the champion's Keras file in the store (the only version so far) with garbage."""
+    version = _client(settings).get_model_version_by_alias(settings.registered_model_name, CHAMPION)
+    keras_files = list(settings.mlruns_dir.rglob("model.keras"))
+    assert len(keras_files) == 1, keras_files
+    keras_files[0].write_bytes(b"not a keras archive")
+    return str(version.version)
+
+
+def test_a_corrupted_champion_fails_recommendations_clearly_and_retraining_still_works(
+        small_data, settings, tmp_path, monkeypatch, capsys):
+    retrain(data_dir=small_data, settings=settings)
+    version = _corrupt_champion(settings)
+    monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
+    monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
+    user = pacsv.read_csv(small_data / "rating.csv")["user_id"][0].as_py()
+    capsys.readouterr()
+    assert cli.main(["recommend", "--user", str(user)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and f"cannot load anime-recommender version {version} (champion)" in err[0]
+
+    summary = retrain(data_dir=_changed_copy(small_data, tmp_path / "changed"), settings=settings)
+    decision = summary.outcome.decision
+    assert decision.version == "2" and decision.promoted and _champion(settings) == "2"
+    assert f"champion v{version} could not be loaded" in decision.reason
+    assert cli.main(["recommend", "--user", str(user)]) == 0
+
+
+def test_two_runs_at_once_are_serialized(small_data, settings, tmp_path):
+    """A scheduled run and a manual one started together: the second waits for the first's lock."""
+    script = "import sys\nfrom pathlib import Path\nfrom flows.retrain import retrain\nretrain(Path(sys.argv[1]))"
+    env = _child_env(settings)
+    first = subprocess.Popen([sys.executable, "-c", script, str(small_data)], env=env, cwd=PROJECT_ROOT)
+    second = subprocess.Popen([sys.executable, "-c", script, str(small_data)], env=env, cwd=PROJECT_ROOT)
+    assert first.wait(timeout=400) == 0 and second.wait(timeout=400) == 0
+    experiment = _client(settings).get_experiment_by_name(settings.experiment_name)
+    runs = sorted(_client(settings).search_runs([experiment.experiment_id]), key=lambda r: r.info.start_time)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert runs[1].info.start_time >= runs[0].info.end_time  # never interleaved
+    assert _versions(settings) == ["1", "2"]
+
+
+def test_inbox_file_is_read_once_even_when_the_run_is_killed_after_training(small_data, settings, tmp_path):
+    """Killed after training but before commit: the inbox file stays and the next run applies it once."""
+    anime = pacsv.read_csv(small_data / "anime.csv")["anime_id"][0].as_py()
+    inbox_file = write_csv(settings.inbox_dir / "late.csv", RATING_HEADER, [[999_002, anime, 8]])
+    marker = tmp_path / "one-epoch-done"
+    child = subprocess.Popen([sys.executable, "-c", KILL_DURING_TRAINING, str(small_data), str(marker)],
+                             env=_child_env(settings), cwd=PROJECT_ROOT)
+    _kill_when(marker, child)
+    assert inbox_file.exists()
+    summary = retrain(data_dir=small_data, settings=settings)
+    assert not inbox_file.exists() and len(summary.archived) == 1

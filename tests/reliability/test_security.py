@@ -1,0 +1,130 @@
+"""Security: servers local by default, models loaded in Keras safe mode, data never evaluated, no writes
+outside the data folders."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import keras
+import pytest
+from conftest import RATING_HEADER, listening_hosts, write_csv, write_dataset
+
+from flows import serve
+from pipeline.ingest import ingest
+from pipeline.matrix import build_utility_matrix
+from pipeline.recommend import MODEL_FILE, Recommender
+from pipeline.train import build_model
+from pipeline.validate import validate
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SERVER_TARGETS = ("ui", "serve-model")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _make_dry_run(*targets: str, **variables: str) -> str:
+    args = ["make", "-n", "-s", *targets, *(f"{k}={v}" for k, v in variables.items())]
+    output = subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
+    return output.replace("\\\n", " ")  # one line per command
+
+
+def test_every_server_command_binds_to_localhost_unless_a_host_is_given():
+    commands = _make_dry_run(*SERVER_TARGETS)
+    assert commands.count("--host 127.0.0.1") == len(SERVER_TARGETS)
+    assert "0.0.0.0" not in commands
+    parser_default = re.search(r'"--host", default="([^"]+)"', Path(serve.__file__).read_text()).group(1)
+    assert parser_default == "127.0.0.1"  # make serve: the Prefect server it starts
+    assert os.environ["PREFECT_SERVER_API_HOST"] == "127.0.0.1"  # Prefect's own temporary server
+
+
+def test_the_mlflow_ui_listens_on_localhost_only(settings):
+    port = _free_port()
+    command = [line for line in _make_dry_run("ui", UI_PORT=str(port)).splitlines() if "mlflow ui" in line][0]
+    command = command.replace(str(PROJECT_ROOT / "mlruns"), str(settings.mlruns_dir))
+    settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
+    server = subprocess.Popen(command, shell=True, cwd=PROJECT_ROOT, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not listening_hosts(port):
+            assert server.poll() is None, "mlflow ui exited"
+            assert time.monotonic() < deadline, "mlflow ui did not start listening"
+            time.sleep(0.5)
+        assert listening_hosts(port) == {"127.0.0.1"}
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 9)
+        server.wait()
+
+
+@pytest.fixture
+def bundle(small_data, settings, tmp_path) -> Path:
+    matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
+    model = build_model(matrix.n_users, matrix.n_anime, settings.training)
+    return Recommender.save_bundle(model, matrix, settings.unrated_value, tmp_path / "bundle")
+
+
+def test_models_are_loaded_in_keras_safe_mode(bundle, tmp_path):
+    marker = tmp_path / "code-ran"
+    inputs = keras.Input(shape=(1,))
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)  # arbitrary Python: only loadable with safe_mode off
+    keras.Model(inputs, outputs).save(bundle / MODEL_FILE)
+    with pytest.raises(ValueError, match="safe_mode"):
+        Recommender.load_bundle(bundle)
+    assert not marker.exists()
+
+
+def test_data_files_are_read_as_data_never_evaluated(tmp_path, settings):
+    marker = tmp_path / "pwned"
+    payload = f"__import__('pathlib').Path('{marker}').touch()"
+    folder = write_dataset(tmp_path / "data", [[1, 10, 8], [2, 10, 7], [2, 11, 9]], [
+        [10, payload, "Action", "TV", 12, 7.5, 100], [11, "{{7*7}} ${7*7}", "Drama", "TV", 1, 8.0, 5]])
+    settings.max_quarantine_share = 1.0
+    write_csv(settings.inbox_dir / "new.csv", RATING_HEADER, [[3, 11, payload]])
+    validated = validate(ingest(folder, settings.inbox_dir), settings)
+    assert payload in validated.anime["name"].to_pylist()
+    assert "not an integer" in validated.quarantine["reason"][0].as_py()
+    assert not marker.exists()
+    sources = "\n".join(p.read_text() for folder in ("pipeline", "flows") for p in (PROJECT_ROOT / folder).glob("*.py"))
+    for unsafe in ("pickle", "eval(", "exec(", "allow_pickle=True", "safe_mode=False", "yaml.load("):
+        assert unsafe not in sources, f"{unsafe} appears in the pipeline's code"
+
+
+def test_an_inbox_symlink_cannot_move_or_change_a_file_outside(small_data, settings, tmp_path):
+    from flows.retrain import retrain
+
+    outside = write_csv(tmp_path / "elsewhere" / "precious.csv", RATING_HEADER, [[999_001, 1, 5]])
+    original = outside.read_bytes()
+    settings.inbox_dir.mkdir(parents=True)
+    (settings.inbox_dir / "link.csv").symlink_to(outside)
+    with pytest.raises(Exception, match="symbolic link"):
+        retrain(data_dir=small_data, settings=settings)
+    assert outside.read_bytes() == original and (settings.inbox_dir / "link.csv").is_symlink()
+    assert not settings.archive_dir.exists()
+
+
+def test_the_data_folder_given_on_the_command_line_is_only_read(small_data, settings, tmp_path, monkeypatch):
+    from flows.retrain import main
+
+    data = tmp_path / "their-data"
+    shutil.copytree(small_data, data)
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
+    monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
+    monkeypatch.setenv("ANIMEREC_TRAINING__EPOCHS", "2")
+    assert main(["--data", str(data)]) == 0
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+    written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
+    assert written <= {"their-data", settings.data_root.name, settings.mlruns_dir.name}
+
