@@ -43,3 +43,16 @@ def test_demo_data_is_deterministic(tmp_path):
     for name in ("rating.csv", "anime.csv"):
         assert (first / name).read_bytes() == (second / name).read_bytes()
     assert (first / "rating.csv").read_bytes() != (other / "rating.csv").read_bytes()
+
+
+def test_generation_block_by_block_keeps_the_shape_and_is_deterministic(tmp_path):
+    spec = DemoSpec(n_users=500, n_anime=300, n_ratings=20_000, users_per_block=37, seed=2)  # 14 blocks
+    ratings, _ = _read(generate_demo_dataset(tmp_path / "a", spec))
+    assert (tmp_path / "a" / "rating.csv").read_bytes() == (
+        generate_demo_dataset(tmp_path / "b", spec) / "rating.csv").read_bytes()
+    values, users = ratings["rating"].to_numpy(), ratings["user_id"].to_numpy()
+    assert (values > 0).sum() == spec.n_ratings
+    assert ratings.num_rows == round(spec.n_ratings / (1 - spec.unrated_share))
+    assert len(np.unique(users * 10**7 + ratings["anime_id"].to_numpy())) == ratings.num_rows
+    assert np.all(np.diff(users) >= 0) and users.max() <= spec.n_users  # written in user order, block by block
+    assert len(np.unique(users)) > 0.9 * spec.n_users  # every block got its share of the users
