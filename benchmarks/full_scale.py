@@ -84,12 +84,14 @@ def main() -> None:
         rss[f"epoch{epoch}"] = memory_gb("VmRSS")
     del train
     recommender = Recommender.from_matrix(model, matrix, settings.unrated_value)
-    serving_row = latency_rows(recommender, "default, one epoch")[0]
+    serving_row = latency_rows(recommender, "default, in the process that just trained it")[0]
+    bundle = Recommender.save_bundle(model, matrix, settings.unrated_value, args.work / f"{args.size}-bundle")
     print(json.dumps({
         "data_dir": str(data_dir), "n_users": matrix.n_users, "n_anime": matrix.n_anime, "rows_in": rows_in,
         "seconds": seconds, "rss_gb": rss, "peak_rss_gb": memory_gb("VmHWM"), "epoch_seconds": epoch_seconds,
         "epoch_rates": epoch_rates, "parquet_mb": folder_mb(matrix.path),
         "csv_mb": folder_mb(data_dir), "generate_seconds": generate_seconds, "serving_row": serving_row,
+        "bundle": str(bundle),
     }))
 
 

@@ -157,7 +157,11 @@ def _with_row_numbers(table: pa.Table, errors: pa.Array, invalid: _InvalidRows,
                       schema: dict[str, pa.DataType]) -> pa.Table:
     """Number data rows from 1 (the header is line 1) and append the skipped rows, all fields null."""
     skipped = [number - 1 for number, _, _ in invalid.rows]
-    numbers = np.setdiff1d(np.arange(1, table.num_rows + len(skipped) + 1, dtype=np.int64), skipped)
+    numbers = np.arange(1, table.num_rows + len(skipped) + 1, dtype=np.int64)
+    if skipped:  # a mask, not setdiff1d: that one sorts all 57M numbers
+        kept = np.ones(len(numbers), dtype=bool)
+        kept[np.asarray(skipped) - 1] = False
+        numbers = numbers[kept]
     table = table.append_column("row_number", pa.array(numbers)).append_column("parse_error", errors)
     if not skipped:
         return table
