@@ -153,7 +153,6 @@ class SparseTrainer:
         self.learning_rate, self.l2, self.batch_size = config.learning_rate, config.l2, config.batch_size
         self._step = tf.function(self._train_step, jit_compile=True)
         self._epoch = tf.function(self._train_epoch)
-        self._predict = tf.function(self._predict_rows, jit_compile=True)
 
     def _rows(self, users: tf.Tensor, anime: tf.Tensor) -> dict[str, tf.Tensor]:
         return {name: tf.gather(table, users if name in USER_TABLES else anime)
@@ -162,9 +161,6 @@ class SparseTrainer:
     def _head(self, rows: dict[str, tf.Tensor]) -> tf.Tensor:
         return tf.reshape(self.head([rows[name] for name in ("user_embedding", "anime_embedding", "user_bias",
                                                              "anime_bias")]), [-1])
-
-    def _predict_rows(self, users: tf.Tensor, anime: tf.Tensor) -> tf.Tensor:
-        return self._head(self._rows(users, anime))
 
     def _train_step(self, users: tf.Tensor, anime: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
         rows = self._rows(users, anime)
@@ -201,14 +197,6 @@ class SparseTrainer:
     def train_epoch(self, split: SplitTensors, order: np.ndarray) -> float:
         return float(self._epoch(split.users, split.anime, split.target, tf.constant(order, tf.int32)))
 
-    def mean_squared_error(self, split: SplitTensors) -> float:
-        total = 0.0
-        n = int(split.target.shape[0])
-        for start in range(0, n, EVAL_BATCH):
-            stop = min(start + EVAL_BATCH, n)
-            predicted = tf.clip_by_value(self._predict(split.users[start:stop], split.anime[start:stop]), 0.0, 1.0)
-            total += float(tf.reduce_sum(tf.square(predicted - split.target[start:stop])))
-        return total / max(n, 1)
 
 
 @dataclass(frozen=True)
@@ -256,7 +244,8 @@ def _fit_sparse(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfi
                 callbacks: Sequence[keras.callbacks.Callback], log: Callable[[str], None]) -> dict[str, list[float]]:
     """Epochs of SparseTrainer with early stopping on validation loss, keeping the best weights."""
     trainer = SparseTrainer(model, config)
-    train, validation = SplitTensors.of(matrix.split("train")), SplitTensors.of(matrix.split("validation"))
+    train, validation = SplitTensors.of(matrix.split("train")), matrix.split("validation")
+    validation_target = validation["scaled_rating"].to_numpy()
     rng = np.random.default_rng(config.seed)
     history: dict[str, list[float]] = {"loss": [], "val_loss": [], "rmse": [], "val_rmse": [], "ratings_per_s": []}
     best_loss, best_weights, waited = np.inf, model.get_weights(), 0
@@ -265,7 +254,8 @@ def _fit_sparse(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfi
         started = time.perf_counter()
         loss = trainer.train_epoch(train, order)
         rate = len(order) / (time.perf_counter() - started)
-        val_loss = trainer.mean_squared_error(validation)
+        predicted = predict_scaled(model, validation["user_index"].to_numpy(), validation["anime_index"].to_numpy())
+        val_loss = float(np.mean((predicted - validation_target) ** 2))  # the served (clipped) output
         logs = {"loss": loss, "val_loss": val_loss, "rmse": float(np.sqrt(loss)),
                 "val_rmse": float(np.sqrt(val_loss)), "ratings_per_s": rate}
         for key, value in logs.items():
