@@ -2,7 +2,9 @@
 
 Ratings come from a known low-rank structure (user/anime biases plus a rank-k interaction plus noise),
 mapped onto a MyAnimeList-like skewed 1..10 distribution by rank, so a model that learns the
-interaction clearly beats a user+item bias model on it.
+interaction clearly beats a user+item bias model on it. Which anime a user watches follows the same
+taste (popularity × exp(taste_strength · interaction)), as people mostly watch what they expect to like,
+so a ranking model can learn what to recommend beyond what is popular.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class DemoSpec:
     n_ratings: int = 400_000
     unrated_share: float = 0.19  # share of all rows that are −1 (watched, not rated)
     rank: int = 8
+    taste_strength: float = 1.0  # how much taste, beside popularity, decides what a user watches (0: not at all)
     seed: int = 7
     users_per_block: int = 20_000  # users are generated and written a block at a time: memory stays bounded
 
@@ -76,6 +79,30 @@ class _World:
                    user_factors=rng.normal(0, 1, (spec.n_users, spec.rank)) / np.sqrt(spec.rank),
                    anime_factors=rng.normal(0, 1, (spec.n_anime, spec.rank)))
 
+    def watched_anime(self, rng: np.random.Generator, users: np.ndarray, taste_strength: float,
+                      users_per_chunk: int = 1024) -> np.ndarray:
+        """One anime per row, drawn from that row's user's distribution: popularity × exp(strength ·
+        interaction). Users are taken a chunk at a time (a chunk × anime table of cumulative
+        probabilities), so memory follows the chunk."""
+        anime = np.empty(len(users), dtype=np.int64)
+        order = np.argsort(users, kind="stable")
+        distinct, starts = np.unique(users[order], return_index=True)
+        bounds = np.append(starts, len(users))
+        log_popularity = np.log(self.popularity)
+        for first in range(0, len(distinct), users_per_chunk):
+            chunk = distinct[first:first + users_per_chunk]
+            logits = log_popularity + taste_strength * (self.user_factors[chunk] @ self.anime_factors.T)
+            weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+            cdf = np.cumsum(weights, axis=1)
+            cdf /= cdf[:, -1:]
+            rows = order[bounds[first]:bounds[first + len(chunk)]]
+            row_in_chunk = np.repeat(np.arange(len(chunk)), np.diff(bounds[first:first + len(chunk) + 1]))
+            # rows' cumulative tables laid end to end (row r's values in r..r+1): one searchsorted for all
+            position = np.searchsorted((cdf + np.arange(len(chunk))[:, None]).ravel(),
+                                       row_in_chunk + rng.random(len(rows)) * (1 - 1e-12))
+            anime[rows] = position - row_in_chunk * len(self.popularity)
+        return anime
+
     def latent(self, rng: np.random.Generator, users: np.ndarray, anime: np.ndarray) -> np.ndarray:
         """Biases + rank-k interaction + noise (ratings are this, cut into the skewed 1..10 scale)."""
         interaction = np.einsum("ij,ij->i", self.user_factors[users], self.anime_factors[anime])
@@ -83,14 +110,14 @@ class _World:
 
 
 def _distinct_pairs(rng: np.random.Generator, world: _World, users: np.ndarray, n_pairs: int,
-                    n_anime: int) -> tuple[np.ndarray, np.ndarray]:
+                    n_anime: int, taste_strength: float) -> tuple[np.ndarray, np.ndarray]:
     """Draw distinct (user, anime) pairs among `users`, long-tailed on both sides, sorted by user."""
     weights = world.activity[users] / world.activity[users].sum()
     codes = np.empty(0, dtype=np.int64)
     while codes.size < n_pairs:
         draw = 2 * (n_pairs - codes.size) + 1_000
-        new = users[rng.choice(len(users), size=draw, p=weights)].astype(np.int64) * n_anime + rng.choice(
-            n_anime, size=draw, p=world.popularity)
+        drawn_users = users[rng.choice(len(users), size=draw, p=weights)]
+        new = drawn_users.astype(np.int64) * n_anime + world.watched_anime(rng, drawn_users, taste_strength)
         merged = np.concatenate([codes, new])
         _, first = np.unique(merged, return_index=True)
         codes = merged[np.sort(first)]
@@ -133,8 +160,9 @@ def generate_demo_dataset(out_dir: Path, spec: DemoSpec = DemoSpec()) -> Path:
     rng = np.random.default_rng(spec.seed)
     world = _World.draw(rng, spec)
     n_rows = round(spec.n_ratings / (1 - spec.unrated_share))
-    calibration = world.latent(rng, rng.choice(spec.n_users, CALIBRATION_PAIRS, p=world.activity),
-                               rng.choice(spec.n_anime, CALIBRATION_PAIRS, p=world.popularity))
+    calibration_users = rng.choice(spec.n_users, CALIBRATION_PAIRS, p=world.activity)
+    calibration = world.latent(rng, calibration_users,
+                               world.watched_anime(rng, calibration_users, spec.taste_strength))
     cut_points = np.quantile(calibration, np.cumsum(RATING_SHARES)[:-1])
     # MyAnimeList-like sparse anime ids, so nothing downstream may assume ids are contiguous.
     anime_ids = np.sort(rng.choice(np.arange(1, 6 * spec.n_anime), size=spec.n_anime, replace=False))
@@ -149,7 +177,7 @@ def generate_demo_dataset(out_dir: Path, spec: DemoSpec = DemoSpec()) -> Path:
           pacsv.CSVWriter(tmp, RATING_SCHEMA, write_options=CSV_OPTIONS) as writer):
         for first_user, rows, rated in zip(block_starts, block_rows, rated_rows, strict=True):
             block_users = np.arange(first_user, min(first_user + spec.users_per_block, spec.n_users))
-            users, anime = _distinct_pairs(rng, world, block_users, int(rows), spec.n_anime)
+            users, anime = _distinct_pairs(rng, world, block_users, int(rows), spec.n_anime, spec.taste_strength)
             ratings = (np.searchsorted(cut_points, world.latent(rng, users, anime)) + 1).astype(np.int64)
             ratings[rng.permutation(len(ratings))[: len(ratings) - rated]] = -1
             is_rated = ratings > 0
