@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
-PARTS ?= accuracy,speed,serving,stages,scale
+PARTS ?= accuracy,ranking,speed,serving,stages,scale
 SIZE ?= kaggle2020
 DATA ?=
 EPOCHS ?=
@@ -35,14 +35,14 @@ pipeline: $(STAMP) ## run the retrain flow (DATA=folder for real data, EPOCHS=n 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest
 
-sweep: $(STAMP) ## grid search of the training configuration, best on validation (DATA=folder, SPACE='{"l2": [...]}')
-	$(PY) -m flows.sweep $(if $(DATA),--data $(DATA)) $(if $(SPACE),--space '$(SPACE)')
+sweep: $(STAMP) ## grid search, best on validation (DATA=folder, MODEL=rating|ranking, SPACE='{"l2": [...]}')
+	$(PY) -m flows.sweep $(if $(DATA),--data $(DATA)) $(if $(MODEL),--model $(MODEL)) $(if $(SPACE),--space '$(SPACE)')
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## benchmarks → BENCHMARKS.md (PARTS=accuracy,speed,serving,stages,scale SIZE=kaggle2020|tenth)
+bench: $(BENCH_STAMP) ## benchmarks → BENCHMARKS.md (PARTS=accuracy,ranking,speed,serving,stages,scale SIZE=…)
 	$(PY) -m benchmarks.bench --parts $(PARTS) --size $(SIZE)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 over the local store

@@ -1,4 +1,5 @@
-"""The `retrain` flow: ingest → validate → utility matrix → train → evaluate → register → archive inbox.
+"""The `retrain` flow: ingest → validate → utility matrix → train (rating model) → train-ranking → log-model →
+evaluate → register → archive inbox.
 
 Thin wiring only: each task calls one `pipeline` stage (and logs what it produced to MLflow).
 Run it with `make pipeline`, `python -m flows.retrain --data DIR`, or on a schedule (`make serve`).
@@ -21,6 +22,8 @@ from pipeline.evaluate import EvaluationReport, evaluate_model
 from pipeline.generate import generate_demo_dataset
 from pipeline.ingest import RawData, archive_incoming, ingest
 from pipeline.matrix import UtilityMatrix, build_utility_matrix
+from pipeline.metrics import RankingReport
+from pipeline.ranking import RankingFit, train_ranking_model
 from pipeline.registry import PromotionDecision, register_and_decide
 from pipeline.settings import Settings
 from pipeline.storage import LockBusyError, exclusive_lock
@@ -36,6 +39,7 @@ class TrainingOutcome:
     architecture: str
     epochs_run: int
     best_epoch: int
+    ranking_fit: RankingFit
     evaluation: EvaluationReport
     decision: PromotionDecision
 
@@ -67,16 +71,21 @@ class RetrainSummary:
             return "\n".join(["Retrain skipped: data unchanged since the last trained run", *lines])
         o, e, d = self.outcome, self.outcome.evaluation, self.outcome.decision
         sizes = o.matrix.split_sizes
-        compared = ("" if d.champion_version is None else
-                    f"\n  champion v{d.champion_version}  RMSE {d.champion_rmse:.4f} on this test split"
+        chosen = o.ranking_fit.chosen
+        compared = ("" if d.champion is None else
+                    f"\n  champion v{d.champion_version}  RMSE {d.champion.rmse:.4f}"
+                    + ("" if d.champion.ndcg is None else f", NDCG@10 {d.champion.ndcg:.4f}") + " on this test split"
                     f"{' (re-scored: data changed)' if d.champion_rescored else ''}")
         return "\n".join([
             f"Retrain finished (MLflow run {o.mlflow_run_id})", *lines,
             f"  matrix            {o.matrix.n_users:,} users x {o.matrix.n_anime:,} anime; "
             f"train {sizes['train']:,} / validation {sizes['validation']:,} / test {sizes['test']:,}",
-            f"  training          {o.architecture}: {o.epochs_run} epochs run, weights of epoch {o.best_epoch} kept",
+            f"  rating model      {o.architecture}: {o.epochs_run} epochs run, weights of epoch {o.best_epoch} kept",
+            f"  ranking model     EASE, lambda {chosen.l2:g} chosen on validation (NDCG@10 "
+            f"{chosen.validation.ndcg:.4f}; tried {', '.join(f'{t.l2:g}' for t in o.ranking_fit.trials)}), "
+            f"{o.ranking_fit.fit_seconds:.1f} s",
             "  test scores (1-10 scale)     RMSE     MAE",
-            f"    model                    {e.model.rmse:.4f}  {e.model.mae:.4f}",
+            f"    rating model             {e.model.rmse:.4f}  {e.model.mae:.4f}",
             f"    user+item bias baseline  {e.bias.rmse:.4f}  {e.bias.mae:.4f}",
             f"    global mean baseline     {e.global_mean.rmse:.4f}  {e.global_mean.mae:.4f}",
             *self._ranking_lines(e),
@@ -84,15 +93,19 @@ class RetrainSummary:
             f"  decision          {'promoted to champion' if d.promoted else 'kept as challenger'}: {d.reason}",
         ])
 
-
     @staticmethod
     def _ranking_lines(e: EvaluationReport) -> list[str]:
         if e.ranking is None:
             return []
-        rows = [("model", e.ranking), ("popularity baseline", e.popularity_ranking)]
-        return [f"  top-10 on test ({e.ranking.n_users:,} users)  P@10    R@10    NDCG@10  coverage  personalization",
-                *(f"    {label:<21}      {r.precision:.4f}  {r.recall:.4f}  {r.ndcg:.4f}   {r.coverage:.4f}    "
-                  f"{r.personalization:.4f}" for label, r in rows)]
+        return [f"  top-10 on test ({e.ranking.served.n_users:,} users)  P@10    R@10    NDCG@10  coverage  "
+                "personalization",
+                *(f"    {label:<27}{r.precision:.4f}  {r.recall:.4f}  {r.ndcg:.4f}   {r.coverage:.4f}    "
+                  f"{r.personalization:.4f}" for label, r in ranking_rows(e))]
+
+
+def ranking_rows(e: EvaluationReport) -> list[tuple[str, RankingReport]]:
+    return [("served (ranking model)", e.ranking.served), ("rating model alone", e.ranking.rating_model),
+            ("popularity baseline", e.ranking.popularity)]
 
 
 @task(name="generate-demo-data", cache_policy=NO_CACHE)
@@ -125,25 +138,47 @@ def build_matrix_task(validated: ValidatedData, settings: Settings, source_sha25
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> tuple[TrainedModel, str]:
+def train_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> TrainedModel:
+    """The rating model (predicted ratings, judged by RMSE)."""
     trained = train_model(matrix, settings.training, callbacks=[tracking.EpochLogger(run_id)], verbose=2)
-    model_uri = tracking.log_trained_model(run_id, trained, settings.training, matrix, settings.unrated_value)
-    return trained, model_uri
+    tracking.log_rating_model(run_id, trained, settings.training, matrix)
+    return trained
+
+
+@task(name="train-ranking", cache_policy=NO_CACHE)
+def train_ranking_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> RankingFit:
+    """The ranking model (what to recommend, judged by NDCG@10), its λ chosen on validation."""
+    fit = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
+    tracking.log_ranking_model(run_id, fit, settings.ranking)
+    get_run_logger().info("ranking model: lambda %g chosen on validation (NDCG@10 %.4f) in %.1f s",
+                          fit.chosen.l2, fit.chosen.validation.ndcg, fit.fit_seconds)
+    return fit
+
+
+@task(name="log-model", cache_policy=NO_CACHE)
+def log_model_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix, settings: Settings,
+                   run_id: str) -> str:
+    """Both models in one bundle, logged as the run's pyfunc model."""
+    return tracking.log_model_bundle(run_id, trained.model, fit.model, matrix, settings.unrated_value)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(trained: TrainedModel, matrix: UtilityMatrix, settings: Settings, run_id: str) -> EvaluationReport:
-    report = evaluate_model(trained.model, matrix, settings.unrated_value, settings.relevance_threshold)
+def evaluate_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix, settings: Settings,
+                  run_id: str) -> EvaluationReport:
+    report = evaluate_model(trained.model, fit.model, matrix, settings.unrated_value, settings.relevance_threshold)
     tracking.log_evaluation(run_id, report)
-    get_run_logger().info("test RMSE %.4f (bias baseline %.4f, global mean %.4f)", report.model.rmse,
-                          report.bias.rmse, report.global_mean.rmse)
+    get_run_logger().info("test RMSE %.4f (bias baseline %.4f, global mean %.4f); NDCG@10 %.4f (rating model "
+                          "alone %.4f, popularity %.4f)", report.model.rmse, report.bias.rmse,
+                          report.global_mean.rmse, report.ranking.served.ndcg, report.ranking.rating_model.ndcg,
+                          report.ranking.popularity.ndcg)
     return report
 
 
 @task(name="register", cache_policy=NO_CACHE)
 def register_task(model_uri: str, run_id: str, report: EvaluationReport, matrix: UtilityMatrix,
                   settings: Settings) -> PromotionDecision:
-    decision = register_and_decide(settings.registered_model_name, model_uri, run_id, report, matrix)
+    decision = register_and_decide(settings.registered_model_name, model_uri, run_id, report, matrix,
+                                   settings.relevance_threshold)
     tracking.log_decision(run_id, decision.as_dict())
     get_run_logger().info("version %s: %s", decision.version,
                           f"champion ({decision.reason})" if decision.promoted else f"challenger ({decision.reason})")
@@ -171,13 +206,13 @@ def publish_artifacts_task(summary: RetrainSummary, model_name: str) -> None:
         return
     o, e, d = summary.outcome, summary.outcome.evaluation, summary.outcome.decision
     create_table_artifact(key="retrain-scores", description="Test RMSE/MAE (1-10 scale)", table=[
-        {"model": "model", "rmse": round(e.model.rmse, 4), "mae": round(e.model.mae, 4)},
+        {"model": "rating model", "rmse": round(e.model.rmse, 4), "mae": round(e.model.mae, 4)},
         {"model": "user+item bias baseline", "rmse": round(e.bias.rmse, 4), "mae": round(e.bias.mae, 4)},
         {"model": "global mean baseline", "rmse": round(e.global_mean.rmse, 4), "mae": round(e.global_mean.mae, 4)},
     ])
     create_table_artifact(key="retrain-ranking", description="Top-10 on the test split", table=[
-        {"model": label, **{key: round(value, 4) for key, value in report.as_metrics("", 10).items()}}
-        for label, report in (("model", e.ranking), ("popularity baseline", e.popularity_ranking))])
+        {"model": label, **{key: round(value, 4) for key, value in report.as_metrics("").items()}}
+        for label, report in ranking_rows(e)])
     create_markdown_artifact(key="retrain-decision", description="Promotion decision", markdown=(
         f"**{model_name} version {d.version}: {'promoted to champion' if d.promoted else 'kept as challenger'}**"
         f"\n\n{d.reason}\n\nMLflow run: [{o.mlflow_run_id}]({o.mlflow_run_url})"))
@@ -203,14 +238,16 @@ def _train_and_register(raw: RawData, validated: ValidatedData, data_dir: Path, 
     try:
         tracking.log_validation(run_id, validated, raw.source_sha256)
         matrix = build_matrix_task(validated, settings, raw.source_sha256, run_id)
-        trained, model_uri = train_task(matrix, settings, run_id)
-        report = evaluate_task(trained, matrix, settings, run_id)
+        trained = train_task(matrix, settings, run_id)
+        ranking_fit = train_ranking_task(matrix, settings, run_id)
+        model_uri = log_model_task(trained, ranking_fit, matrix, settings, run_id)
+        report = evaluate_task(trained, ranking_fit, matrix, settings, run_id)
         decision = _register_with_retries(model_uri, run_id, report, matrix, settings)
         succeeded = True
     finally:
         tracking.finish_run(run_id, succeeded)
     return TrainingOutcome(run_id, tracking.run_url(settings, run_id), matrix, settings.training.architecture,
-                           trained.epochs_run, trained.best_epoch, report, decision)
+                           trained.epochs_run, trained.best_epoch, ranking_fit, report, decision)
 
 
 @flow(name="retrain")

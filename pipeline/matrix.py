@@ -66,6 +66,22 @@ class UtilityMatrix:
     def anime_index_path(self) -> Path:
         return self.path / ANIME_INDEX_FILE
 
+    def interactions(self, splits: tuple[str, ...], unrated_value: int) -> pa.Table:
+        """Every (user_index, anime_index, rating) a user rated in `splits` or watched without rating
+        (rating = `unrated_value`; watched pairs of users or anime with no accepted rating are left out,
+        as the model has no row for them)."""
+        parts = [self.split(name).select(["user_index", "anime_index", "rating"]) for name in splits]
+        unrated = pq.read_table(self.path / "unrated.parquet")
+        users = lookup_indices(unrated["user_id"].to_numpy(), pq.read_table(self.user_index_path), "user_id",
+                               "user_index")
+        anime = lookup_indices(unrated["anime_id"].to_numpy(), pq.read_table(self.anime_index_path), "anime_id",
+                               "anime_index")
+        mapped = (users >= 0) & (anime >= 0)
+        parts.append(pa.table({"user_index": users[mapped].astype(np.int32),
+                               "anime_index": anime[mapped].astype(np.int32),
+                               "rating": np.full(int(mapped.sum()), unrated_value, dtype=np.int16)}))
+        return pa.concat_tables(parts)
+
     @classmethod
     def open(cls, path: Path) -> UtilityMatrix:
         meta = json.loads((path / "metadata.json").read_text())

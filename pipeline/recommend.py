@@ -1,14 +1,18 @@
-"""Recommend: fill in the blanks of the utility matrix from a trained model's embeddings.
+"""Recommend: the ranking model decides what to list, the rating model says how much the user would like it.
 
-Both model families share one scoring form: out(w · (u · a + b_user + b_anime) + b), unscaled to the
-rating scale, where the seed model's vectors are unit rows (so u · a is the cosine), its biases are zero
-and `out` is the sigmoid, and the biased model's `out` clips to [0, 1]. Scoring every anime for a user is
-one matrix–vector product over the anime table. The bundle a
-`Recommender` saves (Keras model, id maps, anime metadata, known ratings) is what gets registered.
+Lists come from the ranking model (pipeline/ranking.py): a user's history times its anime-to-anime
+weights, with the one or two watched anime that added most shown as "because you watched". Each listed
+anime shows the rating model's predicted rating. Both rating model families share one scoring form:
+out(w · (u · a + b_user + b_anime) + b), unscaled to the rating scale, where the seed model's vectors are
+unit rows (so u · a is the cosine), its biases are zero and `out` is the sigmoid, and the biased model's
+`out` clips to [0, 1]. The bundle a `Recommender` saves (Keras rating model, ranking model, id maps,
+anime metadata, known ratings) is what gets registered. A bundle without a ranking model (registered
+before there was one) lists by predicted rating, as it did then.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import html
 import json
@@ -24,13 +28,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
 from pipeline.matrix import ANIME_INDEX_FILE, SPLITS, USER_INDEX_FILE, RatingScale, UtilityMatrix, lookup_indices
+from pipeline.metrics import top_n_unseen
+from pipeline.ranking import ItemToItemModel
 
 MODEL_FILE = "model.keras"
 KNOWN_FILE = "known.parquet"  # user_index, anime_index, rating (unrated value for watched-but-unrated)
 ANIME_FILE = "anime.parquet"
 META_FILE = "recommender.json"
+RANKING_DIR = "ranking"
 FOLD_IN_L2 = 0.02  # per-rating L2 on a folded-in user's vector and bias (as the default training)
 
 
@@ -66,11 +74,13 @@ class Recommender:
     unrated_value: int
     known: pa.Table  # user_index, anime_index, rating: every pair the user rated or watched
     anime: pd.DataFrame  # metadata indexed by anime_id (name, genre, type, ...)
+    ranking: ItemToItemModel | None  # what to list; None: rank by predicted rating (bundles from before it)
 
     # ---- building and persisting -------------------------------------------------------------
     @classmethod
-    def from_model(cls, model, user_ids: np.ndarray, anime_ids: np.ndarray, scale: RatingScale,
-                   fallback_rating: float, unrated_value: int, known: pa.Table, anime: pa.Table) -> Recommender:
+    def from_model(cls, model, ranking: ItemToItemModel | None, user_ids: np.ndarray, anime_ids: np.ndarray,
+                   scale: RatingScale, fallback_rating: float, unrated_value: int, known: pa.Table,
+                   anime: pa.Table) -> Recommender:
         biased = any(layer.name == "user_bias" for layer in model.layers)
         weight, bias = (model.get_layer("head") if biased else model).get_layer("rating").get_weights()
         user_vectors, anime_vectors = (model.get_layer(name).get_weights()[0]
@@ -87,33 +97,27 @@ class Recommender:
             weight=float(weight.reshape(-1)[0]), bias=float(bias.reshape(-1)[0]),
             normalized=not biased, output="clip" if biased else "sigmoid", scale=scale,
             fallback_rating=fallback_rating, unrated_value=unrated_value, known=known,
-            anime=anime.to_pandas().drop_duplicates("anime_id").set_index("anime_id"),
+            anime=anime.to_pandas().drop_duplicates("anime_id").set_index("anime_id"), ranking=ranking,
         )
 
     @classmethod
-    def from_matrix(cls, model, matrix: UtilityMatrix, unrated_value: int,
+    def from_matrix(cls, model, ranking: ItemToItemModel | None, matrix: UtilityMatrix, unrated_value: int,
                     splits: tuple[str, ...] = SPLITS) -> Recommender:
         """Recommender over a built matrix; `known` holds the given splits plus the unrated watch history."""
-        user_map, anime_map = pq.read_table(matrix.user_index_path), pq.read_table(matrix.anime_index_path)
-        parts = [matrix.split(name).select(["user_index", "anime_index", "rating"]) for name in splits]
-        unrated = pq.read_table(matrix.path / "unrated.parquet")
-        users = lookup_indices(unrated["user_id"].to_numpy(), user_map, "user_id", "user_index")
-        anime = lookup_indices(unrated["anime_id"].to_numpy(), anime_map, "anime_id", "anime_index")
-        mapped = (users >= 0) & (anime >= 0)
-        parts.append(pa.table({"user_index": users[mapped].astype(np.int32), "anime_index": anime[mapped].astype(
-            np.int32), "rating": np.full(int(mapped.sum()), unrated_value, dtype=np.int16)}))
-        return cls.from_model(model, user_map["user_id"].to_numpy(), anime_map["anime_id"].to_numpy(), matrix.scale,
-                              matrix.train_mean_rating, unrated_value, pa.concat_tables(parts),
-                              pq.read_table(matrix.path / "anime.parquet"))
+        return cls.from_model(model, ranking, pq.read_table(matrix.user_index_path)["user_id"].to_numpy(),
+                              pq.read_table(matrix.anime_index_path)["anime_id"].to_numpy(), matrix.scale,
+                              matrix.train_mean_rating, unrated_value, matrix.interactions(splits, unrated_value),
+                              pq.read_table(matrix.path / ANIME_FILE))
 
     @staticmethod
-    def save_bundle(model, matrix: UtilityMatrix, unrated_value: int, out_dir: Path) -> Path:
-        """Write what serving needs into `out_dir`: the Keras model, id maps, metadata, known pairs."""
+    def save_bundle(model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_value: int, out_dir: Path) -> Path:
+        """Write what serving needs into `out_dir`: both models, id maps, metadata, known pairs."""
         out_dir.mkdir(parents=True, exist_ok=True)
         model.save(out_dir / MODEL_FILE)
+        ranking.save(out_dir / RANKING_DIR)
         for name in (USER_INDEX_FILE, ANIME_INDEX_FILE, ANIME_FILE):
             shutil.copyfile(matrix.path / name, out_dir / name)
-        pq.write_table(Recommender.from_matrix(model, matrix, unrated_value).known, out_dir / KNOWN_FILE)
+        pq.write_table(matrix.interactions(SPLITS, unrated_value), out_dir / KNOWN_FILE)
         (out_dir / META_FILE).write_text(json.dumps({
             "scale": {"minimum": matrix.scale.minimum, "maximum": matrix.scale.maximum},
             "fallback_rating": matrix.train_mean_rating, "unrated_value": unrated_value,
@@ -126,11 +130,34 @@ class Recommender:
 
         meta = json.loads((bundle / META_FILE).read_text())
         model = keras.models.load_model(bundle / MODEL_FILE, safe_mode=True, compile=False)
+        ranking = ItemToItemModel.load(bundle / RANKING_DIR) if (bundle / RANKING_DIR).is_dir() else None
         return cls.from_model(
-            model, pq.read_table(bundle / USER_INDEX_FILE)["user_id"].to_numpy(),
+            model, ranking, pq.read_table(bundle / USER_INDEX_FILE)["user_id"].to_numpy(),
             pq.read_table(bundle / ANIME_INDEX_FILE)["anime_id"].to_numpy(), RatingScale(**meta["scale"]),
             meta["fallback_rating"], meta["unrated_value"], pq.read_table(bundle / KNOWN_FILE),
             pq.read_table(bundle / ANIME_FILE))
+
+    def on_matrix(self, matrix: UtilityMatrix, splits: tuple[str, ...]) -> Recommender:
+        """These models over another matrix's ids and known pairs, to score a registered version on the
+        current split: users and anime it never saw get zero vectors and biases and no ranking weights, so
+        it is judged on what it could have served."""
+        user_ids = pq.read_table(matrix.user_index_path)["user_id"].to_numpy()
+        anime_ids = pq.read_table(matrix.anime_index_path)["anime_id"].to_numpy()
+
+        def aligned(values: np.ndarray, own_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+            position = lookup_indices(ids, pa.table({"id": own_ids, "i": np.arange(len(own_ids))}), "id", "i")
+            out = np.zeros((len(ids), *values.shape[1:]), dtype=values.dtype)
+            out[position >= 0] = values[position[position >= 0]]
+            return out
+
+        return dataclasses.replace(
+            self, user_ids=user_ids, anime_ids=anime_ids,
+            user_vectors=aligned(self.user_vectors, self.user_ids, user_ids),
+            user_bias=aligned(self.user_bias, self.user_ids, user_ids),
+            anime_vectors=aligned(self.anime_vectors, self.anime_ids, anime_ids),
+            anime_bias=aligned(self.anime_bias, self.anime_ids, anime_ids),
+            known=matrix.interactions(splits, self.unrated_value),
+            ranking=None if self.ranking is None else self.ranking.reindexed(self.anime_ids, anime_ids))
 
     # ---- lookups -------------------------------------------------------------------------------
     def user_index(self, user_id: int) -> int:
@@ -186,16 +213,27 @@ class Recommender:
         return np.clip(self._trained_output(interaction), 0.0, 1.0)
 
     def score_users(self, user_vectors: np.ndarray, user_bias: np.ndarray) -> np.ndarray:
-        """Ranking scores of every anime for a block of users (vectors and biases): one matrix product.
-
-        On the rating scale but unclipped, so that anime predicted beyond the top of the scale still
-        rank in order instead of tying at the maximum.
+        """The rating model's predicted ratings of every anime for a block of users (vectors and biases):
+        one matrix product. Unclipped, so that when they rank (the rating model alone, or a bundle without
+        a ranking model) anime predicted beyond the top of the scale still rank in order.
         """
         interaction = user_vectors @ self.anime_vectors.T + user_bias[:, None] + self.anime_bias[None, :]
         return self.scale.unscale(self._trained_output(interaction))
 
-    def score_user_indices(self, block: np.ndarray) -> np.ndarray:
+    def rating_scores(self, block: np.ndarray) -> np.ndarray:
+        """The rating model's (unclipped) predicted ratings of every anime for a block of user indices."""
         return self.score_users(self.user_vectors[block], self.user_bias[block])
+
+    @cached_property
+    def _history(self) -> sp.csr_matrix:
+        """Every user's known pairs weighted as the ranking model's input (users × anime)."""
+        return self.ranking.interaction.matrix(self.known, len(self.user_ids), len(self.anime_ids))
+
+    def ranking_scores(self, block: np.ndarray) -> np.ndarray:
+        """What the served lists rank by: the ranking model's scores (the rating model's without one)."""
+        if self.ranking is None:
+            return self.rating_scores(block)
+        return self.ranking.scores(self._history[block])
 
     def predict_pairs(self, user_ids: np.ndarray, anime_ids: np.ndarray) -> np.ndarray:
         """Predicted ratings for raw id pairs; pairs with an id the model never saw get its train mean."""
@@ -216,10 +254,10 @@ class Recommender:
                     chunk_size: int = 1024) -> np.ndarray:
         """Top-n unseen anime indices per user, scored in chunks so memory stays at chunk × n_anime.
 
-        `scores_for(block)` gives a (len(block), n_anime) score block; the model's predicted ratings by
-        default (a baseline can pass its own).
+        `scores_for(block)` gives a (len(block), n_anime) score block; the served ranking by default (the
+        rating model alone or a baseline can pass their own).
         """
-        scores_for = scores_for or self.score_user_indices
+        scores_for = scores_for or self.ranking_scores
         known_anime, offsets = self._known_by_user
         result = np.empty((len(user_indices), n), dtype=np.int64)
         for start in range(0, len(user_indices), chunk_size):
@@ -228,18 +266,17 @@ class Recommender:
             lo, hi = offsets[block], offsets[block + 1]
             rows = np.repeat(np.arange(len(block)), hi - lo)
             cols = np.concatenate([known_anime[a:b] for a, b in zip(lo, hi, strict=True)]) if len(rows) else rows
-            scores[rows, cols] = -np.inf
-            top = np.argpartition(-scores, kth=min(n, scores.shape[1] - 1), axis=1)[:, :n]
-            ranked = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
-            result[start:start + len(block)] = ranked
+            result[start:start + len(block)] = top_n_unseen(scores, rows, cols, n)
         return result
 
     # ---- what people ask for -------------------------------------------------------------------
-    def recommend_for_vector(self, user_vector: np.ndarray, user_bias: float, exclude: np.ndarray, n: int = 10,
-                             genre: str | None = None, anime_type: str | None = None,
-                             min_ratings: int = 0) -> pd.DataFrame:
-        """The n unseen anime with the highest predicted rating, after optional filters."""
+    def recommend_for_history(self, history: sp.csr_matrix, user_vector: np.ndarray, user_bias: float,
+                              exclude: np.ndarray, n: int = 10, genre: str | None = None,
+                              anime_type: str | None = None, min_ratings: int = 0) -> pd.DataFrame:
+        """The n best unseen anime for one user (their ranking-model row, and their rating-model vector and
+        bias), after optional filters, each with its predicted rating and why it is listed."""
         predicted = self.score_users(user_vector[None, :], np.array([user_bias]))[0]
+        scores = predicted if self.ranking is None else self.ranking.scores(history)[0]
         eligible = np.ones(len(self.anime_ids), dtype=bool)
         eligible[exclude] = False
         meta = self.anime.reindex(self.anime_ids) if genre or anime_type else None
@@ -250,13 +287,19 @@ class Recommender:
         if min_ratings:
             eligible &= self.rating_counts() >= min_ratings
         candidates = np.flatnonzero(eligible)
-        best = candidates[np.argsort(-predicted[candidates], kind="stable")[:n]]
-        return self._describe(best, predicted_rating=np.clip(predicted[best], self.scale.minimum, self.scale.maximum))
+        best = candidates[np.argsort(-scores[candidates], kind="stable")[:n]]
+        frame = self._describe(best, predicted_rating=np.clip(predicted[best], self.scale.minimum,
+                                                              self.scale.maximum))
+        if self.ranking is not None:
+            frame["because_you_watched"] = ["; ".join(self._names(reason))
+                                            for reason in self.ranking.because(history, best)]
+        return frame
 
     def recommend(self, user_id: int, n: int = 10, **filters) -> pd.DataFrame:
         index = self.user_index(user_id)
-        return self.recommend_for_vector(self.user_vectors[index], float(self.user_bias[index]),
-                                         self.known_anime(index), n, **filters)
+        history = self._history[index] if self.ranking is not None else None
+        return self.recommend_for_history(history, self.user_vectors[index], float(self.user_bias[index]),
+                                          self.known_anime(index), n, **filters)
 
     def fold_in(self, anime_ids: np.ndarray, ratings: np.ndarray, steps: int = 300) -> tuple[np.ndarray, float]:
         """Vector and bias for a user not in the data, from a few ratings, with the anime side fixed:
@@ -288,17 +331,31 @@ class Recommender:
 
     def recommend_from_ratings(self, anime_ids: np.ndarray, ratings: np.ndarray, n: int = 10,
                                **filters) -> pd.DataFrame:
-        rated = np.asarray(ratings) != self.unrated_value
-        vector, bias = self.fold_in(np.asarray(anime_ids)[rated], np.asarray(ratings)[rated])
-        exclude = np.array([self.anime_index(int(a)) for a in anime_ids], dtype=np.int64)
-        return self.recommend_for_vector(vector, bias, exclude, n, **filters)
+        """For someone not in the data, without retraining: their ranking-model row comes straight from
+        their ratings, their rating-model vector and bias are folded in."""
+        anime_ids, ratings = np.asarray(anime_ids), np.asarray(ratings)
+        indices = np.array([self.anime_index(int(a)) for a in anime_ids], dtype=np.int64)
+        rated = ratings != self.unrated_value
+        vector, bias = (self.fold_in(anime_ids[rated], ratings[rated]) if rated.any()
+                        else (np.zeros(self.user_vectors.shape[1], np.float32), 0.0))
+        history = None if self.ranking is None else self.ranking.interaction.matrix(
+            pa.table({"user_index": np.zeros(len(indices), np.int32), "anime_index": indices, "rating": ratings}),
+            1, len(self.anime_ids))
+        return self.recommend_for_history(history, vector, bias, indices, n, **filters)
 
     def similar_anime(self, anime_id: int, n: int = 10, include_self: bool = False) -> pd.DataFrame:
+        """The anime nearest to one: by the ranking model's partial correlation (which anime go together in
+        people's histories once the rest is accounted for), or by embedding cosine without one."""
         index = self.anime_index(anime_id)
-        similarity = self.anime_units @ self.anime_units[index]
+        if self.ranking is None:
+            similarity = self.anime_units @ self.anime_units[index]
+        else:
+            similarity = self.ranking.similarity(index)
+            similarity[index] = 1.0
         if not include_self:
             similarity[index] = -np.inf
         best = np.argsort(-similarity, kind="stable")[:n]
+        best = best[np.isfinite(similarity[best])]
         return self._describe(best, similarity=similarity[best])
 
     def similar_users(self, user_id: int, n: int = 10, top_genres: int = 3) -> pd.DataFrame:
@@ -333,6 +390,12 @@ class Recommender:
     def rating_counts(self) -> np.ndarray:
         rated = pc.not_equal(self.known["rating"], self.unrated_value)
         return np.bincount(self.known["anime_index"].filter(rated).to_numpy(), minlength=len(self.anime_ids))
+
+    def _names(self, anime_indices: np.ndarray) -> list[str]:
+        ids = self.anime_ids[anime_indices]
+        names = self.anime["name"].reindex(ids).to_numpy()
+        return [name if isinstance(name, str) else f"anime {anime_id}" for anime_id, name in zip(ids, names,
+                                                                                                  strict=True)]
 
     def _describe(self, anime_indices: np.ndarray, **scores: np.ndarray) -> pd.DataFrame:
         ids = self.anime_ids[anime_indices]

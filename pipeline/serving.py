@@ -1,9 +1,11 @@
-"""The registered model: an MLflow pyfunc that bundles the Keras model, id maps, anime metadata and
-known ratings, so `mlflow models serve -m models:/anime-recommender@champion` answers top-N requests.
+"""The registered model: an MLflow pyfunc that bundles the ranking model, the Keras rating model, id maps,
+anime metadata and known ratings, so `mlflow models serve -m models:/anime-recommender@champion` answers
+top-N requests.
 
 Request rows: `user_id` (a known user), or `ratings` (a JSON list of {"anime_id", "rating"} for someone
-not in the data, folded in without retraining) with `user_id` -1 when the batch also has known users;
-param `n` (default 10).
+not in the data, served without retraining) with `user_id` -1 when the batch also has known users;
+param `n` (default 10). Each answer row: rank, anime, its predicted rating and `because_you_watched`
+(the one or two anime of the user's history that contributed most, names joined by "; ").
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ NEW_USER = -1  # user_id reported for rows answered from `ratings`
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("long", "user_id", required=False), ColSpec("string", "ratings", required=False)]),
     outputs=Schema([ColSpec("long", "request"), ColSpec("long", "user_id"), ColSpec("long", "rank"),
-                    ColSpec("long", "anime_id"), ColSpec("string", "name"), ColSpec("double", "predicted_rating")]),
+                    ColSpec("long", "anime_id"), ColSpec("string", "name"), ColSpec("double", "predicted_rating"),
+                    ColSpec("string", "because_you_watched")]),
     params=ParamSchema([ParamSpec("n", "long", 10)]),
 )
 
@@ -56,7 +59,8 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
                 raise MlflowException(f"request row {request}: {exc}", error_code=INVALID_PARAMETER_VALUE) from exc
             answers.append(pd.DataFrame({"request": request, "user_id": user_id, "rank": np.arange(1, len(top) + 1),
                                          "anime_id": top["anime_id"], "name": top["name"],
-                                         "predicted_rating": top["predicted_rating"].astype(float)}))
+                                         "predicted_rating": top["predicted_rating"].astype(float),
+                                         "because_you_watched": top.get("because_you_watched", "")}))
         return pd.concat(answers, ignore_index=True)
 
 

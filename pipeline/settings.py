@@ -36,6 +36,20 @@ class TrainingConfig(BaseModel):
         return cls(**{"architecture": "seed_cosine", "epochs": 20, "learning_rate": 0.001, **overrides})
 
 
+class RankingConfig(BaseModel):
+    """Hyperparameters of the ranking model (pipeline/ranking.py: EASE on rating-weighted interactions).
+    The defaults are the best of `make sweep MODEL=ranking` on the anime sample's validation split; λ itself
+    is chosen again on every run's own validation split, walking from `l2` by factors of `l2_step`."""
+
+    l2: float = Field(50.0, gt=0)  # λ the validation walk starts from
+    l2_step: float = Field(2.0, gt=1)
+    l2_max_trials: int = Field(6, ge=1)  # λ values tried at most (1: use `l2` as given)
+    rating_weight_power: float = Field(2.0, ge=0)  # a rating r counts ((r − min + 1)/(max − min + 1))^power; 0: 1
+    unrated_weight: float = Field(0.5, ge=0)  # what a watched-but-unrated row counts
+    neighbours: int = Field(200, ge=1)  # strongest weights kept per anime (the model's size and serving cost)
+    validation_users: int = Field(10_000, ge=1)  # users sampled to judge each λ (all when fewer)
+
+
 class Settings(BaseSettings):
     """Where data and models live, how ratings are read and split, and how the model is trained.
 
@@ -62,10 +76,14 @@ class Settings(BaseSettings):
     split_seed: int = 42
     relevance_threshold: float = Field(0.75, ge=0, le=1)  # scaled rating that counts as relevant (8+ of 1..10)
 
-    training: TrainingConfig = TrainingConfig()
+    training: TrainingConfig = TrainingConfig()  # the rating model: predicted ratings, judged by RMSE
+    ranking: RankingConfig = RankingConfig()  # the ranking model: what to recommend, judged by NDCG@10
     # `make sweep`: every combination is trained on the same split and judged on validation RMSE.
     sweep_space: dict[str, list[int | float]] = {"learning_rate": [0.01, 0.02, 0.03], "l2": [0.015, 0.02, 0.03],
                                            "embedding_dim": [64, 128]}
+    # `make sweep MODEL=ranking`: each combination fitted (with its own λ walk) and judged on validation NDCG@10.
+    ranking_sweep_space: dict[str, list[int | float]] = {"rating_weight_power": [0, 1, 2, 3],
+                                                         "unrated_weight": [0.25, 0.5, 1.0], "neighbours": [100, 400]}
 
     retrain_cron: str = "0 3 * * *"  # the scheduled deployment's cron (daily 03:00)
     lock_wait_seconds: float = Field(3600, ge=0)  # a second retrain waits this long for the first, then fails

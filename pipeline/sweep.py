@@ -1,7 +1,9 @@
-"""Hyperparameter sweep: train each configuration of a grid, score it on validation, pick the best.
+"""Hyperparameter sweep: fit each configuration of a grid, score it on validation, pick the best.
 
-The test split is never looked at here: the choice is made on validation RMSE alone, so the test score
-reported for the winner stays an honest estimate.
+Two models can be swept: the rating model (judged by validation RMSE, lower is better) and the ranking
+model (validation NDCG@10 of its lists, higher is better; each trial walks its own λ). The test split is
+never looked at here: the choice is made on validation alone, so the test score reported for the winner
+stays an honest estimate.
 """
 
 from __future__ import annotations
@@ -9,31 +11,48 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel
 
-from pipeline.evaluate import rmse
 from pipeline.matrix import UtilityMatrix
-from pipeline.settings import TrainingConfig
-from pipeline.train import TrainedModel, predict_scaled, train_model
+from pipeline.metrics import ranking_report, relevant_pairs, rmse
+from pipeline.ranking import ItemToItemModel, top_n_for_history, train_ranking_model
+from pipeline.settings import RankingConfig, Settings, TrainingConfig
+from pipeline.train import predict_scaled, train_model
+
+SweptModel = Literal["rating", "ranking"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str  # what a trial is judged by on validation (the MLflow metric name)
+    higher_is_better: bool
+
+    def best(self, scores: list[float]) -> int:
+        """Position of the best score; the earlier wins a tie."""
+        return int(np.argmax(scores) if self.higher_is_better else np.argmin(scores))
+
+
+OBJECTIVES: dict[str, Objective] = {"rating": Objective("validation_rmse", higher_is_better=False),
+                                    "ranking": Objective("validation_ndcg_at_10", higher_is_better=True)}
 
 
 @dataclass(frozen=True)
 class TrialResult:
-    config: TrainingConfig
+    config: BaseModel  # TrainingConfig or RankingConfig
     changed: dict[str, Any]  # the grid values of this trial (what differs from the base configuration)
-    validation_rmse: float  # on the rating scale
-    best_epoch: int
+    validation_score: float  # validation RMSE on the rating scale, or validation NDCG@10
     fit_seconds: float
-    ratings_per_s: float  # median over epochs of the training pass
+    details: dict[str, float]  # rating: best_epoch, ratings_per_s; ranking: l2_chosen
 
 
-def grid_configs(base: TrainingConfig, space: dict[str, list[Any]]) -> list[tuple[dict[str, Any], TrainingConfig]]:
+def grid_configs(base: BaseModel, space: dict[str, list[Any]]) -> list[tuple[dict[str, Any], BaseModel]]:
     """Every combination of the space's values applied to `base` (validated like any configuration)."""
     names = sorted(space)
     combos = [dict(zip(names, values, strict=True)) for values in itertools.product(*(space[n] for n in names))]
-    return [(combo, TrainingConfig(**(base.model_dump() | combo))) for combo in combos]
+    return [(combo, type(base)(**(base.model_dump() | combo))) for combo in combos]
 
 
 def split_rmse(model, matrix: UtilityMatrix, split: str) -> float:
@@ -43,31 +62,58 @@ def split_rmse(model, matrix: UtilityMatrix, split: str) -> float:
     return rmse(matrix.scale.unscale(rows["scaled_rating"].to_numpy()), matrix.scale.unscale(predicted))
 
 
-def run_trial(matrix: UtilityMatrix, changed: dict[str, Any], config: TrainingConfig) -> tuple[TrialResult,
-                                                                                                TrainedModel]:
+def ndcg_on_test(model: ItemToItemModel, matrix: UtilityMatrix, unrated_value: int,
+                 relevance_threshold: float) -> float:
+    """NDCG@10 on the test split of a ranking model fitted on train + validation + watched rows."""
+    history = model.interaction.matrix(matrix.interactions(("train", "validation"), unrated_value), matrix.n_users,
+                                       matrix.n_anime)
+    relevant = relevant_pairs(matrix.split("test"), relevance_threshold)
+    users = np.unique(relevant["user_index"].to_numpy())
+    return ranking_report(top_n_for_history(model, history[users]), users, relevant, matrix.n_anime).ndcg
+
+
+def run_trial(matrix: UtilityMatrix, changed: dict[str, Any], config: BaseModel,
+              settings: Settings) -> tuple[TrialResult, Any]:
+    """Fit one configuration; return its result and the fitted model (Keras, or ItemToItemModel)."""
     started = time.perf_counter()
+    if isinstance(config, RankingConfig):
+        fit = train_ranking_model(matrix, config, settings.unrated_value, settings.relevance_threshold)
+        return TrialResult(config, changed, fit.chosen.validation.ndcg, time.perf_counter() - started,
+                           {"l2_chosen": fit.chosen.l2}), fit.model
     trained = train_model(matrix, config, verbose=0)
-    result = TrialResult(config=config, changed=changed,
-                         validation_rmse=split_rmse(trained.model, matrix, "validation"),
-                         best_epoch=trained.best_epoch, fit_seconds=time.perf_counter() - started,
-                         ratings_per_s=float(np.median(trained.history["ratings_per_s"])))
-    return result, trained
+    return TrialResult(config, changed, split_rmse(trained.model, matrix, "validation"),
+                       time.perf_counter() - started,
+                       {"best_epoch": trained.best_epoch,
+                        "ratings_per_s": float(np.median(trained.history["ratings_per_s"]))}), trained.model
 
 
-def best_trial(results: list[TrialResult]) -> TrialResult:
-    """Lowest validation RMSE; the earlier trial wins a tie (results are in grid order)."""
+def score_on_test(model: Any, matrix: UtilityMatrix, settings: Settings) -> float:
+    """The winner's test score, for the record (never used to choose)."""
+    if isinstance(model, ItemToItemModel):
+        return ndcg_on_test(model, matrix, settings.unrated_value, settings.relevance_threshold)
+    return split_rmse(model, matrix, "test")
+
+
+def base_config(settings: Settings, model: SweptModel) -> TrainingConfig | RankingConfig:
+    return settings.ranking if model == "ranking" else settings.training
+
+
+def best_trial(results: list[TrialResult], objective: Objective) -> TrialResult:
     if not results:
         raise ValueError("a sweep needs at least one trial")
-    return min(results, key=lambda r: r.validation_rmse)
+    return results[objective.best([r.validation_score for r in results])]
 
 
-def format_trials(results: list[TrialResult], best: TrialResult) -> str:
+def format_trials(results: list[TrialResult], best: TrialResult, objective: Objective) -> str:
     names = sorted(results[0].changed)
-    header = " ".join(f"{n:>14}" for n in names) + f" {'val RMSE':>9} {'epoch':>5} {'fit s':>6} {'ratings/s':>10}"
+    detail_names = sorted(results[0].details)
+    header = (" ".join(f"{n:>14}" for n in names) + f" {objective.metric:>22} {'fit s':>6} "
+              + " ".join(f"{n:>13}" for n in detail_names))
     lines = [header]
-    for r in sorted(results, key=lambda r: r.validation_rmse):
+    ordered = sorted(results, key=lambda r: -r.validation_score if objective.higher_is_better else r.validation_score)
+    for r in ordered:
         values = " ".join(f"{r.changed[n]!s:>14}" for n in names)
+        details = " ".join(f"{r.details[n]:>13,.6g}" for n in detail_names)
         mark = "  <- best" if r is best else ""
-        lines.append(f"{values} {r.validation_rmse:9.4f} {r.best_epoch:5d} {r.fit_seconds:6.1f} "
-                     f"{r.ratings_per_s:10,.0f}{mark}")
+        lines.append(f"{values} {r.validation_score:22.4f} {r.fit_seconds:6.1f} {details}{mark}")
     return "\n".join(lines)

@@ -30,8 +30,9 @@ from mlflow import MlflowClient  # noqa: E402
 
 from pipeline.evaluate import EvaluationReport  # noqa: E402
 from pipeline.matrix import UtilityMatrix  # noqa: E402
-from pipeline.settings import Settings, TrainingConfig  # noqa: E402
-from pipeline.sweep import TrialResult  # noqa: E402
+from pipeline.ranking import ItemToItemModel, RankingFit  # noqa: E402
+from pipeline.settings import RankingConfig, Settings, TrainingConfig  # noqa: E402
+from pipeline.sweep import Objective, TrialResult  # noqa: E402
 from pipeline.train import TrainedModel  # noqa: E402
 from pipeline.validate import ValidatedData  # noqa: E402
 
@@ -64,14 +65,15 @@ def start_run(settings: Settings, data_dir: Path) -> str:
     return run.info.run_id
 
 
-def start_sweep_run(settings: Settings, data_dir: Path, space: dict[str, list]) -> str:
+def start_sweep_run(settings: Settings, data_dir: Path, space: dict[str, list], model: str) -> str:
     experiment_id = configure_tracking(settings, settings.sweep_experiment_name)
-    run = MlflowClient().create_run(experiment_id, tags={"data_dir": str(data_dir)}, run_name="sweep")
+    run = MlflowClient().create_run(experiment_id, tags={"data_dir": str(data_dir), "swept_model": model},
+                                    run_name=f"sweep {model}")
     MlflowClient().log_text(run.info.run_id, json.dumps(space, indent=2), "sweep_space.json")
     return run.info.run_id
 
 
-def log_trial(parent_run_id: str, result: TrialResult) -> str:
+def log_trial(parent_run_id: str, result: TrialResult, objective: Objective) -> str:
     """One nested run per trial: its whole configuration as params, its validation score as metrics."""
     client = MlflowClient()
     parent = client.get_run(parent_run_id)
@@ -80,18 +82,20 @@ def log_trial(parent_run_id: str, result: TrialResult) -> str:
                                tags={"mlflow.parentRunId": parent_run_id}).info.run_id
     for key, value in result.config.model_dump().items():
         client.log_param(run_id, key, value)
-    for key in ("validation_rmse", "best_epoch", "fit_seconds", "ratings_per_s"):
-        client.log_metric(run_id, key, float(getattr(result, key)))
+    for key, value in {objective.metric: result.validation_score, "fit_seconds": result.fit_seconds,
+                       **result.details}.items():
+        client.log_metric(run_id, key, float(value))
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
 
-def log_sweep_outcome(parent_run_id: str, best: TrialResult, test_rmse: float, table: str) -> None:
+def log_sweep_outcome(parent_run_id: str, best: TrialResult, objective: Objective, test_score: float,
+                      table: str) -> None:
     client = MlflowClient()
     for key, value in best.config.model_dump().items():
         client.log_param(parent_run_id, f"best_{key}", value)
-    client.log_metric(parent_run_id, "best_validation_rmse", best.validation_rmse)
-    client.log_metric(parent_run_id, "best_test_rmse", test_rmse)
+    client.log_metric(parent_run_id, f"best_{objective.metric}", best.validation_score)
+    client.log_metric(parent_run_id, f"best_{objective.metric.replace('validation', 'test')}", test_score)
     client.log_text(parent_run_id, table, "trials.txt")
 
 
@@ -165,12 +169,8 @@ def model_pip_requirements() -> list[str]:
             f"pandas=={pandas.__version__}", f"pyarrow=={pyarrow.__version__}", f"mlflow=={mlflow.__version__}"]
 
 
-def log_trained_model(run_id: str, trained: TrainedModel, config: TrainingConfig, matrix: UtilityMatrix,
-                      unrated_value: int) -> str:
-    """Log params, learning curves and the recommender bundle as a pyfunc model; return the model URI."""
-    from pipeline.recommend import Recommender
-    from pipeline.serving import BUNDLE, SIGNATURE, RecommenderModel
-
+def log_rating_model(run_id: str, trained: TrainedModel, config: TrainingConfig, matrix: UtilityMatrix) -> None:
+    """The rating model's params, epochs and learning curves."""
     client = MlflowClient()
     for name, value in config.model_dump().items():
         client.log_param(run_id, name, value)
@@ -180,8 +180,31 @@ def log_trained_model(run_id: str, trained: TrainedModel, config: TrainingConfig
     figure = learning_curves_figure(trained.history, trained.best_epoch)
     client.log_figure(run_id, figure, "learning_curves.png")
     plt.close(figure)
+
+
+def log_ranking_model(run_id: str, fit: RankingFit, config: RankingConfig) -> None:
+    """The ranking model's settings (prefixed `ranking_`), each λ tried with its validation top-10 (as steps
+    of `ranking_l2_tried` / `ranking_validation_ndcg_at_10`), the λ chosen and the fit time."""
+    client = MlflowClient()
+    for name, value in config.model_dump().items():
+        client.log_param(run_id, f"ranking_{name}", value)
+    client.log_param(run_id, "ranking_l2_chosen", fit.chosen.l2)
+    for step, trial in enumerate(fit.trials, 1):
+        client.log_metric(run_id, "ranking_l2_tried", trial.l2, step=step)
+        client.log_metric(run_id, "ranking_validation_ndcg_at_10", trial.validation.ndcg, step=step)
+    client.log_metric(run_id, "ranking_validation_ndcg_at_10_chosen", fit.chosen.validation.ndcg)
+    client.log_metric(run_id, "ranking_fit_seconds", fit.fit_seconds)
+    client.log_metric(run_id, "ranking_weights_kept", fit.model.weights.nnz)
+
+
+def log_model_bundle(run_id: str, model: keras.Model, ranking: ItemToItemModel, matrix: UtilityMatrix,
+                     unrated_value: int) -> str:
+    """Both models, id maps, anime metadata and known pairs as one pyfunc model; return its URI."""
+    from pipeline.recommend import Recommender
+    from pipeline.serving import BUNDLE, SIGNATURE, RecommenderModel
+
     with tempfile.TemporaryDirectory(prefix="bundle-") as tmp, resumed(run_id):
-        bundle = Recommender.save_bundle(trained.model, matrix, unrated_value, Path(tmp) / BUNDLE)
+        bundle = Recommender.save_bundle(model, ranking, matrix, unrated_value, Path(tmp) / BUNDLE)
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=RecommenderModel(), artifacts={BUNDLE: str(bundle)},
             signature=SIGNATURE, pip_requirements=model_pip_requirements(),

@@ -4,7 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.evaluate import fit_bias_model, mae, ranking_report, rmse
+from pipeline.evaluate import fit_bias_model
+from pipeline.metrics import Scores, mae, ranking_report, rmse
 
 
 def test_rmse_and_mae_follow_their_definitions():
@@ -33,6 +34,14 @@ def test_bias_model_recovers_biases_and_beats_global_mean():
     assert bias_rmse < 0.7 * mean_rmse
 
 
+def test_rmse_standard_error_matches_the_bootstrap():
+    rng = np.random.default_rng(4)
+    actual, predicted = rng.integers(1, 11, 4000), rng.normal(7, 2, 4000)
+    scores = Scores.of(actual, predicted)
+    resampled = [rmse(actual[i], predicted[i]) for i in (rng.integers(0, 4000, 4000) for _ in range(400))]
+    assert scores.rmse_stderr == pytest.approx(np.std(resampled), rel=0.15)
+
+
 def _reference_ranking(top, users, relevant_pairs, k):
     """Straightforward per-user loops, to check the vectorized metrics against."""
     precision, recall, ndcg = [], [], []
@@ -44,7 +53,7 @@ def _reference_ranking(top, users, relevant_pairs, k):
         dcg = sum(g / math.log2(rank + 2) for rank, g in enumerate(gains))
         ideal = sum(1 / math.log2(rank + 2) for rank in range(min(len(relevant), k)))
         ndcg.append(dcg / ideal)
-    return np.mean(precision), np.mean(recall), np.mean(ndcg)
+    return np.mean(precision), np.mean(recall), np.mean(ndcg), np.std(ndcg) / np.sqrt(len(ndcg))
 
 
 def test_ranking_metrics_match_a_reference_implementation():
@@ -56,7 +65,7 @@ def test_ranking_metrics_match_a_reference_implementation():
     relevant = pa.table({"user_index": [u for u, _ in sorted(pairs)], "anime_index": [a for _, a in sorted(pairs)]})
     report = ranking_report(top, users, relevant, n_anime)
     expected = _reference_ranking(top, users, sorted(pairs), k)
-    assert (report.precision, report.recall, report.ndcg) == pytest.approx(expected)
+    assert (report.precision, report.recall, report.ndcg, report.ndcg_stderr) == pytest.approx(expected)
     assert report.coverage == pytest.approx(len(np.unique(top)) / n_anime)
     overlaps = [len(set(top[i]) & set(top[j])) / k for i in users for j in users if i < j]
     assert report.personalization == pytest.approx(1 - np.mean(overlaps))
@@ -68,3 +77,12 @@ def test_identical_lists_have_zero_personalization():
     report = ranking_report(top, np.arange(5), relevant, 50)
     assert report.personalization == pytest.approx(0.0) and report.coverage == pytest.approx(10 / 50)
     assert report.recall == 1.0 and report.ndcg == 1.0
+
+
+def test_places_left_empty_count_as_misses_and_never_as_anime():
+    top = np.array([[3, 1, -1, -1], [2, 3, 0, 1]])  # the first user had only two unseen anime
+    relevant = pa.table({"user_index": [0, 1], "anime_index": [1, 0]})
+    report = ranking_report(top, np.arange(2), relevant, 6)
+    assert report.precision == pytest.approx((1 / 4 + 1 / 4) / 2)
+    assert report.coverage == pytest.approx(4 / 6)  # anime 0..3 listed; -1 is not an anime
+    assert report.personalization == pytest.approx(1 - 2 / 4)  # the two lists share anime 1 and 3

@@ -34,8 +34,9 @@ def test_retrain_twice_registers_two_versions(small_data, settings):
     second = second_summary.outcome
     decision = second.decision
     assert decision.version == "2" and decision.champion_version == "1"
-    assert decision.champion_rmse == pytest.approx(first.evaluation.model.rmse)
-    assert decision.promoted == (second.evaluation.model.rmse < first.evaluation.model.rmse)
+    assert decision.champion.rmse == pytest.approx(first.evaluation.model.rmse)
+    assert decision.champion.ndcg == pytest.approx(first.evaluation.ranking.served.ndcg)
+    assert not decision.promoted  # seeded training and a closed-form ranking model: the same scores, a tie
     registered = MlflowClient().get_registered_model(settings.registered_model_name)
     aliases = {alias: str(version) for alias, version in registered.aliases.items()}
     assert aliases[CHAMPION] == ("2" if decision.promoted else "1")
@@ -43,7 +44,11 @@ def test_retrain_twice_registers_two_versions(small_data, settings):
     text = second_summary.format(settings.registered_model_name)
     assert "version 2" in text and "champion v1" in text and f"{counts.rows_in:>10,}" in text
 
-    assert 0 <= run.data.metrics["ndcg_at_10"] <= 1 and "popularity_precision_at_10" in run.data.metrics
+    metrics = run.data.metrics
+    assert metrics["ndcg_at_10"] == pytest.approx(first.evaluation.ranking.served.ndcg)
+    assert metrics["ndcg_at_10"] > metrics["popularity_ndcg_at_10"] and "rating_model_ndcg_at_10" in metrics
+    assert metrics["ranking_l2_tried"] == pytest.approx(first.ranking_fit.trials[-1].l2)
+    assert run.data.params["ranking_l2_chosen"] == str(first.ranking_fit.chosen.l2)
     champion = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}@{CHAMPION}")
     answer = champion.predict(pd.DataFrame({"user_id": [1, 2]}), params={"n": 3})
     assert answer["user_id"].tolist() == [1, 1, 1, 2, 2, 2] and answer["rank"].tolist() == [1, 2, 3, 1, 2, 3]

@@ -1,4 +1,5 @@
-"""Recommendations from a trained model: exclusions, filters, batch scoring, fold-in, similarity, lookup."""
+"""Recommendations from both trained models: exclusions, filters, batch scoring, reasons, someone new,
+similarity, lookup."""
 
 import numpy as np
 import pyarrow.compute as pc
@@ -8,6 +9,7 @@ from conftest import SMALL_SPEC
 from pipeline.generate import generate_demo_dataset
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
+from pipeline.ranking import train_ranking_model
 from pipeline.recommend import Recommender, UnknownIdError, normalize_title
 from pipeline.settings import Settings, TrainingConfig
 from pipeline.train import predict_scaled, train_model
@@ -23,21 +25,29 @@ def trained(tmp_path_factory, request):
         early_stopping_patience=2))
     matrix = build_utility_matrix(validate(ingest(data), settings), settings)
     model = train_model(matrix, settings.training, verbose=0).model
-    return matrix, model, Recommender.from_matrix(model, matrix, settings.unrated_value)
+    ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold).model
+    return matrix, model, Recommender.from_matrix(model, ranking, matrix, settings.unrated_value)
 
 
 def _seen(recommender, user_id):
     return set(recommender.anime_ids[recommender.known_anime(recommender.user_index(user_id))])
 
 
-def test_recommendations_exclude_rated_and_watched_anime_and_are_ranked(trained):
+def test_recommendations_exclude_rated_and_watched_anime_and_follow_the_ranking_model(trained):
     matrix, _, recommender = trained
     watched_only = recommender.known.filter(pc.equal(recommender.known["rating"], -1))
     user_with_unrated = int(recommender.user_ids[watched_only["user_index"][0].as_py()])
     for user_id in (int(recommender.user_ids[0]), user_with_unrated):
         top = recommender.recommend(user_id, n=15)
         assert len(top) == 15 and not set(top["anime_id"]) & _seen(recommender, user_id)
-        assert top["predicted_rating"].is_monotonic_decreasing
+        index = recommender.user_index(user_id)
+        ranking_scores = recommender.ranking_scores(np.array([index]))[0]
+        listed = ranking_scores[[recommender.anime_index(a) for a in top["anime_id"]]]
+        assert np.all(np.diff(listed) <= 0)  # listed by the ranking model, best first
+        unseen = np.setdiff1d(np.arange(len(recommender.anime_ids)), recommender.known_anime(index))
+        assert listed[-1] >= np.sort(ranking_scores[unseen])[-15]  # and nothing unseen scored higher was left out
+        predicted = recommender.predict_pairs(np.full(15, user_id), top["anime_id"].to_numpy())
+        np.testing.assert_allclose(top["predicted_rating"], predicted, atol=1e-3)  # the rating model's rating
     unrated_anime = int(recommender.anime_ids[watched_only["anime_index"][0].as_py()])
     assert unrated_anime in _seen(recommender, user_with_unrated)
 
@@ -72,7 +82,7 @@ def test_batch_scoring_in_chunks_matches_one_user_at_a_time(trained):
         assert recommender.anime_ids[batch[row]].tolist() == single.tolist()
 
 
-def test_fold_in_of_a_training_user_recovers_their_recommendations(trained):
+def test_fold_in_of_a_training_user_recovers_their_predicted_ratings(trained):
     matrix, _, recommender = trained
     train = matrix.split("train")
     heavy_users = np.argsort(-np.bincount(train["user_index"].to_numpy()))[:5]
@@ -81,22 +91,51 @@ def test_fold_in_of_a_training_user_recovers_their_recommendations(trained):
         vector, bias = recommender.fold_in(rows["anime_id"].to_numpy(), rows["rating"].to_numpy())
         own_vector = recommender.user_vectors[index]
         assert float(vector @ own_vector) / np.linalg.norm(vector) / np.linalg.norm(own_vector) > 0.8
-        exclude = recommender.known_anime(int(index))
-        folded = recommender.recommend_for_vector(vector, bias, exclude, 10)["anime_id"]
-        own = recommender.recommend(int(recommender.user_ids[index]), 10)["anime_id"]
-        assert len(set(folded) & set(own)) >= 5  # a random top-10 of ~200 anime would share < 1
+        folded = recommender.score_users(vector[None, :], np.array([bias]))[0]
+        own = recommender.rating_scores(np.array([index]))[0]
+        assert np.corrcoef(folded, own)[0, 1] > 0.9  # the same taste over every anime
+
+
+def test_someone_new_with_a_users_history_gets_that_users_list_and_reasons(trained):
+    _, _, recommender = trained
+    index = int(np.argmax(np.bincount(recommender.known["user_index"].to_numpy())))
+    mine = recommender.known.filter(pc.equal(recommender.known["user_index"], index))
+    new = recommender.recommend_from_ratings(recommender.anime_ids[mine["anime_index"].to_numpy()],
+                                             mine["rating"].to_numpy(), 10)
+    known = recommender.recommend(int(recommender.user_ids[index]), 10)
+    assert new["anime_id"].tolist() == known["anime_id"].tolist()  # the ranking model needs no retraining
+    assert new["because_you_watched"].tolist() == known["because_you_watched"].tolist()
+
+
+def test_because_you_watched_names_the_users_own_anime_that_added_most(trained):
+    _, _, recommender = trained
+    for index in (0, 5, 17):
+        user_id = int(recommender.user_ids[index])
+        top = recommender.recommend(user_id, 10)
+        own = recommender.known_anime(index)
+        names = recommender.anime["name"].reindex(recommender.anime_ids)
+        weights = recommender.ranking.weights.toarray()
+        history = recommender._history[index].toarray()[0]
+        for anime_id, reasons in zip(top["anime_id"], top["because_you_watched"], strict=True):
+            target = recommender.anime_index(int(anime_id))
+            contribution = history[own] * weights[own, target]  # brute force over the whole history
+            expected = [names.iloc[own[j]] for j in np.argsort(-contribution, kind="stable")[:2]
+                        if contribution[j] > 0]
+            assert reasons.split("; ") == expected if expected else reasons == ""
 
 
 def test_similar_anime_returns_itself_first_and_is_symmetric(trained):
     _, _, recommender = trained
-    a, b = int(recommender.anime_ids[0]), int(recommender.anime_ids[1])
+    a = int(recommender.anime_ids[0])
     with_self = recommender.similar_anime(a, n=5, include_self=True)
     assert with_self["anime_id"].iloc[0] == a and with_self["similarity"].iloc[0] == pytest.approx(1.0)
-    assert a not in set(recommender.similar_anime(a, n=5)["anime_id"])
+    neighbours = recommender.similar_anime(a, n=5)
+    assert a not in set(neighbours["anime_id"]) and neighbours["similarity"].is_monotonic_decreasing
     full = len(recommender.anime_ids)
-    ab = recommender.similar_anime(a, n=full).set_index("anime_id")["similarity"][b]
-    ba = recommender.similar_anime(b, n=full).set_index("anime_id")["similarity"][a]
-    assert ab == pytest.approx(ba)
+    for b in neighbours["anime_id"]:
+        ab = recommender.similar_anime(a, n=full).set_index("anime_id")["similarity"][b]
+        ba = recommender.similar_anime(int(b), n=full).set_index("anime_id")["similarity"][a]
+        assert ab == pytest.approx(ba, rel=1e-4)
 
 
 def test_similar_users_show_liked_genres(trained):

@@ -17,6 +17,7 @@ from pipeline.cli import main as cli_main
 from pipeline.evaluate import evaluate_model
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
+from pipeline.ranking import train_ranking_model
 from pipeline.registry import register_and_decide
 from pipeline.serving import load_recommender
 from pipeline.train import train_model
@@ -28,10 +29,12 @@ def champion(small_data, settings, monkeypatch):
     """A trained model registered as champion in a temp store; the CLI is pointed at that store."""
     matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
     trained = train_model(matrix, settings.training, verbose=0)
+    ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold).model
     run_id = tracking.start_run(settings, small_data)
-    uri = tracking.log_trained_model(run_id, trained, settings.training, matrix, settings.unrated_value)
-    report = evaluate_model(trained.model, matrix, settings.unrated_value, settings.relevance_threshold)
-    decision = register_and_decide(settings.registered_model_name, uri, run_id, report, matrix)
+    uri = tracking.log_model_bundle(run_id, trained.model, ranking, matrix, settings.unrated_value)
+    report = evaluate_model(trained.model, ranking, matrix, settings.unrated_value, settings.relevance_threshold)
+    decision = register_and_decide(settings.registered_model_name, uri, run_id, report, matrix,
+                                   settings.relevance_threshold)
     tracking.finish_run(run_id, True)
     assert decision.promoted
     monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
@@ -43,9 +46,12 @@ def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
     user_id = int(champion.user_ids[0])
     assert cli_main(["recommend", "--user", str(user_id), "-n", "4"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["anime_id", "name", "genre", "type", "predicted_rating"] and len(out) == 5
-    expected = champion.recommend(user_id, 4)["anime_id"].tolist()
-    assert [int(line.split()[0]) for line in out[1:]] == expected
+    assert out[0].split() == ["anime_id", "name", "genre", "type", "predicted_rating", "because_you_watched"]
+    assert len(out) == 5
+    expected = champion.recommend(user_id, 4)
+    assert [int(line.split()[0]) for line in out[1:]] == expected["anime_id"].tolist()
+    assert all(line.rstrip().endswith(reasons[-20:]) for line, reasons in zip(out[1:], expected[
+        "because_you_watched"], strict=True))
 
     name = champion.anime["name"][int(champion.anime_ids[0])]
     assert cli_main(["similar", "--anime", name.lower(), "-n", "3", "--include-self"]) == 0
@@ -100,8 +106,11 @@ def test_mlflow_scoring_server_answers_top_n(champion, settings):
         assert answer.status_code == 200, answer.text
         rows = answer.json()["predictions"]
         assert [(r["request"], r["rank"]) for r in rows] == [(q, k) for q in (0, 1) for k in range(1, 6)]
-        first = [r["anime_id"] for r in rows if r["request"] == 0]
-        assert first == champion.recommend(user_id, 5)["anime_id"].tolist()
+        first = [r for r in rows if r["request"] == 0]
+        expected = champion.recommend(user_id, 5)
+        assert [r["anime_id"] for r in first] == expected["anime_id"].tolist()
+        assert [r["because_you_watched"] for r in first] == expected["because_you_watched"].tolist()
+        assert all(r["because_you_watched"] for r in first)  # a known user's list always has a reason
         second = [r for r in rows if r["request"] == 1]
         assert {r["user_id"] for r in second} == {-1} and not {r["anime_id"] for r in second} & set(
             champion.anime_ids[:4].tolist())

@@ -18,6 +18,7 @@ from conftest import RATING_HEADER, listening_hosts, write_csv, write_dataset
 from flows import serve
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
+from pipeline.ranking import train_ranking_model
 from pipeline.recommend import MODEL_FILE, Recommender
 from pipeline.train import build_model
 from pipeline.validate import validate
@@ -72,7 +73,8 @@ def test_the_mlflow_ui_listens_on_localhost_only(settings):
 def bundle(small_data, settings, tmp_path) -> Path:
     matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
     model = build_model(matrix.n_users, matrix.n_anime, settings.training)
-    return Recommender.save_bundle(model, matrix, settings.unrated_value, tmp_path / "bundle")
+    ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
+    return Recommender.save_bundle(model, ranking.model, matrix, settings.unrated_value, tmp_path / "bundle")
 
 
 def test_models_are_loaded_in_keras_safe_mode(bundle):
