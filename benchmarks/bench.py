@@ -23,16 +23,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
 
-from pipeline.evaluate import Scores
+from benchmarks.reference_ease import fit_reference_ease, reference_scores
+from pipeline.evaluate import SEEN_SPLITS, evaluate_ranking
 from pipeline.ingest import ingest
 from pipeline.matrix import UtilityMatrix, build_utility_matrix
+from pipeline.metrics import K, RankingReport, Scores, ranking_report, relevant_pairs, top_n_unseen
+from pipeline.ranking import RankingFit, train_ranking_model
 from pipeline.recommend import Recommender
 from pipeline.settings import PROJECT_ROOT, Settings, TrainingConfig
 from pipeline.train import TrainedModel, predict_scaled, train_model
 from pipeline.validate import validate
 
-PARTS = ("accuracy", "speed", "serving", "stages", "scale")
+PARTS = ("accuracy", "ranking", "speed", "serving", "stages", "scale")
 SIZES = ("kaggle2020", "tenth")
 DEFAULT_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "anime-sample"
 REPORT = PROJECT_ROOT / "BENCHMARKS.md"
@@ -114,13 +119,18 @@ class SampleRuns:
     seed_seconds: float
     default: TrainedModel
     default_seconds: float
+    ranking: RankingFit
+
+    def served(self) -> Recommender:
+        return Recommender.from_matrix(self.default.model, self.ranking.model, self.matrix, self.settings.unrated_value)
 
 
 def train_sample_models(sample: Path, work: Path) -> SampleRuns:
     matrix, settings = build_sample_matrix(sample, work)
     seed, seed_seconds = fit_keras(matrix, TrainingConfig.seed_cosine())
     default, default_seconds = fit_keras(matrix, TrainingConfig())
-    return SampleRuns(matrix, settings, seed, seed_seconds, default, default_seconds)
+    ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
+    return SampleRuns(matrix, settings, seed, seed_seconds, default, default_seconds, ranking)
 
 
 def accuracy_part(runs: SampleRuns) -> Table:
@@ -155,6 +165,104 @@ def accuracy_part(runs: SampleRuns) -> Table:
          "validation only for early stopping; Surprise fits on train (and, in one row, on train + validation).",
          f"Default: best epoch {runs.default.best_epoch} of {runs.default.epochs_run}; "
          f"seed: best epoch {runs.seed.best_epoch} of {runs.seed.epochs_run}."])
+
+
+@dataclass(frozen=True)
+class ListsProtocol:
+    """One judging of top-10 lists: fit on `seen` splits (+ watched rows), judge on `target`'s relevant rows."""
+
+    seen: tuple[str, ...]
+    target: str
+
+
+VALIDATION, TEST = ListsProtocol(("train",), "validation"), ListsProtocol(SEEN_SPLITS, "test")
+
+
+def judge_lists(runs: SampleRuns, protocol: ListsProtocol, fit_scorer) -> tuple[RankingReport, float]:
+    """Fit a method on the protocol's known pairs (`fit_scorer(known, n_users, n_anime)` returns a function of
+    user indices → dense scores), judge its top-10 unseen lists; return the report and the fit seconds."""
+    matrix, settings = runs.matrix, runs.settings
+    known = matrix.interactions(protocol.seen, settings.unrated_value)
+    seen = sp.csr_matrix((np.ones(known.num_rows, np.float32), (known["user_index"].to_numpy(),
+                                                                 known["anime_index"].to_numpy())),
+                         shape=(matrix.n_users, matrix.n_anime))
+    relevant = relevant_pairs(matrix.split(protocol.target), settings.relevance_threshold)
+    users = np.unique(relevant["user_index"].to_numpy())
+    started = time.perf_counter()
+    scores_for = fit_scorer(known, matrix.n_users, matrix.n_anime)
+    seconds = time.perf_counter() - started
+    top = np.concatenate([top_n_unseen(np.array(scores_for(block), dtype=np.float64), *seen[block].nonzero(), K)
+                          for block in np.array_split(users, max(1, len(users) // 1024))])
+    return ranking_report(top, users, relevant, matrix.n_anime), seconds
+
+
+def binary_history(known: pa.Table, n_users: int, n_anime: int) -> sp.csr_matrix:
+    return sp.csr_matrix((np.ones(known.num_rows, np.float32), (known["user_index"].to_numpy(),
+                                                                 known["anime_index"].to_numpy())),
+                         shape=(n_users, n_anime))
+
+
+def popularity_scorer(runs: SampleRuns):
+    def fit(known: pa.Table, n_users: int, n_anime: int):
+        rated = np.bincount(runs.matrix.split("train")["anime_index"].to_numpy(), minlength=n_anime)
+        return lambda block: np.broadcast_to(rated, (len(block), n_anime))
+    return fit
+
+
+def reference_ease_scorer(l2: float):
+    def fit(known: pa.Table, n_users: int, n_anime: int):
+        history = binary_history(known, n_users, n_anime)
+        return reference_scores(history, fit_reference_ease(history, l2))
+    return fit
+
+
+def implicit_als_scorer(factors: int = 128, alpha: float = 10.0, regularization: float = 0.05, iterations: int = 15):
+    def fit(known: pa.Table, n_users: int, n_anime: int):
+        from implicit.als import AlternatingLeastSquares
+
+        model = AlternatingLeastSquares(factors=factors, alpha=alpha, regularization=regularization,
+                                        iterations=iterations, random_state=0)
+        model.fit(binary_history(known, n_users, n_anime), show_progress=False)
+        user_factors, item_factors = np.asarray(model.user_factors), np.asarray(model.item_factors)
+        return lambda block: user_factors[block] @ item_factors.T
+    return fit
+
+
+def ranking_part(runs: SampleRuns) -> Table:
+    """Top-10 lists on the anime sample, one split for all: the served recommender, the rating model ranked
+    alone, popularity, a reference EASE and implicit's ALS; validation (fit on train) and test (fit on train +
+    validation), every method also seeing the watched-but-unrated rows."""
+    served = evaluate_ranking(Recommender.from_matrix(runs.default.model, runs.ranking.model, runs.matrix,
+                                                      runs.settings.unrated_value, splits=SEEN_SPLITS),
+                              runs.matrix, runs.settings.relevance_threshold)
+    chosen = runs.ranking.chosen
+    rows = [("served: ranking model (EASE, rating-weighted, pruned; λ walked on validation)",
+             chosen.validation.ndcg, served.served, runs.ranking.fit_seconds),
+            ("rating model alone (biased MF, ranked by predicted rating)", None, served.rating_model,
+             runs.default_seconds)]
+    for name, scorer in (("popularity (most rated in train)", popularity_scorer(runs)),
+                         ("reference EASE (numpy, binary, λ = 200, dense)", reference_ease_scorer(200.0)),
+                         ("implicit ALS (128 factors, α 10, reg 0.05, 15 it.)", implicit_als_scorer())):
+        validation, _ = judge_lists(runs, VALIDATION, scorer)
+        test, seconds = judge_lists(runs, TEST, scorer)
+        rows.append((name, validation.ndcg, test, seconds if "popularity" not in name else 0.0))
+    reference = rows[3][2].ndcg
+    table = Table(f"Top-10 lists on the anime sample (test split: {served.served.n_users:,} users with a rating ≥ 8)",
+                  ["model", "val NDCG@10", "P@10", "R@10", "NDCG@10", "coverage", "personalization",
+                   "NDCG / ref. EASE", "fit s"])
+    for name, val_ndcg, r, seconds in rows:
+        table.rows.append([name, "–" if val_ndcg is None else f"{val_ndcg:.4f}", f"{r.precision:.4f}",
+                           f"{r.recall:.4f}", f"{r.ndcg:.4f}", f"{r.coverage:.3f}", f"{r.personalization:.3f}",
+                           f"{r.ndcg / reference:.3f}", f"{seconds:.1f}"])
+    table.notes += [
+        "Relevant = a held-out rating ≥ 8; candidates = anime the user has not rated or watched in the splits the "
+        "model saw. val NDCG@10: fitted on train (+ watched rows), judged on validation; the other columns: "
+        "fitted on train + validation (+ watched rows), judged on test.",
+        f"Served ranking model: relative λ tried {', '.join(f'{t.relative_l2:g}' for t in runs.ranking.trials)} → "
+        f"{chosen.relative_l2:g} (λ {runs.ranking.model.l2:.4g} in the final fit); "
+        f"its fit time includes the λ walk ({len(runs.ranking.trials)} fits + the final one). Rating model: fit "
+        "time of its training."]
+    return table
 
 
 def speed_part(runs: SampleRuns) -> Table:
@@ -211,11 +319,11 @@ SERVING_COLUMNS = ["model", "users × anime", "top-10 p50 ms", "top-10 p99 ms", 
 
 
 def serving_part(runs: SampleRuns) -> Table:
-    recommender = Recommender.from_matrix(runs.default.model, runs.matrix, runs.settings.unrated_value)
     return Table("Serving latency in process (one user, all anime scored, seen anime excluded)", SERVING_COLUMNS,
-                 latency_rows(recommender, "default, anime sample"),
-                 ["top-10 = `Recommender.top_n_batch([user], 10)`; recommend() adds id lookup and the "
-                  "DataFrame with names and genres; batch = `top_n_batch` over 20,000 users in chunks of 1,024."])
+                 latency_rows(runs.served(), "served (ranking model + predicted ratings), anime sample"),
+                 ["top-10 = `Recommender.top_n_batch([user], 10)` (ranking model scores); recommend() adds id "
+                  "lookup, the predicted ratings, the reasons and the DataFrame with names and genres; batch = "
+                  "`top_n_batch` over 20,000 users in chunks of 1,024."])
 
 
 def stages_part(work: Path) -> Table:
@@ -253,13 +361,18 @@ def stages_part(work: Path) -> Table:
     return table
 
 
-def scale_part(size: str, work: Path) -> list[Table]:
-    """Full-scale data path in a child process, so its peak RSS is the run's own."""
-    child = subprocess.run([sys.executable, "-m", "benchmarks.full_scale", "--size", size, "--work", str(work)],
-                           capture_output=True, text=True, cwd=PROJECT_ROOT)
+def child_json(module: str, *args: str) -> dict:
+    """Run a bench child process (its own peak RSS) and return the JSON on its last output line."""
+    child = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=PROJECT_ROOT)
     if child.returncode:
-        raise RuntimeError(f"full-scale run failed:\n{child.stderr[-3000:]}")
-    result = json.loads(child.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{module} failed:\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def scale_part(size: str, work: Path) -> list[Table]:
+    """Full scale in child processes, each with its own peak RSS: the data path and two epochs of the rating
+    model; the ranking model's fit; then serving from the saved bundle in a fresh process."""
+    result = child_json("benchmarks.full_scale", "--size", size, "--work", str(work))
     rows_in = result["rows_in"]
     data = Table(f"Full scale ({size}: {result['n_users']:,} users × {result['n_anime']:,} anime, "
                  f"{rows_in:,} rating rows; generated once into {result['data_dir']})",
@@ -271,22 +384,26 @@ def scale_part(size: str, work: Path) -> list[Table]:
     data.rows.append(["ingest + validate + matrix", f"{total:.1f}", f"{rows_in / total:,.0f}", ""])
     for epoch, (seconds, rate) in enumerate(zip(result["epoch_seconds"], result["epoch_rates"], strict=True), 1):
         note = " (includes XLA compile)" if epoch == 1 else ""
-        data.rows.append([f"training epoch {epoch}{note}", f"{seconds:.1f}", f"{rate:,.0f}",
+        data.rows.append([f"rating model, training epoch {epoch}{note}", f"{seconds:.1f}", f"{rate:,.0f}",
                           f"{result['rss_gb'][f'epoch{epoch}']:.2f}"])
-    data.notes += [f"Peak RSS of the whole run (ingest → validate → matrix → 2 epochs → serving): "
-                   f"**{result['peak_rss_gb']:.2f} GB**; Parquet matrix folder: {result['parquet_mb']:,.0f} MB "
-                   f"(CSV in: {result['csv_mb']:,.0f} MB); data generation "
+    ranking = child_json("benchmarks.ranking_scale", "--matrix", result["matrix"], "--rating-model",
+                         result["rating_model"], "--bundle", str(work / f"{size}-bundle"))
+    data.rows.append([f"ranking model fit ({len(ranking['trials'])} λ on validation + the final fit)",
+                      f"{ranking['fit_seconds']:.1f}", "", f"peak {ranking['peak_rss_gb']:.2f}"])
+    data.notes += [f"Peak RSS of the data path and rating-model run (ingest → validate → matrix → 2 epochs): "
+                   f"**{result['peak_rss_gb']:.2f} GB**; of the ranking model's fit (its own process, from the "
+                   f"matrix folder): **{ranking['peak_rss_gb']:.2f} GB**. Parquet matrix folder: "
+                   f"{result['parquet_mb']:,.0f} MB (CSV in: {result['csv_mb']:,.0f} MB); data generation "
                    + (f"took {result['generate_seconds']:.0f} s (not counted)." if result["generate_seconds"] > 1
-                      else "was done by an earlier run (kept in the work folder).")]
-    served = subprocess.run([sys.executable, "-m", "benchmarks.serving_latency", result["bundle"]],
-                            capture_output=True, text=True, cwd=PROJECT_ROOT)
-    if served.returncode:
-        raise RuntimeError(f"serving latency run failed:\n{served.stderr[-3000:]}")
-    serving = Table(f"Serving latency at full scale ({size}, after one training epoch)", SERVING_COLUMNS,
-                    [json.loads(served.stdout.strip().splitlines()[-1]), result["serving_row"]],
-                    ["The first row is how a server sees it: a fresh process loading the saved bundle. The second "
-                     "was measured inside the process that had just trained the model (TensorFlow's threads still "
-                     "there)."])
+                      else "was done by an earlier run (kept in the work folder)."),
+                   "Ranking model: validation NDCG@10 per relative λ tried (λ): "
+                   + ", ".join(f"{relative:g} ({l2:.4g}) → {ndcg:.4f}" for relative, l2, ndcg in ranking["trials"])
+                   + f"; chosen {ranking['chosen_relative_l2']:g}, λ {ranking['fitted_l2']:.4g} in the final fit; "
+                   f"{ranking['weights_kept']:,} weights kept."]
+    served = child_json("benchmarks.serving_latency", ranking["bundle"])
+    serving = Table(f"Serving latency at full scale ({size})", SERVING_COLUMNS, [served],
+                    ["A fresh process loading the saved bundle (both models) as a server does; lists from the "
+                     "ranking model, the rating model after two epochs."])
     return [data, serving]
 
 
@@ -323,10 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="run-", dir=args.work) as tmp:
         work = Path(tmp)
-        if {"accuracy", "speed", "serving"} & set(parts):
+        if {"accuracy", "ranking", "speed", "serving"} & set(parts):
             runs = train_sample_models(args.sample, work)
-            tables += [part(runs) for name, part in (("accuracy", accuracy_part), ("speed", speed_part),
-                                                     ("serving", serving_part)) if name in parts]
+            tables += [part(runs) for name, part in (("accuracy", accuracy_part), ("ranking", ranking_part),
+                                                     ("speed", speed_part), ("serving", serving_part))
+                       if name in parts]
         if "stages" in parts:
             tables.append(stages_part(work))
     if "scale" in parts:

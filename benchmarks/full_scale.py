@@ -1,4 +1,4 @@
-"""Child process of the bench's `scale` part: the data path and training at Kaggle-2020 size, as JSON.
+"""Child process of the bench's `scale` part: the data path and rating-model training at Kaggle-2020 size, as JSON.
 
 Run alone so that its peak RSS (VmHWM) is this run's own. The generated data set is kept in the work
 folder and reused by later runs (generation is not part of what is measured).
@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench import latency_rows
 from pipeline.generate import KAGGLE_2020_SPEC, generate_demo_dataset
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
-from pipeline.recommend import Recommender
 from pipeline.settings import Settings, TrainingConfig
 from pipeline.train import SparseTrainer, SplitTensors, build_model
 from pipeline.validate import validate
@@ -82,16 +80,14 @@ def main() -> None:
         epoch_seconds.append(time.perf_counter() - begun)
         epoch_rates.append(len(order) / epoch_seconds[-1])
         rss[f"epoch{epoch}"] = memory_gb("VmRSS")
-    del train
-    recommender = Recommender.from_matrix(model, matrix, settings.unrated_value)
-    serving_row = latency_rows(recommender, "default, in the process that just trained it")[0]
-    bundle = Recommender.save_bundle(model, matrix, settings.unrated_value, args.work / f"{args.size}-bundle")
+    rating_model = args.work / f"{args.size}-rating.keras"
+    model.save(rating_model)
     print(json.dumps({
         "data_dir": str(data_dir), "n_users": matrix.n_users, "n_anime": matrix.n_anime, "rows_in": rows_in,
         "seconds": seconds, "rss_gb": rss, "peak_rss_gb": memory_gb("VmHWM"), "epoch_seconds": epoch_seconds,
         "epoch_rates": epoch_rates, "parquet_mb": folder_mb(matrix.path),
-        "csv_mb": folder_mb(data_dir), "generate_seconds": generate_seconds, "serving_row": serving_row,
-        "bundle": str(bundle),
+        "csv_mb": folder_mb(data_dir), "generate_seconds": generate_seconds, "matrix": str(matrix.path),
+        "rating_model": str(rating_model),
     }))
 
 

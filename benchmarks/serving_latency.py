@@ -13,7 +13,7 @@ from pipeline.recommend import Recommender
 
 def main() -> None:
     recommender = Recommender.load_bundle(Path(sys.argv[1]))
-    print(json.dumps(latency_rows(recommender, "default, loaded from its bundle in a fresh process")[0]))
+    print(json.dumps(latency_rows(recommender, "served, loaded from its bundle in a fresh process")[0]))
 
 
 if __name__ == "__main__":

@@ -81,9 +81,9 @@ class RetrainSummary:
             f"  matrix            {o.matrix.n_users:,} users x {o.matrix.n_anime:,} anime; "
             f"train {sizes['train']:,} / validation {sizes['validation']:,} / test {sizes['test']:,}",
             f"  rating model      {o.architecture}: {o.epochs_run} epochs run, weights of epoch {o.best_epoch} kept",
-            f"  ranking model     EASE, lambda {chosen.l2:g} chosen on validation (NDCG@10 "
-            f"{chosen.validation.ndcg:.4f}; tried {', '.join(f'{t.l2:g}' for t in o.ranking_fit.trials)}), "
-            f"{o.ranking_fit.fit_seconds:.1f} s",
+            f"  ranking model     EASE, lambda {o.ranking_fit.model.l2:.4g} ({chosen.relative_l2:g} x mean "
+            f"interactions per anime; tried {', '.join(f'{t.relative_l2:g}' for t in o.ranking_fit.trials)}: "
+            f"best validation NDCG@10 {chosen.validation.ndcg:.4f}), {o.ranking_fit.fit_seconds:.1f} s",
             "  test scores (1-10 scale)     RMSE     MAE",
             f"    rating model             {e.model.rmse:.4f}  {e.model.mae:.4f}",
             f"    user+item bias baseline  {e.bias.rmse:.4f}  {e.bias.mae:.4f}",
@@ -150,8 +150,9 @@ def train_ranking_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -
     """The ranking model (what to recommend, judged by NDCG@10), its λ chosen on validation."""
     fit = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
     tracking.log_ranking_model(run_id, fit, settings.ranking)
-    get_run_logger().info("ranking model: lambda %g chosen on validation (NDCG@10 %.4f) in %.1f s",
-                          fit.chosen.l2, fit.chosen.validation.ndcg, fit.fit_seconds)
+    get_run_logger().info("ranking model: lambda %.4g (%g x mean interactions per anime) chosen on validation "
+                          "(NDCG@10 %.4f) in %.1f s", fit.model.l2, fit.chosen.relative_l2,
+                          fit.chosen.validation.ndcg, fit.fit_seconds)
     return fit
 
 

@@ -12,8 +12,11 @@ sparse, small to ship, fast to serve (a user's scores cost |history| × neighbou
 no worse than the dense one. A user's scores are their row times B, so someone new needs no retraining,
 and the anime that contributed most to a recommendation are its "because you watched".
 
-λ is chosen on the validation split by code on every run (a walk in factors of `l2_step`); the fit
-then uses train + validation + watched rows, never test.
+λ is expressed relative to the mean of diag(XᵀX) (the average weighted interaction count of an anime),
+so one setting means the same at any data size, and chosen on the validation split by code on every run
+(a walk in factors of `l2_step`); the fit then uses train + validation + watched rows, never test, at the
+chosen relative λ. With more than `max_anime` anime, only the most watched are modelled (the solve is
+dense in anime × anime).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -67,7 +71,7 @@ class InteractionWeights:
 @dataclass(frozen=True)
 class ItemToItemModel:
     weights: sp.csr_matrix  # (anime × anime) B, pruned: row j = how much having watched j adds to each anime
-    precision_diagonal: np.ndarray  # diag((XᵀX + λI)⁻¹): turns B into partial correlations (`similar`)
+    precision_diagonal: np.ndarray  # diag((XᵀX + λI)⁻¹), > 0; 0 for an anime the model does not cover
     interaction: InteractionWeights
     l2: float
 
@@ -75,9 +79,16 @@ class ItemToItemModel:
     def n_anime(self) -> int:
         return self.weights.shape[0]
 
+    @cached_property
+    def _not_modelled(self) -> np.ndarray:
+        return np.flatnonzero(self.precision_diagonal <= 0)
+
     def scores(self, history: sp.csr_matrix) -> np.ndarray:
-        """Dense scores (rows of `history` × anime): each user's weighted row times B."""
-        return (history @ self.weights).toarray()
+        """Dense scores (rows of `history` × anime): each user's weighted row times B; −inf for anime the
+        model does not cover (it cannot recommend them)."""
+        scores = (history @ self.weights).toarray()
+        scores[:, self._not_modelled] = -np.inf
+        return scores
 
     def because(self, history_row: sp.csr_matrix, targets: np.ndarray, top: int = 2) -> list[np.ndarray]:
         """For each target anime, the (at most `top`) anime of the history that added most to its score."""
@@ -98,7 +109,7 @@ class ItemToItemModel:
     def similarity(self, anime_index: int) -> np.ndarray:
         """Partial correlation (−P_ij / √(P_ii P_jj)) with every anime whose weight with this one was kept in
         either direction; −inf for the others. Symmetric: sim(a, b) = sim(b, a)."""
-        d = np.sqrt(self.precision_diagonal.astype(np.float64))
+        d = np.sqrt(self.precision_diagonal.astype(np.float64))  # nonzero wherever a weight was kept
         similarity = np.full(self.n_anime, -np.inf)
         column = self._by_column[:, anime_index]  # B[i, j] = −P_ij / P_jj
         similarity[column.indices] = column.data * d[anime_index] / d[column.indices]
@@ -113,7 +124,7 @@ class ItemToItemModel:
         coo = self.weights.tocoo()
         keep = (new_index[coo.row] >= 0) & (new_index[coo.col] >= 0)
         n = len(new_anime_ids)
-        diagonal = np.ones(n, dtype=np.float32)
+        diagonal = np.zeros(n, dtype=np.float32)  # anime it never saw: not modelled
         diagonal[new_index[new_index >= 0]] = self.precision_diagonal[new_index >= 0]
         weights = sp.csr_matrix((coo.data[keep], (new_index[coo.row[keep]], new_index[coo.col[keep]])), shape=(n, n))
         return ItemToItemModel(weights, diagonal, self.interaction, self.l2)
@@ -221,7 +232,8 @@ def top_n_for_history(model: ItemToItemModel, history: sp.csr_matrix, n: int = K
 
 @dataclass(frozen=True)
 class L2Trial:
-    l2: float
+    relative_l2: float  # λ / mean of diag(XᵀX)
+    l2: float  # the λ that was fitted
     validation: RankingReport  # top-10 on the validation split of the model fitted on train + watched rows
 
 
@@ -241,10 +253,13 @@ def best_l2(trials: list[L2Trial]) -> L2Trial:
     return max(trials, key=lambda trial: trial.validation.ndcg)
 
 
-def choose_l2(gram: np.ndarray, history: sp.csr_matrix, validation: pa.Table, config: RankingConfig,
+Solver = Callable[[float, int], tuple[sp.csr_matrix, np.ndarray, float]]  # (relative λ, neighbours) → B, diag P, λ
+
+
+def choose_l2(solve: Solver, history: sp.csr_matrix, validation: pa.Table, config: RankingConfig,
               interaction: InteractionWeights, relevance_threshold: float) -> list[L2Trial]:
-    """Walk λ from `config.l2` by factors of `l2_step` (up first; down if the first step up does not
-    help) while validation NDCG@10 improves, at most `l2_max_trials` fits."""
+    """Walk the relative λ from `config.relative_l2` by factors of `l2_step` (up first; down if the first step
+    up does not help) while validation NDCG@10 improves, at most `l2_max_trials` fits."""
     relevant = relevant_pairs(validation, relevance_threshold)
     users = np.unique(relevant["user_index"].to_numpy())
     if len(users) > config.validation_users:
@@ -252,27 +267,58 @@ def choose_l2(gram: np.ndarray, history: sp.csr_matrix, validation: pa.Table, co
         relevant = relevant.filter(pa.array(np.isin(relevant["user_index"].to_numpy(), users)))
     rows = history[users]
 
-    def trial(l2: float) -> L2Trial:
-        weights, diagonal = solve_item_weights(gram, l2, config.neighbours)
+    def trial(relative_l2: float) -> L2Trial:
+        weights, diagonal, l2 = solve(relative_l2, config.neighbours)
         model = ItemToItemModel(weights, diagonal, interaction, l2)
-        return L2Trial(l2, ranking_report(top_n_for_history(model, rows), users, relevant, history.shape[1]))
+        return L2Trial(relative_l2, l2, ranking_report(top_n_for_history(model, rows), users, relevant,
+                                                       history.shape[1]))
 
-    trials = [trial(config.l2)]
+    trials = [trial(config.relative_l2)]
     if not len(users):
         return trials
     step = config.l2_step
-    candidate = config.l2 * step
+    candidate = config.relative_l2 * step
     while len(trials) < config.l2_max_trials:
         trials.append(trial(candidate))
         best = best_l2(trials)
         if best is trials[-1]:
-            candidate = best.l2 * step
+            candidate = best.relative_l2 * step
         elif len(trials) == 2 and step > 1:  # the first step up did not help: try downwards
             step = 1 / step
-            candidate = config.l2 * step
+            candidate = config.relative_l2 * step
         else:
             break
     return trials
+
+
+def modelled_anime(history: sp.csr_matrix, max_anime: int) -> np.ndarray:
+    """The anime the model solves for: all of them, or the `max_anime` most interacted with (the dense
+    anime × anime solve needs about four copies of n² float32: 6.4 GB at 20,000 anime)."""
+    n = history.shape[1]
+    if n <= max_anime:
+        return np.arange(n)
+    return np.sort(np.argsort(-np.diff(history.tocsc().indptr), kind="stable")[:max_anime])
+
+
+def solve_on(history: sp.csr_matrix, anime: np.ndarray) -> Solver:
+    """`solve(relative λ, neighbours)` → (B, diag(P), λ) for the item weights over `anime` only, laid out over
+    every anime (the others get no weights: never recommended, never contributing), with the Gram matrix
+    computed once for all λ."""
+    gram = gram_matrix(history[:, anime] if len(anime) < history.shape[1] else history)
+    mean_diagonal = float(np.mean(gram.diagonal(), dtype=np.float64))
+    n = history.shape[1]
+
+    def solve(relative_l2: float, neighbours: int) -> tuple[sp.csr_matrix, np.ndarray, float]:
+        l2 = relative_l2 * mean_diagonal
+        weights, diagonal = solve_item_weights(gram, l2, neighbours)
+        if len(anime) == n:
+            return weights, diagonal, l2
+        coo = weights.tocoo()
+        full_diagonal = np.zeros(n, dtype=np.float32)  # the others: not modelled
+        full_diagonal[anime] = diagonal
+        return sp.csr_matrix((coo.data, (anime[coo.row], anime[coo.col])), shape=(n, n)), full_diagonal, l2
+
+    return solve
 
 
 def train_ranking_model(matrix: UtilityMatrix, config: RankingConfig, unrated_value: int,
@@ -281,13 +327,14 @@ def train_ranking_model(matrix: UtilityMatrix, config: RankingConfig, unrated_va
     started = time.perf_counter()
     interaction = InteractionWeights(matrix.scale.minimum, matrix.scale.maximum, config.rating_weight_power,
                                      config.unrated_weight, unrated_value)
-    search_history = interaction.matrix(matrix.interactions(("train",), unrated_value), matrix.n_users,
-                                        matrix.n_anime)
-    trials = choose_l2(gram_matrix(search_history), search_history, matrix.split("validation"), config,
-                       interaction, relevance_threshold)
+    history = interaction.matrix(matrix.interactions(("train",), unrated_value), matrix.n_users, matrix.n_anime)
+    anime = modelled_anime(history, config.max_anime)
+    trials = choose_l2(solve_on(history, anime), history, matrix.split("validation"), config, interaction,
+                       relevance_threshold)
     chosen = best_l2(trials)
+    del history  # the final fit's history replaces it (memory)
     history = interaction.matrix(matrix.interactions(("train", "validation"), unrated_value), matrix.n_users,
                                  matrix.n_anime)
-    weights, diagonal = solve_item_weights(gram_matrix(history), chosen.l2, config.neighbours)
-    model = ItemToItemModel(weights, diagonal, interaction, chosen.l2)
+    weights, diagonal, l2 = solve_on(history, anime)(chosen.relative_l2, config.neighbours)
+    model = ItemToItemModel(weights, diagonal, interaction, l2)
     return RankingFit(model, trials, time.perf_counter() - started)

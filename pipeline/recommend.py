@@ -286,7 +286,7 @@ class Recommender:
             eligible &= (meta["type"].fillna("").str.casefold() == anime_type.casefold()).to_numpy()
         if min_ratings:
             eligible &= self.rating_counts() >= min_ratings
-        candidates = np.flatnonzero(eligible)
+        candidates = np.flatnonzero(eligible & (scores > -np.inf))
         best = candidates[np.argsort(-scores[candidates], kind="stable")[:n]]
         frame = self._describe(best, predicted_rating=np.clip(predicted[best], self.scale.minimum,
                                                               self.scale.maximum))

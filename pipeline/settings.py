@@ -39,14 +39,15 @@ class TrainingConfig(BaseModel):
 class RankingConfig(BaseModel):
     """Hyperparameters of the ranking model (pipeline/ranking.py: EASE on rating-weighted interactions).
     The defaults are the best of `make sweep MODEL=ranking` on the anime sample's validation split; λ itself
-    is chosen again on every run's own validation split, walking from `l2` by factors of `l2_step`."""
+    is chosen again on every run's own validation split, walking from `relative_l2` by factors of `l2_step`."""
 
-    l2: float = Field(50.0, gt=0)  # λ the validation walk starts from
+    relative_l2: float = Field(2.0, gt=0)  # where the walk starts: λ / mean of diag(XᵀX) (scale-free)
     l2_step: float = Field(2.0, gt=1)
-    l2_max_trials: int = Field(6, ge=1)  # λ values tried at most (1: use `l2` as given)
+    l2_max_trials: int = Field(6, ge=1)  # λ values tried at most (1: use `relative_l2` as given)
     rating_weight_power: float = Field(2.0, ge=0)  # a rating r counts ((r − min + 1)/(max − min + 1))^power; 0: 1
     unrated_weight: float = Field(0.5, ge=0)  # what a watched-but-unrated row counts
     neighbours: int = Field(200, ge=1)  # strongest weights kept per anime (the model's size and serving cost)
+    max_anime: int = Field(20_000, ge=2)  # more anime than this: only the most watched are modelled (memory)
     validation_users: int = Field(10_000, ge=1)  # users sampled to judge each λ (all when fewer)
 
 
@@ -83,7 +84,8 @@ class Settings(BaseSettings):
                                            "embedding_dim": [64, 128]}
     # `make sweep MODEL=ranking`: each combination fitted (with its own λ walk) and judged on validation NDCG@10.
     ranking_sweep_space: dict[str, list[int | float]] = {"rating_weight_power": [0, 1, 2, 3],
-                                                         "unrated_weight": [0.25, 0.5, 1.0], "neighbours": [100, 400]}
+                                                         "unrated_weight": [0.25, 0.5, 1.0],
+                                                         "neighbours": [100, 200, 400]}
 
     retrain_cron: str = "0 3 * * *"  # the scheduled deployment's cron (daily 03:00)
     lock_wait_seconds: float = Field(3600, ge=0)  # a second retrain waits this long for the first, then fails

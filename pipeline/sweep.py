@@ -45,7 +45,7 @@ class TrialResult:
     changed: dict[str, Any]  # the grid values of this trial (what differs from the base configuration)
     validation_score: float  # validation RMSE on the rating scale, or validation NDCG@10
     fit_seconds: float
-    details: dict[str, float]  # rating: best_epoch, ratings_per_s; ranking: l2_chosen
+    details: dict[str, float]  # rating: best_epoch, ratings_per_s; ranking: relative_l2_chosen
 
 
 def grid_configs(base: BaseModel, space: dict[str, list[Any]]) -> list[tuple[dict[str, Any], BaseModel]]:
@@ -79,7 +79,7 @@ def run_trial(matrix: UtilityMatrix, changed: dict[str, Any], config: BaseModel,
     if isinstance(config, RankingConfig):
         fit = train_ranking_model(matrix, config, settings.unrated_value, settings.relevance_threshold)
         return TrialResult(config, changed, fit.chosen.validation.ndcg, time.perf_counter() - started,
-                           {"l2_chosen": fit.chosen.l2}), fit.model
+                           {"relative_l2_chosen": fit.chosen.relative_l2}), fit.model
     trained = train_model(matrix, config, verbose=0)
     return TrialResult(config, changed, split_rmse(trained.model, matrix, "validation"),
                        time.perf_counter() - started,

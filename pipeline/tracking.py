@@ -183,14 +183,16 @@ def log_rating_model(run_id: str, trained: TrainedModel, config: TrainingConfig,
 
 
 def log_ranking_model(run_id: str, fit: RankingFit, config: RankingConfig) -> None:
-    """The ranking model's settings (prefixed `ranking_`), each λ tried with its validation top-10 (as steps
-    of `ranking_l2_tried` / `ranking_validation_ndcg_at_10`), the λ chosen and the fit time."""
+    """The ranking model's settings (prefixed `ranking_`), each relative λ tried with its validation NDCG@10
+    (as steps of `ranking_relative_l2_tried` / `ranking_validation_ndcg_at_10`), the λ chosen and fitted, and
+    the fit time."""
     client = MlflowClient()
     for name, value in config.model_dump().items():
         client.log_param(run_id, f"ranking_{name}", value)
-    client.log_param(run_id, "ranking_l2_chosen", fit.chosen.l2)
+    client.log_param(run_id, "ranking_relative_l2_chosen", fit.chosen.relative_l2)
+    client.log_param(run_id, "ranking_l2_fitted", fit.model.l2)
     for step, trial in enumerate(fit.trials, 1):
-        client.log_metric(run_id, "ranking_l2_tried", trial.l2, step=step)
+        client.log_metric(run_id, "ranking_relative_l2_tried", trial.relative_l2, step=step)
         client.log_metric(run_id, "ranking_validation_ndcg_at_10", trial.validation.ndcg, step=step)
     client.log_metric(run_id, "ranking_validation_ndcg_at_10_chosen", fit.chosen.validation.ndcg)
     client.log_metric(run_id, "ranking_fit_seconds", fit.fit_seconds)

@@ -47,8 +47,8 @@ def test_retrain_twice_registers_two_versions(small_data, settings):
     metrics = run.data.metrics
     assert metrics["ndcg_at_10"] == pytest.approx(first.evaluation.ranking.served.ndcg)
     assert metrics["ndcg_at_10"] > metrics["popularity_ndcg_at_10"] and "rating_model_ndcg_at_10" in metrics
-    assert metrics["ranking_l2_tried"] == pytest.approx(first.ranking_fit.trials[-1].l2)
-    assert run.data.params["ranking_l2_chosen"] == str(first.ranking_fit.chosen.l2)
+    assert metrics["ranking_relative_l2_tried"] == pytest.approx(first.ranking_fit.trials[-1].relative_l2)
+    assert run.data.params["ranking_relative_l2_chosen"] == str(first.ranking_fit.chosen.relative_l2)
     champion = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}@{CHAMPION}")
     answer = champion.predict(pd.DataFrame({"user_id": [1, 2]}), params={"n": 3})
     assert answer["user_id"].tolist() == [1, 1, 1, 2, 2, 2] and answer["rank"].tolist() == [1, 2, 3, 1, 2, 3]

@@ -115,16 +115,23 @@ def test_lists_never_hold_a_rated_or_watched_anime(matrix, settings):
 
 
 def test_lambda_is_walked_on_validation_and_the_best_kept(matrix, settings):
-    config = settings.ranking.model_copy(update={"l2": 20_000.0, "l2_step": 4.0, "l2_max_trials": 5})
+    config = settings.ranking.model_copy(update={"relative_l2": 400.0, "l2_step": 4.0, "l2_max_trials": 5})
     fit = train_ranking_model(matrix, config, settings.unrated_value, settings.relevance_threshold)
-    tried = [trial.l2 for trial in fit.trials]
-    assert tried[:2] == [20_000.0, 80_000.0] and len(tried) == 5
-    assert tried[2:] == [20_000.0 / 4, 20_000.0 / 16, 20_000.0 / 64]  # far too strong: the walk turns down
+    tried = [trial.relative_l2 for trial in fit.trials]
+    assert tried[:2] == [400.0, 1600.0] and len(tried) == 5
+    assert tried[2:] == [400.0 / 4, 400.0 / 16, 400.0 / 64]  # far too strong: the walk turns down
     assert fit.chosen.validation.ndcg == max(t.validation.ndcg for t in fit.trials)
-    assert fit.model.l2 == fit.chosen.l2 < 20_000.0
+    assert fit.chosen.relative_l2 < 400.0
+    history = fit.model.interaction.matrix(matrix.interactions(("train",), settings.unrated_value), matrix.n_users,
+                                           matrix.n_anime)
+    mean_count = history.power(2).sum() / matrix.n_anime  # the mean of diag(XᵀX) of the validation fit
+    assert fit.trials[0].l2 == pytest.approx(400.0 * mean_count, rel=1e-4)
+    final = fit.model.interaction.matrix(matrix.interactions(("train", "validation"), settings.unrated_value),
+                                         matrix.n_users, matrix.n_anime)
+    assert fit.model.l2 == pytest.approx(fit.chosen.relative_l2 * final.power(2).sum() / matrix.n_anime, rel=1e-4)
     fixed = train_ranking_model(matrix, config.model_copy(update={"l2_max_trials": 1}), settings.unrated_value,
                                 settings.relevance_threshold)
-    assert [t.l2 for t in fixed.trials] == [20_000.0]
+    assert [t.relative_l2 for t in fixed.trials] == [400.0]
 
 
 def test_someone_new_gets_the_list_a_retrain_with_them_would_give(matrix, settings):
@@ -132,19 +139,18 @@ def test_someone_new_gets_the_list_a_retrain_with_them_would_give(matrix, settin
 
     Tolerance: adding one user changes XᵀX by their own outer product only, so at least 8 of the 10 anime
     must agree for each of these users, and the whole list agrees on average for most."""
-    config = settings.ranking.model_copy(update={"l2_max_trials": 1})  # the same λ for both fits
+    config = settings.ranking  # the same λ for both fits: 2 × the mean interactions per anime of the full data
     weights = InteractionWeights(matrix.scale.minimum, matrix.scale.maximum, config.rating_weight_power,
                                  config.unrated_weight, settings.unrated_value)
     history = weights.matrix(matrix.interactions(("train", "validation"), settings.unrated_value), matrix.n_users,
                              matrix.n_anime)
     busiest = np.argsort(-np.diff(history.indptr))[:5]
-    with_everyone = ItemToItemModel(*solve_item_weights(gram_matrix(history), config.l2, config.neighbours), weights,
-                                    config.l2)
+    l2 = config.relative_l2 * history.power(2).sum() / matrix.n_anime
+    with_everyone = ItemToItemModel(*solve_item_weights(gram_matrix(history), l2, config.neighbours), weights, l2)
     overlaps = []
     for user in busiest:
         others = history[np.setdiff1d(np.arange(history.shape[0]), [user])]
-        without = ItemToItemModel(*solve_item_weights(gram_matrix(others), config.l2, config.neighbours), weights,
-                                  config.l2)
+        without = ItemToItemModel(*solve_item_weights(gram_matrix(others), l2, config.neighbours), weights, l2)
         new = top_n_for_history(without, history[[user]])[0]
         retrained = top_n_for_history(with_everyone, history[[user]])[0]
         overlaps.append(len(set(new) & set(retrained)))
@@ -160,3 +166,15 @@ def test_saved_model_loads_back_identical(matrix, settings, tmp_path):
     history = model.interaction.matrix(pa.table({"user_index": [0, 0], "anime_index": [1, 2], "rating": [9, -1]}),
                                        1, model.n_anime)
     np.testing.assert_array_equal(loaded.scores(history), model.scores(history))
+
+
+def test_past_max_anime_only_the_most_watched_are_modelled(matrix, settings):
+    config = settings.ranking.model_copy(update={"max_anime": 60, "l2_max_trials": 1})
+    model = train_ranking_model(matrix, config, settings.unrated_value, settings.relevance_threshold).model
+    history = model.interaction.matrix(matrix.interactions(("train",), settings.unrated_value), matrix.n_users,
+                                       matrix.n_anime)
+    most_watched = set(np.argsort(-np.diff(history.tocsc().indptr), kind="stable")[:60])
+    coo = model.weights.tocoo()
+    assert set(coo.row) <= most_watched and set(coo.col) <= most_watched and len(set(coo.row)) > 50
+    top = top_n_for_history(model, history[:50])
+    assert set(top[top >= 0].ravel()) <= most_watched

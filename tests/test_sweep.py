@@ -55,7 +55,7 @@ def test_ranking_sweep_picks_the_highest_validation_ndcg(small_data, settings):
     assert len(summary.trials) == 4
     assert summary.best.validation_score == max(t.validation_score for t in summary.trials)
     assert len({round(t.validation_score, 6) for t in summary.trials}) > 1
-    assert all(t.details["l2_chosen"] > 0 for t in summary.trials)  # each trial walked its own λ
+    assert all(t.details["relative_l2_chosen"] > 0 for t in summary.trials)  # each trial walked its own λ
     children = MlflowClient().search_runs(
         [MlflowClient().get_experiment_by_name(settings.sweep_experiment_name).experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{summary.mlflow_run_id}'")

@@ -7,6 +7,7 @@ real Prefect engine (the session's temporary server).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,6 +27,7 @@ from pipeline.errors import RegistryUnavailableError
 from pipeline.ingest import ingest
 from pipeline.matrix import UtilityMatrix, build_utility_matrix
 from pipeline.registry import CHAMPION
+from pipeline.serving import load_recommender
 from pipeline.validate import validate
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -212,6 +214,31 @@ def test_a_corrupted_champion_fails_recommendations_clearly_and_retraining_still
     assert decision.version == "2" and decision.promoted and _champion(settings) == "2"
     assert f"champion v{version} could not be loaded" in decision.reason
     assert cli.main(["recommend", "--user", str(user)]) == 0
+
+
+def test_a_champion_from_before_the_ranking_model_still_serves_and_is_compared_fairly(
+        small_data, settings, tmp_path, monkeypatch, capsys):
+    """A version registered before there was a ranking model (its bundle has no `ranking/` folder) keeps
+    serving what it served then, lists by predicted rating, and is re-scored on that basis."""
+    retrain(data_dir=small_data, settings=settings)
+    ranking_folders = [p for p in settings.mlruns_dir.rglob("ranking") if p.is_dir()]
+    assert len(ranking_folders) == 1, ranking_folders
+    shutil.rmtree(ranking_folders[0])
+    old = load_recommender(f"models:/{settings.registered_model_name}@{CHAMPION}")
+    assert old.ranking is None
+    user = int(old.user_ids[0])
+    top = old.recommend(user, 10)
+    assert top["predicted_rating"].is_monotonic_decreasing and "because_you_watched" not in top
+    monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
+    monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
+    assert cli.main(["recommend", "--user", str(user), "-n", "3"]) == 0
+    assert cli.main(["similar", "--anime", str(int(old.anime_ids[0])), "-n", "3"]) == 0
+
+    summary = retrain(data_dir=_changed_copy(small_data, tmp_path / "changed"), settings=settings)
+    decision = summary.outcome.decision
+    assert decision.champion_rescored and decision.promoted  # its rating-ranked lists lose to the ranking model
+    assert decision.champion.ndcg < summary.outcome.evaluation.ranking.served.ndcg
+    assert "NDCG@10" in decision.reason
 
 
 def test_two_runs_at_once_are_serialized(small_data, settings, tmp_path):
