@@ -82,18 +82,24 @@ def decide_promotion(challenger: VersionScores, bias_baseline_rmse: float, champ
                      f"than the tolerance {tolerances.ndcg:.4f}")
     if worse:
         return False, "; ".join(worse) + " on the same split"
-    better = []
+    better, within = [], []
     if challenger.rmse < champion.rmse:
         better.append(f"test RMSE {challenger.rmse:.4f} < champion's {champion.rmse:.4f}")
-    if compare_ndcg and challenger.ndcg > champion.ndcg:
+    else:
+        within.append(f"test RMSE {challenger.rmse:.4f} vs {champion.rmse:.4f} is within the tolerance "
+                      f"{tolerances.rmse:.4f}")
+    if not compare_ndcg:
+        within.append("the champion has no NDCG@10: RMSE only")
+    elif challenger.ndcg > champion.ndcg:
         better.append(f"NDCG@10 {challenger.ndcg:.4f} > champion's {champion.ndcg:.4f}")
-    ndcg_note = (f", NDCG@10 {challenger.ndcg:.4f} vs {champion.ndcg:.4f}" if compare_ndcg
-                 else " (the champion has no NDCG@10: RMSE only)")
+    else:
+        within.append(f"NDCG@10 {challenger.ndcg:.4f} vs {champion.ndcg:.4f} is within the tolerance "
+                      f"{tolerances.ndcg:.4f}")
     if not better:
+        ndcg_note = f", NDCG@10 {challenger.ndcg:.4f} vs {champion.ndcg:.4f}" if compare_ndcg else ""
         return False, (f"no better than the champion on the same split (test RMSE {challenger.rmse:.4f} vs "
                        f"{champion.rmse:.4f}{ndcg_note})")
-    return True, (f"{' and '.join(better)} on the same split, worse on neither beyond tolerance "
-                  f"(test RMSE {challenger.rmse:.4f} vs {champion.rmse:.4f}{ndcg_note})")
+    return True, "; ".join([f"{' and '.join(better)} on the same split", *within])
 
 
 def current_champion(name: str) -> mlflow.entities.model_registry.ModelVersion | None:
