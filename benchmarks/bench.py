@@ -30,7 +30,7 @@ from benchmarks.reference_ease import fit_reference_ease, reference_scores
 from pipeline.evaluate import SEEN_SPLITS, evaluate_ranking
 from pipeline.ingest import ingest
 from pipeline.matrix import UtilityMatrix, build_utility_matrix
-from pipeline.metrics import K, RankingReport, Scores, ranking_report, relevant_pairs, top_n_unseen
+from pipeline.metrics import RankingReport, Scores, ranking_report, relevant_pairs, top_n_lists
 from pipeline.ranking import RankingFit, train_ranking_model
 from pipeline.recommend import Recommender
 from pipeline.settings import PROJECT_ROOT, Settings, TrainingConfig
@@ -183,16 +183,12 @@ def judge_lists(runs: SampleRuns, protocol: ListsProtocol, fit_scorer) -> tuple[
     user indices → dense scores), judge its top-10 unseen lists; return the report and the fit seconds."""
     matrix, settings = runs.matrix, runs.settings
     known = matrix.interactions(protocol.seen, settings.unrated_value)
-    seen = sp.csr_matrix((np.ones(known.num_rows, np.float32), (known["user_index"].to_numpy(),
-                                                                 known["anime_index"].to_numpy())),
-                         shape=(matrix.n_users, matrix.n_anime))
     relevant = relevant_pairs(matrix.split(protocol.target), settings.relevance_threshold)
     users = np.unique(relevant["user_index"].to_numpy())
     started = time.perf_counter()
     scores_for = fit_scorer(known, matrix.n_users, matrix.n_anime)
     seconds = time.perf_counter() - started
-    top = np.concatenate([top_n_unseen(np.array(scores_for(block), dtype=np.float64), *seen[block].nonzero(), K)
-                          for block in np.array_split(users, max(1, len(users) // 1024))])
+    top = top_n_lists(scores_for, users, binary_history(known, matrix.n_users, matrix.n_anime))
     return ranking_report(top, users, relevant, matrix.n_anime), seconds
 
 

@@ -7,11 +7,13 @@ held-out rows or users, which the registry uses as the tolerance of a comparison
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import scipy.sparse as sp
 
 K = 10  # length of the lists every ranking metric judges
 
@@ -100,3 +102,19 @@ def top_n_unseen(scores: np.ndarray, seen_rows: np.ndarray, seen_anime: np.ndarr
     top = np.take_along_axis(top, order, axis=1)
     top[np.take_along_axis(best, order, axis=1) == -np.inf] = -1
     return top
+
+
+def top_n_lists(scores_for: Callable[[np.ndarray], np.ndarray], users: np.ndarray, seen: sp.csr_matrix,
+                n: int = K, chunk: int = 1024) -> np.ndarray:
+    """Top-n anime per user (rows of `seen`), best first, scored a chunk of users at a time so memory stays at
+    chunk × anime. Seen = stored in the user's row of `seen`: its structure, so an entry stored with weight 0
+    (a watched row counting 0) is still never listed."""
+    users = np.asarray(users)
+    result = np.empty((len(users), min(n, seen.shape[1])), dtype=np.int64)
+    for start in range(0, len(users), chunk):
+        block = users[start:start + chunk]
+        rows = seen[block]
+        seen_rows = np.repeat(np.arange(len(block)), np.diff(rows.indptr))
+        result[start:start + len(block)] = top_n_unseen(np.array(scores_for(block), dtype=np.float64), seen_rows,
+                                                        rows.indices, n)
+    return result

@@ -38,12 +38,11 @@ import pyarrow.parquet as pq  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pipeline.matrix import UtilityMatrix  # noqa: E402
-from pipeline.metrics import K, RankingReport, ranking_report, relevant_pairs, top_n_unseen  # noqa: E402
+from pipeline.matrix import UtilityMatrix, lookup_indices  # noqa: E402
+from pipeline.metrics import K, RankingReport, ranking_report, relevant_pairs, top_n_lists  # noqa: E402
 from pipeline.settings import RankingConfig  # noqa: E402
 
 WEIGHTS_FILE, DIAGONAL_FILE, CONFIG_FILE = "weights.parquet", "diagonal.parquet", "config.json"
-SCORING_CHUNK = 2048  # users scored at once: memory stays at chunk × anime
 
 
 @dataclass(frozen=True)
@@ -119,8 +118,8 @@ class ItemToItemModel:
 
     def reindexed(self, old_anime_ids: np.ndarray, new_anime_ids: np.ndarray) -> ItemToItemModel:
         """The same model over another anime id map (anime it never saw get no weights)."""
-        position = {int(anime_id): index for index, anime_id in enumerate(new_anime_ids)}
-        new_index = np.array([position.get(int(anime_id), -1) for anime_id in old_anime_ids])
+        new_index = lookup_indices(np.asarray(old_anime_ids), pa.table(
+            {"anime_id": new_anime_ids, "anime_index": np.arange(len(new_anime_ids))}), "anime_id", "anime_index")
         coo = self.weights.tocoo()
         keep = (new_index[coo.row] >= 0) & (new_index[coo.col] >= 0)
         n = len(new_anime_ids)
@@ -223,12 +222,7 @@ def solve_item_weights(gram: np.ndarray, l2: float, neighbours: int) -> tuple[sp
 
 def top_n_for_history(model: ItemToItemModel, history: sp.csr_matrix, n: int = K) -> np.ndarray:
     """Top-n anime per history row, never one in the row (rated or watched)."""
-    result = np.empty((history.shape[0], min(n, model.n_anime)), dtype=np.int64)
-    for start in range(0, history.shape[0], SCORING_CHUNK):
-        rows = history[start:start + SCORING_CHUNK]
-        seen_rows, seen_anime = rows.nonzero()
-        result[start:start + rows.shape[0]] = top_n_unseen(model.scores(rows), seen_rows, seen_anime, n)
-    return result
+    return top_n_lists(lambda rows: model.scores(history[rows]), np.arange(history.shape[0]), history, n)
 
 
 @dataclass(frozen=True)

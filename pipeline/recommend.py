@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from pipeline.matrix import ANIME_INDEX_FILE, SPLITS, USER_INDEX_FILE, RatingScale, UtilityMatrix, lookup_indices
-from pipeline.metrics import top_n_unseen
+from pipeline.metrics import top_n_lists
 from pipeline.ranking import ItemToItemModel
 
 MODEL_FILE = "model.keras"
@@ -190,17 +190,19 @@ class Recommender:
         raise UnknownIdError(f"no anime named {query!r}{hint}")
 
     @cached_property
-    def _known_by_user(self) -> tuple[np.ndarray, np.ndarray]:
-        """Known anime grouped by user (CSR: anime indices and per-user offsets), built once, so a lookup
-        costs the user's own history rather than a scan of every known pair."""
-        users = self.known["user_index"].to_numpy()
-        order = np.argsort(users, kind="stable")
-        offsets = np.searchsorted(users[order], np.arange(len(self.user_ids) + 1))
-        return self.known["anime_index"].to_numpy()[order], offsets
+    def _known_matrix(self) -> sp.csr_matrix:
+        """Every user's known pairs (users × anime), built once: weighted as the ranking model's input (ones
+        without one). Its structure is what each user has seen, so a lookup costs the user's own history."""
+        n_users, n_anime = len(self.user_ids), len(self.anime_ids)
+        if self.ranking is not None:
+            return self.ranking.interaction.matrix(self.known, n_users, n_anime)
+        return sp.csr_matrix((np.ones(self.known.num_rows, np.float32), (self.known["user_index"].to_numpy(),
+                                                                         self.known["anime_index"].to_numpy())),
+                             shape=(n_users, n_anime))
 
     def known_anime(self, user_index: int) -> np.ndarray:
-        anime, offsets = self._known_by_user
-        return anime[offsets[user_index]:offsets[user_index + 1]]
+        known = self._known_matrix
+        return known.indices[known.indptr[user_index]:known.indptr[user_index + 1]]
 
     # ---- scoring -------------------------------------------------------------------------------
     def _trained_output(self, interaction: np.ndarray) -> np.ndarray:
@@ -224,16 +226,11 @@ class Recommender:
         """The rating model's (unclipped) predicted ratings of every anime for a block of user indices."""
         return self.score_users(self.user_vectors[block], self.user_bias[block])
 
-    @cached_property
-    def _history(self) -> sp.csr_matrix:
-        """Every user's known pairs weighted as the ranking model's input (users × anime)."""
-        return self.ranking.interaction.matrix(self.known, len(self.user_ids), len(self.anime_ids))
-
     def ranking_scores(self, block: np.ndarray) -> np.ndarray:
         """What the served lists rank by: the ranking model's scores (the rating model's without one)."""
         if self.ranking is None:
             return self.rating_scores(block)
-        return self.ranking.scores(self._history[block])
+        return self.ranking.scores(self._known_matrix[block])
 
     def predict_pairs(self, user_ids: np.ndarray, anime_ids: np.ndarray) -> np.ndarray:
         """Predicted ratings for raw id pairs; pairs with an id the model never saw get its train mean."""
@@ -257,17 +254,7 @@ class Recommender:
         `scores_for(block)` gives a (len(block), n_anime) score block; the served ranking by default (the
         rating model alone or a baseline can pass their own).
         """
-        scores_for = scores_for or self.ranking_scores
-        known_anime, offsets = self._known_by_user
-        result = np.empty((len(user_indices), n), dtype=np.int64)
-        for start in range(0, len(user_indices), chunk_size):
-            block = np.asarray(user_indices[start:start + chunk_size])
-            scores = np.array(scores_for(block), dtype=np.float64)
-            lo, hi = offsets[block], offsets[block + 1]
-            rows = np.repeat(np.arange(len(block)), hi - lo)
-            cols = np.concatenate([known_anime[a:b] for a, b in zip(lo, hi, strict=True)]) if len(rows) else rows
-            result[start:start + len(block)] = top_n_unseen(scores, rows, cols, n)
-        return result
+        return top_n_lists(scores_for or self.ranking_scores, user_indices, self._known_matrix, n, chunk_size)
 
     # ---- what people ask for -------------------------------------------------------------------
     def recommend_for_history(self, history: sp.csr_matrix, user_vector: np.ndarray, user_bias: float,
@@ -297,7 +284,7 @@ class Recommender:
 
     def recommend(self, user_id: int, n: int = 10, **filters) -> pd.DataFrame:
         index = self.user_index(user_id)
-        history = self._history[index] if self.ranking is not None else None
+        history = self._known_matrix[index] if self.ranking is not None else None
         return self.recommend_for_history(history, self.user_vectors[index], float(self.user_bias[index]),
                                           self.known_anime(index), n, **filters)
 

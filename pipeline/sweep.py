@@ -16,8 +16,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
+from pipeline.evaluate import SEEN_SPLITS, judged_users
 from pipeline.matrix import UtilityMatrix
-from pipeline.metrics import ranking_report, relevant_pairs, rmse
+from pipeline.metrics import ranking_report, rmse
 from pipeline.ranking import ItemToItemModel, top_n_for_history, train_ranking_model
 from pipeline.settings import RankingConfig, Settings, TrainingConfig
 from pipeline.train import predict_scaled, train_model
@@ -65,10 +66,9 @@ def split_rmse(model, matrix: UtilityMatrix, split: str) -> float:
 def ndcg_on_test(model: ItemToItemModel, matrix: UtilityMatrix, unrated_value: int,
                  relevance_threshold: float) -> float:
     """NDCG@10 on the test split of a ranking model fitted on train + validation + watched rows."""
-    history = model.interaction.matrix(matrix.interactions(("train", "validation"), unrated_value), matrix.n_users,
+    history = model.interaction.matrix(matrix.interactions(SEEN_SPLITS, unrated_value), matrix.n_users,
                                        matrix.n_anime)
-    relevant = relevant_pairs(matrix.split("test"), relevance_threshold)
-    users = np.unique(relevant["user_index"].to_numpy())
+    users, relevant = judged_users(matrix, relevance_threshold)
     return ranking_report(top_n_for_history(model, history[users]), users, relevant, matrix.n_anime).ndcg
 
 

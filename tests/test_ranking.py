@@ -114,6 +114,20 @@ def test_lists_never_hold_a_rated_or_watched_anime(matrix, settings):
     assert pc.sum(pc.equal(known["rating"], settings.unrated_value)).as_py() > 0  # watched rows were among `seen`
 
 
+def test_watched_rows_counting_zero_are_still_never_listed(matrix, settings):
+    config = settings.ranking.model_copy(update={"unrated_weight": 0.0, "l2_max_trials": 1})
+    model = train_ranking_model(matrix, config, settings.unrated_value, settings.relevance_threshold).model
+    known = matrix.interactions(("train", "validation"), settings.unrated_value)
+    watched = known.filter(pc.equal(known["rating"], settings.unrated_value))
+    history = model.interaction.matrix(known, matrix.n_users, matrix.n_anime)
+    users = np.unique(watched["user_index"].to_numpy())
+    top = top_n_for_history(model, history[users], n=matrix.n_anime)  # every anime they could be shown
+    listed = {(int(user), int(anime)) for user, row in zip(users, top, strict=True) for anime in row if anime >= 0}
+    pairs = set(zip(watched["user_index"].to_numpy().tolist(), watched["anime_index"].to_numpy().tolist(),
+                    strict=True))
+    assert watched.num_rows > 0 and not listed & pairs
+
+
 def test_lambda_is_walked_on_validation_and_the_best_kept(matrix, settings):
     config = settings.ranking.model_copy(update={"relative_l2": 400.0, "l2_step": 4.0, "l2_max_trials": 5})
     fit = train_ranking_model(matrix, config, settings.unrated_value, settings.relevance_threshold)

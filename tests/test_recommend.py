@@ -115,7 +115,7 @@ def test_because_you_watched_names_the_users_own_anime_that_added_most(trained):
         own = recommender.known_anime(index)
         names = recommender.anime["name"].reindex(recommender.anime_ids)
         weights = recommender.ranking.weights.toarray()
-        history = recommender._history[index].toarray()[0]
+        history = recommender._known_matrix[index].toarray()[0]
         for anime_id, reasons in zip(top["anime_id"], top["because_you_watched"], strict=True):
             target = recommender.anime_index(int(anime_id))
             contribution = history[own] * weights[own, target]  # brute force over the whole history
