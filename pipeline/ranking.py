@@ -174,8 +174,8 @@ def gram_matrix(history: sp.csr_matrix, block: int = 2048) -> np.ndarray:
 def invert_spd_in_place(matrix: np.ndarray, leaf: int = 1024) -> None:
     """Invert a symmetric positive definite matrix in place by 2×2 blocks (Schur complement), recursing on
     the diagonal blocks. The work is TensorFlow matmuls (≈ n³ flops, as a Cholesky inverse); the extra
-    memory is two off-diagonal blocks. On the anime sample's 7,157² matrix it took 3.2 s where `tf.linalg.inv`
-    took 22.1 s (`make bench PARTS=ranking`)."""
+    memory is two off-diagonal blocks. On the anime sample's 7,157² matrix it took 3.1 s where `tf.linalg.inv`
+    took 20.5 s (`make bench`)."""
     n = matrix.shape[0]
     if n <= leaf:
         matrix[...] = tf.linalg.inv(matrix).numpy()
@@ -288,7 +288,7 @@ def choose_l2(solve: Solver, history: sp.csr_matrix, validation: pa.Table, confi
 
 def modelled_anime(history: sp.csr_matrix, max_anime: int) -> np.ndarray:
     """The anime the model solves for: all of them, or the `max_anime` most interacted with (the dense
-    anime × anime solve's memory grows with n²: a 17,500-anime fit peaked at 6.98 GB in `make bench`)."""
+    anime × anime solve's memory grows with n²: a 17,500-anime fit peaked at 7.00 GB in `make bench`)."""
     n = history.shape[1]
     if n <= max_anime:
         return np.arange(n)
