@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 PARTS ?= accuracy,ranking,speed,serving,stages,scale
 SIZE ?= kaggle2020
+LAYOUT ?= cooperunion
 DATA ?=
+RATING_SCALE ?=
 EPOCHS ?=
 UI_PORT ?= 5000
 MODEL_PORT ?= 5001
@@ -29,28 +31,31 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv from pyproject.toml
 
-pipeline: $(STAMP) ## run the retrain flow (DATA=folder for real data, EPOCHS=n to cap training)
-	$(PY) -m flows.retrain $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
+pipeline: $(STAMP) ## run the retrain flow (DATA=folder or .zip for real data, RATING_SCALE=1-5, EPOCHS=n to cap training)
+	$(PY) -m flows.retrain $(if $(DATA),--data $(DATA)) $(if $(RATING_SCALE),--rating-scale $(RATING_SCALE)) \
+		$(if $(EPOCHS),--epochs $(EPOCHS))
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest
 
 sweep: $(STAMP) ## grid search, best on validation (DATA=folder, MODEL=rating|ranking, SPACE='{"l2": [...]}')
-	$(PY) -m flows.sweep $(if $(DATA),--data $(DATA)) $(if $(MODEL),--model $(MODEL)) $(if $(SPACE),--space '$(SPACE)')
+	$(PY) -m flows.sweep $(if $(DATA),--data $(DATA)) $(if $(RATING_SCALE),--rating-scale $(RATING_SCALE)) \
+		$(if $(MODEL),--model $(MODEL)) $(if $(SPACE),--space '$(SPACE)')
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## benchmarks → BENCHMARKS.md (PARTS=accuracy,ranking,speed,serving,stages,scale SIZE=…)
-	$(PY) -m benchmarks.bench --parts $(PARTS) --size $(SIZE)
+bench: $(BENCH_STAMP) ## benchmarks → BENCHMARKS.md (PARTS=accuracy,ranking,speed,serving,stages,scale SIZE=… LAYOUT=…)
+	$(PY) -m benchmarks.bench --parts $(PARTS) --size $(SIZE) --layout $(LAYOUT)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 over the local store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(UI_PORT)
 
 serve: $(STAMP) ## Prefect server on 127.0.0.1:4200 (if none answers) + retrain on a cron schedule (CRON=...)
-	$(PY) -m flows.serve $(if $(DATA),--data $(DATA)) $(if $(CRON),--cron "$(CRON)")
+	$(PY) -m flows.serve $(if $(DATA),--data $(DATA)) $(if $(RATING_SCALE),--rating-scale $(RATING_SCALE)) \
+		$(if $(CRON),--cron "$(CRON)")
 
 compare: $(STAMP) ## table + PNG chart of every registered version
 	$(PY) -m pipeline compare

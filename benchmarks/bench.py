@@ -231,8 +231,8 @@ def inverse_part(runs: SampleRuns) -> Table:
     from pipeline.ranking import InteractionWeights, gram_matrix, invert_spd_in_place
 
     settings, matrix = runs.settings, runs.matrix
-    weights = InteractionWeights(matrix.scale.minimum, matrix.scale.maximum, settings.ranking.rating_weight_power,
-                                 settings.ranking.unrated_weight, settings.unrated_value)
+    weights = InteractionWeights.of_config(settings.ranking, matrix.scale.minimum, matrix.scale.maximum,
+                                           settings.unrated_value)
     gram = gram_matrix(weights.matrix(matrix.interactions(SEEN_SPLITS, settings.unrated_value), matrix.n_users,
                                       matrix.n_anime))
     gram[np.diag_indices_from(gram)] += runs.ranking.model.l2
@@ -393,13 +393,13 @@ def child_json(module: str, *args: str) -> dict:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def scale_part(size: str, work: Path) -> list[Table]:
+def scale_part(size: str, work: Path, layout: str = "cooperunion") -> list[Table]:
     """Full scale in child processes, each with its own peak RSS: the data path and two epochs of the rating
     model; the ranking model's fit; then serving from the saved bundle in a fresh process."""
-    result = child_json("benchmarks.full_scale", "--size", size, "--work", str(work))
+    result = child_json("benchmarks.full_scale", "--size", size, "--work", str(work), "--layout", layout)
     rows_in = result["rows_in"]
-    data = Table(f"Full scale ({size}: {result['n_users']:,} users × {result['n_anime']:,} anime, "
-                 f"{rows_in:,} rating rows; generated once into {result['data_dir']})",
+    data = Table(f"Full scale ({size}, {layout} layout: {result['n_users']:,} users × {result['n_anime']:,} anime, "
+                 f"{rows_in:,} rows in; generated once into {result['data_dir']})",
                  ["step", "seconds", "rows/s", "RSS after, GB"])
     for step in ("ingest", "validate", "matrix"):
         seconds = result["seconds"][step]
@@ -452,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     parser.add_argument("--size", choices=SIZES, default="kaggle2020", help="data size of the scale part")
+    parser.add_argument("--layout", choices=["cooperunion", "kaggle2020"], default="cooperunion",
+                        help="file layout of the scale part's generated data (kaggle2020: with animelist.csv)")
     parser.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE, help="CooperUnion-layout rating set")
     parser.add_argument("--work", type=Path, default=PROJECT_ROOT / "data" / "bench",
                         help="where generated data and matrices go (kept between runs)")
@@ -473,11 +475,12 @@ def main(argv: list[str] | None = None) -> int:
         if "stages" in parts:
             tables.append(stages_part(work))
     if "scale" in parts:
-        tables += scale_part(args.size, args.work)
+        tables += scale_part(args.size, args.work, args.layout)
     for table in tables:
         print(table.markdown(), end="\n\n")
     command = "make bench" + (f" PARTS={','.join(parts)}" if parts != list(PARTS) else "") + (
-        f" SIZE={args.size}" if args.size != "kaggle2020" and "scale" in parts else "")
+        f" SIZE={args.size}" if args.size != "kaggle2020" and "scale" in parts else "") + (
+        f" LAYOUT={args.layout}" if args.layout != "cooperunion" and "scale" in parts else "")
     write_report(f"Parts: {', '.join(parts)}" + (f" (size {args.size})" if "scale" in parts else ""), command, tables)
     print(f"written to {REPORT}")
     return 0

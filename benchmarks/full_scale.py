@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.generate import KAGGLE_2020_SPEC, generate_demo_dataset
+from pipeline.generate import KAGGLE_2020_LIST_SPEC, KAGGLE_2020_SPEC, generate_demo_dataset
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
 from pipeline.settings import Settings, TrainingConfig
@@ -24,6 +24,8 @@ from pipeline.validate import validate
 
 SPECS = {"kaggle2020": KAGGLE_2020_SPEC,
          "tenth": dataclasses.replace(KAGGLE_2020_SPEC, n_users=31_000, n_ratings=5_700_000)}
+LIST_SPECS = {"kaggle2020": KAGGLE_2020_LIST_SPEC,  # --layout kaggle2020: the 2020 data set's files, list included
+              "tenth": dataclasses.replace(KAGGLE_2020_LIST_SPEC, n_users=32_500, n_ratings=6_700_000)}
 
 
 def memory_gb(field: str) -> float:
@@ -40,12 +42,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", choices=sorted(SPECS), default="kaggle2020")
     parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--layout", choices=["cooperunion", "kaggle2020"], default="cooperunion")
     args = parser.parse_args()
-    spec = SPECS[args.size]
-    data_dir = args.work / args.size
+    spec = (SPECS if args.layout == "cooperunion" else LIST_SPECS)[args.size]
+    data_dir = args.work / (args.size if args.layout == "cooperunion" else f"{args.size}-{args.layout}-layout")
     started = time.perf_counter()
     if not (data_dir / "anime.csv").exists():
-        generate_demo_dataset(data_dir, spec)
+        generate_demo_dataset(data_dir, spec, args.layout)
     generate_seconds = time.perf_counter() - started
     settings = Settings(data_root=args.work / f"{args.size}-run", mlruns_dir=args.work / f"{args.size}-run" / "mlruns")
     seconds, rss = {}, {}

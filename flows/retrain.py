@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows import quiet_expected_errors
 from pipeline import tracking
 from pipeline.errors import PipelineInputError, RegistryUnavailableError
 from pipeline.evaluate import EvaluationReport, evaluate_model
@@ -25,7 +26,7 @@ from pipeline.matrix import UtilityMatrix, build_utility_matrix
 from pipeline.metrics import RankingReport
 from pipeline.ranking import RankingFit, train_ranking_model
 from pipeline.registry import PromotionDecision, register_and_decide
-from pipeline.settings import Settings
+from pipeline.settings import Settings, for_dataset
 from pipeline.storage import LockBusyError, exclusive_lock
 from pipeline.train import TrainedModel, train_model
 from pipeline.validate import ValidatedData, ValidationCounts, validate
@@ -52,19 +53,36 @@ class RetrainSummary:
     validation_summary: str
     archived: list[Path]
     outcome: TrainingOutcome | None  # None when the data were unchanged and training was skipped
+    layout: str = "Kaggle CooperUnion"
+    rating_scale: str = "1-10"
+    scale_origin: str = "default"  # RATING_SCALE, a dataset.toml path, settings or default
+    relevant_rating: int = 8
+    scale_warning: str | None = None
 
     def count_rows(self) -> list[tuple[str, int]]:
         c = self.counts
-        return [("rows in", c.rows_in), ("accepted", c.accepted), ("unrated (-1)", c.unrated),
-                ("quarantined", c.quarantined), ("superseded by newer files", c.superseded)]
+        return [("rows in", c.rows_in), ("accepted", c.accepted), ("unrated", c.unrated),
+                ("quarantined", c.quarantined), ("superseded", c.superseded)]
 
     def format(self, model_name: str) -> str:
         c = self.counts
         lines = [f"  data              {self.data_dir}" + (f" + {len(self.archived)} inbox file(s), now archived"
-                                                          if self.archived else ""),
+                                                          if self.archived else "") + f" ({self.layout} layout)",
+                 f"  rating scale      {self.rating_scale} ({self.scale_origin}); relevant for top-10: "
+                 f"rating >= {self.relevant_rating}",
                  f"  data version      {self.data_version}"]
+        if self.scale_warning:
+            lines.append(f"  warning           {self.scale_warning}")
         lines += [f"  {'  ' * (i > 0)}{label:<{16 - 2 * (i > 0)}}{value:>10,}"
                   for i, (label, value) in enumerate(self.count_rows()) if i < 4 or value]
+        if len(c.per_source) > 1:
+            lines += ["  per file (superseded: the same pair in a later file)"]
+            lines += [f"    {name:<24}{n['rows_in']:>10,} in = {n['accepted']:,} accepted + {n['unrated']:,} "
+                      f"unrated + {n['quarantined']:,} quarantined + {n['superseded']:,} superseded"
+                      for name, n in c.per_source.items()]
+        if set(c.unrated_by_status) - {"watched"}:
+            lines.append("  unrated, status  " + ", ".join(f"{status} {n:,}" for status, n in
+                                                             c.unrated_by_status.items()))
         lines.append(f"  anime.csv         {c.anime_rows_in:,} rows, {c.anime_quarantined:,} quarantined; "
                      f"{c.ratings_without_metadata:,} ratings of anime missing from anime.csv (kept)")
         if self.outcome is None:
@@ -72,19 +90,21 @@ class RetrainSummary:
         o, e, d = self.outcome, self.outcome.evaluation, self.outcome.decision
         sizes = o.matrix.split_sizes
         chosen = o.ranking_fit.chosen
+        walk = (f"tried {', '.join(f'{t.relative_l2:g}' for t in o.ranking_fit.trials)}: best validation NDCG@10 "
+                f"{chosen.validation.ndcg:.4f}" if chosen.validation.n_users else
+                f"not walked: no validation rating >= {self.relevant_rating}")
         compared = ("" if d.champion is None else
                     f"\n  champion v{d.champion_version}  RMSE {d.champion.rmse:.4f}"
                     + ("" if d.champion.ndcg is None else f", NDCG@10 {d.champion.ndcg:.4f}") + " on this test split"
-                    f"{' (re-scored: data changed)' if d.champion_rescored else ''}")
+                    f"{' (re-scored: data or split changed)' if d.champion_rescored else ''}")
         return "\n".join([
             f"Retrain finished (MLflow run {o.mlflow_run_id})", *lines,
             f"  matrix            {o.matrix.n_users:,} users x {o.matrix.n_anime:,} anime; "
             f"train {sizes['train']:,} / validation {sizes['validation']:,} / test {sizes['test']:,}",
             f"  rating model      {o.architecture}: {o.epochs_run} epochs run, weights of epoch {o.best_epoch} kept",
             f"  ranking model     EASE, lambda {o.ranking_fit.model.l2:.4g} ({chosen.relative_l2:g} x mean "
-            f"interactions per anime; tried {', '.join(f'{t.relative_l2:g}' for t in o.ranking_fit.trials)}: "
-            f"best validation NDCG@10 {chosen.validation.ndcg:.4f}), {o.ranking_fit.fit_seconds:.1f} s",
-            "  test scores (1-10 scale)     RMSE     MAE",
+            f"interactions per anime; {walk}), {o.ranking_fit.fit_seconds:.1f} s",
+            f"  {f'test scores ({self.rating_scale} scale)':<29}RMSE     MAE",
             f"    rating model             {e.model.rmse:.4f}  {e.model.mae:.4f}",
             f"    user+item bias baseline  {e.bias.rmse:.4f}  {e.bias.mae:.4f}",
             f"    global mean baseline     {e.global_mean.rmse:.4f}  {e.global_mean.mae:.4f}",
@@ -93,10 +113,12 @@ class RetrainSummary:
             f"  decision          {'promoted to champion' if d.promoted else 'kept as challenger'}: {d.reason}",
         ])
 
-    @staticmethod
-    def _ranking_lines(e: EvaluationReport) -> list[str]:
+    def _ranking_lines(self, e: EvaluationReport) -> list[str]:
         if e.ranking is None:
             return []
+        if not e.ranking.served.n_users:
+            return [f"  top-10 on test    not measured: no test rating >= {self.relevant_rating} (the top of the "
+                    f"{self.rating_scale} scale); is the scale right?"]
         return [f"  top-10 on test ({e.ranking.served.n_users:,} users)  P@10    R@10    NDCG@10  coverage  "
                 "personalization",
                 *(f"    {label:<27}{r.precision:.4f}  {r.recall:.4f}  {r.ndcg:.4f}   {r.coverage:.4f}    "
@@ -125,6 +147,8 @@ def ingest_task(data_dir: Path, settings: Settings) -> RawData:
 def validate_task(raw: RawData, settings: Settings) -> ValidatedData:
     validated = validate(raw, settings)
     get_run_logger().info("Great Expectations:\n%s", validated.summary())
+    if validated.scale.warning:
+        get_run_logger().warning(validated.scale.warning)
     return validated
 
 
@@ -206,14 +230,18 @@ def publish_artifacts_task(summary: RetrainSummary, model_name: str) -> None:
             f"Skipped: data version `{summary.data_version}` is unchanged since the last trained run."))
         return
     o, e, d = summary.outcome, summary.outcome.evaluation, summary.outcome.decision
-    create_table_artifact(key="retrain-scores", description="Test RMSE/MAE (1-10 scale)", table=[
+    create_table_artifact(key="retrain-scores", description=f"Test RMSE/MAE ({summary.rating_scale} scale)", table=[
         {"model": "rating model", "rmse": round(e.model.rmse, 4), "mae": round(e.model.mae, 4)},
         {"model": "user+item bias baseline", "rmse": round(e.bias.rmse, 4), "mae": round(e.bias.mae, 4)},
         {"model": "global mean baseline", "rmse": round(e.global_mean.rmse, 4), "mae": round(e.global_mean.mae, 4)},
     ])
-    create_table_artifact(key="retrain-ranking", description="Top-10 on the test split", table=[
-        {"model": label, **{key: round(value, 4) for key, value in report.as_metrics("").items()}}
-        for label, report in ranking_rows(e)])
+    if e.ranking.served.n_users:
+        create_table_artifact(key="retrain-ranking", description="Top-10 on the test split", table=[
+            {"model": label, **{key: round(value, 4) for key, value in report.as_metrics("").items()}}
+            for label, report in ranking_rows(e)])
+    else:
+        create_markdown_artifact(key="retrain-ranking", description="Top-10 on the test split", markdown=(
+            f"Not measured: no test rating >= {summary.relevant_rating} on the {summary.rating_scale} scale."))
     create_markdown_artifact(key="retrain-decision", description="Promotion decision", markdown=(
         f"**{model_name} version {d.version}: {'promoted to champion' if d.promoted else 'kept as challenger'}**"
         f"\n\n{d.reason}\n\nMLflow run: [{o.mlflow_run_id}]({o.mlflow_run_url})"))
@@ -252,38 +280,48 @@ def _train_and_register(raw: RawData, validated: ValidatedData, data_dir: Path, 
 
 
 @flow(name="retrain")
-def retrain(data_dir: Path | None = None, skip_unchanged: bool = False,
-            settings: Settings | None = None) -> RetrainSummary:
-    """Retrain on a CooperUnion-layout folder (the built-in demo data when none is given) plus any rating
-    files in the inbox, and register the model. With skip_unchanged, unchanged data end the run early."""
+def retrain(data_dir: Path | None = None, skip_unchanged: bool = False, settings: Settings | None = None,
+            rating_scale: str | None = None) -> RetrainSummary:
+    """Retrain on a data folder or .zip (Kaggle CooperUnion or Kaggle 2020 layout; the built-in demo data when
+    none is given) plus any rating files in the inbox, and register the model. `rating_scale` ("1-5") overrides
+    the data's dataset.toml and the settings. With skip_unchanged, unchanged data end the run early."""
     settings = settings or Settings()
     with exclusive_lock(settings.lock_path, settings.lock_wait_seconds):
         data_dir = Path(data_dir) if data_dir else generate_demo_data_task(settings.demo_data_dir)
+        settings, scale_origin = for_dataset(settings, data_dir, rating_scale)
         raw = ingest_task(data_dir, settings)
         validated = validate_task(raw, settings)
         data_version = validated.data_version
         outcome = None
-        if skip_unchanged and data_version == tracking.last_trained_data_version(settings):
+        if skip_unchanged and f"{data_version} on {settings.rating_scale}" == tracking.last_trained_data_version(
+                settings):
             get_run_logger().info("data version %s unchanged since the last trained run: not retraining", data_version)
         else:
             outcome = _train_and_register(raw, validated, data_dir, settings)
         archived = archive_inbox_task(raw, settings)
-    summary = RetrainSummary(data_dir, data_version, validated.counts, validated.summary(), archived, outcome)
+    summary = RetrainSummary(data_dir, data_version, validated.counts, validated.summary(), archived, outcome,
+                             raw.layout.name, settings.rating_scale, scale_origin, settings.relevant_rating,
+                             validated.scale.warning)
     publish_artifacts_task(summary, settings.registered_model_name)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.retrain", description=retrain.__doc__)
-    parser.add_argument("--data", type=Path, help="folder with rating.csv and anime.csv (default: demo data)")
+    parser.add_argument("--data", type=Path, help="folder or .zip with rating.csv and anime.csv, or the Kaggle 2020 "
+                        "files (default: demo data)")
+    parser.add_argument("--rating-scale", help="the data's rating scale, MIN-MAX (e.g. 1-5; default: dataset.toml "
+                        "beside the data, else 1-10)")
     parser.add_argument("--epochs", type=int, help="maximum training epochs (early stopping may end sooner)")
     parser.add_argument("--skip-unchanged", action="store_true", help="do not retrain if the data are unchanged")
     args = parser.parse_args(argv)
+    quiet_expected_errors(PipelineInputError, LockBusyError, RegistryUnavailableError)
     settings = Settings()
     if args.epochs:
         settings.training.epochs = args.epochs
     try:
-        summary = retrain(data_dir=args.data, skip_unchanged=args.skip_unchanged, settings=settings)
+        summary = retrain(data_dir=args.data, skip_unchanged=args.skip_unchanged, settings=settings,
+                          rating_scale=args.rating_scale)
     except (PipelineInputError, LockBusyError, RegistryUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

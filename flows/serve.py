@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="Prefect server address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=4200)
     parser.add_argument("--cron", default=settings.retrain_cron, help=f"schedule (default '{settings.retrain_cron}')")
-    parser.add_argument("--data", type=Path, help="rating data folder for scheduled runs (default: demo data)")
+    parser.add_argument("--data", type=Path, help="data folder or .zip for scheduled runs (default: demo data)")
+    parser.add_argument("--rating-scale", help="the data's rating scale, MIN-MAX (default: dataset.toml, else 1-10)")
     parser.add_argument("--server-timeout", type=float, default=120, help="seconds to wait for a new server")
     args = parser.parse_args(argv)
 
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Prefect UI: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
         retrain.serve(
             name=DEPLOYMENT_NAME, cron=args.cron, global_limit=1, limit=1,
-            parameters={"data_dir": str(args.data.resolve()) if args.data else None, "skip_unchanged": True},
+            parameters={"data_dir": str(args.data.resolve()) if args.data else None, "skip_unchanged": True,
+                        "rating_scale": args.rating_scale},
             description="Scheduled retrain: merges the inbox, skips unchanged data, registers and promotes.",
             tags=["anime-recommender"], entrypoint_type=EntrypointType.MODULE_PATH,
         )

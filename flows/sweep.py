@@ -21,11 +21,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from flows import quiet_expected_errors
 from flows.retrain import build_matrix_task, generate_demo_data_task, ingest_task, validate_task
 from pipeline import tracking
 from pipeline.errors import PipelineInputError
 from pipeline.matrix import UtilityMatrix
-from pipeline.settings import Settings
+from pipeline.settings import Settings, for_dataset
 from pipeline.sweep import (
     OBJECTIVES,
     SweptModel,
@@ -73,13 +74,15 @@ def trial_task(matrix: UtilityMatrix, changed: dict[str, Any], config: BaseModel
 
 @flow(name="sweep")
 def sweep(data_dir: Path | None = None, settings: Settings | None = None,
-          space: dict[str, list[Any]] | None = None, model: SweptModel = "rating") -> SweepSummary:
+          space: dict[str, list[Any]] | None = None, model: SweptModel = "rating",
+          rating_scale: str | None = None) -> SweepSummary:
     """Grid search over the rating or ranking model's configuration (settings.sweep_space or
     settings.ranking_sweep_space unless `space` is given)."""
     settings = settings or Settings()
     space = space or (settings.ranking_sweep_space if model == "ranking" else settings.sweep_space)
     objective = OBJECTIVES[model]
     data_dir = Path(data_dir) if data_dir else generate_demo_data_task(settings.demo_data_dir)
+    settings = for_dataset(settings, data_dir, rating_scale)[0]
     run_id = tracking.start_sweep_run(settings, data_dir, space, model)
     succeeded = False
     try:
@@ -104,13 +107,15 @@ def sweep(data_dir: Path | None = None, settings: Settings | None = None,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.sweep", description=sweep.__doc__)
-    parser.add_argument("--data", type=Path, help="folder with rating.csv and anime.csv (default: demo data)")
+    parser.add_argument("--data", type=Path, help="data folder or .zip, either layout (default: demo data)")
+    parser.add_argument("--rating-scale", help="the data's rating scale, MIN-MAX (default: dataset.toml, else 1-10)")
     parser.add_argument("--model", choices=sorted(OBJECTIVES), default="rating", help="which model to sweep")
     parser.add_argument("--space", type=json.loads,
                         help='grid as JSON, e.g. \'{"l2": [0.01, 0.02], "learning_rate": [0.02]}\'')
     args = parser.parse_args(argv)
+    quiet_expected_errors(PipelineInputError)
     try:
-        summary = sweep(data_dir=args.data, space=args.space, model=args.model)
+        summary = sweep(data_dir=args.data, space=args.space, model=args.model, rating_scale=args.rating_scale)
     except PipelineInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from pipeline import tracking
-from pipeline.recommend import Recommender, UnknownIdError
+from pipeline.recommend import NOT_IN_METADATA, Recommender, UnknownIdError
 from pipeline.registry import format_versions, list_versions, promote_manually, rmse_chart
 from pipeline.settings import Settings
 
@@ -69,6 +69,11 @@ def read_my_ratings(path: Path) -> pd.DataFrame:
 
 
 def show(frame: pd.DataFrame) -> None:
+    """A table for the terminal: an anime missing from anime.csv shows as its id and "(not in anime.csv)"."""
+    frame = frame.assign(**{column: frame[column].astype(object).where(frame[column].notna(), "")
+                            for column in ("genre", "type") if column in frame})
+    if "name" in frame:
+        frame = frame.assign(name=frame["name"].astype(object).where(frame["name"].notna(), NOT_IN_METADATA))
     with pd.option_context("display.max_colwidth", 45, "display.width", 160):
         print(frame.to_string(index=False))
 
@@ -126,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         recommender = open_recommender(settings, args.model)
         if args.command == "similar":
             anime_id = recommender.find_anime(args.anime)
-            name = recommender.anime["name"].get(anime_id, "?")
+            name = recommender.anime["name"].get(anime_id)
+            name = name if isinstance(name, str) else NOT_IN_METADATA
             print(f"anime most similar to {name} ({anime_id}):")
             show(recommender.similar_anime(anime_id, args.n, include_self=args.include_self))
         else:

@@ -1,4 +1,4 @@
-"""Demo data in the Kaggle CooperUnion layout, so the pipeline runs with no download.
+"""Demo data in the Kaggle CooperUnion layout (or the Kaggle 2020 one), so the pipeline runs with no download.
 
 Ratings come from a known low-rank structure (user/anime biases plus a rank-k interaction plus noise),
 mapped onto a MyAnimeList-like skewed 1..10 distribution by rank, so a model that learns the
@@ -9,11 +9,14 @@ so a ranking model can learn what to recommend beyond what is popular.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from pipeline.storage import atomic_file
@@ -53,9 +56,22 @@ class DemoSpec:
 
 # The size of the Kaggle 2020 MyAnimeList data (rating_complete.csv: rated rows only), for benchmarks.
 KAGGLE_2020_SPEC = DemoSpec(n_users=310_000, n_anime=17_500, n_ratings=57_000_000, unrated_share=0.0)
+# The same in that data set's own layout: ~110M list entries (animelist.csv), of which ~57M completed and scored
+# (rating_complete.csv; 85% of the 67M scored entries are completed).
+KAGGLE_2020_LIST_SPEC = DemoSpec(n_users=325_000, n_anime=17_500, n_ratings=67_000_000, unrated_share=0.39)
 CALIBRATION_PAIRS = 1_000_000  # latent values drawn to place the rating cut points
 CSV_OPTIONS = pacsv.WriteOptions(quoting_style="needed", quoting_header="none")  # header bare, as in Kaggle
 RATING_SCHEMA = pa.schema([("user_id", pa.int64()), ("anime_id", pa.int64()), ("rating", pa.int64())])
+WATCH_LIST_SCHEMA = pa.schema([*RATING_SCHEMA, ("watching_status", pa.int64()), ("watched_episodes", pa.int64())])
+# Kaggle 2020: how list entries are spread over watching statuses (1 watching, 2 completed, 3 on hold,
+# 4 dropped, 6 plan to watch), for scored entries and for unscored ones.
+SCORED_STATUSES = (np.array([1, 2, 3, 4]), np.array([0.06, 0.85, 0.03, 0.06]))
+UNSCORED_STATUSES = (np.array([1, 2, 3, 4, 6]), np.array([0.15, 0.25, 0.1, 0.1, 0.4]))
+KAGGLE_2020_ANIME_HEADER = (
+    "MAL_ID,Name,Score,Genres,English name,Japanese name,Type,Episodes,Aired,Premiered,Producers,Licensors,Studios,"
+    "Source,Duration,Rating,Ranked,Popularity,Members,Favorites,Watching,Completed,On-Hold,Dropped,Plan to Watch,"
+    "Score-10,Score-9,Score-8,Score-7,Score-6,Score-5,Score-4,Score-3,Score-2,Score-1").split(",")
+Layout = Literal["cooperunion", "kaggle2020"]
 
 
 @dataclass(frozen=True)
@@ -151,8 +167,22 @@ def _anime_table(rng: np.random.Generator, spec: DemoSpec, anime_ids: np.ndarray
     })
 
 
-def generate_demo_dataset(out_dir: Path, spec: DemoSpec = DemoSpec()) -> Path:
-    """Write `rating.csv` and `anime.csv` to `out_dir` (deterministic for a given spec).
+def _kaggle_2020_anime(table: pa.Table) -> pa.Table:
+    """The CooperUnion anime columns under the Kaggle 2020 names, the rest of that file's columns filled in
+    (`Rating` there is the age rating; the mean score is `Score`, `Unknown` when nobody scored it)."""
+    n = table.num_rows
+    score = pc.if_else(pc.is_null(table["rating"]), "Unknown", pc.cast(table["rating"], pa.string()))
+    given = {"MAL_ID": table["anime_id"], "Name": table["name"], "Score": score, "Genres": table["genre"],
+             "Type": table["type"], "Episodes": table["episodes"], "Members": table["members"],
+             "Rating": pa.array(["PG-13 - Teens 13 or older"] * n)}
+    return pa.table({name: given.get(name, pa.array(["Unknown"] * n)) for name in KAGGLE_2020_ANIME_HEADER})
+
+
+def generate_demo_dataset(out_dir: Path, spec: DemoSpec = DemoSpec(), layout: Layout = "cooperunion") -> Path:
+    """Write `rating.csv` and `anime.csv` to `out_dir` (deterministic for a given spec); with layout
+    "kaggle2020", that data set's files instead: `rating_complete.csv` (completed, scored entries), `animelist.csv`
+    (every entry with its watching status; rating 0 = not scored), `watching_status.csv` and its `anime.csv`,
+    user ids from 0.
 
     Users are generated a block at a time and appended to the CSV, so memory follows the block, not
     the data set: the Kaggle-2020-sized spec (57M ratings) writes in bounded memory.
@@ -173,8 +203,14 @@ def generate_demo_dataset(out_dir: Path, spec: DemoSpec = DemoSpec()) -> Path:
     rated_rows = np.diff(np.round(row_bounds * spec.n_ratings / n_rows).astype(np.int64))
     counts, sums, members = (np.zeros(spec.n_anime, dtype=np.int64) for _ in range(3))
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (atomic_file(out_dir / "rating.csv") as tmp,
-          pacsv.CSVWriter(tmp, RATING_SCHEMA, write_options=CSV_OPTIONS) as writer):
+    kaggle_2020 = layout == "kaggle2020"
+    with ExitStack() as files:
+        def writer(name: str, schema: pa.Schema) -> pacsv.CSVWriter:
+            return files.enter_context(pacsv.CSVWriter(files.enter_context(atomic_file(out_dir / name)), schema,
+                                                       write_options=CSV_OPTIONS))
+
+        ratings_out = writer("rating_complete.csv" if kaggle_2020 else "rating.csv", RATING_SCHEMA)
+        watch_list_out = writer("animelist.csv", WATCH_LIST_SCHEMA) if kaggle_2020 else None
         for first_user, rows, rated in zip(block_starts, block_rows, rated_rows, strict=True):
             block_users = np.arange(first_user, min(first_user + spec.users_per_block, spec.n_users))
             users, anime = _distinct_pairs(rng, world, block_users, int(rows), spec.n_anime, spec.taste_strength)
@@ -184,8 +220,24 @@ def generate_demo_dataset(out_dir: Path, spec: DemoSpec = DemoSpec()) -> Path:
             counts += np.bincount(anime[is_rated], minlength=spec.n_anime)
             sums += np.bincount(anime[is_rated], weights=ratings[is_rated], minlength=spec.n_anime).astype(np.int64)
             members += np.bincount(anime, minlength=spec.n_anime)
-            writer.write_table(pa.table({"user_id": users + 1, "anime_id": anime_ids[anime], "rating": ratings},
-                                        schema=RATING_SCHEMA))
+            if watch_list_out is None:
+                ratings_out.write_table(pa.table({"user_id": users + 1, "anime_id": anime_ids[anime],
+                                                  "rating": ratings}, schema=RATING_SCHEMA))
+                continue
+            status = np.where(is_rated, rng.choice(SCORED_STATUSES[0], len(users), p=SCORED_STATUSES[1]),
+                              rng.choice(UNSCORED_STATUSES[0], len(users), p=UNSCORED_STATUSES[1]))
+            complete = is_rated & (status == 2)
+            ratings_out.write_table(pa.table({"user_id": users[complete], "anime_id": anime_ids[anime[complete]],
+                                              "rating": ratings[complete]}, schema=RATING_SCHEMA))
+            watch_list_out.write_table(pa.table({
+                "user_id": users, "anime_id": anime_ids[anime], "rating": np.where(is_rated, ratings, 0),
+                "watching_status": status,
+                "watched_episodes": np.where(status == 6, 0, rng.integers(1, 26, len(users))),
+            }, schema=WATCH_LIST_SCHEMA))
+    anime_table = _anime_table(rng, spec, anime_ids, counts, sums, members)
     with atomic_file(out_dir / "anime.csv") as tmp:
-        pacsv.write_csv(_anime_table(rng, spec, anime_ids, counts, sums, members), tmp, CSV_OPTIONS)
+        pacsv.write_csv(_kaggle_2020_anime(anime_table) if kaggle_2020 else anime_table, tmp, CSV_OPTIONS)
+    if kaggle_2020:
+        (out_dir / "watching_status.csv").write_text("status, description\n1,Currently Watching\n2,Completed\n"
+                                                     "3,On Hold\n4,Dropped\n6,Plan to Watch\n")
     return out_dir

@@ -1,21 +1,31 @@
-"""Ingest: read `rating.csv` and `anime.csv` (Kaggle CooperUnion layout) into typed Arrow tables,
+"""Ingest: find the rating files of a data folder (or a downloaded .zip), read them into typed Arrow tables,
 plus rating files that arrived later: those already applied (the archive) and new ones (the inbox).
 
-Reading is typed and vectorized (pyarrow). A value that does not parse (say rating `7.5`) does not
-stop the run: the fast typed read falls back to a string read, the bad cell becomes null and the row
-carries a `parse_error` that validation turns into a quarantine reason.
+Two layouts are recognised from the file names:
+
+- Kaggle CooperUnion ("Anime Recommendations Database"): `rating.csv` (user_id, anime_id, rating; −1 =
+  watched but not rated) and `anime.csv`.
+- Kaggle 2020 ("Anime Recommendation Database 2020"): `rating_complete.csv` (the ratings), `animelist.csv`
+  (every list entry, with its `watching_status`; its rows that are not ratings become interactions) and an
+  `anime.csv` whose columns (`MAL_ID`, `Name`, `Score`, `Genres`, …) are mapped to the CooperUnion ones.
+
+Each file may be plain, compressed (`.gz`, `.bz2`, `.zst`) or inside a `.zip`, as downloaded. Header names are
+matched ignoring case and surrounding spaces. Reading is typed and vectorized (pyarrow). A value that does not
+parse (say rating `7.5`) does not stop the run: the fast typed read falls back to a string read, the bad cell
+becomes null and the row carries a `parse_error` that validation turns into a quarantine reason.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import html
 import os
-import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -24,74 +34,178 @@ import pyarrow.csv as pacsv
 
 from pipeline.errors import PipelineInputError
 
-RATING_FILE = "rating.csv"
 ANIME_FILE = "anime.csv"
+COMPRESSED_SUFFIXES = ("", ".gz", ".bz2", ".zst")  # read as they are (pyarrow decompresses by extension)
+INBOX_SUFFIXES = tuple(f".csv{suffix}" for suffix in COMPRESSED_SUFFIXES)
 
-RATING_SCHEMA: dict[str, pa.DataType] = {"user_id": pa.int64(), "anime_id": pa.int64(), "rating": pa.int64()}
-ANIME_SCHEMA: dict[str, pa.DataType] = {
-    "anime_id": pa.int64(),
-    "name": pa.string(),
-    "genre": pa.string(),
-    "type": pa.string(),
-    "episodes": pa.string(),  # "Unknown" for airing shows; cast after reading
-    "rating": pa.float64(),
-    "members": pa.int64(),
-}
-ANIME_REQUIRED = ["anime_id", "name"]  # the rest is optional metadata, null when the file lacks it
-_PATTERNS = {pa.int64(): r"^\s*[+-]?\d+\s*$", pa.float64(): r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"}
-_KIND = {pa.int64(): "an integer", pa.float64(): "a number"}
+# MyAnimeList list statuses (Kaggle 2020 `watching_status.csv`); 0 = watched, status not given (a −1 row).
+WATCHING_STATUSES = {0: "watched", 1: "watching", 2: "completed", 3: "on hold", 4: "dropped", 6: "plan to watch"}
 
 
 @dataclass(frozen=True)
-class RawData:
-    """Typed source tables plus what is needed to trace them back to the files."""
+class Columns:
+    """The columns read from one kind of file: canonical name → type, and the header names accepted for each
+    (compared lower-cased and stripped; the canonical name itself when not listed)."""
 
-    ratings: pa.Table  # user_id, anime_id, rating (int64), row_number, parse_error, source_rank
-    anime: pa.Table  # ANIME_SCHEMA with episodes as int64, row_number, parse_error
-    source_sha256: dict[str, str]
-    sources: tuple[str, ...] = (RATING_FILE,)  # rating sources, oldest first; source_rank indexes this
-    incoming: tuple[Path, ...] = ()  # inbox files read by this run: archived once the run has committed
+    types: dict[str, pa.DataType]
+    required: tuple[str, ...]
+    accepted: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def header_names(self, name: str) -> tuple[str, ...]:
+        return self.accepted.get(name, (name,))
+
+
+RATING_COLUMNS = Columns({"user_id": pa.int64(), "anime_id": pa.int64(), "rating": pa.int64()},
+                         required=("user_id", "anime_id", "rating"))
+WATCH_LIST_COLUMNS = Columns({"user_id": pa.int64(), "anime_id": pa.int64(), "rating": pa.int64(),
+                              "watching_status": pa.int64()},
+                             required=("user_id", "anime_id", "rating", "watching_status"))
+_ANIME_TYPES: dict[str, pa.DataType] = {
+    "anime_id": pa.int64(), "name": pa.string(), "genre": pa.string(), "type": pa.string(),
+    "episodes": pa.string(),  # "Unknown" for airing shows; cast after reading
+    "rating": pa.string(),  # mean score; "Unknown" in the Kaggle 2020 file; cast after reading
+    "members": pa.int64(),
+}
+ANIME_COLUMNS = Columns(_ANIME_TYPES, required=("anime_id", "name"))  # the rest is optional, null when absent
+# Kaggle 2020 anime.csv: its `Rating` is the age rating (PG-13); the mean score is `Score`. Older copies
+# spell the genre column `Genders`.
+KAGGLE_2020_ANIME_COLUMNS = Columns(_ANIME_TYPES, required=("anime_id", "name"), accepted={
+    "anime_id": ("mal_id",), "genre": ("genres", "genders"), "rating": ("score",)})
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a downloaded data set names its files."""
+
+    name: str
+    rating_file: str
+    watch_list_file: str | None = None  # list entries with a watching status (interactions), if the layout has one
+
+
+COOPERUNION = Layout("Kaggle CooperUnion", "rating.csv")
+KAGGLE_2020 = Layout("Kaggle 2020", "rating_complete.csv", watch_list_file="animelist.csv")
+LAYOUTS = (KAGGLE_2020, COOPERUNION)  # first match wins: a 2020 folder has no rating.csv, but check it first
+
+_INTEGER = r"^\s*[+-]?\d{1,18}(\.0*)?\s*$"  # "8.0" (spreadsheets, pandas) is the integer 8
+_TOO_LONG = r"^\s*[+-]?\d{19,}(\.0*)?\s*$"  # beyond int64 (and beyond any real id)
+_NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A CSV as found on disk: plain, compressed, or a member of a .zip (read in place, never unpacked)."""
+
+    path: Path  # the file on disk (the .zip for a member)
+    member: str | None = None
 
     @property
-    def rows_in(self) -> int:
-        return self.ratings.num_rows
+    def name(self) -> str:
+        return f"{self.path}/{self.member}" if self.member else str(self.path)
+
+    def open(self):
+        """A fresh binary stream over the (decompressed) CSV text."""
+        if self.member is not None:
+            return zipfile.ZipFile(self.path).open(self.member)
+        return pa.input_stream(str(self.path), compression="detect")
+
+    def readable(self):
+        """What pyarrow's reader takes: the path itself when it can (parallel, memory-mapped), else a stream."""
+        return str(self.path) if self.member is None else self.open()
+
+    def sha256(self) -> str:
+        """Of the file on disk (for a member: of its whole .zip)."""
+        digest = hashlib.sha256()
+        with self.path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def find_file(location: Path, name: str) -> DataFile | None:
+    """`name` in a folder (plain or compressed), or inside a .zip there (or `location` itself being a .zip)."""
+    if location.is_dir():
+        for suffix in COMPRESSED_SUFFIXES:
+            if (location / f"{name}{suffix}").exists() or (location / f"{name}{suffix}").is_symlink():
+                return DataFile(location / f"{name}{suffix}")
+        archives = sorted(location.glob("*.zip"))
+    else:
+        archives = [location] if location.suffix.lower() == ".zip" and location.is_file() else []
+    for archive in archives:
+        try:
+            members = zipfile.ZipFile(archive).namelist()
+        except zipfile.BadZipFile as exc:
+            raise PipelineInputError(f"{archive}: not a readable zip file ({exc})") from exc
+        found = [m for m in members if PurePosixPath(m).name.lower() == name and not m.startswith("__MACOSX/")]
+        if found:
+            return DataFile(archive, min(found, key=len))
+    return None
 
 
-def _check_header(path: Path, required: list[str]) -> None:
-    if path.is_symlink():  # reading or later moving it would touch whatever it points to
-        raise PipelineInputError(f"{path}: is a symbolic link; put the file itself there")
-    if not path.is_file():
-        raise PipelineInputError(f"{path}: file not found (expected columns {','.join(required)})")
-    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as handle:
-        header = next(csv.reader([handle.readline()]), [])
-    header = [name.strip() for name in header]
+def detect_layout(location: Path) -> tuple[Layout, DataFile]:
+    """The layout of a data folder or .zip, from the rating file it holds."""
+    for layout in LAYOUTS:
+        found = find_file(location, layout.rating_file)
+        if found is not None:
+            return layout, found
+    where = location if location.is_dir() else location.parent
+    raise PipelineInputError(
+        f"{where / COOPERUNION.rating_file if location.is_dir() else location}: file not found (expected columns "
+        f"{','.join(RATING_COLUMNS.required)}; or {KAGGLE_2020.rating_file} of the Kaggle 2020 layout; plain, "
+        f"{', '.join(s for s in COMPRESSED_SUFFIXES if s)} or inside a .zip)")
+
+
+def _header(source: DataFile) -> list[str]:
+    """The first line's field names, as written (a BOM dropped)."""
+    if source.member is None and source.path.is_symlink():  # reading or moving it would touch what it points to
+        raise PipelineInputError(f"{source.name}: is a symbolic link; put the file itself there")
+    try:
+        with source.open() as stream:
+            head = stream.read(1 << 16)
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise PipelineInputError(f"{source.name}: cannot be read ({str(exc).splitlines()[0]})") from exc
+    line = head.decode("utf-8-sig", errors="replace").splitlines()[0] if head.strip() else ""
+    return [name.strip() for name in next(csv.reader([line]), [])] if line.strip() else []
+
+
+def _column_names(source: DataFile, columns: Columns) -> list[str]:
+    """Canonical names for the file's header fields (unused fields get names no schema has)."""
+    header = _header(source)
     if not header:
-        raise PipelineInputError(f"{path}: empty file, expected a header {','.join(required)}")
-    missing = [name for name in required if name not in header]
+        raise PipelineInputError(f"{source.name}: empty file, expected a header {','.join(columns.required)}")
+    lowered = [name.lower() for name in header]
+    names = [f"\0unused{i}" for i in range(len(header))]
+    for canonical in columns.types:
+        for accepted in columns.header_names(canonical):
+            if accepted in lowered and names[lowered.index(accepted)].startswith("\0"):
+                names[lowered.index(accepted)] = canonical
+                break
+    missing = [name for name in columns.required if name not in names]
     if missing:
-        hint = ": the delimiter must be a comma" if len(header) == 1 and re.search(r"[;\t|]", header[0]) else ""
-        raise PipelineInputError(
-            f"{path}: missing column {', '.join(repr(m) for m in missing)} (header has {','.join(header)}){hint}"
-        )
+        hint = ": the delimiter must be a comma" if len(header) == 1 and any(c in header[0] for c in ";\t|") else ""
+        raise PipelineInputError(f"{source.name}: missing column {', '.join(repr(m) for m in missing)} "
+                                 f"(header has {','.join(header)}){hint}")
+    return names
 
 
 def _parse_column(strings: pa.ChunkedArray, name: str, target: pa.DataType) -> tuple[pa.ChunkedArray, pa.Array]:
     """Cast a string column to `target`; cells that don't parse become null plus an error message."""
     present = pc.invert(pc.is_null(strings))
-    valid = pc.fill_null(pc.match_substring_regex(strings, _PATTERNS[target]), False)
-    bad = pc.and_(present, pc.invert(valid))
-    values = pc.cast(pc.if_else(valid, pc.utf8_trim_whitespace(strings), None), target)
-    message = pc.binary_join_element_wise(
-        f"column '{name}' value '", strings, f"' is not {_KIND[target]}", "", null_handling="replace")
-    return values, pc.if_else(bad, message, pa.scalar(None, pa.string()))
+    valid = pc.fill_null(pc.match_substring_regex(strings, _INTEGER if target == pa.int64() else _NUMBER), False)
+    text = pc.utf8_trim_whitespace(strings)
+    if target == pa.int64():
+        text = pc.replace_substring_regex(text, r"\.0*$", "")
+    values = pc.cast(pc.if_else(valid, text, None), target)
+    too_long = pc.fill_null(pc.match_substring_regex(strings, _TOO_LONG), False) if target == pa.int64() else None
+    kind = "an integer" if target == pa.int64() else "a number"
+
+    def message(what: str) -> pa.ChunkedArray:
+        return pc.binary_join_element_wise(f"column '{name}' value '", strings, f"' {what}", "",
+                                           null_handling="replace")
+
+    error = pc.if_else(pc.and_(present, pc.invert(valid)), message(f"is not {kind}"), pa.scalar(None, pa.string()))
+    if too_long is not None:
+        error = pc.if_else(too_long, message("is out of range (more than 18 digits)"), error)
+    return values, error
 
 
 @dataclass
@@ -105,11 +219,13 @@ class _InvalidRows:
         return "skip"
 
 
-def _read(path: Path, column_types: dict[str, pa.DataType], threads: bool) -> tuple[pa.Table, _InvalidRows]:
-    """Stream the file in 16 MB blocks, keeping only the schema's columns."""
+def _read(source: DataFile, names: list[str], column_types: dict[str, pa.DataType],
+          threads: bool) -> tuple[pa.Table, _InvalidRows]:
+    """Stream the file in 16 MB blocks under canonical column names, keeping only the schema's columns."""
     invalid = _InvalidRows()
     table = pacsv.read_csv(
-        path, read_options=pacsv.ReadOptions(block_size=1 << 24, use_threads=threads),
+        source.readable(),
+        read_options=pacsv.ReadOptions(block_size=1 << 24, use_threads=threads, column_names=names, skip_rows=1),
         parse_options=pacsv.ParseOptions(invalid_row_handler=invalid.skip),
         convert_options=pacsv.ConvertOptions(column_types=column_types, include_columns=list(column_types),
                                              include_missing_columns=True, strings_can_be_null=True))
@@ -129,27 +245,34 @@ def _decoded(values: pa.ChunkedArray, name: str) -> tuple[pa.ChunkedArray, pa.Ar
                                                                         pa.string())
 
 
-def _read_typed_csv(path: Path, schema: dict[str, pa.DataType], required: list[str]) -> pa.Table:
-    """Read the schema's columns (optional ones missing from the file come back null); extra
-    columns are ignored; unparseable cells and rows with the wrong number of fields are flagged per
-    row in `parse_error` (validation quarantines them)."""
-    _check_header(path, required)
+def read_csv_file(source: DataFile, columns: Columns) -> pa.Table:
+    """Read the columns' fields (optional ones missing from the file come back null; extra ones are ignored);
+    unparseable cells and rows with the wrong number of fields are flagged per row in `parse_error`
+    (validation quarantines them). Text fields are trimmed of surrounding spaces."""
+    names = _column_names(source, columns)
+    schema = columns.types
     try:
-        table, invalid = _read(path, schema, threads=True)
-        errors = pa.nulls(table.num_rows, pa.string())
-    except pa.ArrowInvalid as exc:
-        if "conversion error" not in str(exc).lower():
-            raise PipelineInputError(f"{path}: unparseable CSV ({str(exc).splitlines()[0]})") from exc
-        table, invalid = _read(path, {name: pa.binary() for name in schema}, threads=True)
-        errors = pa.nulls(table.num_rows, pa.string())
-        for name, target in schema.items():
-            text, column_errors = _decoded(table[name], name)
-            if target != pa.string():
-                text, column_errors = _parse_column(text, name, target)  # bad bytes fail as "not an integer"
-            table = table.set_column(table.schema.get_field_index(name), name, text)
-            errors = pc.coalesce(errors, column_errors)
-    if invalid.rows and any(number is None for number, _, _ in invalid.rows):
-        invalid = _read(path, {name: pa.binary() for name in schema}, threads=False)[1]  # numbers need one thread
+        try:
+            table, invalid = _read(source, names, schema, threads=True)
+            errors = pa.nulls(table.num_rows, pa.string())
+        except pa.ArrowInvalid as exc:
+            if "conversion error" not in str(exc).lower():
+                raise PipelineInputError(f"{source.name}: unparseable CSV ({str(exc).splitlines()[0]})") from exc
+            table, invalid = _read(source, names, {name: pa.binary() for name in schema}, threads=True)
+            errors = pa.nulls(table.num_rows, pa.string())
+            for name, target in schema.items():
+                text, column_errors = _decoded(table[name], name)
+                if target != pa.string():
+                    text, column_errors = _parse_column(text, name, target)  # bad bytes fail as "not an integer"
+                table = table.set_column(table.schema.get_field_index(name), name, text)
+                errors = pc.coalesce(errors, column_errors)
+        if invalid.rows and any(number is None for number, _, _ in invalid.rows):
+            invalid = _read(source, names, {name: pa.binary() for name in schema}, threads=False)[1]  # one thread
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a damaged .gz/.zip: name it, don't trace back
+        raise PipelineInputError(f"{source.name}: cannot be read ({str(exc).splitlines()[0]})") from exc
+    for name, target in schema.items():
+        if target == pa.string():
+            table = table.set_column(table.schema.get_field_index(name), name, pc.utf8_trim_whitespace(table[name]))
     return _with_row_numbers(table, errors, invalid, schema)
 
 
@@ -174,51 +297,102 @@ def _with_row_numbers(table: pa.Table, errors: pa.Array, invalid: _InvalidRows,
     return pa.concat_tables([table, broken.cast(table.schema)])
 
 
-def read_ratings(path: Path) -> pa.Table:
-    return _read_typed_csv(path, RATING_SCHEMA, required=list(RATING_SCHEMA))
+def _as_source(path: Path | DataFile) -> DataFile:
+    return path if isinstance(path, DataFile) else DataFile(Path(path))
 
 
-def read_anime(path: Path) -> pa.Table:
-    """Anime metadata with HTML entities decoded (`&#039;` → `'`) and `Unknown` episodes as null."""
-    table = _read_typed_csv(path, ANIME_SCHEMA, required=ANIME_REQUIRED)
+def read_ratings(path: Path | DataFile) -> pa.Table:
+    return read_csv_file(_as_source(path), RATING_COLUMNS)
+
+
+def read_watch_list(path: Path | DataFile) -> pa.Table:
+    return read_csv_file(_as_source(path), WATCH_LIST_COLUMNS)
+
+
+def _numbers_or_null(values: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    """Metadata numbers: what parses is kept, anything else (`Unknown`, blank) is null, never a quarantine."""
+    known = pc.fill_null(pc.match_substring_regex(values, _INTEGER if target == pa.int64() else _NUMBER), False)
+    text = pc.utf8_trim_whitespace(values)
+    if target == pa.int64():
+        text = pc.replace_substring_regex(text, r"\.0*$", "")
+    return pc.cast(pc.if_else(known, text, None), target)
+
+
+def read_anime(path: Path | DataFile) -> pa.Table:
+    """Anime metadata in the CooperUnion columns (a Kaggle 2020 `anime.csv`, told by its `MAL_ID`, is mapped),
+    HTML entities decoded (`&#039;` → `'`), `Unknown` episodes and scores null."""
+    source = _as_source(path)
+    kaggle_2020 = "mal_id" in [name.lower() for name in _header(source)]
+    table = read_csv_file(source, KAGGLE_2020_ANIME_COLUMNS if kaggle_2020 else ANIME_COLUMNS)
     names = pa.array([None if n is None else html.unescape(n) for n in table["name"].to_pylist()], pa.string())
-    episodes = table["episodes"]
-    known = pc.fill_null(pc.match_substring_regex(episodes, _PATTERNS[pa.int64()]), False)
     table = table.set_column(table.schema.get_field_index("name"), "name", names)
-    return table.set_column(
-        table.schema.get_field_index("episodes"), "episodes", pc.cast(pc.if_else(known, episodes, None), pa.int64())
-    )
+    for name, target in (("episodes", pa.int64()), ("rating", pa.float64())):
+        table = table.set_column(table.schema.get_field_index(name), name, _numbers_or_null(table[name], target))
+    return table
 
 
-def _csv_files(folder: Path | None) -> list[Path]:
-    return sorted(folder.glob("*.csv")) if folder is not None and folder.is_dir() else []
+def _inbox_files(folder: Path | None) -> list[Path]:
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if path.name.lower().endswith(INBOX_SUFFIXES))
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Typed source tables plus what is needed to trace them back to the files."""
+
+    ratings: pa.Table  # user_id, anime_id, rating (int64), row_number, parse_error, source_rank
+    anime: pa.Table  # anime_id, name, genre, type, episodes, rating, members, row_number, parse_error
+    source_sha256: dict[str, str]
+    sources: tuple[str, ...] = ("rating.csv",)  # rating sources, oldest first; source_rank indexes this
+    incoming: tuple[Path, ...] = ()  # inbox files read by this run: archived once the run has committed
+    layout: Layout = COOPERUNION
+    watch_list: pa.Table | None = None  # Kaggle 2020 animelist.csv: user_id, anime_id, rating, watching_status, …
+
+    @property
+    def rows_in(self) -> int:
+        return self.ratings.num_rows + (0 if self.watch_list is None else self.watch_list.num_rows)
 
 
 def ingest(data_dir: Path, inbox_dir: Path | None = None, archive_dir: Path | None = None) -> RawData:
-    """Read a CooperUnion-layout folder plus archived and inbox rating files, typed, with their sha256.
+    """Read a data folder (or .zip) in either layout plus archived and inbox rating files, typed, with their sha256.
 
-    Rating sources are ranked oldest first — base `rating.csv`, then the archive in the order it was
+    Rating sources are ranked oldest first — the layout's rating file, then the archive in the order it was
     applied, then the inbox by file name — so that validation can let the newest rating of a pair win.
     """
-    rating_paths = {RATING_FILE: data_dir / RATING_FILE}
-    rating_paths |= {f"archive/{path.name}": path for path in _csv_files(archive_dir)}
-    incoming = _csv_files(inbox_dir)
-    rating_paths |= {f"incoming/{path.name}": path for path in incoming}
+    data_dir = Path(data_dir)
+    layout, rating_file = detect_layout(data_dir)
+    rating_sources = {layout.rating_file: rating_file}
+    rating_sources |= {f"archive/{path.name}": DataFile(path) for path in _inbox_files(archive_dir)}
+    incoming = _inbox_files(inbox_dir)
+    rating_sources |= {f"incoming/{path.name}": DataFile(path) for path in incoming}
     tables = []
-    for rank, path in enumerate(rating_paths.values()):
-        table = read_ratings(path)
+    for rank, source in enumerate(rating_sources.values()):
+        table = read_ratings(source)
         tables.append(table.append_column("source_rank", pa.array(np.full(table.num_rows, rank, np.int32))))
-    anime_path = data_dir / ANIME_FILE
-    anime = read_anime(anime_path)
-    for path, table in ((rating_paths[RATING_FILE], tables[0]), (anime_path, anime)):
+    anime_file = find_file(data_dir, ANIME_FILE)
+    if anime_file is None:
+        folder = data_dir if data_dir.is_dir() else data_dir.parent
+        raise PipelineInputError(f"{folder / ANIME_FILE}: file not found (expected columns "
+                                 f"{','.join(ANIME_COLUMNS.required)}, or MAL_ID,Name of the Kaggle 2020 layout)")
+    anime = read_anime(anime_file)
+    files = {**rating_sources, ANIME_FILE: anime_file}
+    watch_list = None
+    if layout.watch_list_file is not None and (found := find_file(data_dir, layout.watch_list_file)) is not None:
+        watch_list = read_watch_list(found)
+        files[layout.watch_list_file] = found
+    for source, table in ((rating_file, tables[0]), (anime_file, anime)):
         if table.num_rows == 0:  # an inbox file may be an empty increment; the base data may not be empty
-            raise PipelineInputError(f"{path}: no rows after the header")
+            raise PipelineInputError(f"{source.name}: no rows after the header")
+    container_sha256 = functools.cache(lambda path: DataFile(path).sha256())  # a .zip of several files: once
     return RawData(
         ratings=pa.concat_tables(tables),
         anime=anime,
-        source_sha256={name: file_sha256(path) for name, path in (*rating_paths.items(), (ANIME_FILE, anime_path))},
-        sources=tuple(rating_paths),
+        source_sha256={name: container_sha256(source.path) for name, source in files.items()},
+        sources=tuple(rating_sources),
         incoming=tuple(incoming),
+        layout=layout,
+        watch_list=watch_list,
     )
 
 
@@ -229,7 +403,7 @@ def archive_incoming(files: Sequence[Path], archive_dir: Path) -> list[Path]:
     or in the archive (already part of the data), never in both.
     """
     archive_dir.mkdir(parents=True, exist_ok=True)
-    numbers = [int(path.name.split("-", 1)[0]) for path in _csv_files(archive_dir) if path.name[:6].isdigit()]
+    numbers = [int(path.name.split("-", 1)[0]) for path in _inbox_files(archive_dir) if path.name[:6].isdigit()]
     moved = []
     for number, path in enumerate(files, start=max(numbers, default=0) + 1):
         target = archive_dir / f"{number:06d}-{path.name}"

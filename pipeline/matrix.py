@@ -1,8 +1,9 @@
 """Build the utility matrix: accepted ratings in long (COO) Parquet form, never dense.
 
-Output folder `data/matrix/<data_version>/` (written atomically) holds contiguous id maps, the
-train/validation/test split with ratings min–max scaled to [0, 1], the unrated watch history,
-the quarantine tables, the anime metadata and `metadata.json`.
+Output folder `data/matrix/<data_version>-<settings>/` (written atomically; `<settings>` hashes the split and
+rating-scale settings, so a run with other settings never overwrites it) holds contiguous id maps, the
+train/validation/test split with ratings min–max scaled to [0, 1], the interactions without a rating (with
+their watching status), the quarantine tables, the anime metadata and `metadata.json`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class UtilityMatrix:
 
     path: Path
     data_version: str
-    split_id: str  # changes when data or split settings change: scores are comparable only within one
+    split_id: str  # changes when data, split or scale settings change: scores are comparable only within one
     n_users: int
     n_anime: int
     scale: RatingScale
@@ -67,10 +68,11 @@ class UtilityMatrix:
         return self.path / ANIME_INDEX_FILE
 
     def interactions(self, splits: tuple[str, ...], unrated_value: int) -> pa.Table:
-        """Every (user_index, anime_index, rating) a user rated in `splits` or watched without rating
-        (rating = `unrated_value`; watched pairs of users or anime with no accepted rating are left out,
-        as the model has no row for them)."""
-        parts = [self.split(name).select(["user_index", "anime_index", "rating"]) for name in splits]
+        """Every (user_index, anime_index, rating, watching_status) a user rated in `splits` or has without a
+        rating (rating = `unrated_value`, with its watching status; 0 = not given). Pairs of users or anime
+        with no accepted rating are left out, as the models have no row for them."""
+        parts = [self.split(name).select(["user_index", "anime_index", "rating"]).append_column(
+            "watching_status", pa.array(np.zeros(self.split_sizes[name], np.int8))) for name in splits]
         unrated = pq.read_table(self.path / "unrated.parquet")
         users = lookup_indices(unrated["user_id"].to_numpy(), pq.read_table(self.user_index_path), "user_id",
                                "user_index")
@@ -79,7 +81,8 @@ class UtilityMatrix:
         mapped = (users >= 0) & (anime >= 0)
         parts.append(pa.table({"user_index": users[mapped].astype(np.int32),
                                "anime_index": anime[mapped].astype(np.int32),
-                               "rating": np.full(int(mapped.sum()), unrated_value, dtype=np.int16)}))
+                               "rating": np.full(int(mapped.sum()), unrated_value, dtype=np.int16),
+                               "watching_status": _statuses(unrated)[mapped]}))
         return pa.concat_tables(parts)
 
     @classmethod
@@ -89,6 +92,13 @@ class UtilityMatrix:
                    n_users=meta["n_users"], n_anime=meta["n_anime"], scale=RatingScale(**meta["scale"]),
                    split_sizes=meta["split_sizes"], train_mean_rating=meta["train_mean_rating"],
                    row_counts=meta["counts"])
+
+
+def _statuses(unrated: pa.Table) -> np.ndarray:
+    """Watching status per unrated row (matrices built before statuses were kept: 0, not given)."""
+    if "watching_status" not in unrated.column_names:
+        return np.zeros(unrated.num_rows, np.int8)
+    return unrated["watching_status"].to_numpy().astype(np.int8)
 
 
 def split_assignment(user_ids: np.ndarray, anime_ids: np.ndarray, test_fraction: float,
@@ -126,8 +136,10 @@ def build_utility_matrix(validated: ValidatedData, settings: Settings,
     data_version = validated.data_version
     split_params = {"test_fraction": settings.test_fraction, "validation_fraction": settings.validation_fraction,
                     "seed": settings.split_seed}
-    split_id = hashlib.sha256(json.dumps([data_version, split_params]).encode()).hexdigest()[:16]
     scale = RatingScale(settings.rating_min, settings.rating_max)
+    # Everything that changes the folder's contents besides the data: the split and how ratings are read.
+    matrix_settings = [split_params, asdict(scale), settings.unrated_value]
+    split_id = hashlib.sha256(json.dumps([data_version, *matrix_settings]).encode()).hexdigest()[:16]
 
     user_ids, user_index = _contiguous_index(ratings["user_id"].to_numpy())
     anime_ids, anime_index = _contiguous_index(ratings["anime_id"].to_numpy())
@@ -143,7 +155,7 @@ def build_utility_matrix(validated: ValidatedData, settings: Settings,
     labels = split_assignment(ratings["user_id"].to_numpy(), ratings["anime_id"].to_numpy(), settings.test_fraction,
                               settings.validation_fraction, settings.split_seed)
 
-    target = settings.matrix_root / data_version
+    target = settings.matrix_root / f"{data_version}-{split_id[:8]}"
     with atomic_dir(target) as tmp:
         split_sizes = {}
         for code, name in enumerate(SPLITS):

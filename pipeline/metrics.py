@@ -53,6 +53,11 @@ class RankingReport:
     n_users: int
     ndcg_stderr: float = 0.0  # standard error of the mean NDCG over the users
 
+    @property
+    def measured_ndcg(self) -> float | None:
+        """NDCG@k, or None when no user had a relevant held-out rating (nothing to measure)."""
+        return self.ndcg if self.n_users else None
+
     def as_metrics(self, prefix: str, k: int = K) -> dict[str, float]:
         return {f"{prefix}precision_at_{k}": self.precision, f"{prefix}recall_at_{k}": self.recall,
                 f"{prefix}ndcg_at_{k}": self.ndcg, f"{prefix}catalog_coverage_at_{k}": self.coverage,
@@ -67,6 +72,8 @@ def relevant_pairs(split: pa.Table, relevance_threshold: float) -> pa.Table:
 def ranking_report(top: np.ndarray, user_indices: np.ndarray, relevant: pa.Table, n_anime: int) -> RankingReport:
     """Precision/recall/NDCG@k of top-k lists (rows of `top`, one per user) against relevant held-out pairs."""
     k = top.shape[1]
+    if not len(user_indices):  # no relevant held-out rating (say, none reaches the top of the scale)
+        return RankingReport(*(float("nan"),) * 5, n_users=0)
     row_of_user = {int(user): row for row, user in enumerate(user_indices)}
     hits = np.zeros(top.shape, dtype=bool)
     n_relevant = np.zeros(len(user_indices), dtype=np.int64)

@@ -7,7 +7,9 @@ predicts each user's interaction row from the rest of it, solved in closed form:
 
 X holds one row per user with a weight per anime they rated or watched: a rating r counts
 ((r − min + 1) / (max − min + 1))^power (a 9 counts more than a 3), a watched-but-unrated row counts
-`unrated_weight`. Only the `neighbours` strongest weights of each anime's row are kept: the model is
+`unrated_weight`, and a list entry of the Kaggle 2020 layout counts by its watching status (on hold,
+dropped and plan to watch have their own weights; watching and completed count as watched).
+Only the `neighbours` strongest weights of each anime's row are kept: the model is
 sparse, small to ship and fast to serve (a user's scores cost |history| × neighbours). A user's scores
 are their row times B, so someone new needs no retraining, and the anime that contributed most to a
 recommendation are its "because you watched".
@@ -26,7 +28,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -47,24 +49,44 @@ WEIGHTS_FILE, DIAGONAL_FILE, CONFIG_FILE = "weights.parquet", "diagonal.parquet"
 
 @dataclass(frozen=True)
 class InteractionWeights:
-    """How a user's ratings and watched rows become the model's input row."""
+    """How a user's ratings and unrated interactions become the model's input row."""
 
     rating_min: int
     rating_max: int
     power: float  # 0: every interaction counts 1
-    unrated_weight: float
+    unrated_weight: float  # watched (or watching, completed) without a rating
     unrated_value: int
+    status_weights: dict[int, float] = field(default_factory=dict)  # other watching statuses (dropped, …)
 
-    def of(self, ratings: np.ndarray) -> np.ndarray:
+    def of(self, ratings: np.ndarray, statuses: np.ndarray | None = None) -> np.ndarray:
         ratings = np.asarray(ratings, dtype=np.float64)
         rated = ((ratings - self.rating_min + 1) / (self.rating_max - self.rating_min + 1)).clip(0, None) ** self.power
-        return np.where(ratings == self.unrated_value, self.unrated_weight, rated).astype(np.float32)
+        unrated = np.full(len(ratings), self.unrated_weight)
+        if statuses is not None and self.status_weights:
+            lookup = np.full(max(self.status_weights) + 1, self.unrated_weight)
+            lookup[list(self.status_weights)] = list(self.status_weights.values())
+            statuses = np.asarray(statuses, dtype=np.int64)
+            listed = (statuses >= 0) & (statuses < len(lookup))
+            unrated[listed] = lookup[statuses[listed]]
+        return np.where(ratings == self.unrated_value, unrated, rated).astype(np.float32)
 
     def matrix(self, interactions: pa.Table, n_users: int, n_anime: int) -> sp.csr_matrix:
-        """Users × anime CSR of weights from (user_index, anime_index, rating) rows."""
-        return sp.csr_matrix((self.of(interactions["rating"].to_numpy()),
+        """Users × anime CSR of weights from (user_index, anime_index, rating[, watching_status]) rows."""
+        statuses = (interactions["watching_status"].to_numpy() if "watching_status" in interactions.column_names
+                    else None)
+        return sp.csr_matrix((self.of(interactions["rating"].to_numpy(), statuses),
                               (interactions["user_index"].to_numpy(), interactions["anime_index"].to_numpy())),
                              shape=(n_users, n_anime), dtype=np.float32)
+
+    @classmethod
+    def of_config(cls, config: RankingConfig, scale_min: int, scale_max: int, unrated_value: int
+                  ) -> InteractionWeights:
+        return cls(scale_min, scale_max, config.rating_weight_power, config.unrated_weight, unrated_value,
+                   {3: config.on_hold_weight, 4: config.dropped_weight, 6: config.plan_to_watch_weight})
+
+    @classmethod
+    def from_json(cls, config: dict) -> InteractionWeights:
+        return cls(**{**config, "status_weights": {int(k): v for k, v in config.get("status_weights", {}).items()}})
 
 
 @dataclass(frozen=True)
@@ -146,7 +168,7 @@ class ItemToItemModel:
         n = len(diagonal)
         weights = sp.csr_matrix((table["weight"].to_numpy(), (table["anime_index"].to_numpy(),
                                                               table["neighbour_index"].to_numpy())), shape=(n, n))
-        return cls(weights, diagonal, InteractionWeights(**config["interaction"]), float(config["l2"]))
+        return cls(weights, diagonal, InteractionWeights.from_json(config["interaction"]), float(config["l2"]))
 
 
 def gram_matrix(history: sp.csr_matrix, block: int = 2048) -> np.ndarray:
@@ -320,8 +342,7 @@ def train_ranking_model(matrix: UtilityMatrix, config: RankingConfig, unrated_va
                         relevance_threshold: float) -> RankingFit:
     """Choose λ on validation (fitted on train + watched rows), then fit on train + validation + watched."""
     started = time.perf_counter()
-    interaction = InteractionWeights(matrix.scale.minimum, matrix.scale.maximum, config.rating_weight_power,
-                                     config.unrated_weight, unrated_value)
+    interaction = InteractionWeights.of_config(config, matrix.scale.minimum, matrix.scale.maximum, unrated_value)
     history = interaction.matrix(matrix.interactions(("train",), unrated_value), matrix.n_users, matrix.n_anime)
     anime = modelled_anime(history, config.max_anime)
     trials = choose_l2(solve_on(history, anime), history, matrix.split("validation"), config, interaction,

@@ -35,6 +35,7 @@ from pipeline.metrics import top_n_lists
 from pipeline.ranking import ItemToItemModel
 
 MODEL_FILE = "model.keras"
+NOT_IN_METADATA = "(not in anime.csv)"  # shown for an anime rated in the data but missing from anime.csv
 KNOWN_FILE = "known.parquet"  # user_index, anime_index, rating (unrated value for watched-but-unrated)
 ANIME_FILE = "anime.parquet"
 META_FILE = "recommender.json"
@@ -381,8 +382,8 @@ class Recommender:
     def _names(self, anime_indices: np.ndarray) -> list[str]:
         ids = self.anime_ids[anime_indices]
         names = self.anime["name"].reindex(ids).to_numpy()
-        return [name if isinstance(name, str) else f"anime {anime_id}" for anime_id, name in zip(ids, names,
-                                                                                                  strict=True)]
+        return [name if isinstance(name, str) else f"anime {anime_id} {NOT_IN_METADATA}"
+                for anime_id, name in zip(ids, names, strict=True)]
 
     def _describe(self, anime_indices: np.ndarray, **scores: np.ndarray) -> pd.DataFrame:
         ids = self.anime_ids[anime_indices]

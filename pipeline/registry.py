@@ -10,6 +10,7 @@ records who, when and why.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -89,7 +90,7 @@ def decide_promotion(challenger: VersionScores, bias_baseline_rmse: float, champ
         within.append(f"test RMSE {challenger.rmse:.4f} vs {champion.rmse:.4f} is within the tolerance "
                       f"{tolerances.rmse:.4f}")
     if not compare_ndcg:
-        within.append("the champion has no NDCG@10: RMSE only")
+        within.append("NDCG@10 not measured for both: RMSE only")
     elif challenger.ndcg > champion.ndcg:
         better.append(f"NDCG@10 {challenger.ndcg:.4f} > champion's {champion.ndcg:.4f}")
     else:
@@ -118,12 +119,12 @@ def score_version_on_split(name: str, version: str, matrix: UtilityMatrix, relev
     return VersionScores(
         rmse=rmse(test["rating"].to_numpy(), recommender.predict_pairs(test["user_id"].to_numpy(),
                                                                        test["anime_id"].to_numpy())),
-        ndcg=served_ranking(recommender.on_matrix(matrix, SEEN_SPLITS), matrix, relevance_threshold).ndcg)
+        ndcg=served_ranking(recommender.on_matrix(matrix, SEEN_SPLITS), matrix, relevance_threshold).measured_ndcg)
 
 
 def _tagged_scores(version: mlflow.entities.model_registry.ModelVersion) -> VersionScores:
-    return VersionScores(float(version.tags["test_rmse"]),
-                         float(version.tags["ndcg_at_10"]) if "ndcg_at_10" in version.tags else None)
+    ndcg = float(version.tags.get("ndcg_at_10", "nan"))
+    return VersionScores(float(version.tags["test_rmse"]), None if math.isnan(ndcg) else ndcg)
 
 
 def register_and_decide(name: str, model_uri: str, run_id: str, report: EvaluationReport,
@@ -149,7 +150,7 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
             **{f"rows_{key}": str(value) for key, value in matrix.row_counts.items()},
             **{key: repr(value) for key, value in report.as_metrics().items()}}  # repr: exact round trip
     version = mlflow.register_model(model_uri, name, tags=tags).version
-    ndcg = None if report.ranking is None else report.ranking.served.ndcg
+    ndcg = None if report.ranking is None else report.ranking.served.measured_ndcg
     challenger = VersionScores(report.model.rmse, ndcg)
     promoted, reason = decide_promotion(challenger, report.bias.rmse, champion_scores, Tolerances.of(report),
                                         no_champion_reason)

@@ -5,7 +5,8 @@ top-N requests.
 Request rows: `user_id` (a known user), or `ratings` (a JSON list of {"anime_id", "rating"} for someone
 not in the data, served without retraining) with `user_id` -1 when the batch also has known users;
 param `n` (default 10). Each answer row: rank, anime, its predicted rating and `because_you_watched`
-(the one or two anime of the user's history that contributed most, names joined by "; ").
+(the one or two anime of the user's history that contributed most, names joined by "; "). An anime missing
+from anime.csv has `name` null.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
                                          "anime_id": top["anime_id"], "name": top["name"],
                                          "predicted_rating": top["predicted_rating"].astype(float),
                                          "because_you_watched": top.get("because_you_watched", "")}))
-        return pd.concat(answers, ignore_index=True)
+        answer = pd.concat(answers, ignore_index=True)
+        # An anime missing from anime.csv has no name: null in the JSON answer (NaN is not JSON; strict parsers
+        # such as JavaScript's JSON.parse reject the whole answer).
+        return answer.assign(name=answer["name"].astype(object).where(answer["name"].notna(), None))
 
 
 def load_recommender(model_uri: str) -> Recommender:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import re
+import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.errors import PipelineInputError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATASET_FILE = "dataset.toml"  # beside the data: what the data say about themselves (`rating_scale = "1-5"`)
 
 
 class TrainingConfig(BaseModel):
@@ -45,7 +51,13 @@ class RankingConfig(BaseModel):
     l2_step: float = Field(2.0, gt=1)
     l2_max_trials: int = Field(6, ge=1)  # λ values tried at most (1: use `relative_l2` as given)
     rating_weight_power: float = Field(2.0, ge=0)  # a rating r counts ((r − min + 1)/(max − min + 1))^power; 0: 1
-    unrated_weight: float = Field(0.5, ge=0)  # what a watched-but-unrated row counts
+    unrated_weight: float = Field(0.5, ge=0)  # what a watched-but-unrated row counts (also watching, completed)
+    # Kaggle 2020 list entries without a rating, by watching status: set by reasoning (a dropped show says less
+    # than a finished one; a planned one says interest, not taste), not tuned on that data (not in this repo);
+    # `make sweep MODEL=ranking SPACE='{"dropped_weight": [0, 0.1, 0.5]}'` chooses them on validation.
+    on_hold_weight: float = Field(0.35, ge=0)
+    dropped_weight: float = Field(0.1, ge=0)
+    plan_to_watch_weight: float = Field(0.25, ge=0)
     neighbours: int = Field(200, ge=1)  # strongest weights kept per anime (the model's size and serving cost)
     max_anime: int = Field(20_000, ge=2)  # more anime than this: only the most watched are modelled (memory)
     validation_users: int = Field(10_000, ge=1)  # users sampled to judge each λ (all when fewer)
@@ -66,7 +78,7 @@ class Settings(BaseSettings):
     experiment_name: str = "anime-recommender"
     registered_model_name: str = "anime-recommender"
 
-    rating_min: int = 1
+    rating_min: int = 1  # the rating scale; per data set: RATING_SCALE=1-5 or dataset.toml (see for_dataset)
     rating_max: int = 10
     unrated_value: int = -1  # Kaggle CooperUnion: watched but not rated
     max_quarantine_share: float = Field(0.05, ge=0, le=1)  # more bad rows than this fails the run
@@ -75,7 +87,8 @@ class Settings(BaseSettings):
     test_fraction: float = Field(0.1, gt=0, lt=1)
     validation_fraction: float = Field(0.1, gt=0, lt=1)  # of what remains after the test split
     split_seed: int = 42
-    relevance_threshold: float = Field(0.75, ge=0, le=1)  # scaled rating that counts as relevant (8+ of 1..10)
+    # Scaled rating that counts as relevant for top-k: the top of the scale, ≥ 8 of 1–10, ≥ 4 of 1–5.
+    relevance_threshold: float = Field(0.75, ge=0, le=1)
 
     training: TrainingConfig = TrainingConfig()  # the rating model: predicted ratings, judged by RMSE
     ranking: RankingConfig = RankingConfig()  # the ranking model: what to recommend, judged by NDCG@10
@@ -127,3 +140,52 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.mlruns_dir.resolve() / "artifacts"
+
+    @property
+    def rating_scale(self) -> str:
+        return f"{self.rating_min}-{self.rating_max}"
+
+    @property
+    def relevant_rating(self) -> int:
+        """The lowest rating that counts as relevant (a test rating a good list should hold): 8 of 1-10, 4 of 1-5."""
+        return math.ceil(self.rating_min + self.relevance_threshold * (self.rating_max - self.rating_min) - 1e-9)
+
+
+def parse_rating_scale(text: str, where: str) -> tuple[int, int]:
+    """`1-5`, `1..5`, `1–5` or `0 to 100` → (1, 5); anything else is an input error naming `where`."""
+    match = re.fullmatch(r"\s*(-?\d+)\s*(?:-|–|\.\.|to)\s*(-?\d+)\s*", str(text))
+    if not match or int(match[1]) >= int(match[2]):
+        raise PipelineInputError(f"{where}: rating scale {text!r} is not MIN-MAX with whole numbers MIN < MAX "
+                                 "(e.g. 1-5)")
+    return int(match[1]), int(match[2])
+
+
+def for_dataset(settings: Settings, data: Path | None, rating_scale: str | None = None) -> tuple[Settings, str]:
+    """The settings for one data set, and where its rating scale came from: `rating_scale` (RATING_SCALE on the
+    command line), else `dataset.toml` beside the data (in the folder, or beside a .zip), else the settings."""
+    update, origin = {}, "default" if "rating_min" not in settings.model_fields_set else "settings"
+    folder = None if data is None else (data if data.is_dir() else data.parent)
+    if folder is not None and (folder / DATASET_FILE).is_file():
+        path = folder / DATASET_FILE
+        try:
+            declared = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise PipelineInputError(f"{path}: not valid TOML ({exc})") from exc
+        unknown = sorted(set(declared) - {"rating_scale", "unrated_value"})
+        if unknown:
+            raise PipelineInputError(f"{path}: unknown key {', '.join(unknown)} (known: rating_scale, unrated_value)")
+        if "rating_scale" in declared:
+            update["rating_min"], update["rating_max"] = parse_rating_scale(declared["rating_scale"], str(path))
+            origin = str(path)
+        if "unrated_value" in declared:
+            if not isinstance(declared["unrated_value"], int):
+                raise PipelineInputError(f"{path}: unrated_value must be a whole number")
+            update["unrated_value"] = declared["unrated_value"]
+    if rating_scale:
+        update["rating_min"], update["rating_max"] = parse_rating_scale(rating_scale, "RATING_SCALE")
+        origin = "RATING_SCALE"
+    settings = settings.model_copy(update=update)
+    if settings.rating_min <= settings.unrated_value <= settings.rating_max:
+        raise PipelineInputError(f"rating scale {settings.rating_scale} ({origin}) contains the unrated marker "
+                                 f"{settings.unrated_value}: set unrated_value outside the scale")
+    return settings, origin

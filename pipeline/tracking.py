@@ -114,7 +114,11 @@ def resumed(run_id: str) -> Iterator[None]:
 def log_validation(run_id: str, validated: ValidatedData, source_sha256: dict[str, str]) -> None:
     client = MlflowClient()
     for name, value in asdict(validated.counts).items():
-        client.log_metric(run_id, f"rows_{name}", value)
+        if isinstance(value, int):
+            client.log_metric(run_id, f"rows_{name}", value)
+    client.log_dict(run_id, validated.counts.per_source, "validation/counts_per_file.json")
+    if validated.scale is not None and validated.scale.warning:
+        client.set_tag(run_id, "rating_scale_warning", validated.scale.warning)
     for name, digest in source_sha256.items():
         client.set_tag(run_id, f"sha256.{name}", digest)
     for report in validated.reports:
@@ -130,6 +134,7 @@ def log_matrix(run_id: str, matrix: UtilityMatrix) -> None:
         client.log_param(run_id, f"n_{name}", size)
     client.log_param(run_id, "n_users", matrix.n_users)
     client.log_param(run_id, "n_anime", matrix.n_anime)
+    client.log_param(run_id, "rating_scale", f"{matrix.scale.minimum}-{matrix.scale.maximum}")
     client.log_artifact(run_id, str(matrix.user_index_path), ID_MAPS_DIR)
     client.log_artifact(run_id, str(matrix.anime_index_path), ID_MAPS_DIR)
     client.log_artifact(run_id, str(matrix.path / "metadata.json"), "data")
@@ -229,12 +234,15 @@ def log_decision(run_id: str, decision: dict) -> None:
 
 
 def last_trained_data_version(settings: Settings) -> str | None:
-    """Data version of the newest retrain run that finished (None if there is none yet)."""
+    """Data version of the newest retrain run that finished, with the rating scale it was read on
+    ("<data version> on <scale>"; None if there is none yet): the same data on another scale is new data."""
     experiment_id = configure_tracking(settings)
     runs = MlflowClient().search_runs([experiment_id], filter_string="attributes.status = 'FINISHED' "
                                       "and tags.data_version != ''", order_by=["attributes.start_time DESC"],
                                       max_results=1)
-    return runs[0].data.tags["data_version"] if runs else None
+    if not runs:
+        return None
+    return f"{runs[0].data.tags['data_version']} on {runs[0].data.params.get('rating_scale', '1-10')}"
 
 
 def run_url(settings: Settings, run_id: str) -> str:

@@ -1,5 +1,6 @@
 """Validate: run the Great Expectations suites in `expectations/` and split rows into
-accepted ratings, unrated watch history and quarantine (each quarantined row with its reason).
+accepted ratings, interactions without a rating (−1 rows; the Kaggle 2020 list entries with their
+watching status) and quarantine (each quarantined row with its reason).
 
 Every expectation in a suite says what its failure means (`meta.on_failure`): `stop` fails the run
 with one line naming file and column; `quarantine` moves the failing rows aside with `meta.reason`.
@@ -8,10 +9,11 @@ with one line naming file and column; `quarantine` moves the failing rows aside 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import pyarrow.compute as pc
 
 from pipeline.errors import PipelineInputError
 from pipeline.hashing import multiset_digest
-from pipeline.ingest import ANIME_FILE, RawData
+from pipeline.ingest import ANIME_FILE, WATCHING_STATUSES, RawData
 from pipeline.settings import Settings
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -62,41 +64,71 @@ class SuiteReport:
 class ValidationCounts:
     rows_in: int
     accepted: int
-    unrated: int
+    unrated: int  # interactions without a rating: −1 rows, Kaggle 2020 list entries that are not ratings
     quarantined: int
     superseded: int  # valid rows replaced by a newer rating of the same (user, anime) in a later file
     anime_rows_in: int
     anime_accepted: int
     anime_quarantined: int
     ratings_without_metadata: int  # accepted ratings whose anime is not in anime.csv (kept)
+    per_source: dict[str, dict[str, int]] = field(default_factory=dict)  # the same four counts, file by file
+    unrated_by_status: dict[str, int] = field(default_factory=dict)  # watched / watching / dropped / …
 
     def __post_init__(self) -> None:
-        if self.rows_in != self.accepted + self.unrated + self.quarantined + self.superseded:
-            raise AssertionError(f"counts do not reconcile: {self}")
+        for name, c in [("all files", asdict(self)), *self.per_source.items()]:
+            if c["rows_in"] != c["accepted"] + c["unrated"] + c["quarantined"] + c["superseded"]:
+                raise AssertionError(f"counts of {name} do not reconcile: {c}")
+
+
+@dataclass(frozen=True)
+class ScaleCheck:
+    """The declared rating scale against the accepted ratings."""
+
+    minimum: int
+    maximum: int
+    observed_min: int | None
+    observed_max: int | None
+
+    @property
+    def warning(self) -> str | None:
+        """Set when the data use only part of the scale (a 1–5 data set read as 1–10, say)."""
+        if self.observed_min is None or (self.observed_min, self.observed_max) == (self.minimum, self.maximum):
+            return None
+        return (f"the ratings use only {self.observed_min}-{self.observed_max} of the declared {self.minimum}-"
+                f"{self.maximum} scale; if their scale is {self.observed_min}-{self.observed_max}, say so with "
+                f"RATING_SCALE={self.observed_min}-{self.observed_max} (make pipeline) or rating_scale = "
+                f"\"{self.observed_min}-{self.observed_max}\" in dataset.toml beside the data")
 
 
 @dataclass(frozen=True)
 class ValidatedData:
     ratings: pa.Table  # accepted ratings: user_id, anime_id, rating
-    unrated: pa.Table  # watched but unrated: user_id, anime_id
+    unrated: pa.Table  # interactions without a rating: user_id, anime_id, watching_status (0 = not given)
     quarantine: pa.Table  # rating rows left out: source, row_number, user_id, anime_id, rating, reason
     anime: pa.Table  # accepted anime metadata
     anime_quarantine: pa.Table  # anime.csv rows left out, with reason
     counts: ValidationCounts
     reports: list[SuiteReport]
+    scale: ScaleCheck | None = None
 
     def summary(self) -> str:
-        return "\n".join(line for report in self.reports for line in report.summary_lines())
+        lines = [line for report in self.reports for line in report.summary_lines()]
+        return "\n".join(lines + ([f"warning: {self.scale.warning}"] if self.scale and self.scale.warning else []))
 
     @functools.cached_property
     def data_version(self) -> str:
         """Names the matrix folder and tells whether the data changed since the last trained run."""
-        return data_version_of(self.ratings)
+        return data_version_of(self.ratings, self.unrated)
 
 
-def data_version_of(ratings: pa.Table) -> str:
-    """Content hash of the accepted ratings, independent of row order in the source files."""
-    return multiset_digest(*(ratings[name].to_numpy() for name in RATING_COLUMNS))[:16]
+def data_version_of(ratings: pa.Table, unrated: pa.Table | None = None) -> str:
+    """Content hash of the accepted ratings and of the interactions without a rating (the ranking model learns
+    from both), independent of row order in the source files."""
+    digest = multiset_digest(*(ratings[name].to_numpy() for name in RATING_COLUMNS))
+    if unrated is None or unrated.num_rows == 0:
+        return digest[:16]
+    listed = multiset_digest(*(unrated[name].to_numpy() for name in ("user_id", "anime_id", "watching_status")))
+    return hashlib.sha256(f"{digest}:{listed}".encode()).hexdigest()[:16]
 
 
 def _load_suite(path: Path):
@@ -216,8 +248,44 @@ def _newest_per_pair(ratings: pa.Table, valid: np.ndarray) -> np.ndarray:
     return keep
 
 
+def _watch_list_rows(raw: RawData, settings: Settings) -> tuple[pa.Table, pa.Array, SuiteReport] | None:
+    """The Kaggle 2020 list entries, validated, as source 0 (oldest): a rating of the same pair in any rating
+    file supersedes them."""
+    if raw.watch_list is None:
+        return None
+    table = raw.watch_list
+    allowed = [0, *range(settings.rating_min, settings.rating_max + 1)]
+    report, reason = run_suite(table.select(["user_id", "anime_id", "rating", "watching_status"]),
+                               settings.expectations_dir / "animelist.json", raw.layout.watch_list_file,
+                               {"allowed_scores": allowed, "statuses": sorted(set(WATCHING_STATUSES) - {0})},
+                               settings.validation_batch_rows)
+    rows = pa.table({"user_id": table["user_id"], "anime_id": table["anime_id"], "rating": table["rating"],
+                     "watching_status": pc.cast(pc.fill_null(table["watching_status"], 0), pa.int8()),
+                     "row_number": table["row_number"], "source_rank": pa.array(np.zeros(table.num_rows, np.int32)),
+                     "listed": pa.array(np.ones(table.num_rows, bool))})
+    return rows, pc.coalesce(table["parse_error"], reason), report
+
+
+def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+
+
+def _check_quarantine_share(source: str, quarantine: int, rows: int, settings: Settings, reasons: pa.Array) -> None:
+    share = quarantine / max(rows, 1)
+    if share > settings.max_quarantine_share:
+        top = sorted(pc.value_counts(reasons.drop_null()).to_pylist(), key=lambda item: -item["counts"])[:3]
+        listed = "; ".join(f"{item['values']} ({item['counts']:,})" for item in top)
+        raise PipelineInputError(f"{source}: {share:.1%} of rows failed validation, above the "
+                                 f"{settings.max_quarantine_share:.0%} limit (max_quarantine_share); most common: "
+                                 f"{listed}")
+
+
 def validate(raw: RawData, settings: Settings) -> ValidatedData:
-    """Apply both suites; quarantine failing rows; fail if too large a share of ratings is quarantined."""
+    """Apply the suites; quarantine failing rows; fail if too large a share of rows is quarantined.
+
+    Every row ends in exactly one of: accepted rating, interaction without a rating, quarantine, or
+    superseded (a newer file has the same pair), and the counts reconcile file by file.
+    """
     allowed = [settings.unrated_value, *range(settings.rating_min, settings.rating_max + 1)]
     rating_report, rating_reason = run_suite(
         raw.ratings.select(SUITE_RATING_COLUMNS), settings.expectations_dir / "ratings.json",
@@ -226,38 +294,60 @@ def validate(raw: RawData, settings: Settings) -> ValidatedData:
     anime_report, anime_reason = run_suite(
         raw.anime.drop_columns(["row_number", "parse_error"]), settings.expectations_dir / "anime.json", ANIME_FILE)
     anime_reason = pc.coalesce(raw.anime["parse_error"], anime_reason)
+    _check_quarantine_share(" + ".join(raw.sources), int(pc.sum(pc.is_valid(rating_reason)).as_py() or 0),
+                            raw.ratings.num_rows, settings, rating_reason)
 
-    rating_ok = pc.is_null(rating_reason)
-    valid = rating_ok.to_numpy(zero_copy_only=False)
+    watch_list = _watch_list_rows(raw, settings)
+    offset = 0 if watch_list is None else 1
+    rows = pa.table({
+        "user_id": raw.ratings["user_id"], "anime_id": raw.ratings["anime_id"], "rating": raw.ratings["rating"],
+        "watching_status": pa.array(np.zeros(raw.ratings.num_rows, np.int8)), "row_number": raw.ratings["row_number"],
+        "source_rank": pc.add(raw.ratings["source_rank"], np.int32(offset)),
+        "listed": pa.array(np.zeros(raw.ratings.num_rows, bool))})
+    reason, reports, sources = rating_reason, [rating_report, anime_report], raw.sources
+    if watch_list is not None:
+        watch_rows, watch_reason, watch_report = watch_list
+        _check_quarantine_share(raw.layout.watch_list_file, int(pc.sum(pc.is_valid(watch_reason)).as_py() or 0),
+                                watch_rows.num_rows, settings, watch_reason)
+        rows = pa.concat_tables([watch_rows, rows])
+        reason = pa.chunked_array([*_chunks(watch_reason), *_chunks(rating_reason)], pa.string())
+        reports.insert(1, watch_report)
+        sources = (raw.layout.watch_list_file, *raw.sources)
+
+    ok = pc.is_null(reason)
+    valid = ok.to_numpy(zero_copy_only=False)
     # With one source, pairs are already unique (a repeat within a file is quarantined by the suite).
-    current = _newest_per_pair(raw.ratings, valid) if len(raw.sources) > 1 else valid
-    unrated_mask = pc.and_(current, pc.equal(raw.ratings["rating"], settings.unrated_value))
-    rated_mask = pc.and_(current, pc.invert(unrated_mask))
-    ratings = raw.ratings.select(RATING_COLUMNS).filter(rated_mask)
-    unrated = raw.ratings.select(["user_id", "anime_id"]).filter(unrated_mask)
-    source_names = pa.array(raw.sources).take(raw.ratings["source_rank"])
-    quarantine = (raw.ratings.select(["row_number", *RATING_COLUMNS]).add_column(0, "source", source_names)
-                  .append_column("reason", rating_reason).filter(pc.invert(rating_ok)))
+    current = _newest_per_pair(rows, valid) if len(sources) > 1 else valid
+    unrated_mask = current & (rows["listed"].to_numpy(zero_copy_only=False)
+                              | (pc.fill_null(rows["rating"], 0).to_numpy() == settings.unrated_value))
+    rated_mask = current & ~unrated_mask
+    ratings = rows.select(RATING_COLUMNS).filter(rated_mask)
+    unrated = rows.select(["user_id", "anime_id", "watching_status"]).filter(unrated_mask)
+    source_names = pa.array(sources).take(rows["source_rank"])
+    quarantine = (rows.select(["row_number", *RATING_COLUMNS]).add_column(0, "source", source_names)
+                  .append_column("reason", reason).filter(pc.invert(ok)))
     anime_ok = pc.is_null(anime_reason)
     anime = raw.anime.drop_columns(["row_number", "parse_error"]).filter(anime_ok)
     anime_quarantine = (raw.anime.select(["row_number", "anime_id", "name"]).append_column("reason", anime_reason)
                         .filter(pc.invert(anime_ok)))
 
-    share = quarantine.num_rows / max(raw.rows_in, 1)
-    if share > settings.max_quarantine_share:
-        top = pc.value_counts(quarantine["reason"]).to_pylist()
-        top = sorted(top, key=lambda item: -item["counts"])[:3]
-        reasons = "; ".join(f"{item['values']} ({item['counts']:,})" for item in top)
-        limit = settings.max_quarantine_share
-        raise PipelineInputError(f"{' + '.join(raw.sources)}: {share:.1%} of rows failed validation, above the "
-                                 f"{limit:.0%} limit (max_quarantine_share); most common: {reasons}")
-
     known_anime = pc.is_in(ratings["anime_id"], value_set=anime["anime_id"])
+    outcome = np.full(rows.num_rows, 3, np.int8)  # 0 accepted, 1 unrated, 2 quarantined, 3 superseded
+    outcome[rated_mask], outcome[unrated_mask], outcome[~valid] = 0, 1, 2
+    per_source = np.bincount(rows["source_rank"].to_numpy().astype(np.int64) * 4 + outcome,
+                             minlength=4 * len(sources)).reshape(len(sources), 4)
+    statuses = np.bincount(unrated["watching_status"].to_numpy().astype(np.int64), minlength=7)
     counts = ValidationCounts(
-        rows_in=raw.rows_in, accepted=ratings.num_rows, unrated=unrated.num_rows, quarantined=quarantine.num_rows,
-        superseded=raw.rows_in - ratings.num_rows - unrated.num_rows - quarantine.num_rows,
+        rows_in=rows.num_rows, accepted=ratings.num_rows, unrated=unrated.num_rows, quarantined=quarantine.num_rows,
+        superseded=int((outcome == 3).sum()),
         anime_rows_in=raw.anime.num_rows, anime_accepted=anime.num_rows, anime_quarantined=anime_quarantine.num_rows,
         ratings_without_metadata=int(pc.sum(pc.invert(known_anime)).as_py() or 0),
+        per_source={name: {"rows_in": int(c.sum()), "accepted": int(c[0]), "unrated": int(c[1]),
+                           "quarantined": int(c[2]), "superseded": int(c[3])}
+                    for name, c in zip(sources, per_source, strict=True)},
+        unrated_by_status={WATCHING_STATUSES[code]: int(statuses[code]) for code in WATCHING_STATUSES
+                           if statuses[code]},
     )
-    return ValidatedData(ratings, unrated, quarantine, anime, anime_quarantine, counts,
-                         [rating_report, anime_report])
+    observed = pc.min_max(ratings["rating"]).as_py() if ratings.num_rows else {"min": None, "max": None}
+    scale = ScaleCheck(settings.rating_min, settings.rating_max, observed["min"], observed["max"])
+    return ValidatedData(ratings, unrated, quarantine, anime, anime_quarantine, counts, reports, scale)

@@ -51,14 +51,15 @@ def test_matrix_is_long_form_with_contiguous_maps(validated, settings):
                                everything["rating"].to_numpy(), atol=1e-5)
     meta = json.loads((matrix.path / "metadata.json").read_text())
     assert meta["counts"]["unrated"] == pq.read_table(matrix.path / "unrated.parquet").num_rows
-    assert matrix.path.name == matrix.data_version
+    assert matrix.path.name == f"{matrix.data_version}-{matrix.split_id[:8]}"
 
 
 def test_same_data_gives_same_version_and_split(validated, settings, tmp_path):
     first = build_utility_matrix(validated, settings)
     first_test = first.split("test")
     shuffled = validated.ratings.take(np.random.default_rng(0).permutation(validated.ratings.num_rows))
-    assert data_version_of(shuffled) == first.data_version  # row order does not matter
+    unrated = validated.unrated.take(np.random.default_rng(1).permutation(validated.unrated.num_rows))
+    assert data_version_of(shuffled, unrated) == first.data_version  # row order does not matter
     settings.data_root = tmp_path / "elsewhere"
     second = build_utility_matrix(validated, settings)
     assert second.split_id == first.split_id
@@ -66,7 +67,11 @@ def test_same_data_gives_same_version_and_split(validated, settings, tmp_path):
     ratings = validated.ratings["rating"].to_numpy().copy()
     ratings[0] = 1 if ratings[0] != 1 else 2  # one rating changes
     changed = validated.ratings.set_column(2, "rating", pa.array(ratings))
-    assert data_version_of(changed) != first.data_version
+    assert data_version_of(changed, validated.unrated) != first.data_version
+    statuses = validated.unrated["watching_status"].to_numpy().copy()
+    statuses[0] = 4  # one interaction changes (dropped, say): the ranking model's input changed
+    assert data_version_of(validated.ratings, validated.unrated.set_column(
+        2, "watching_status", pa.array(statuses))) != first.data_version
 
 
 def test_lookup_marks_unknown_ids():
@@ -90,4 +95,4 @@ def test_failed_write_leaves_previous_matrix_intact(validated, settings, monkeyp
     with pytest.raises(OSError, match="disk full"):
         build_utility_matrix(validated, settings)
     assert {p.name: p.read_bytes() for p in matrix.path.iterdir()} == before
-    assert [p.name for p in settings.matrix_root.iterdir()] == [matrix.data_version]  # no temp leftovers
+    assert [p.name for p in settings.matrix_root.iterdir()] == [matrix.path.name]  # no temp leftovers

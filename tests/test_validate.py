@@ -32,9 +32,9 @@ def test_rows_are_split_into_accepted_unrated_and_quarantined(tmp_path, settings
     assert "outside the rating scale" in reasons[5] and "outside the rating scale" in reasons[6]
     assert "'7.5' is not an integer" in reasons[7]
     assert "more than once" in reasons[8] and "more than once" in reasons[9]
-    assert "positive" in reasons[10]
+    assert "user_id is negative" in reasons[10]
     assert "anime_id is missing" in reasons[11]
-    assert validated.unrated.to_pylist() == [{"user_id": 2, "anime_id": 12}]
+    assert validated.unrated.to_pylist() == [{"user_id": 2, "anime_id": 12, "watching_status": 0}]
 
 
 def test_batched_validation_gives_the_same_quarantine_as_one_batch(tmp_path, settings):
@@ -97,7 +97,7 @@ def test_newest_rating_of_a_pair_wins_across_files(tmp_path, settings):
     validated = validate(raw, settings)
     ratings = {(r["user_id"], r["anime_id"]): r["rating"] for r in validated.ratings.to_pylist()}
     assert ratings == {(1, 10): 2, (1, 11): 6, (3, 12): 8}
-    assert validated.unrated.to_pylist() == [{"user_id": 2, "anime_id": 10}]
+    assert validated.unrated.to_pylist() == [{"user_id": 2, "anime_id": 10, "watching_status": 0}]
     counts = validated.counts
     assert (counts.rows_in, counts.superseded, counts.quarantined) == (7, 3, 0)
     assert counts.rows_in == counts.accepted + counts.unrated + counts.quarantined + counts.superseded

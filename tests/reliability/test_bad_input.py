@@ -45,8 +45,8 @@ ROW_CASES = {
     "rating 11": ([4, 10, 11], "outside the rating scale"),
     "rating 7.5": ([4, 10, "7.5"], "'7.5' is not an integer"),
     "rating NaN": ([4, 10, "NaN"], "rating is missing"),  # NaN, NA, null read as missing values
-    "negative user id": ([-4, 10, 5], "user_id is not a positive id"),
-    "zero anime id": ([4, 0, 5], "anime_id is not a positive id"),
+    "negative user id": ([-4, 10, 5], "user_id is negative"),
+    "negative anime id": ([4, -10, 5], "anime_id is negative"),
     "non-integer anime id": ([4, "10.5", 5], "'10.5' is not an integer"),
     "missing rating": ([4, 10, ""], "rating is missing"),
 }
@@ -78,7 +78,7 @@ def test_minus_one_is_watched_history_not_a_rating(tmp_path, lenient, where):
         write_csv(lenient.inbox_dir / "new.csv", RATING_HEADER, [[4, 13, -1]])
     validated = _validated(folder, lenient)
     assert validated.counts.unrated == 2 and validated.counts.quarantined == 0
-    assert {"user_id": 4, "anime_id": 13} in validated.unrated.to_pylist()
+    assert {"user_id": 4, "anime_id": 13, "watching_status": 0} in validated.unrated.to_pylist()
     assert 4 not in validated.ratings["user_id"].to_pylist()
 
 
