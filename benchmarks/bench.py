@@ -481,7 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "make bench" + (f" PARTS={','.join(parts)}" if parts != list(PARTS) else "") + (
         f" SIZE={args.size}" if args.size != "kaggle2020" and "scale" in parts else "") + (
         f" LAYOUT={args.layout}" if args.layout != "cooperunion" and "scale" in parts else "")
-    write_report(f"Parts: {', '.join(parts)}" + (f" (size {args.size})" if "scale" in parts else ""), command, tables)
+    layout = f", {args.layout} layout" if args.layout != "cooperunion" else ""
+    write_report(f"Parts: {', '.join(parts)}" + (f" (size {args.size}{layout})" if "scale" in parts else ""), command,
+                 tables)
     print(f"written to {REPORT}")
     return 0
 

@@ -174,9 +174,10 @@ def train_ranking_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -
     """The ranking model (what to recommend, judged by NDCG@10), its λ chosen on validation."""
     fit = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
     tracking.log_ranking_model(run_id, fit, settings.ranking)
-    get_run_logger().info("ranking model: lambda %.4g (%g x mean interactions per anime) chosen on validation "
-                          "(NDCG@10 %.4f) in %.1f s", fit.model.l2, fit.chosen.relative_l2,
-                          fit.chosen.validation.ndcg, fit.fit_seconds)
+    judged = (f"chosen on validation (NDCG@10 {fit.chosen.validation.ndcg:.4f})" if fit.chosen.validation.n_users
+              else "not walked (no relevant validation rating)")
+    get_run_logger().info("ranking model: lambda %.4g (%g x mean interactions per anime) %s in %.1f s", fit.model.l2,
+                          fit.chosen.relative_l2, judged, fit.fit_seconds)
     return fit
 
 
@@ -192,10 +193,11 @@ def evaluate_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix,
                   run_id: str) -> EvaluationReport:
     report = evaluate_model(trained.model, fit.model, matrix, settings.unrated_value, settings.relevance_threshold)
     tracking.log_evaluation(run_id, report)
-    get_run_logger().info("test RMSE %.4f (bias baseline %.4f, global mean %.4f); NDCG@10 %.4f (rating model "
-                          "alone %.4f, popularity %.4f)", report.model.rmse, report.bias.rmse,
-                          report.global_mean.rmse, report.ranking.served.ndcg, report.ranking.rating_model.ndcg,
-                          report.ranking.popularity.ndcg)
+    lists = report.ranking
+    ndcg = (f"NDCG@10 {lists.served.ndcg:.4f} (rating model alone {lists.rating_model.ndcg:.4f}, popularity "
+            f"{lists.popularity.ndcg:.4f})" if lists.served.n_users else "top-10 not measured (no relevant rating)")
+    get_run_logger().info("test RMSE %.4f (bias baseline %.4f, global mean %.4f); %s", report.model.rmse,
+                          report.bias.rmse, report.global_mean.rmse, ndcg)
     return report
 
 
@@ -223,6 +225,9 @@ def publish_artifacts_task(summary: RetrainSummary, model_name: str) -> None:
     """What a user reads in the Prefect UI without opening logs."""
     create_table_artifact(key="retrain-row-counts", description="Rows read and where they went",
                           table=[{"rows": label, "count": value} for label, value in summary.count_rows()])
+    create_table_artifact(key="retrain-row-counts-per-file", description="Rows per file (superseded: the same pair "
+                          "in a later file); in = accepted + unrated + quarantined + superseded",
+                          table=[{"file": name, **counts} for name, counts in summary.counts.per_source.items()])
     create_markdown_artifact(key="retrain-validation", description="Great Expectations summary",
                              markdown=f"```\n{summary.validation_summary}\n```")
     if summary.outcome is None:

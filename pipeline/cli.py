@@ -85,10 +85,14 @@ def recommend(settings: Settings, args: argparse.Namespace) -> int:
         mine = read_my_ratings(args.ratings)
         ids = (mine["anime_id"] if "anime_id" in mine.columns
                else mine["name"].map(lambda name: recommender.find_anime(str(name))))
-        show(recommender.recommend_from_ratings(ids.astype(int).to_numpy(), mine["rating"].to_numpy(), args.n,
-                                                **filters))
+        top = recommender.recommend_from_ratings(ids.astype(int).to_numpy(), mine["rating"].to_numpy(), args.n,
+                                                 **filters)
+        who = f"your {len(mine)} ratings in {args.ratings}"
     else:
-        show(recommender.recommend(args.user, args.n, **filters))
+        top, who = recommender.recommend(args.user, args.n, **filters), f"user {args.user}"
+    print(f"top {len(top)} for {who} (predicted ratings on the {recommender.scale.minimum}-"
+          f"{recommender.scale.maximum} scale):")
+    show(top)
     return 0
 
 

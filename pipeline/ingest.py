@@ -143,13 +143,15 @@ def find_file(location: Path, name: str) -> DataFile | None:
 
 def detect_layout(location: Path) -> tuple[Layout, DataFile]:
     """The layout of a data folder or .zip, from the rating file it holds."""
+    if location.is_file() and location.suffix.lower() != ".zip":
+        raise PipelineInputError(f"{location}: is a file; give the folder that holds it (or a .zip of the data)")
     for layout in LAYOUTS:
         found = find_file(location, layout.rating_file)
         if found is not None:
             return layout, found
-    where = location if location.is_dir() else location.parent
+    missing = location / COOPERUNION.rating_file if location.is_dir() else location
     raise PipelineInputError(
-        f"{where / COOPERUNION.rating_file if location.is_dir() else location}: file not found (expected columns "
+        f"{missing}: file not found (expected columns "
         f"{','.join(RATING_COLUMNS.required)}; or {KAGGLE_2020.rating_file} of the Kaggle 2020 layout; plain, "
         f"{', '.join(s for s in COMPRESSED_SUFFIXES if s)} or inside a .zip)")
 

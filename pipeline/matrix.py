@@ -54,7 +54,7 @@ class UtilityMatrix:
     scale: RatingScale
     split_sizes: dict[str, int]
     train_mean_rating: float
-    row_counts: dict[str, int]  # validation counts of the data it was built from
+    row_counts: dict[str, object]  # validation counts of the data it was built from (per file: nested)
 
     def split(self, name: str) -> pa.Table:
         return pq.read_table(self.path / f"{name}.parquet")

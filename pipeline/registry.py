@@ -147,7 +147,8 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
                                       f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
 
     tags = {"data_version": matrix.data_version, "split_id": matrix.split_id, "run_id": run_id,
-            **{f"rows_{key}": str(value) for key, value in matrix.row_counts.items()},
+            "rating_scale": f"{matrix.scale.minimum}-{matrix.scale.maximum}",
+            **{f"rows_{key}": str(value) for key, value in matrix.row_counts.items() if isinstance(value, int)},
             **{key: repr(value) for key, value in report.as_metrics().items()}}  # repr: exact round trip
     version = mlflow.register_model(model_uri, name, tags=tags).version
     ndcg = None if report.ranking is None else report.ranking.served.measured_ndcg
@@ -180,6 +181,7 @@ class VersionRow:
     created: datetime
     data_version: str
     split_id: str
+    rating_scale: str  # what its RMSE is on
     params: dict[str, str]  # the training run's embedding_dim, epochs, learning_rate, batch_size
     test_rmse: float
     test_mae: float
@@ -211,6 +213,7 @@ def list_versions(name: str) -> list[VersionRow]:
             version=str(mv.version), aliases=tuple(sorted(by_version.get(str(mv.version), []))),
             created=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
             data_version=mv.tags.get("data_version", "?"), split_id=mv.tags.get("split_id", "?"),
+            rating_scale=mv.tags.get("rating_scale", "1-10"),  # versions from before the tag: the only scale then
             params={key: params.get(key, "?") for key in COMPARED_PARAMS},
             test_rmse=float(mv.tags.get("test_rmse", "nan")), test_mae=float(mv.tags.get("test_mae", "nan")),
             bias_rmse=float(mv.tags.get("baseline_bias_rmse", "nan")),
@@ -223,12 +226,13 @@ def format_versions(name: str, rows: list[VersionRow]) -> str:
     """A plain-text table; RMSEs are comparable only between rows that share a split."""
     if not rows:
         return f"no versions of '{name}' registered yet"
-    header = ("version", "aliases", "created (UTC)", "data", "split", "dim", "epochs", "lr", "batch",
+    header = ("version", "aliases", "created (UTC)", "data", "split", "scale", "dim", "epochs", "lr", "batch",
               "test RMSE", "test MAE", "bias RMSE", "NDCG@10")
     table = [header] + [(
         r.version, ",".join(r.aliases) or "-", r.created.strftime("%Y-%m-%d %H:%M"), r.data_version[:8],
-        r.split_id[:8], *(r.params[key] for key in COMPARED_PARAMS),
-        f"{r.test_rmse:.4f}", f"{r.test_mae:.4f}", f"{r.bias_rmse:.4f}", f"{r.ndcg:.4f}") for r in rows]
+        r.split_id[:8], r.rating_scale, *(r.params[key] for key in COMPARED_PARAMS),
+        f"{r.test_rmse:.4f}", f"{r.test_mae:.4f}", f"{r.bias_rmse:.4f}",
+        "-" if math.isnan(r.ndcg) else f"{r.ndcg:.4f}") for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in table]
@@ -251,7 +255,9 @@ def rmse_chart(name: str, rows: list[VersionRow]):
     colors = ["tab:orange" if r.is_champion else "tab:blue" for r in rows]
     axis.bar(labels, [r.test_rmse for r in rows], color=colors, label="test RMSE (orange: champion)")
     axis.scatter(labels, [r.bias_rmse for r in rows], color="black", marker="_", s=400, label="bias baseline")
-    axis.set(xlabel="registered version", ylabel="RMSE (1-10 scale)", title=f"{name}: test RMSE per version",
+    scales = sorted({r.rating_scale for r in rows})
+    scale = f"{scales[0]} scale" if len(scales) == 1 else "each version's scale"
+    axis.set(xlabel="registered version", ylabel=f"RMSE ({scale})", title=f"{name}: test RMSE per version",
              ylim=(0, 1.3 * max(max(r.test_rmse, r.bias_rmse) for r in rows)))
     axis.legend(loc="upper left", ncols=2)
     figure.tight_layout()

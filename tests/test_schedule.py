@@ -87,7 +87,8 @@ def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(tmp_path, small_da
             final = _wait_for(lambda: _final_state(client, run_id), 300, "the flow run", serve)
             assert final == "COMPLETED"
             keys = {a["key"] for a in client.post("/artifacts/filter", json={}).json()}
-            assert {"retrain-row-counts", "retrain-validation", "retrain-scores", "retrain-decision"} <= keys
+            assert {"retrain-row-counts", "retrain-row-counts-per-file", "retrain-validation", "retrain-scores",
+                    "retrain-decision"} <= keys
         registry = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
         assert [str(v.version) for v in registry.search_model_versions("name = 'anime-recommender'")] == ["1"]
     finally:

@@ -45,7 +45,8 @@ def champion(small_data, settings, monkeypatch):
 def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
     user_id = int(champion.user_ids[0])
     assert cli_main(["recommend", "--user", str(user_id), "-n", "4"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    title, *out = capsys.readouterr().out.splitlines()
+    assert title == f"top 4 for user {user_id} (predicted ratings on the 1-10 scale):"
     assert out[0].split() == ["anime_id", "name", "genre", "type", "predicted_rating", "because_you_watched"]
     assert len(out) == 5
     expected = champion.recommend(user_id, 4)
@@ -62,7 +63,7 @@ def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
     mine.write_text("name,rating\n" + "".join(f"\"{champion.anime['name'][int(a)]}\",9\n"
                                              for a in champion.anime_ids[:3]))
     assert cli_main(["recommend", "--ratings", str(mine), "-n", "3"]) == 0
-    rows = capsys.readouterr().out.splitlines()[1:]
+    rows = capsys.readouterr().out.splitlines()[2:]
     assert len(rows) == 3 and not {int(r.split()[0]) for r in rows} & set(champion.anime_ids[:3].tolist())
 
     for argv in (["recommend", "--user", "987654321"], ["similar", "--anime", "zzzz no such anime zzzz"],

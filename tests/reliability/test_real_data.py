@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -117,6 +118,12 @@ def test_compressed_and_zipped_files_are_read_directly(tmp_path, lenient, packin
     assert packed.anime.to_pylist() == unpacked.anime.to_pylist()
 
 
+def test_data_given_as_the_rating_file_itself_says_to_give_its_folder(tmp_path, lenient):
+    folder = write_dataset(tmp_path / "data", GOOD, ANIME)
+    with pytest.raises(PipelineInputError, match=r"rating\.csv: is a file; give the folder that holds it"):
+        ingest(folder / "rating.csv")
+
+
 def test_a_damaged_archive_stops_with_one_line(tmp_path, lenient):
     folder = write_dataset(tmp_path / "data", GOOD, ANIME)
     (folder / "rating.csv").unlink()
@@ -185,35 +192,37 @@ def test_a_rerun_with_another_scale_writes_its_own_matrix_folder(tmp_path, setti
     assert build_utility_matrix(validated, settings).path not in (ten.path, five.path)
 
 
-@pytest.mark.usefixtures("prefect_server")
-def test_a_five_point_data_set_prints_its_scale_and_real_top_10_numbers(tmp_path, settings, monkeypatch, capsys):
-    from flows.retrain import main
+def _run_retrain(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """`python -m flows.retrain` as a user runs it: its own process and temporary Prefect server, all output kept."""
+    env = os.environ | {"ANIMEREC_DATA_ROOT": str(tmp_path / "root"), "ANIMEREC_MLRUNS_DIR": str(tmp_path / "mlruns"),
+                        "PREFECT_HOME": str(tmp_path / "prefect"), "ANIMEREC_TRAINING__EMBEDDING_DIM": "16"}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run([sys.executable, "-m", "flows.retrain", *args], cwd=PROJECT, env=env, capture_output=True,
+                          text=True, timeout=600)
 
-    monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
-    monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
-    monkeypatch.setenv("ANIMEREC_TRAINING__EMBEDDING_DIM", "16")
+
+def test_a_five_point_data_set_prints_its_scale_and_real_top_10_numbers(tmp_path):
     folder = _five_point(tmp_path / "five")
-    assert main(["--data", str(folder), "--epochs", "3"]) == 0
-    undeclared = capsys.readouterr().out
-    assert "1-10 (default)" in undeclared and "only 1-5 of the declared 1-10 scale" in undeclared
-    assert "not measured: no test rating >= 8" in undeclared and "nan" not in undeclared.lower()
+    undeclared = _run_retrain(["--data", str(folder), "--epochs", "3"], tmp_path)
+    assert undeclared.returncode == 0, undeclared.stderr[-2000:]
+    assert "1-10 (default)" in undeclared.stdout and "only 1-5 of the declared 1-10 scale" in undeclared.stdout
+    assert "not measured: no test rating >= 8" in undeclared.stdout
+    assert not re.search(r"\bnan\b", undeclared.stdout + undeclared.stderr, re.IGNORECASE)  # logs included
 
-    assert main(["--data", str(folder), "--epochs", "3", "--rating-scale", "1-5"]) == 0
-    declared = capsys.readouterr().out
-    assert "rating scale      1-5 (RATING_SCALE); relevant for top-10: rating >= 4" in declared
-    assert "test scores (1-5 scale)" in declared and "warning" not in declared and "nan" not in declared.lower()
-    served = next(line for line in declared.splitlines() if "served (ranking model)" in line).split()
+    declared = _run_retrain(["--data", str(folder), "--epochs", "3", "--rating-scale", "1-5"], tmp_path)
+    assert declared.returncode == 0, declared.stderr[-2000:]
+    out = declared.stdout
+    assert "rating scale      1-5 (RATING_SCALE); relevant for top-10: rating >= 4" in out
+    assert "test scores (1-5 scale)" in out and "warning" not in out
+    assert not re.search(r"\bnan\b", out + declared.stderr, re.IGNORECASE)
+    served = next(line for line in out.splitlines() if "served (ranking model)" in line).split()
     assert 0 < float(served[-3]) <= 1  # NDCG@10 measured
 
 
 def test_an_expected_stop_prints_one_error_line_and_no_traceback(tmp_path):
     folder = write_dataset(tmp_path / "data", GOOD, ANIME)
     write_csv(folder / "rating.csv", ["user_id", "anime_id", "score"], GOOD)
-    env = os.environ | {"ANIMEREC_DATA_ROOT": str(tmp_path / "root"), "ANIMEREC_MLRUNS_DIR": str(tmp_path / "mlruns"),
-                        "PREFECT_HOME": str(tmp_path / "prefect")}
-    env.pop("PREFECT_API_URL", None)  # its own temporary server, as a user's first run
-    done = subprocess.run([sys.executable, "-m", "flows.retrain", "--data", str(folder)], cwd=PROJECT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = _run_retrain(["--data", str(folder)], tmp_path)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {folder / 'rating.csv'}: missing column 'rating' (header has user_id,anime_id,score)"]
