@@ -22,6 +22,7 @@ import functools
 import hashlib
 import html
 import os
+import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ WATCHING_STATUSES = {0: "watched", 1: "watching", 2: "completed", 3: "on hold", 
 @dataclass(frozen=True)
 class Columns:
     """The columns read from one kind of file: canonical name → type, and the header names accepted for each
-    (compared lower-cased and stripped; the canonical name itself when not listed)."""
+    (compared by `header_key`; the canonical name itself when not listed)."""
 
     types: dict[str, pa.DataType]
     required: tuple[str, ...]
@@ -55,8 +56,9 @@ class Columns:
         return self.accepted.get(name, (name,))
 
 
+# Rating files from other domains name the item `item_id` (or `itemId`, `Item ID`): read as the anime id.
 RATING_COLUMNS = Columns({"user_id": pa.int64(), "anime_id": pa.int64(), "rating": pa.int64()},
-                         required=("user_id", "anime_id", "rating"))
+                         required=("user_id", "anime_id", "rating"), accepted={"anime_id": ("anime_id", "item_id")})
 WATCH_LIST_COLUMNS = Columns({"user_id": pa.int64(), "anime_id": pa.int64(), "rating": pa.int64(),
                               "watching_status": pa.int64()},
                              required=("user_id", "anime_id", "rating", "watching_status"))
@@ -169,17 +171,22 @@ def _header(source: DataFile) -> list[str]:
     return [name.strip() for name in next(csv.reader([line]), [])] if line.strip() else []
 
 
+def header_key(name: str) -> str:
+    """What a header name is matched by: letters and digits, lower-cased (`User ID`, `userId`, `user_id` alike)."""
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
 def _column_names(source: DataFile, columns: Columns) -> list[str]:
     """Canonical names for the file's header fields (unused fields get names no schema has)."""
     header = _header(source)
     if not header:
         raise PipelineInputError(f"{source.name}: empty file, expected a header {','.join(columns.required)}")
-    lowered = [name.lower() for name in header]
+    keys = [header_key(name) for name in header]
     names = [f"\0unused{i}" for i in range(len(header))]
     for canonical in columns.types:
-        for accepted in columns.header_names(canonical):
-            if accepted in lowered and names[lowered.index(accepted)].startswith("\0"):
-                names[lowered.index(accepted)] = canonical
+        for accepted in map(header_key, columns.header_names(canonical)):
+            if accepted in keys and names[keys.index(accepted)].startswith("\0"):
+                names[keys.index(accepted)] = canonical
                 break
     missing = [name for name in columns.required if name not in names]
     if missing:
@@ -324,7 +331,7 @@ def read_anime(path: Path | DataFile) -> pa.Table:
     """Anime metadata in the CooperUnion columns (a Kaggle 2020 `anime.csv`, told by its `MAL_ID`, is mapped),
     HTML entities decoded (`&#039;` → `'`), `Unknown` episodes and scores null."""
     source = _as_source(path)
-    kaggle_2020 = "mal_id" in [name.lower() for name in _header(source)]
+    kaggle_2020 = header_key("MAL_ID") in map(header_key, _header(source))
     table = read_csv_file(source, KAGGLE_2020_ANIME_COLUMNS if kaggle_2020 else ANIME_COLUMNS)
     names = pa.array([None if n is None else html.unescape(n) for n in table["name"].to_pylist()], pa.string())
     table = table.set_column(table.schema.get_field_index("name"), "name", names)

@@ -82,9 +82,11 @@ def test_spaces_after_commas_read_the_same(tmp_path, lenient):
     assert spaced.anime.to_pylist() == plain.anime.to_pylist()
 
 
-def test_column_names_are_matched_ignoring_case(tmp_path, lenient):
+@pytest.mark.parametrize("header", [["User_ID", "Anime_ID", "Rating"], ["userId", "animeId", "rating"],
+                                    ["User ID", "Anime ID", "Rating"], ["user_id", "item_id", "rating"]])
+def test_column_names_are_matched_ignoring_case(tmp_path, lenient, header):
     folder = write_dataset(tmp_path / "data", GOOD, ANIME)
-    write_csv(folder / "rating.csv", ["User_ID", "Anime_ID", "Rating"], GOOD)
+    write_csv(folder / "rating.csv", header, GOOD)
     write_csv(folder / "anime.csv", [name.upper() for name in ANIME_HEADER], ANIME)
     upper, plain = _validated(folder, lenient), _plain(tmp_path, lenient)
     assert upper.ratings.to_pylist() == plain.ratings.to_pylist() and upper.anime.to_pylist() == plain.anime.to_pylist()
