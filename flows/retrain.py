@@ -298,8 +298,7 @@ def retrain(data_dir: Path | None = None, skip_unchanged: bool = False, settings
         validated = validate_task(raw, settings)
         data_version = validated.data_version
         outcome = None
-        if skip_unchanged and f"{data_version} on {settings.rating_scale}" == tracking.last_trained_data_version(
-                settings):
+        if skip_unchanged and (data_version, settings.rating_scale) == tracking.last_trained_data(settings):
             get_run_logger().info("data version %s unchanged since the last trained run: not retraining", data_version)
         else:
             outcome = _train_and_register(raw, validated, data_dir, settings)

@@ -62,17 +62,16 @@ RATING_COLUMNS = Columns({"user_id": pa.int64(), "anime_id": pa.int64(), "rating
 WATCH_LIST_COLUMNS = Columns({"user_id": pa.int64(), "anime_id": pa.int64(), "rating": pa.int64(),
                               "watching_status": pa.int64()},
                              required=("user_id", "anime_id", "rating", "watching_status"))
-_ANIME_TYPES: dict[str, pa.DataType] = {
+# The Kaggle 2020 anime.csv is read through the same names: `MAL_ID`, `Genres` (`Genders` in older copies) and
+# `Score` (its mean score; its `Rating` is the age rating, so `score` is looked for first). Only anime_id and name
+# are required; the rest is null when absent.
+ANIME_COLUMNS = Columns({
     "anime_id": pa.int64(), "name": pa.string(), "genre": pa.string(), "type": pa.string(),
     "episodes": pa.string(),  # "Unknown" for airing shows; cast after reading
     "rating": pa.string(),  # mean score; "Unknown" in the Kaggle 2020 file; cast after reading
     "members": pa.int64(),
-}
-ANIME_COLUMNS = Columns(_ANIME_TYPES, required=("anime_id", "name"))  # the rest is optional, null when absent
-# Kaggle 2020 anime.csv: its `Rating` is the age rating (PG-13); the mean score is `Score`. Older copies
-# spell the genre column `Genders`.
-KAGGLE_2020_ANIME_COLUMNS = Columns(_ANIME_TYPES, required=("anime_id", "name"), accepted={
-    "anime_id": ("mal_id",), "genre": ("genres", "genders"), "rating": ("score",)})
+}, required=("anime_id", "name"), accepted={
+    "anime_id": ("anime_id", "mal_id"), "genre": ("genre", "genres", "genders"), "rating": ("score", "rating")})
 
 
 @dataclass(frozen=True)
@@ -196,14 +195,19 @@ def _column_names(source: DataFile, columns: Columns) -> list[str]:
     return names
 
 
-def _parse_column(strings: pa.ChunkedArray, name: str, target: pa.DataType) -> tuple[pa.ChunkedArray, pa.Array]:
-    """Cast a string column to `target`; cells that don't parse become null plus an error message."""
-    present = pc.invert(pc.is_null(strings))
+def _as_numbers(strings: pa.ChunkedArray, target: pa.DataType) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Text → `target` (int64: `8.0` is 8) where it is a number of that kind, null elsewhere; and which parsed."""
     valid = pc.fill_null(pc.match_substring_regex(strings, _INTEGER if target == pa.int64() else _NUMBER), False)
     text = pc.utf8_trim_whitespace(strings)
     if target == pa.int64():
         text = pc.replace_substring_regex(text, r"\.0*$", "")
-    values = pc.cast(pc.if_else(valid, text, None), target)
+    return pc.cast(pc.if_else(valid, text, None), target), valid
+
+
+def _parse_column(strings: pa.ChunkedArray, name: str, target: pa.DataType) -> tuple[pa.ChunkedArray, pa.Array]:
+    """Cast a string column to `target`; cells that don't parse become null plus an error message."""
+    present = pc.invert(pc.is_null(strings))
+    values, valid = _as_numbers(strings, target)
     too_long = pc.fill_null(pc.match_substring_regex(strings, _TOO_LONG), False) if target == pa.int64() else None
     kind = "an integer" if target == pa.int64() else "a number"
 
@@ -318,25 +322,15 @@ def read_watch_list(path: Path | DataFile) -> pa.Table:
     return read_csv_file(_as_source(path), WATCH_LIST_COLUMNS)
 
 
-def _numbers_or_null(values: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
-    """Metadata numbers: what parses is kept, anything else (`Unknown`, blank) is null, never a quarantine."""
-    known = pc.fill_null(pc.match_substring_regex(values, _INTEGER if target == pa.int64() else _NUMBER), False)
-    text = pc.utf8_trim_whitespace(values)
-    if target == pa.int64():
-        text = pc.replace_substring_regex(text, r"\.0*$", "")
-    return pc.cast(pc.if_else(known, text, None), target)
-
-
 def read_anime(path: Path | DataFile) -> pa.Table:
-    """Anime metadata in the CooperUnion columns (a Kaggle 2020 `anime.csv`, told by its `MAL_ID`, is mapped),
-    HTML entities decoded (`&#039;` → `'`), `Unknown` episodes and scores null."""
-    source = _as_source(path)
-    kaggle_2020 = header_key("MAL_ID") in map(header_key, _header(source))
-    table = read_csv_file(source, KAGGLE_2020_ANIME_COLUMNS if kaggle_2020 else ANIME_COLUMNS)
+    """Anime metadata in the CooperUnion columns (a Kaggle 2020 `anime.csv` is mapped by ANIME_COLUMNS), HTML
+    entities decoded (`&#039;` → `'`); metadata numbers that don't parse (`Unknown`, blank) are null, never a
+    quarantine."""
+    table = read_csv_file(_as_source(path), ANIME_COLUMNS)
     names = pa.array([None if n is None else html.unescape(n) for n in table["name"].to_pylist()], pa.string())
     table = table.set_column(table.schema.get_field_index("name"), "name", names)
     for name, target in (("episodes", pa.int64()), ("rating", pa.float64())):
-        table = table.set_column(table.schema.get_field_index(name), name, _numbers_or_null(table[name], target))
+        table = table.set_column(table.schema.get_field_index(name), name, _as_numbers(table[name], target)[0])
     return table
 
 

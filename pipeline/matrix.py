@@ -82,7 +82,7 @@ class UtilityMatrix:
         parts.append(pa.table({"user_index": users[mapped].astype(np.int32),
                                "anime_index": anime[mapped].astype(np.int32),
                                "rating": np.full(int(mapped.sum()), unrated_value, dtype=np.int16),
-                               "watching_status": _statuses(unrated)[mapped]}))
+                               "watching_status": unrated["watching_status"].to_numpy()[mapped]}))
         return pa.concat_tables(parts)
 
     @classmethod
@@ -92,13 +92,6 @@ class UtilityMatrix:
                    n_users=meta["n_users"], n_anime=meta["n_anime"], scale=RatingScale(**meta["scale"]),
                    split_sizes=meta["split_sizes"], train_mean_rating=meta["train_mean_rating"],
                    row_counts=meta["counts"])
-
-
-def _statuses(unrated: pa.Table) -> np.ndarray:
-    """Watching status per unrated row (matrices built before statuses were kept: 0, not given)."""
-    if "watching_status" not in unrated.column_names:
-        return np.zeros(unrated.num_rows, np.int8)
-    return unrated["watching_status"].to_numpy().astype(np.int8)
 
 
 def split_assignment(user_ids: np.ndarray, anime_ids: np.ndarray, test_fraction: float,

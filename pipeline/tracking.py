@@ -117,7 +117,7 @@ def log_validation(run_id: str, validated: ValidatedData, source_sha256: dict[st
         if isinstance(value, int):
             client.log_metric(run_id, f"rows_{name}", value)
     client.log_dict(run_id, validated.counts.per_source, "validation/counts_per_file.json")
-    if validated.scale is not None and validated.scale.warning:
+    if validated.scale.warning:
         client.set_tag(run_id, "rating_scale_warning", validated.scale.warning)
     for name, digest in source_sha256.items():
         client.set_tag(run_id, f"sha256.{name}", digest)
@@ -233,16 +233,16 @@ def log_decision(run_id: str, decision: dict) -> None:
     client.log_text(run_id, json.dumps(decision, indent=2), "promotion.json")
 
 
-def last_trained_data_version(settings: Settings) -> str | None:
-    """Data version of the newest retrain run that finished, with the rating scale it was read on
-    ("<data version> on <scale>"; None if there is none yet): the same data on another scale is new data."""
+def last_trained_data(settings: Settings) -> tuple[str, str] | None:
+    """(data version, rating scale) of the newest retrain run that finished (None if there is none yet): the same
+    data read on another scale is new data."""
     experiment_id = configure_tracking(settings)
     runs = MlflowClient().search_runs([experiment_id], filter_string="attributes.status = 'FINISHED' "
                                       "and tags.data_version != ''", order_by=["attributes.start_time DESC"],
                                       max_results=1)
     if not runs:
         return None
-    return f"{runs[0].data.tags['data_version']} on {runs[0].data.params.get('rating_scale', '1-10')}"
+    return runs[0].data.tags["data_version"], runs[0].data.params.get("rating_scale", "1-10")
 
 
 def run_url(settings: Settings, run_id: str) -> str:

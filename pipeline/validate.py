@@ -109,11 +109,11 @@ class ValidatedData:
     anime_quarantine: pa.Table  # anime.csv rows left out, with reason
     counts: ValidationCounts
     reports: list[SuiteReport]
-    scale: ScaleCheck | None = None
+    scale: ScaleCheck
 
     def summary(self) -> str:
         lines = [line for report in self.reports for line in report.summary_lines()]
-        return "\n".join(lines + ([f"warning: {self.scale.warning}"] if self.scale and self.scale.warning else []))
+        return "\n".join(lines + ([f"warning: {self.scale.warning}"] if self.scale.warning else []))
 
     @functools.cached_property
     def data_version(self) -> str:
@@ -261,8 +261,7 @@ def _watch_list_rows(raw: RawData, settings: Settings) -> tuple[pa.Table, pa.Arr
                                settings.validation_batch_rows)
     rows = pa.table({"user_id": table["user_id"], "anime_id": table["anime_id"], "rating": table["rating"],
                      "watching_status": pc.cast(pc.fill_null(table["watching_status"], 0), pa.int8()),
-                     "row_number": table["row_number"], "source_rank": pa.array(np.zeros(table.num_rows, np.int32)),
-                     "listed": pa.array(np.ones(table.num_rows, bool))})
+                     "row_number": table["row_number"], "source_rank": pa.array(np.zeros(table.num_rows, np.int32))})
     return rows, pc.coalesce(table["parse_error"], reason), report
 
 
@@ -270,8 +269,9 @@ def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
     return values.chunks if isinstance(values, pa.ChunkedArray) else [values]
 
 
-def _check_quarantine_share(source: str, quarantine: int, rows: int, settings: Settings, reasons: pa.Array) -> None:
-    share = quarantine / max(rows, 1)
+def _check_quarantine_share(source: str, reasons: pa.Array | pa.ChunkedArray, settings: Settings) -> None:
+    """Stop when more than `max_quarantine_share` of a source's rows have a quarantine reason."""
+    share = (len(reasons) - reasons.null_count) / max(len(reasons), 1)
     if share > settings.max_quarantine_share:
         top = sorted(pc.value_counts(reasons.drop_null()).to_pylist(), key=lambda item: -item["counts"])[:3]
         listed = "; ".join(f"{item['values']} ({item['counts']:,})" for item in top)
@@ -294,21 +294,18 @@ def validate(raw: RawData, settings: Settings) -> ValidatedData:
     anime_report, anime_reason = run_suite(
         raw.anime.drop_columns(["row_number", "parse_error"]), settings.expectations_dir / "anime.json", ANIME_FILE)
     anime_reason = pc.coalesce(raw.anime["parse_error"], anime_reason)
-    _check_quarantine_share(" + ".join(raw.sources), int(pc.sum(pc.is_valid(rating_reason)).as_py() or 0),
-                            raw.ratings.num_rows, settings, rating_reason)
+    _check_quarantine_share(" + ".join(raw.sources), rating_reason, settings)
 
     watch_list = _watch_list_rows(raw, settings)
     offset = 0 if watch_list is None else 1
     rows = pa.table({
         "user_id": raw.ratings["user_id"], "anime_id": raw.ratings["anime_id"], "rating": raw.ratings["rating"],
         "watching_status": pa.array(np.zeros(raw.ratings.num_rows, np.int8)), "row_number": raw.ratings["row_number"],
-        "source_rank": pc.add(raw.ratings["source_rank"], np.int32(offset)),
-        "listed": pa.array(np.zeros(raw.ratings.num_rows, bool))})
+        "source_rank": pc.add(raw.ratings["source_rank"], np.int32(offset))})
     reason, reports, sources = rating_reason, [rating_report, anime_report], raw.sources
     if watch_list is not None:
         watch_rows, watch_reason, watch_report = watch_list
-        _check_quarantine_share(raw.layout.watch_list_file, int(pc.sum(pc.is_valid(watch_reason)).as_py() or 0),
-                                watch_rows.num_rows, settings, watch_reason)
+        _check_quarantine_share(raw.layout.watch_list_file, watch_reason, settings)
         rows = pa.concat_tables([watch_rows, rows])
         reason = pa.chunked_array([*_chunks(watch_reason), *_chunks(rating_reason)], pa.string())
         reports.insert(1, watch_report)
@@ -318,8 +315,8 @@ def validate(raw: RawData, settings: Settings) -> ValidatedData:
     valid = ok.to_numpy(zero_copy_only=False)
     # With one source, pairs are already unique (a repeat within a file is quarantined by the suite).
     current = _newest_per_pair(rows, valid) if len(sources) > 1 else valid
-    unrated_mask = current & (rows["listed"].to_numpy(zero_copy_only=False)
-                              | (pc.fill_null(rows["rating"], 0).to_numpy() == settings.unrated_value))
+    listed = rows["source_rank"].to_numpy() < offset  # the watch list is source 0 when there is one
+    unrated_mask = current & (listed | (pc.fill_null(rows["rating"], 0).to_numpy() == settings.unrated_value))
     rated_mask = current & ~unrated_mask
     ratings = rows.select(RATING_COLUMNS).filter(rated_mask)
     unrated = rows.select(["user_id", "anime_id", "watching_status"]).filter(unrated_mask)

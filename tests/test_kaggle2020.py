@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SMALL_SPEC
 
+from pipeline.errors import PipelineInputError
 from pipeline.generate import KAGGLE_2020_ANIME_HEADER, generate_demo_dataset
 from pipeline.ingest import KAGGLE_2020, WATCHING_STATUSES, ingest, read_anime
 from pipeline.matrix import build_utility_matrix
@@ -94,6 +95,14 @@ def test_bad_list_entries_are_quarantined_with_their_reason(head_folder, setting
     assert "user_id is negative" in reasons[n + 3] and len(reasons) == 3
     listed = validated.counts.per_source["animelist.csv"]
     assert listed["rows_in"] == n + 3 == sum(v for k, v in listed.items() if k != "rows_in")
+
+
+def test_too_many_bad_list_entries_stop_the_run_naming_the_list(head_folder, settings):
+    n = len(_rows(HEAD / "animelist.csv"))
+    with (head_folder / "animelist.csv").open("a") as handle:  # just over the 5% limit, all with status 5
+        handle.writelines(f"{9000 + i},1,0,5,0\n" for i in range(n // 19 + 1))
+    with pytest.raises(PipelineInputError, match=r"^animelist\.csv: 5\.\d% of rows failed validation.*status"):
+        validate(ingest(head_folder), settings)
 
 
 @pytest.mark.parametrize("genre_column", ["Genres", "Genders"])
