@@ -9,6 +9,8 @@ SIZE ?= kaggle2020
 LAYOUT ?= cooperunion
 DATA ?=
 RATING_SCALE ?=
+DATASET_NAME ?=
+MODEL_NAME ?= anime-recommender
 EPOCHS ?=
 UI_PORT ?= 5000
 MODEL_PORT ?= 5001
@@ -20,6 +22,10 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PREFECT_HOME := $(CURDIR)/.prefect
+# MODEL_NAME=…: the registered model every target uses (one per data set keeps their versions apart).
+export ANIMEREC_REGISTERED_MODEL_NAME := $(MODEL_NAME)
+DATA_OPTIONS = $(if $(DATA),--data $(DATA)) $(if $(RATING_SCALE),--rating-scale $(RATING_SCALE)) \
+	$(if $(DATASET_NAME),--dataset-name $(DATASET_NAME))
 
 .PHONY: setup pipeline test sweep bench ui serve compare promote recommend similar serve-model lint clean
 
@@ -31,16 +37,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv from pyproject.toml
 
-pipeline: $(STAMP) ## run the retrain flow (DATA=folder or .zip for real data, RATING_SCALE=1-5, EPOCHS=n to cap training)
-	$(PY) -m flows.retrain $(if $(DATA),--data $(DATA)) $(if $(RATING_SCALE),--rating-scale $(RATING_SCALE)) \
-		$(if $(EPOCHS),--epochs $(EPOCHS))
+pipeline: $(STAMP) ## run the retrain flow (DATA=folder or .zip, RATING_SCALE=1-5, DATASET_NAME=…, MODEL_NAME=…, EPOCHS=n)
+	$(PY) -m flows.retrain $(DATA_OPTIONS) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest
 
 sweep: $(STAMP) ## grid search, best on validation (DATA=folder, MODEL=rating|ranking, SPACE='{"l2": [...]}')
-	$(PY) -m flows.sweep $(if $(DATA),--data $(DATA)) $(if $(RATING_SCALE),--rating-scale $(RATING_SCALE)) \
-		$(if $(MODEL),--model $(MODEL)) $(if $(SPACE),--space '$(SPACE)')
+	$(PY) -m flows.sweep $(DATA_OPTIONS) $(if $(MODEL),--model $(MODEL)) $(if $(SPACE),--space '$(SPACE)')
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
@@ -54,10 +58,9 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1 over the local store
 		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(UI_PORT)
 
 serve: $(STAMP) ## Prefect server on 127.0.0.1:4200 (if none answers) + retrain on a cron schedule (CRON=...)
-	$(PY) -m flows.serve $(if $(DATA),--data $(DATA)) $(if $(RATING_SCALE),--rating-scale $(RATING_SCALE)) \
-		$(if $(CRON),--cron "$(CRON)")
+	$(PY) -m flows.serve $(DATA_OPTIONS) $(if $(CRON),--cron "$(CRON)")
 
-compare: $(STAMP) ## table + PNG chart of every registered version
+compare: $(STAMP) ## table + PNG chart of every registered version of MODEL_NAME, by data set
 	$(PY) -m pipeline compare
 
 promote: $(STAMP) ## make VERSION=n champion by hand: make promote VERSION=3 REASON="why"
@@ -72,7 +75,7 @@ similar: $(STAMP) ## anime like another: make similar ANIME="Cowboy Bebop"
 
 serve-model: $(STAMP) ## MLflow scoring server for the champion on 127.0.0.1:$(MODEL_PORT)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlruns/mlflow.db mlflow models serve \
-		-m models:/anime-recommender@champion --env-manager local --host 127.0.0.1 --port $(MODEL_PORT)
+		-m models:/$(MODEL_NAME)@champion --env-manager local --host 127.0.0.1 --port $(MODEL_PORT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

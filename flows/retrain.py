@@ -21,11 +21,10 @@ from pipeline import tracking
 from pipeline.errors import PipelineInputError, RegistryUnavailableError
 from pipeline.evaluate import EvaluationReport, evaluate_model
 from pipeline.generate import generate_demo_dataset
-from pipeline.ingest import RawData, archive_incoming, ingest
+from pipeline.ingest import RawData, archive_incoming, inbox_files, ingest
 from pipeline.matrix import UtilityMatrix, build_utility_matrix
-from pipeline.metrics import RankingReport
 from pipeline.ranking import RankingFit, train_ranking_model
-from pipeline.registry import PromotionDecision, register_and_decide
+from pipeline.registry import Lineage, PromotionDecision, register_and_decide
 from pipeline.settings import Settings, for_dataset
 from pipeline.storage import LockBusyError, exclusive_lock
 from pipeline.train import TrainedModel, train_model
@@ -53,6 +52,8 @@ class RetrainSummary:
     validation_summary: str
     archived: list[Path]
     outcome: TrainingOutcome | None  # None when the data were unchanged and training was skipped
+    dataset: str = "demo"  # the data set (lineage) the run belongs to
+    dataset_origin: str = "folder name"  # --dataset-name, a dataset.toml path, settings or folder name
     layout: str = "Kaggle CooperUnion"
     rating_scale: str = "1-10"
     scale_origin: str = "default"  # RATING_SCALE, a dataset.toml path, settings or default
@@ -66,7 +67,8 @@ class RetrainSummary:
 
     def format(self, model_name: str) -> str:
         c = self.counts
-        lines = [f"  data              {self.data_dir}" + (f" + {len(self.archived)} inbox file(s), now archived"
+        lines = [f"  data set          {self.dataset} ({self.dataset_origin})",
+                 f"  data              {self.data_dir}" + (f" + {len(self.archived)} inbox file(s), now archived"
                                                           if self.archived else "") + f" ({self.layout} layout)",
                  f"  rating scale      {self.rating_scale} ({self.scale_origin}); relevant for top-10: "
                  f"rating >= {self.relevant_rating}",
@@ -93,7 +95,8 @@ class RetrainSummary:
         walk = (f"tried {', '.join(f'{t.relative_l2:g}' for t in o.ranking_fit.trials)}: best validation NDCG@10 "
                 f"{chosen.validation.ndcg:.4f}" if chosen.validation.n_users else
                 f"not walked: no validation rating >= {self.relevant_rating}")
-        compared = ("" if d.champion is None else
+        compared = (f"\n  champion v{d.champion_version}  of another data set: not compared" if not d.same_dataset
+                    else "" if d.champion is None else
                     f"\n  champion v{d.champion_version}  RMSE {d.champion.rmse:.4f}"
                     + ("" if d.champion.ndcg is None else f", NDCG@10 {d.champion.ndcg:.4f}") + " on this test split"
                     f"{' (re-scored: data or split changed)' if d.champion_rescored else ''}")
@@ -122,12 +125,7 @@ class RetrainSummary:
         return [f"  top-10 on test ({e.ranking.served.n_users:,} users)  P@10    R@10    NDCG@10  coverage  "
                 "personalization",
                 *(f"    {label:<27}{r.precision:.4f}  {r.recall:.4f}  {r.ndcg:.4f}   {r.coverage:.4f}    "
-                  f"{r.personalization:.4f}" for label, r in ranking_rows(e))]
-
-
-def ranking_rows(e: EvaluationReport) -> list[tuple[str, RankingReport]]:
-    return [("served (ranking model)", e.ranking.served), ("rating model alone", e.ranking.rating_model),
-            ("popularity baseline", e.ranking.popularity)]
+                  f"{r.personalization:.4f}" for label, r in e.ranking.labelled())]
 
 
 @task(name="generate-demo-data", cache_policy=NO_CACHE)
@@ -138,6 +136,12 @@ def generate_demo_data_task(out_dir: Path) -> Path:
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_task(data_dir: Path, settings: Settings) -> RawData:
     raw = ingest(data_dir, settings.inbox_dir, settings.archive_dir)
+    loose = inbox_files(settings.inbox_root)
+    if loose:
+        get_run_logger().warning("not merged: %s in %s belong%s to no data set; move %s to %s to merge %s into "
+                                 "data set %s", ", ".join(p.name for p in loose), settings.inbox_root,
+                                 "s" if len(loose) == 1 else "", "it" if len(loose) == 1 else "them",
+                                 settings.inbox_dir, "it" if len(loose) == 1 else "them", settings.dataset_name)
     get_run_logger().info("read %s: %s rating rows from %s, %s anime rows", data_dir, f"{raw.rows_in:,}",
                           ", ".join(raw.sources), f"{raw.anime.num_rows:,}")
     return raw
@@ -192,7 +196,7 @@ def log_model_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix
 def evaluate_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix, settings: Settings,
                   run_id: str) -> EvaluationReport:
     report = evaluate_model(trained.model, fit.model, matrix, settings.unrated_value, settings.relevance_threshold)
-    tracking.log_evaluation(run_id, report)
+    tracking.log_evaluation(run_id, report, settings.relevant_rating)
     lists = report.ranking
     ndcg = (f"NDCG@10 {lists.served.ndcg:.4f} (rating model alone {lists.rating_model.ndcg:.4f}, popularity "
             f"{lists.popularity.ndcg:.4f})" if lists.served.n_users else "top-10 not measured (no relevant rating)")
@@ -202,10 +206,10 @@ def evaluate_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix,
 
 
 @task(name="register", cache_policy=NO_CACHE)
-def register_task(model_uri: str, run_id: str, report: EvaluationReport, matrix: UtilityMatrix,
+def register_task(model_uri: str, run_id: str, report: EvaluationReport, matrix: UtilityMatrix, lineage: Lineage,
                   settings: Settings) -> PromotionDecision:
     decision = register_and_decide(settings.registered_model_name, model_uri, run_id, report, matrix,
-                                   settings.relevance_threshold)
+                                   settings.relevance_threshold, lineage, architecture(settings))
     tracking.log_decision(run_id, decision.as_dict())
     get_run_logger().info("version %s: %s", decision.version,
                           f"champion ({decision.reason})" if decision.promoted else f"challenger ({decision.reason})")
@@ -243,7 +247,7 @@ def publish_artifacts_task(summary: RetrainSummary, model_name: str) -> None:
     if e.ranking.served.n_users:
         create_table_artifact(key="retrain-ranking", description="Top-10 on the test split", table=[
             {"model": label, **{key: round(value, 4) for key, value in report.as_metrics("").items()}}
-            for label, report in ranking_rows(e)])
+            for label, report in e.ranking.labelled()])
     else:
         create_markdown_artifact(key="retrain-ranking", description="Top-10 on the test split", markdown=(
             f"Not measured: no test rating >= {summary.relevant_rating} on the {summary.rating_scale} scale."))
@@ -252,22 +256,28 @@ def publish_artifacts_task(summary: RetrainSummary, model_name: str) -> None:
         f"\n\n{d.reason}\n\nMLflow run: [{o.mlflow_run_id}]({o.mlflow_run_url})"))
 
 
+def architecture(settings: Settings) -> str:
+    """What the registered bundle holds, in a few words (a version tag)."""
+    return f"{settings.training.architecture} ratings + EASE lists"
+
+
 def _register_with_retries(model_uri: str, run_id: str, report: EvaluationReport, matrix: UtilityMatrix,
-                           settings: Settings) -> PromotionDecision:
+                           lineage: Lineage, settings: Settings) -> PromotionDecision:
     """The register task with exponential backoff on store errors; aliases move only after evaluation,
     so however this ends, `champion` never points at a version that did not finish evaluation."""
     delays = [settings.registry_retry_delay_seconds * 2**attempt for attempt in range(settings.registry_retries)]
     try:
         return register_task.with_options(retries=settings.registry_retries, retry_delay_seconds=delays)(
-            model_uri, run_id, report, matrix, settings)
+            model_uri, run_id, report, matrix, lineage, settings)
     except Exception as exc:
         raise RegistryUnavailableError(
             f"{settings.tracking_uri}: registering the model failed after {settings.registry_retries + 1} "
             f"attempts ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
 
-def _train_and_register(raw: RawData, validated: ValidatedData, data_dir: Path, settings: Settings) -> TrainingOutcome:
-    run_id = tracking.start_run(settings, data_dir)
+def _train_and_register(raw: RawData, validated: ValidatedData, lineage: Lineage, settings: Settings
+                        ) -> TrainingOutcome:
+    run_id = tracking.start_run(settings, lineage)
     succeeded = False
     try:
         tracking.log_validation(run_id, validated, raw.source_sha256)
@@ -276,7 +286,7 @@ def _train_and_register(raw: RawData, validated: ValidatedData, data_dir: Path, 
         ranking_fit = train_ranking_task(matrix, settings, run_id)
         model_uri = log_model_task(trained, ranking_fit, matrix, settings, run_id)
         report = evaluate_task(trained, ranking_fit, matrix, settings, run_id)
-        decision = _register_with_retries(model_uri, run_id, report, matrix, settings)
+        decision = _register_with_retries(model_uri, run_id, report, matrix, lineage, settings)
         succeeded = True
     finally:
         tracking.finish_run(run_id, succeeded)
@@ -286,14 +296,15 @@ def _train_and_register(raw: RawData, validated: ValidatedData, data_dir: Path, 
 
 @flow(name="retrain")
 def retrain(data_dir: Path | None = None, skip_unchanged: bool = False, settings: Settings | None = None,
-            rating_scale: str | None = None) -> RetrainSummary:
+            rating_scale: str | None = None, dataset_name: str | None = None) -> RetrainSummary:
     """Retrain on a data folder or .zip (Kaggle CooperUnion or Kaggle 2020 layout; the built-in demo data when
-    none is given) plus any rating files in the inbox, and register the model. `rating_scale` ("1-5") overrides
-    the data's dataset.toml and the settings. With skip_unchanged, unchanged data end the run early."""
+    none is given) plus the rating files in its data set's inbox, and register the model. `rating_scale` ("1-5")
+    and `dataset_name` override the data's dataset.toml and the settings; the data set is otherwise named after
+    its folder. With skip_unchanged, data unchanged since the data set's last run end the run early."""
     settings = settings or Settings()
     with exclusive_lock(settings.lock_path, settings.lock_wait_seconds):
         data_dir = Path(data_dir) if data_dir else generate_demo_data_task(settings.demo_data_dir)
-        settings, scale_origin = for_dataset(settings, data_dir, rating_scale)
+        settings, origins = for_dataset(settings, data_dir, rating_scale, dataset_name)
         raw = ingest_task(data_dir, settings)
         validated = validate_task(raw, settings)
         data_version = validated.data_version
@@ -301,11 +312,12 @@ def retrain(data_dir: Path | None = None, skip_unchanged: bool = False, settings
         if skip_unchanged and (data_version, settings.rating_scale) == tracking.last_trained_data(settings):
             get_run_logger().info("data version %s unchanged since the last trained run: not retraining", data_version)
         else:
-            outcome = _train_and_register(raw, validated, data_dir, settings)
+            lineage = Lineage(settings.dataset_name, data_version, data_dir, raw.source_sha256)
+            outcome = _train_and_register(raw, validated, lineage, settings)
         archived = archive_inbox_task(raw, settings)
     summary = RetrainSummary(data_dir, data_version, validated.counts, validated.summary(), archived, outcome,
-                             raw.layout.name, settings.rating_scale, scale_origin, settings.relevant_rating,
-                             validated.scale.warning)
+                             settings.dataset_name, origins.name, raw.layout.name, settings.rating_scale,
+                             origins.rating_scale, settings.relevant_rating, validated.scale.warning)
     publish_artifacts_task(summary, settings.registered_model_name)
     return summary
 
@@ -316,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                         "files (default: demo data)")
     parser.add_argument("--rating-scale", help="the data's rating scale, MIN-MAX (e.g. 1-5; default: dataset.toml "
                         "beside the data, else 1-10)")
+    parser.add_argument("--dataset-name", help="the data set's name: versions are compared only within one, each "
+                        "has its own inbox (default: dataset.toml's name, else the folder's name)")
     parser.add_argument("--epochs", type=int, help="maximum training epochs (early stopping may end sooner)")
     parser.add_argument("--skip-unchanged", action="store_true", help="do not retrain if the data are unchanged")
     args = parser.parse_args(argv)
@@ -325,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.training.epochs = args.epochs
     try:
         summary = retrain(data_dir=args.data, skip_unchanged=args.skip_unchanged, settings=settings,
-                          rating_scale=args.rating_scale)
+                          rating_scale=args.rating_scale, dataset_name=args.dataset_name)
     except (PipelineInputError, LockBusyError, RegistryUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

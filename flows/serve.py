@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cron", default=settings.retrain_cron, help=f"schedule (default '{settings.retrain_cron}')")
     parser.add_argument("--data", type=Path, help="data folder or .zip for scheduled runs (default: demo data)")
     parser.add_argument("--rating-scale", help="the data's rating scale, MIN-MAX (default: dataset.toml, else 1-10)")
+    parser.add_argument("--dataset-name", help="the data set's name (default: dataset.toml's name, else the folder's)")
     parser.add_argument("--server-timeout", type=float, default=120, help="seconds to wait for a new server")
     args = parser.parse_args(argv)
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         retrain.serve(
             name=DEPLOYMENT_NAME, cron=args.cron, global_limit=1, limit=1,
             parameters={"data_dir": str(args.data.resolve()) if args.data else None, "skip_unchanged": True,
-                        "rating_scale": args.rating_scale},
+                        "rating_scale": args.rating_scale, "dataset_name": args.dataset_name},
             description="Scheduled retrain: merges the inbox, skips unchanged data, registers and promotes.",
             tags=["anime-recommender"], entrypoint_type=EntrypointType.MODULE_PATH,
         )

@@ -75,14 +75,14 @@ def trial_task(matrix: UtilityMatrix, changed: dict[str, Any], config: BaseModel
 @flow(name="sweep")
 def sweep(data_dir: Path | None = None, settings: Settings | None = None,
           space: dict[str, list[Any]] | None = None, model: SweptModel = "rating",
-          rating_scale: str | None = None) -> SweepSummary:
+          rating_scale: str | None = None, dataset_name: str | None = None) -> SweepSummary:
     """Grid search over the rating or ranking model's configuration (settings.sweep_space or
     settings.ranking_sweep_space unless `space` is given)."""
     settings = settings or Settings()
     space = space or (settings.ranking_sweep_space if model == "ranking" else settings.sweep_space)
     objective = OBJECTIVES[model]
     data_dir = Path(data_dir) if data_dir else generate_demo_data_task(settings.demo_data_dir)
-    settings = for_dataset(settings, data_dir, rating_scale)[0]
+    settings = for_dataset(settings, data_dir, rating_scale, dataset_name)[0]
     run_id = tracking.start_sweep_run(settings, data_dir, space, model)
     succeeded = False
     try:
@@ -109,13 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.sweep", description=sweep.__doc__)
     parser.add_argument("--data", type=Path, help="data folder or .zip, either layout (default: demo data)")
     parser.add_argument("--rating-scale", help="the data's rating scale, MIN-MAX (default: dataset.toml, else 1-10)")
+    parser.add_argument("--dataset-name", help="the data set's name (default: dataset.toml's name, else the "
+                        "folder's name): its inbox is read")
     parser.add_argument("--model", choices=sorted(OBJECTIVES), default="rating", help="which model to sweep")
     parser.add_argument("--space", type=json.loads,
                         help='grid as JSON, e.g. \'{"l2": [0.01, 0.02], "learning_rate": [0.02]}\'')
     args = parser.parse_args(argv)
     quiet_expected_errors(PipelineInputError)
     try:
-        summary = sweep(data_dir=args.data, space=args.space, model=args.model, rating_scale=args.rating_scale)
+        summary = sweep(data_dir=args.data, space=args.space, model=args.model, rating_scale=args.rating_scale,
+                        dataset_name=args.dataset_name)
     except PipelineInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from pipeline import tracking
 from pipeline.recommend import NOT_IN_METADATA, Recommender, UnknownIdError
-from pipeline.registry import format_versions, list_versions, promote_manually, rmse_chart
+from pipeline.registry import format_versions, list_versions, promote_manually, versions_chart
 from pipeline.settings import Settings
 
 
@@ -25,12 +25,12 @@ def compare(settings: Settings, chart_path: Path) -> int:
     if rows:
         import matplotlib.pyplot as plt
 
-        figure = rmse_chart(settings.registered_model_name, rows)
+        figure = versions_chart(settings.registered_model_name, rows)
         chart_path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(chart_path, dpi=100)
         run_id = tracking.log_registry_chart(settings, figure)
         plt.close(figure)
-        print(f"chart: {chart_path} (also in MLflow run {run_id}: rmse_per_version.png)")
+        print(f"chart: {chart_path} (also in MLflow run {run_id}: {tracking.REGISTRY_CHART})")
     return 0
 
 
@@ -99,8 +99,9 @@ def recommend(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="animerec", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    compare_cmd = commands.add_parser("compare", help="table and chart of every registered version")
-    compare_cmd.add_argument("--chart", type=Path, default=None, help="PNG path (default: mlruns/rmse_per_version.png)")
+    compare_cmd = commands.add_parser("compare", help="table and chart of every registered version, by data set")
+    compare_cmd.add_argument("--chart", type=Path, default=None,
+                             help=f"PNG path (default: mlruns/{tracking.REGISTRY_CHART})")
     rec_cmd = commands.add_parser("recommend", help="top-N unseen anime for a user, or for your own ratings")
     who = rec_cmd.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, help="a user id from the data")
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     tracking.configure_tracking(settings)
     try:
         if args.command == "compare":
-            return compare(settings, args.chart or settings.mlruns_dir / "rmse_per_version.png")
+            return compare(settings, args.chart or settings.mlruns_dir / tracking.REGISTRY_CHART)
         if args.command == "promote":
             return promote(settings, args.version, args.reason)
         if args.command == "recommend":

@@ -60,6 +60,11 @@ class RankingReports:
     rating_model: RankingReport  # the rating model's predicted ratings ranked alone
     popularity: RankingReport  # the most-rated (in train) unseen anime
 
+    def labelled(self) -> list[tuple[str, RankingReport]]:
+        """Each list's report with the label a person reads (terminal summary, Prefect artifact, MLflow chart)."""
+        return [("served (ranking model)", self.served), ("rating model alone", self.rating_model),
+                ("popularity baseline", self.popularity)]
+
     def as_metrics(self) -> dict[str, float]:
         return {**self.served.as_metrics(""), "ndcg_at_10_stderr": self.served.ndcg_stderr,
                 **self.rating_model.as_metrics("rating_model_"), **self.popularity.as_metrics("popularity_")}

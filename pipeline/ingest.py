@@ -334,7 +334,8 @@ def read_anime(path: Path | DataFile) -> pa.Table:
     return table
 
 
-def _inbox_files(folder: Path | None) -> list[Path]:
+def inbox_files(folder: Path | None) -> list[Path]:
+    """The rating files directly in `folder`, by name."""
     if folder is None or not folder.is_dir():
         return []
     return sorted(path for path in folder.iterdir() if path.name.lower().endswith(INBOX_SUFFIXES))
@@ -366,8 +367,8 @@ def ingest(data_dir: Path, inbox_dir: Path | None = None, archive_dir: Path | No
     data_dir = Path(data_dir)
     layout, rating_file = detect_layout(data_dir)
     rating_sources = {layout.rating_file: rating_file}
-    rating_sources |= {f"archive/{path.name}": DataFile(path) for path in _inbox_files(archive_dir)}
-    incoming = _inbox_files(inbox_dir)
+    rating_sources |= {f"archive/{path.name}": DataFile(path) for path in inbox_files(archive_dir)}
+    incoming = inbox_files(inbox_dir)
     rating_sources |= {f"incoming/{path.name}": DataFile(path) for path in incoming}
     tables = []
     for rank, source in enumerate(rating_sources.values()):
@@ -406,7 +407,7 @@ def archive_incoming(files: Sequence[Path], archive_dir: Path) -> list[Path]:
     or in the archive (already part of the data), never in both.
     """
     archive_dir.mkdir(parents=True, exist_ok=True)
-    numbers = [int(path.name.split("-", 1)[0]) for path in _inbox_files(archive_dir) if path.name[:6].isdigit()]
+    numbers = [int(path.name.split("-", 1)[0]) for path in inbox_files(archive_dir) if path.name[:6].isdigit()]
     moved = []
     for number, path in enumerate(files, start=max(numbers, default=0) + 1):
         target = archive_dir / f"{number:06d}-{path.name}"

@@ -3,9 +3,14 @@
 The new version always gets alias `challenger`. It takes `champion` only if it beats the user+item bias
 baseline, and either there is no champion or, on the same test split, it is worse on neither test RMSE
 nor NDCG@10 of its served lists (beyond a tolerance of one standard error of that metric on the split)
-and better on at least one. A champion scored on another split (the data or the split settings
-changed) is re-scored on the current one first. A person can override with `promote_manually`, which
+and better on at least one. A champion is compared only within its data set lineage (the same data set
+name; the data may have grown): one scored on another split of that data set is re-scored on the current
+one first, while one from another data set is not compared at all (the same ids name other people and
+titles there) and the new version stays challenger. A person can override with `promote_manually`, which
 records who, when and why.
+
+Each version carries a few tags a person scans in the registry page (VERSION_TAGS) and a one-paragraph
+description; everything else stays in its training run.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
@@ -24,6 +30,21 @@ from pipeline.metrics import rmse
 from pipeline.serving import load_recommender
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+# The tags on a registered version: what the registry page shows in one line per version.
+VERSION_TAGS = ("dataset", "data_version", "rating_scale", "test_rmse", "ndcg_at_10", "baseline_bias_rmse",
+                "architecture", "decision")
+OTHER_DATASET = "challenger: other data set"  # the decision when the champion learned from another data set
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Which data a run learned from. Versions are compared only within one data set (the same name); the
+    data version and the source files' sha256 say which state of it."""
+
+    dataset: str
+    data_version: str
+    location: Path  # the data folder or .zip
+    source_sha256: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -42,8 +63,9 @@ class PromotionDecision:
     reason: str
     challenger: VersionScores
     champion_version: str | None  # the champion it was compared with, if any
-    champion: VersionScores | None  # that champion's scores on the same test split
+    champion: VersionScores | None  # that champion's scores on the same test split (None: not compared)
     champion_rescored: bool
+    same_dataset: bool = True  # False: the champion learned from another data set and was not compared
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -103,6 +125,17 @@ def decide_promotion(challenger: VersionScores, bias_baseline_rmse: float, champ
     return True, "; ".join([f"{' and '.join(better)} on the same split", *within])
 
 
+def other_dataset_reason(model_name: str, version: str, lineage: Lineage, champion_version: str,
+                         champion_dataset: str | None) -> str:
+    """Why a version is not compared with a champion from another data set, and what to do about it."""
+    learned = (f"it learned from data set '{champion_dataset}'" if champion_dataset else
+               "it records no data set (registered before lineage was kept)")
+    return (f"not compared with champion v{champion_version}: {learned}, this version from '{lineage.dataset}' "
+            f"(the same ids may name other people and titles); keep data sets apart with `make pipeline "
+            f"DATA={lineage.location} MODEL_NAME={model_name}-{lineage.dataset}` (a registered model per data set), "
+            f"or make this version champion with `make promote VERSION={version} REASON=\"…\"`")
+
+
 def current_champion(name: str) -> mlflow.entities.model_registry.ModelVersion | None:
     try:
         return MlflowClient().get_model_version_by_alias(name, CHAMPION)
@@ -122,19 +155,44 @@ def score_version_on_split(name: str, version: str, matrix: UtilityMatrix, relev
         ndcg=served_ranking(recommender.on_matrix(matrix, SEEN_SPLITS), matrix, relevance_threshold).measured_ndcg)
 
 
+def _run_tags(run_id: str | None) -> dict[str, str]:
+    """The tags of a version's training run (none if that run was deleted)."""
+    try:
+        return MlflowClient().get_run(run_id).data.tags if run_id else {}
+    except MlflowException:
+        return {}
+
+
 def _tagged_scores(version: mlflow.entities.model_registry.ModelVersion) -> VersionScores:
     ndcg = float(version.tags.get("ndcg_at_10", "nan"))
     return VersionScores(float(version.tags["test_rmse"]), None if math.isnan(ndcg) else ndcg)
 
 
-def register_and_decide(name: str, model_uri: str, run_id: str, report: EvaluationReport,
-                        matrix: UtilityMatrix, relevance_threshold: float) -> PromotionDecision:
-    """Register the model, tag it, set `challenger`, and move `champion` if it wins."""
+def describe_version(lineage: Lineage, matrix: UtilityMatrix, report: EvaluationReport, architecture: str,
+                     run_id: str, promoted: bool, reason: str) -> str:
+    """The version's one-paragraph description in the registry: what it learned from, how good it is, what was
+    decided and why."""
+    ranking = report.ranking
+    lists = ("" if ranking is None or not ranking.served.n_users else
+             f"; NDCG@10 of its top-10 lists {ranking.served.ndcg:.4f} (popularity {ranking.popularity.ndcg:.4f}, "
+             f"rating model alone {ranking.rating_model.ndcg:.4f})")
+    return (f"Learned from data set '{lineage.dataset}' (data version {lineage.data_version[:8]}, "
+            f"{matrix.n_users:,} users x {matrix.n_anime:,} anime, {sum(matrix.split_sizes.values()):,} ratings on "
+            f"the {matrix.scale.minimum}-{matrix.scale.maximum} scale) by {architecture}. Test RMSE "
+            f"{report.model.rmse:.4f} (user+item bias baseline {report.bias.rmse:.4f}, global mean "
+            f"{report.global_mean.rmse:.4f}){lists}. {'Promoted to champion' if promoted else 'Kept as challenger'}: "
+            f"{reason}. Training run {run_id}.")
+
+
+def register_and_decide(name: str, model_uri: str, run_id: str, report: EvaluationReport, matrix: UtilityMatrix,
+                        relevance_threshold: float, lineage: Lineage, architecture: str) -> PromotionDecision:
+    """Register the model, tag and describe it, set `challenger`, and move `champion` if it wins."""
     client = MlflowClient()
     champion = current_champion(name)
     champion_scores, rescored, no_champion_reason = None, False, "no champion yet"
-    if champion is not None:
-        if champion.tags.get("split_id") == matrix.split_id:
+    same_lineage = champion is None or champion.tags.get("dataset") == lineage.dataset
+    if champion is not None and same_lineage:
+        if _run_tags(champion.run_id).get("split_id") == matrix.split_id:
             champion_scores = _tagged_scores(champion)
         else:
             try:
@@ -146,30 +204,31 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
                 no_champion_reason = (f"champion v{champion.version} could not be loaded "
                                       f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
 
-    tags = {"data_version": matrix.data_version, "split_id": matrix.split_id, "run_id": run_id,
-            "rating_scale": f"{matrix.scale.minimum}-{matrix.scale.maximum}",
-            **{f"rows_{key}": str(value) for key, value in matrix.row_counts.items() if isinstance(value, int)},
-            **{key: repr(value) for key, value in report.as_metrics().items()}}  # repr: exact round trip
-    version = mlflow.register_model(model_uri, name, tags=tags).version
     ndcg = None if report.ranking is None else report.ranking.served.measured_ndcg
+    tags = {"dataset": lineage.dataset, "data_version": lineage.data_version,
+            "rating_scale": f"{matrix.scale.minimum}-{matrix.scale.maximum}",
+            "test_rmse": repr(report.model.rmse),  # repr: the exact value, compared by later promotions
+            "ndcg_at_10": repr(math.nan if ndcg is None else ndcg), "baseline_bias_rmse": repr(report.bias.rmse),
+            "architecture": architecture}
+    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
     challenger = VersionScores(report.model.rmse, ndcg)
-    promoted, reason = decide_promotion(challenger, report.bias.rmse, champion_scores, Tolerances.of(report),
-                                        no_champion_reason)
+    if same_lineage:
+        promoted, reason = decide_promotion(challenger, report.bias.rmse, champion_scores, Tolerances.of(report),
+                                            no_champion_reason)
+        decision = CHAMPION if promoted else CHALLENGER
+    else:
+        promoted, decision = False, OTHER_DATASET
+        reason = other_dataset_reason(name, version, lineage, str(champion.version), champion.tags.get("dataset"))
     client.set_registered_model_alias(name, CHALLENGER, version)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
         client.delete_registered_model_alias(name, CHALLENGER)
-    client.set_model_version_tag(name, version, "promotion", CHAMPION if promoted else CHALLENGER)
-    client.set_model_version_tag(name, version, "promotion_reason", reason)
-    client.update_model_version(name, version, description=(
-        f"Model on data {matrix.data_version}: test RMSE {report.model.rmse:.4f} "
-        f"(bias baseline {report.bias.rmse:.4f}, global mean {report.global_mean.rmse:.4f})"
-        + ("" if ndcg is None else f", NDCG@10 of its lists {ndcg:.4f} (popularity "
-           f"{report.ranking.popularity.ndcg:.4f})") + f"; run {run_id}. "
-        f"{'Promoted to champion' if promoted else 'Kept as challenger'}: {reason}."))
-    return PromotionDecision(version=str(version), promoted=promoted, reason=reason, challenger=challenger,
+    client.set_model_version_tag(name, version, "decision", decision)
+    client.update_model_version(name, version, description=describe_version(
+        lineage, matrix, report, architecture, run_id, promoted, reason))
+    return PromotionDecision(version=version, promoted=promoted, reason=reason, challenger=challenger,
                              champion_version=None if champion is None else str(champion.version),
-                             champion=champion_scores, champion_rescored=rescored)
+                             champion=champion_scores, champion_rescored=rescored, same_dataset=same_lineage)
 
 
 @dataclass(frozen=True)
@@ -179,12 +238,13 @@ class VersionRow:
     version: str
     aliases: tuple[str, ...]
     created: datetime
+    dataset: str  # its lineage: versions compare only within one
     data_version: str
     split_id: str
     rating_scale: str  # what its RMSE is on
+    decision: str
     params: dict[str, str]  # the training run's embedding_dim, epochs, learning_rate, batch_size
     test_rmse: float
-    test_mae: float
     bias_rmse: float
     ndcg: float  # NDCG@10 of its served lists (nan if not measured)
 
@@ -194,10 +254,11 @@ class VersionRow:
 
 
 COMPARED_PARAMS = ("embedding_dim", "epochs", "learning_rate", "batch_size")
+UNKNOWN_DATASET = "(not recorded)"
 
 
 def list_versions(name: str) -> list[VersionRow]:
-    """Every version of the registered model, oldest first, with what is needed to compare them."""
+    """Every version of the registered model, by data set (in order of each one's first version), oldest first."""
     client = MlflowClient()
     try:
         aliases = client.get_registered_model(name).aliases
@@ -208,77 +269,98 @@ def list_versions(name: str) -> list[VersionRow]:
         by_version.setdefault(str(version), []).append(alias)
     rows = []
     for mv in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda mv: int(mv.version)):
-        params = client.get_run(mv.run_id).data.params if mv.run_id else {}
+        run = client.get_run(mv.run_id) if mv.run_id else None
+        params = run.data.params if run else {}
         rows.append(VersionRow(
             version=str(mv.version), aliases=tuple(sorted(by_version.get(str(mv.version), []))),
             created=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
-            data_version=mv.tags.get("data_version", "?"), split_id=mv.tags.get("split_id", "?"),
+            dataset=mv.tags.get("dataset", UNKNOWN_DATASET), data_version=mv.tags.get("data_version", "?"),
+            split_id=run.data.tags.get("split_id", "?") if run else "?",
             rating_scale=mv.tags.get("rating_scale", "1-10"),  # versions from before the tag: the only scale then
+            decision=mv.tags.get("decision", "?"),
             params={key: params.get(key, "?") for key in COMPARED_PARAMS},
-            test_rmse=float(mv.tags.get("test_rmse", "nan")), test_mae=float(mv.tags.get("test_mae", "nan")),
-            bias_rmse=float(mv.tags.get("baseline_bias_rmse", "nan")),
+            test_rmse=float(mv.tags.get("test_rmse", "nan")), bias_rmse=float(mv.tags.get("baseline_bias_rmse", "nan")),
             ndcg=float(mv.tags.get("ndcg_at_10", "nan")),
         ))
-    return rows
+    first_seen = {row.dataset: index for index, row in reversed(list(enumerate(rows)))}
+    return sorted(rows, key=lambda row: (first_seen[row.dataset], int(row.version)))
 
 
 def format_versions(name: str, rows: list[VersionRow]) -> str:
-    """A plain-text table; RMSEs are comparable only between rows that share a split."""
+    """One plain-text table per data set: RMSE and NDCG@10 compare only within a data set (and a split)."""
     if not rows:
         return f"no versions of '{name}' registered yet"
-    header = ("version", "aliases", "created (UTC)", "data", "split", "scale", "dim", "epochs", "lr", "batch",
-              "test RMSE", "test MAE", "bias RMSE", "NDCG@10")
+    header = ("version", "aliases", "created (UTC)", "data", "split", "scale", "test RMSE", "NDCG@10", "bias RMSE",
+              "dim", "epochs", "lr", "batch", "decision")
     table = [header] + [(
         r.version, ",".join(r.aliases) or "-", r.created.strftime("%Y-%m-%d %H:%M"), r.data_version[:8],
-        r.split_id[:8], r.rating_scale, *(r.params[key] for key in COMPARED_PARAMS),
-        f"{r.test_rmse:.4f}", f"{r.test_mae:.4f}", f"{r.bias_rmse:.4f}",
-        "-" if math.isnan(r.ndcg) else f"{r.ndcg:.4f}") for r in rows]
+        r.split_id[:8], r.rating_scale, f"{r.test_rmse:.4f}", "-" if math.isnan(r.ndcg) else f"{r.ndcg:.4f}",
+        f"{r.bias_rmse:.4f}", *(r.params[key] for key in COMPARED_PARAMS), r.decision) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in table]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    splits = {r.split_id for r in rows}
-    lines.append(f"\n{len(rows)} version(s) of '{name}' on {len(splits)} test split(s): compare RMSE and NDCG only "
-                 "within one split (the champion is re-scored on the current split before any promotion).")
+
+    def line(cells) -> str:
+        return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+    lines, datasets = [], list(dict.fromkeys(r.dataset for r in rows))
+    for dataset in datasets:
+        group = [cells for r, cells in zip(rows, table[1:], strict=True) if r.dataset == dataset]
+        lines += [f"data set {dataset} ({len(group)} version{'s' if len(group) > 1 else ''})", line(header),
+                  line("-" * width for width in widths), *(line(cells) for cells in group), ""]
+    lines.append(f"{len(rows)} version(s) of '{name}' from {len(datasets)} data set(s): compare RMSE and NDCG@10 only "
+                 "within a data set (a champion is compared only with versions of its own data set, re-scored on "
+                 "the current split first).")
     return "\n".join(lines)
 
 
-def rmse_chart(name: str, rows: list[VersionRow]):
-    """Bar chart of test RMSE per version (champion highlighted) with each version's bias baseline."""
+def versions_chart(name: str, rows: list[VersionRow]):
+    """Test RMSE (with the bias baseline) and NDCG@10 per version side by side, one colour per data set, the
+    champion outlined."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 2), 4))
+    figure, (rmse_axis, ndcg_axis) = plt.subplots(1, 2, figsize=(max(8.0, 1.0 * len(rows) + 4), 4.2))
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    colours = {dataset: plt.get_cmap("tab10")(i % 10) for i, dataset in enumerate(datasets)}
     labels = [f"v{r.version}" for r in rows]
-    colors = ["tab:orange" if r.is_champion else "tab:blue" for r in rows]
-    axis.bar(labels, [r.test_rmse for r in rows], color=colors, label="test RMSE (orange: champion)")
-    axis.scatter(labels, [r.bias_rmse for r in rows], color="black", marker="_", s=400, label="bias baseline")
+    style = {"color": [colours[r.dataset] for r in rows], "edgecolor": ["black" if r.is_champion else "none"
+                                                                         for r in rows], "linewidth": 2.5}
+    rmse_axis.bar(labels, [r.test_rmse for r in rows], **style)
+    rmse_axis.scatter(labels, [r.bias_rmse for r in rows], color="black", marker="_", s=400, label="bias baseline")
     scales = sorted({r.rating_scale for r in rows})
     scale = f"{scales[0]} scale" if len(scales) == 1 else "each version's scale"
-    axis.set(xlabel="registered version", ylabel=f"RMSE ({scale})", title=f"{name}: test RMSE per version",
-             ylim=(0, 1.3 * max(max(r.test_rmse, r.bias_rmse) for r in rows)))
-    axis.legend(loc="upper left", ncols=2)
-    figure.tight_layout()
+    rmse_axis.set(xlabel="registered version", ylabel=f"test RMSE ({scale}), lower is better", title="Test RMSE",
+                  ylim=(0, 1.3 * max(max(r.test_rmse, r.bias_rmse) for r in rows)))
+    rmse_axis.legend(loc="upper left")
+    ndcg_axis.bar(labels, [0.0 if math.isnan(r.ndcg) else r.ndcg for r in rows], **style)
+    ndcg_axis.set(xlabel="registered version", ylabel="NDCG@10 of its lists, higher is better", title="NDCG@10",
+                  ylim=(0, 1.3 * max([0.05] + [r.ndcg for r in rows if not math.isnan(r.ndcg)])))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[d]) for d in datasets]
+    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", linewidth=2.5))
+    figure.legend(handles, [f"data set {d}" for d in datasets] + ["champion"], loc="lower center",
+                  ncols=min(len(handles), 4), frameon=False)
+    figure.suptitle(f"{name}: registered versions (compare within a data set)")
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     return figure
 
 
 def promote_manually(name: str, version: str, reason: str, who: str) -> str | None:
-    """A person's override: move `champion` to `version`, recording who, when and why on the version.
-    Returns the version that was champion before (None if there was none)."""
+    """A person's override: move `champion` to `version` (from any data set), recording who, when and why in the
+    version's decision tag and description. Returns the version that was champion before (None if there was none)."""
     if not reason.strip():
         raise ValueError("a manual promotion needs a reason")
     client = MlflowClient()
-    client.get_model_version(name, version)  # fails clearly if the version does not exist
+    target = client.get_model_version(name, version)  # fails clearly if the version does not exist
     previous = current_champion(name)
     client.set_registered_model_alias(name, CHAMPION, version)
     aliases = client.get_registered_model(name).aliases
     if str(aliases.get(CHALLENGER)) == str(version):
         client.delete_registered_model_alias(name, CHALLENGER)
     stamp = datetime.now(tz=UTC).isoformat(timespec="seconds")
-    for key, value in {"promotion": CHAMPION, "promotion_reason": f"manual: {reason}",
-                       "manual_promotion_by": who, "manual_promotion_at": stamp,
-                       "manual_promotion_replaced": "none" if previous is None else str(previous.version)}.items():
-        client.set_model_version_tag(name, version, key, value)
+    replaced = "no champion" if previous is None else f"v{previous.version}"
+    client.set_model_version_tag(name, version, "decision", f"{CHAMPION}: manual")
+    client.update_model_version(name, version, description=(
+        f"{target.description or ''} Promoted to champion by hand by {who} at {stamp} (replacing {replaced}): "
+        f"{reason.strip()}").strip())
     return None if previous is None else str(previous.version)

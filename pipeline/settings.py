@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +16,7 @@ from pipeline.errors import PipelineInputError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATASET_FILE = "dataset.toml"  # beside the data: what the data say about themselves (`rating_scale = "1-5"`)
+DATASET_KEYS = ("name", "rating_scale", "unrated_value")
 
 
 class TrainingConfig(BaseModel):
@@ -76,7 +78,10 @@ class Settings(BaseSettings):
     mlruns_dir: Path = PROJECT_ROOT / "mlruns"
     expectations_dir: Path = PROJECT_ROOT / "expectations"
     experiment_name: str = "anime-recommender"
-    registered_model_name: str = "anime-recommender"
+    registered_model_name: str = "anime-recommender"  # MODEL_NAME=…: one registered model per data set, if wanted
+    # The data set a run learns from (its lineage): registered versions are compared only within one, and the inbox
+    # and its archive belong to one. Set per run by `for_dataset` (the folder's name unless declared otherwise).
+    dataset_name: str | None = None
 
     rating_min: int = 1  # the rating scale; per data set: RATING_SCALE=1-5 or dataset.toml (see for_dataset)
     rating_max: int = 10
@@ -116,14 +121,25 @@ class Settings(BaseSettings):
         return self.data_root / "demo"
 
     @property
-    def inbox_dir(self) -> Path:
-        """New rating files (`*.csv`, rating.csv columns) dropped here are merged by the next run."""
+    def inbox_root(self) -> Path:
+        """One inbox folder per data set under here; files directly in it belong to none and are not merged."""
         return self.data_root / "incoming"
 
     @property
+    def inbox_dir(self) -> Path:
+        """New rating files (`*.csv`, rating.csv columns) dropped here are merged by the data set's next run."""
+        return self.inbox_root / self._dataset
+
+    @property
     def archive_dir(self) -> Path:
-        """Inbox files already merged, numbered in the order they were applied (part of the data)."""
-        return self.data_root / "archive"
+        """The data set's inbox files already merged, numbered in the order they were applied (part of its data)."""
+        return self.data_root / "archive" / self._dataset
+
+    @property
+    def _dataset(self) -> str:
+        if self.dataset_name is None:
+            raise ValueError("these settings name no data set: take them from for_dataset()")
+        return self.dataset_name
 
     @property
     def lock_path(self) -> Path:
@@ -160,32 +176,59 @@ def parse_rating_scale(text: str, where: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def for_dataset(settings: Settings, data: Path | None, rating_scale: str | None = None) -> tuple[Settings, str]:
-    """The settings for one data set, and where its rating scale came from: `rating_scale` (RATING_SCALE on the
-    command line), else `dataset.toml` beside the data (in the folder, or beside a .zip), else the settings."""
-    update, origin = {}, "default" if "rating_min" not in settings.model_fields_set else "settings"
-    folder = None if data is None else (data if data.is_dir() else data.parent)
-    if folder is not None and (folder / DATASET_FILE).is_file():
-        path = folder / DATASET_FILE
+def dataset_name_of(text: str, where: str) -> str:
+    """A data set name as it appears in run names, tags and folder names: letters, digits, `.`, `_` and `-`
+    (other characters become `-`), at most 64 characters."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.")[:64]
+    if not name:
+        raise PipelineInputError(f"{where}: data set name {text!r} has no letters or digits")
+    return name
+
+
+@dataclass(frozen=True)
+class DatasetOrigins:
+    """Where a run's data set name and rating scale came from (printed beside them)."""
+
+    name: str  # --dataset-name, a dataset.toml path, settings, or "folder name"
+    rating_scale: str  # RATING_SCALE, a dataset.toml path, settings or default
+
+
+def for_dataset(settings: Settings, data: Path, rating_scale: str | None = None,
+                dataset_name: str | None = None) -> tuple[Settings, DatasetOrigins]:
+    """The settings for one data set, and where its name and rating scale came from. Each is taken from the
+    command line (`rating_scale`, `dataset_name`), else `dataset.toml` beside the data (in the folder, or beside a
+    .zip), else the settings; the name otherwise from the data folder (or the .zip without its suffix)."""
+    update: dict = {}
+    scale_origin = "default" if "rating_min" not in settings.model_fields_set else "settings"
+    name_origin = "settings" if "dataset_name" in settings.model_fields_set else "folder name"
+    update["dataset_name"] = settings.dataset_name or dataset_name_of(data.stem if data.suffix.lower() == ".zip" else
+                                                                      data.name, str(data))
+    folder = data if data.is_dir() else data.parent
+    path = folder / DATASET_FILE
+    if path.is_file():
         try:
             declared = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise PipelineInputError(f"{path}: not valid TOML ({exc})") from exc
-        unknown = sorted(set(declared) - {"rating_scale", "unrated_value"})
+        unknown = sorted(set(declared) - set(DATASET_KEYS))
         if unknown:
-            raise PipelineInputError(f"{path}: unknown key {', '.join(unknown)} (known: rating_scale, unrated_value)")
+            raise PipelineInputError(f"{path}: unknown key {', '.join(unknown)} (known: {', '.join(DATASET_KEYS)})")
+        if "name" in declared:
+            update["dataset_name"], name_origin = dataset_name_of(declared["name"], str(path)), str(path)
         if "rating_scale" in declared:
             update["rating_min"], update["rating_max"] = parse_rating_scale(declared["rating_scale"], str(path))
-            origin = str(path)
+            scale_origin = str(path)
         if "unrated_value" in declared:
             if not isinstance(declared["unrated_value"], int):
                 raise PipelineInputError(f"{path}: unrated_value must be a whole number")
             update["unrated_value"] = declared["unrated_value"]
     if rating_scale:
         update["rating_min"], update["rating_max"] = parse_rating_scale(rating_scale, "RATING_SCALE")
-        origin = "RATING_SCALE"
+        scale_origin = "RATING_SCALE"
+    if dataset_name:
+        update["dataset_name"], name_origin = dataset_name_of(dataset_name, "--dataset-name"), "--dataset-name"
     settings = settings.model_copy(update=update)
     if settings.rating_min <= settings.unrated_value <= settings.rating_max:
-        raise PipelineInputError(f"rating scale {settings.rating_scale} ({origin}) contains the unrated marker "
+        raise PipelineInputError(f"rating scale {settings.rating_scale} ({scale_origin}) contains the unrated marker "
                                  f"{settings.unrated_value}: set unrated_value outside the scale")
-    return settings, origin
+    return settings, DatasetOrigins(name_origin, scale_origin)

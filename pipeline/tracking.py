@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -27,10 +28,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
+from mlflow.types import ColSpec, Schema  # noqa: E402
 
 from pipeline.evaluate import EvaluationReport  # noqa: E402
 from pipeline.matrix import UtilityMatrix  # noqa: E402
+from pipeline.metrics import RankingReport  # noqa: E402
 from pipeline.ranking import ItemToItemModel, RankingFit  # noqa: E402
+from pipeline.registry import Lineage  # noqa: E402
 from pipeline.settings import RankingConfig, Settings, TrainingConfig  # noqa: E402
 from pipeline.sweep import Objective, TrialResult  # noqa: E402
 from pipeline.train import TrainedModel  # noqa: E402
@@ -38,6 +42,8 @@ from pipeline.validate import ValidatedData  # noqa: E402
 
 MODEL_ARTIFACT = "model"
 ID_MAPS_DIR = "id_maps"
+REGISTRY_CHART = "registry_versions.png"
+RETRAIN_RUN_PREFIX = "retrain"
 
 
 def configure_tracking(settings: Settings, experiment_name: str | None = None) -> str:
@@ -53,22 +59,47 @@ def configure_tracking(settings: Settings, experiment_name: str | None = None) -
     return mlflow.create_experiment(name, artifact_location=settings.artifact_root.as_uri())
 
 
-def start_run(settings: Settings, data_dir: Path) -> str:
-    """A new retrain run. Called under the run lock, so a retrain run still RUNNING is one whose process
-    died (killed mid-training, say): it is marked KILLED rather than left running forever."""
+def start_run(settings: Settings, lineage: Lineage) -> str:
+    """A new retrain run, named after its data set and data version (`retrain anime-sample f2723402`), with the data
+    logged as its input dataset (the runs page's Dataset column). Called under the run lock, so a retrain run still
+    RUNNING is one whose process died (killed mid-training, say): it is marked KILLED rather than left running."""
     experiment_id = configure_tracking(settings)
     client = MlflowClient()
     for orphan in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING' and "
-                                     "tags.mlflow.runName = 'retrain'"):
+                                     f"tags.mlflow.runName LIKE '{RETRAIN_RUN_PREFIX} %'"):
         client.set_terminated(orphan.info.run_id, "KILLED")
-    run = client.create_run(experiment_id, tags={"data_dir": str(data_dir)}, run_name="retrain")
+    name = f"{RETRAIN_RUN_PREFIX} {lineage.dataset} {lineage.data_version[:8]}"
+    run = client.create_run(experiment_id, run_name=name,
+                            tags={"data_dir": str(lineage.location), "dataset": lineage.dataset,
+                                  "data_version": lineage.data_version})
+    log_dataset(run.info.run_id, lineage)
     return run.info.run_id
+
+
+RATING_SCHEMA = Schema([ColSpec("long", "user_id"), ColSpec("long", "anime_id"), ColSpec("long", "rating")])
+
+
+def log_dataset(run_id: str, lineage: Lineage) -> None:
+    """The data set as the run's MLflow input: name, data version as digest, the folder as source, and the source
+    files' sha256 as input tags."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():  # a local path matches two equivalent source kinds; MLflow picks one and warns
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(lineage.location.resolve()))
+    dataset = MetaDataset(source, name=lineage.dataset, digest=lineage.data_version[:8], schema=RATING_SCHEMA)
+    with resumed(run_id):
+        mlflow.log_input(dataset, context="training", tags={
+            "data_version": lineage.data_version,
+            **{f"sha256.{name}": digest for name, digest in lineage.source_sha256.items()}})
 
 
 def start_sweep_run(settings: Settings, data_dir: Path, space: dict[str, list], model: str) -> str:
     experiment_id = configure_tracking(settings, settings.sweep_experiment_name)
-    run = MlflowClient().create_run(experiment_id, tags={"data_dir": str(data_dir), "swept_model": model},
-                                    run_name=f"sweep {model}")
+    run = MlflowClient().create_run(experiment_id, tags={"data_dir": str(data_dir), "swept_model": model,
+                                                         "dataset": settings.dataset_name},
+                                    run_name=f"sweep {model} {settings.dataset_name}")
     MlflowClient().log_text(run.info.run_id, json.dumps(space, indent=2), "sweep_space.json")
     return run.info.run_id
 
@@ -220,10 +251,32 @@ def log_model_bundle(run_id: str, model: keras.Model, ranking: ItemToItemModel, 
     return info.model_uri
 
 
-def log_evaluation(run_id: str, report: EvaluationReport) -> None:
+def ranking_figure(reports: list[tuple[str, RankingReport]], relevant_rating: int) -> plt.Figure:
+    """P@10 and NDCG@10 of the served lists beside the rating model's and popularity's, on the test split."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    positions = np.arange(len(reports))
+    for offset, (metric, label) in zip((-0.2, 0.2), (("precision", "P@10"), ("ndcg", "NDCG@10")), strict=True):
+        values = [getattr(report, metric) for _, report in reports]
+        bars = axis.bar(positions + offset, values, width=0.4, label=label)
+        axis.bar_label(bars, fmt="%.3f", fontsize=8)
+    axis.set_xticks(positions, [label for label, _ in reports])
+    axis.set(ylabel="on the test split (higher is better)", ylim=(0, 1.25 * max(
+        max(report.precision, report.ndcg) for _, report in reports) + 1e-3),
+             title=f"Top-10 lists of {reports[0][1].n_users:,} test users (relevant: rating >= {relevant_rating})")
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def log_evaluation(run_id: str, report: EvaluationReport, relevant_rating: int) -> None:
+    """The test metrics, and the ranking chart when top-10 lists were measured."""
     client = MlflowClient()
     for name, value in report.as_metrics().items():
         client.log_metric(run_id, name, value)
+    if report.ranking is not None and report.ranking.served.n_users:
+        figure = ranking_figure(report.ranking.labelled(), relevant_rating)
+        client.log_figure(run_id, figure, "ranking.png")
+        plt.close(figure)
 
 
 def log_decision(run_id: str, decision: dict) -> None:
@@ -234,12 +287,12 @@ def log_decision(run_id: str, decision: dict) -> None:
 
 
 def last_trained_data(settings: Settings) -> tuple[str, str] | None:
-    """(data version, rating scale) of the newest retrain run that finished (None if there is none yet): the same
-    data read on another scale is new data."""
+    """(data version, rating scale) of the newest finished retrain run on this data set (None if there is none yet):
+    the same data read on another scale is new data."""
     experiment_id = configure_tracking(settings)
-    runs = MlflowClient().search_runs([experiment_id], filter_string="attributes.status = 'FINISHED' "
-                                      "and tags.data_version != ''", order_by=["attributes.start_time DESC"],
-                                      max_results=1)
+    runs = MlflowClient().search_runs([experiment_id], filter_string="attributes.status = 'FINISHED' and "
+                                      f"tags.dataset = '{settings.dataset_name}' and tags.data_version != ''",
+                                      order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         return None
     return runs[0].data.tags["data_version"], runs[0].data.params.get("rating_scale", "1-10")
@@ -257,6 +310,6 @@ def log_registry_chart(settings: Settings, figure: plt.Figure) -> str:
     runs = client.search_runs([experiment_id], filter_string="tags.purpose = 'registry-comparison'", max_results=1)
     run_id = runs[0].info.run_id if runs else client.create_run(
         experiment_id, run_name="registry-comparison", tags={"purpose": "registry-comparison"}).info.run_id
-    client.log_figure(run_id, figure, "rmse_per_version.png")
+    client.log_figure(run_id, figure, REGISTRY_CHART)
     client.set_terminated(run_id, "FINISHED")
     return run_id

@@ -14,6 +14,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 import pytest  # noqa: E402
 
 from pipeline.generate import DemoSpec, generate_demo_dataset  # noqa: E402
+from pipeline.registry import Lineage  # noqa: E402
 from pipeline.settings import Settings, TrainingConfig  # noqa: E402
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "anime-sample"
@@ -35,14 +36,19 @@ def prefect_server():
         yield
 
 
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    """Settings writing under tmp_path, with a quick training configuration that still beats the bias
-    baseline on SMALL_SPEC data (a few seconds)."""
-    return Settings(data_root=tmp_path / "data", mlruns_dir=tmp_path / "mlruns", lock_wait_seconds=5,
+def quick_settings(root: Path, **overrides) -> Settings:
+    """Settings writing under `root`, with a quick training configuration that still beats the bias baseline on
+    SMALL_SPEC data (a few seconds)."""
+    return Settings(data_root=root / "data", mlruns_dir=root / "mlruns", lock_wait_seconds=5,
                     registry_retry_delay_seconds=0.05,
                     training=TrainingConfig(embedding_dim=32, batch_size=512, epochs=20, learning_rate=0.02,
-                                            early_stopping_patience=2))
+                                            early_stopping_patience=2), **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """Quick settings under tmp_path, for data set `tests` whatever the data folder."""
+    return quick_settings(tmp_path, dataset_name="tests")
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
@@ -84,3 +90,17 @@ def listening_hosts(port: int) -> set[str]:
             ip = ipaddress.ip_address(words)
             hosts.add(str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip))
     return hosts
+
+
+def lineage_of(settings: Settings, data: Path, matrix) -> Lineage:
+    """The lineage a retrain run would record for `matrix` built from `data` under `settings`."""
+    return Lineage(settings.dataset_name, matrix.data_version, data, {})
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,5 +1,10 @@
+import shutil
+from dataclasses import replace
+
 import mlflow
+import pyarrow.csv as pacsv
 import pytest
+from conftest import lineage_of
 from mlflow import MlflowClient
 
 from pipeline import tracking
@@ -12,6 +17,8 @@ from pipeline.ranking import train_ranking_model
 from pipeline.registry import (
     CHALLENGER,
     CHAMPION,
+    OTHER_DATASET,
+    VERSION_TAGS,
     Tolerances,
     VersionScores,
     decide_promotion,
@@ -24,6 +31,7 @@ from pipeline.train import train_model
 from pipeline.validate import validate
 
 NO_TOLERANCE = Tolerances(rmse=0.0, ndcg=0.0)
+ARCHITECTURE = "biased_mf ratings + EASE lists"
 
 
 def test_promotion_rule_on_rmse():
@@ -71,12 +79,20 @@ def trained_run(small_data, settings):
     matrix = build_utility_matrix(validated, settings)
     trained = train_model(matrix, settings.training, verbose=0)
     ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
-    run_id = tracking.start_run(settings, small_data)
+    lineage = lineage_of(settings, small_data, matrix)
+    run_id = tracking.start_run(settings, lineage)
     tracking.log_rating_model(run_id, trained, settings.training, matrix)
     model_uri = tracking.log_model_bundle(run_id, trained.model, ranking.model, matrix, settings.unrated_value)
     tracking.log_matrix(run_id, matrix)
     tracking.finish_run(run_id, True)
-    return validated, matrix, (trained, ranking), run_id, model_uri
+    return validated, matrix, (trained, ranking), run_id, model_uri, lineage
+
+
+def _register(trained_run, settings, report, matrix=None, lineage=None):
+    """Register the trained run's model with `report` as its evaluation (on `matrix`, of `lineage`)."""
+    _, trained_matrix, _, run_id, model_uri, trained_lineage = trained_run
+    return register_and_decide(settings.registered_model_name, model_uri, run_id, report, matrix or trained_matrix,
+                               settings.relevance_threshold, lineage or trained_lineage, ARCHITECTURE)
 
 
 def _aliases(name):
@@ -84,10 +100,9 @@ def _aliases(name):
 
 
 def test_better_model_becomes_champion_worse_stays_challenger(trained_run, settings):
-    _, matrix, _, run_id, model_uri = trained_run
-    name = settings.registered_model_name
+    matrix, name = trained_run[1], settings.registered_model_name
     def register(report):
-        return register_and_decide(name, model_uri, run_id, report, matrix, settings.relevance_threshold)
+        return _register(trained_run, settings, report)
 
     first = register(_report(1.30, matrix.split_sizes["test"]))
     assert first.promoted and _aliases(name) == {CHAMPION: "1"}
@@ -100,28 +115,33 @@ def test_better_model_becomes_champion_worse_stays_challenger(trained_run, setti
     better = register(_report(1.20, matrix.split_sizes["test"]))
     assert better.promoted and _aliases(name) == {CHAMPION: "3"}
     version = MlflowClient().get_model_version(name, "3")
-    assert version.tags["data_version"] == matrix.data_version and version.tags["promotion"] == CHAMPION
-    assert "1.2" in version.tags["promotion_reason"]
+    assert version.tags["data_version"] == matrix.data_version and version.tags["decision"] == CHAMPION
+    assert set(version.tags) == set(VERSION_TAGS)  # a short line per version in the registry page
+    assert version.tags["dataset"] == "tests" and version.tags["architecture"] == ARCHITECTURE
+    assert "Promoted to champion: " + better.reason in version.description
+    assert "data set 'tests'" in version.description and "Test RMSE 1.2000" in version.description
 
     worse_lists = register(_report(1.10, matrix.split_sizes["test"], ndcg=0.25, ndcg_stderr=0.01))
     assert not worse_lists.promoted and _aliases(name) == {CHAMPION: "3", CHALLENGER: "4"}
     assert "NDCG@10 0.2500 is worse than the champion's 0.3000" in worse_lists.reason
-    assert MlflowClient().get_model_version(name, "4").tags["promotion_reason"] == worse_lists.reason
+    fourth = MlflowClient().get_model_version(name, "4")
+    assert fourth.tags["decision"] == CHALLENGER and "Kept as challenger: " + worse_lists.reason in fourth.description
 
 
 def test_champion_is_rescored_when_the_split_changed(trained_run, settings, tmp_path):
-    validated, matrix, (trained, ranking), run_id, model_uri = trained_run
+    validated, matrix, (trained, ranking), run_id, _, lineage = trained_run
     name = settings.registered_model_name
     threshold = settings.relevance_threshold
     real = evaluate_model(trained.model, ranking.model, matrix, settings.unrated_value, threshold)
-    register_and_decide(name, model_uri, run_id, real, matrix, threshold)
+    _register(trained_run, settings, real)
 
     settings.split_seed += 1  # same data, new split: stored scores are no longer comparable
     settings.data_root = tmp_path / "other"
     new_matrix = build_utility_matrix(validated, settings)
     assert new_matrix.split_id != matrix.split_id
     expected = score_version_on_split(name, "1", new_matrix, threshold)
-    decision = register_and_decide(name, model_uri, run_id, _report(expected.rmse + 0.5, 10), new_matrix, threshold)
+    decision = _register(trained_run, settings, _report(expected.rmse + 0.5, 10), new_matrix,
+                         replace(lineage, data_version=new_matrix.data_version))
     assert decision.champion_rescored and decision.champion == expected and not decision.promoted
     assert expected.rmse != pytest.approx(real.model.rmse)  # a different test split gives a different score
     # the champion's lists re-scored on the new split equal those of its models evaluated there directly
@@ -138,45 +158,77 @@ def _use_store(monkeypatch, settings):
     monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
 
 
-def test_compare_lists_every_version_with_its_aliases(trained_run, settings, tmp_path, monkeypatch, capsys):
-    _, matrix, _, run_id, model_uri = trained_run
-    name = settings.registered_model_name
-    for model_rmse in (1.30, 1.40, 1.20, 1.50):
-        register_and_decide(name, model_uri, run_id, _report(model_rmse, 10), matrix, settings.relevance_threshold)
+def test_compare_lists_every_version_by_data_set_with_its_aliases(trained_run, settings, tmp_path, monkeypatch,
+                                                                  capsys):
+    name, lineage = settings.registered_model_name, trained_run[5]
+    other = replace(lineage, dataset="other-data")
+    for model_rmse, of in ((1.30, lineage), (1.40, lineage), (1.10, other), (1.20, lineage)):
+        _register(trained_run, settings, _report(model_rmse, 10), lineage=of)
     rows = list_versions(name)
-    assert [(r.version, r.aliases) for r in rows] == [("1", ()), ("2", ()), ("3", (CHAMPION,)), ("4", (CHALLENGER,))]
-    assert [r.test_rmse for r in rows] == [1.30, 1.40, 1.20, 1.50]
+    assert [(r.dataset, r.version, r.aliases) for r in rows] == [
+        ("tests", "1", ()), ("tests", "2", ()), ("tests", "4", (CHAMPION,)), ("other-data", "3", ())]
+    assert [r.test_rmse for r in rows] == [1.30, 1.40, 1.20, 1.10]
     assert rows[0].params["embedding_dim"] == str(settings.training.embedding_dim)
 
     _use_store(monkeypatch, settings)
     chart = tmp_path / "chart.png"
     assert cli_main(["compare", "--chart", str(chart)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    table = {line.split()[0]: line.split()[1] for line in lines[2:6]}
-    assert table == {"1": "-", "2": "-", "3": CHAMPION, "4": CHALLENGER}
+    assert lines[0] == "data set tests (3 versions)" and lines[7] == "data set other-data (1 version)"
+    table = {line.split()[0]: line.split()[1] for line in lines[3:6] + lines[10:11]}
+    assert table == {"1": "-", "2": "-", "4": CHAMPION, "3": "-"}
+    assert lines[10].split()[7:9] == ["1.1000", "0.3000"]  # test RMSE and NDCG@10 side by side
+    assert lines[-2].startswith("4 version(s) of 'anime-recommender' from 2 data set(s)")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(settings.experiment_name).experiment_id],
                                       filter_string="tags.purpose = 'registry-comparison'")
-    assert [a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)] == ["rmse_per_version.png"]
+    assert [a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)] == [tracking.REGISTRY_CHART]
+
+
+def test_a_champion_is_compared_within_its_data_set_only(trained_run, settings, small_data, tmp_path):
+    """Same data set grown: the champion is re-scored on the new split and compared. Another data set: not compared,
+    the new version stays challenger, and the reason says what to do."""
+    validated, matrix, _, run_id, _, lineage = trained_run
+    name = settings.registered_model_name
+    assert _register(trained_run, settings, _report(1.30, 10)).promoted
+
+    other = _register(trained_run, settings, _report(0.50, 10), lineage=replace(lineage, dataset="other-data"))
+    assert not other.promoted and not other.same_dataset and other.champion is None
+    assert other.reason.startswith("not compared with champion v1: it learned from data set 'tests', this version "
+                                   "from 'other-data'")
+    assert f"MODEL_NAME={name}-other-data" in other.reason and "make promote VERSION=2" in other.reason
+    assert _aliases(name) == {CHAMPION: "1", CHALLENGER: "2"}
+    assert MlflowClient().get_model_version(name, "2").tags["decision"] == OTHER_DATASET
+    assert "champion_test_rmse_rescored" not in mlflow.get_run(run_id).data.metrics
+
+    grown_folder = shutil.copytree(small_data, tmp_path / "grown")
+    some_anime = pacsv.read_csv(small_data / "anime.csv")["anime_id"][0].as_py()
+    with (grown_folder / "rating.csv").open("a") as ratings:
+        ratings.write(f"999001,{some_anime},8\n")  # a new user: the same data set, grown
+    grown = build_utility_matrix(validate(ingest(grown_folder), settings), settings)
+    assert grown.data_version != matrix.data_version
+    same = _register(trained_run, settings, _report(5.0, 10), grown, replace(lineage, data_version=grown.data_version))
+    assert same.same_dataset and same.champion_version == "1" and same.champion_rescored
+    assert not same.promoted and same.reason.startswith("test RMSE 5.0000 is worse than the champion's")
 
 
 def test_manual_promotion_moves_the_alias_and_records_the_reason(trained_run, settings, monkeypatch, capsys):
-    _, matrix, _, run_id, model_uri = trained_run
     name = settings.registered_model_name
-    register_and_decide(name, model_uri, run_id, _report(1.30, 10), matrix, settings.relevance_threshold)
-    register_and_decide(name, model_uri, run_id, _report(1.40, 10), matrix, settings.relevance_threshold)
+    _register(trained_run, settings, _report(1.30, 10))
+    _register(trained_run, settings, _report(1.40, 10))
     assert _aliases(name) == {CHAMPION: "1", CHALLENGER: "2"}
 
     assert promote_manually(name, "2", "won the online A/B test", "alice") == "1"
     assert _aliases(name) == {CHAMPION: "2"}
-    tags = MlflowClient().get_model_version(name, "2").tags
-    assert tags["promotion_reason"] == "manual: won the online A/B test"
-    assert tags["manual_promotion_by"] == "alice" and tags["manual_promotion_replaced"] == "1"
+    version = MlflowClient().get_model_version(name, "2")
+    assert version.tags["decision"] == "champion: manual" and len(version.tags) == len(VERSION_TAGS)
+    assert "by hand by alice at " in version.description
+    assert version.description.endswith("(replacing v1): won the online A/B test")
 
     _use_store(monkeypatch, settings)
     assert cli_main(["promote", "1", "--reason", "roll back"]) == 0
     assert _aliases(name) == {CHAMPION: "1"}
-    assert MlflowClient().get_model_version(name, "1").tags["promotion_reason"] == "manual: roll back"
+    assert MlflowClient().get_model_version(name, "1").description.endswith("(replacing v2): roll back")
     assert cli_main(["promote", "9", "--reason", "x"]) == 2
     assert cli_main(["promote", "2", "--reason", " "]) == 2
     assert _aliases(name) == {CHAMPION: "1"}

@@ -80,7 +80,7 @@ def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(tmp_path, small_da
             assert [(s["schedule"]["cron"], s["active"]) for s in deployment["schedules"]] == [("30 4 * * *", True)]
             assert deployment["paused"] is False
             assert deployment["parameters"] == {"data_dir": str(small_data), "skip_unchanged": True,
-                                                "rating_scale": None}
+                                                "rating_scale": None, "dataset_name": None}
             assert deployment["global_concurrency_limit"]["limit"] == 1
 
             run_id = _wait_for(lambda: _start_run(client, deployment["id"]), 60, "a triggered run", serve)

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port, lineage_of
 
 from pipeline import tracking
 from pipeline.cli import main as cli_main
@@ -30,11 +30,12 @@ def champion(small_data, settings, monkeypatch):
     matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
     trained = train_model(matrix, settings.training, verbose=0)
     ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold).model
-    run_id = tracking.start_run(settings, small_data)
+    lineage = lineage_of(settings, small_data, matrix)
+    run_id = tracking.start_run(settings, lineage)
     uri = tracking.log_model_bundle(run_id, trained.model, ranking, matrix, settings.unrated_value)
     report = evaluate_model(trained.model, ranking, matrix, settings.unrated_value, settings.relevance_threshold)
     decision = register_and_decide(settings.registered_model_name, uri, run_id, report, matrix,
-                                   settings.relevance_threshold)
+                                   settings.relevance_threshold, lineage, "test bundle")
     tracking.finish_run(run_id, True)
     assert decision.promoted
     monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
@@ -73,14 +74,8 @@ def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("error: ")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_mlflow_scoring_server_answers_top_n(champion, settings):
-    port = _free_port()
+    port = free_port()
     venv_bin = Path(sys.executable).parent  # the server runs `uvicorn` from PATH
     env = os.environ | {"MLFLOW_TRACKING_URI": settings.tracking_uri, "PATH": f"{venv_bin}:{os.environ['PATH']}"}
     server = subprocess.Popen(

@@ -258,6 +258,7 @@ def test_a_stopped_run_exits_2_with_one_line_and_writes_nothing(tmp_path, settin
 
     monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
     monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
+    monkeypatch.setenv("ANIMEREC_DATASET_NAME", settings.dataset_name)  # its inbox is the one written to
     folder = write_dataset(tmp_path / "data", GOOD, ANIME)
     content = (ANIME_STRUCTURAL if where == "anime.csv" else STRUCTURAL)[case][0]
     path = _break(folder, settings, where, content)

@@ -161,16 +161,17 @@ def _five_point(folder: Path) -> Path:
 def test_the_rating_scale_is_declared_per_data_set_and_checked(tmp_path, settings):
     folder = _five_point(tmp_path / "five")
     declared, origin = for_dataset(settings, folder)
-    assert (declared.rating_min, declared.rating_max, origin) == (1, 10, "default")
+    assert (declared.rating_min, declared.rating_max, origin.rating_scale) == (1, 10, "default")
     warning = validate(ingest(folder), declared).scale.warning
     assert "only 1-5 of the declared 1-10 scale" in warning and "RATING_SCALE=1-5" in warning
 
     (folder / DATASET_FILE).write_text('rating_scale = "1-5"\n')
     declared, origin = for_dataset(settings, folder)
     assert (declared.rating_min, declared.rating_max, declared.relevant_rating) == (1, 5, 4)
-    assert origin == str(folder / DATASET_FILE) and validate(ingest(folder), declared).scale.warning is None
+    assert origin.rating_scale == str(folder / DATASET_FILE)
+    assert validate(ingest(folder), declared).scale.warning is None
     explicit, origin = for_dataset(settings, folder, "0-10")  # the command line wins over dataset.toml
-    assert (explicit.rating_min, explicit.rating_max, origin) == (0, 10, "RATING_SCALE")
+    assert (explicit.rating_min, explicit.rating_max, origin.rating_scale) == (0, 10, "RATING_SCALE")
     assert settings.relevant_rating == 8  # ≥ 8 of 1–10, as before
 
     for bad in ("5-1", "one to five", "1-5-7"):

@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import keras
 import pytest
-from conftest import RATING_HEADER, listening_hosts, write_csv, write_dataset
+from conftest import RATING_HEADER, free_port, listening_hosts, write_csv, write_dataset
 
 from flows import serve
 from pipeline.ingest import ingest
@@ -26,12 +25,6 @@ from pipeline.validate import validate
 pytestmark = pytest.mark.usefixtures("prefect_server")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVER_TARGETS = ("ui", "serve-model")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _make_dry_run(*targets: str, **variables: str) -> str:
@@ -50,7 +43,7 @@ def test_every_server_command_binds_to_localhost_unless_a_host_is_given():
 
 
 def test_the_mlflow_ui_listens_on_localhost_only(settings):
-    port = _free_port()
+    port = free_port()
     command = [line for line in _make_dry_run("ui", UI_PORT=str(port)).splitlines() if "mlflow ui" in line][0]
     command = command.replace(str(PROJECT_ROOT / "mlruns"), str(settings.mlruns_dir))
     settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
