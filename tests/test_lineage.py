@@ -15,8 +15,10 @@ from conftest import RATING_HEADER, SMALL_SPEC, free_port, quick_settings, write
 from mlflow import MlflowClient
 
 from flows.retrain import retrain
+from pipeline.errors import PipelineInputError
 from pipeline.generate import DemoSpec, generate_demo_dataset
 from pipeline.registry import CHALLENGER, CHAMPION, VERSION_TAGS
+from pipeline.settings import DATASET_FILE, for_dataset
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -138,3 +140,22 @@ def test_the_mlflow_ui_serves_versions_aliases_tags_and_dataset_inputs(two_linea
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
+
+
+def test_the_data_set_is_named_by_the_command_line_dataset_toml_or_its_folder(tmp_path):
+    settings = quick_settings(tmp_path)
+    folder = tmp_path / "My Ratings (2024)"
+    folder.mkdir()
+    named, origins = for_dataset(settings, folder)
+    assert (named.dataset_name, origins.name) == ("My-Ratings-2024", "folder name")
+    assert named.inbox_dir == settings.inbox_root / "My-Ratings-2024"
+    assert named.archive_dir == settings.data_root / "archive" / "My-Ratings-2024"
+    assert for_dataset(settings, tmp_path / "archive.zip")[0].dataset_name == "archive"  # a download, unpacked or not
+    (folder / DATASET_FILE).write_text('name = "mal-2017"\n')
+    assert for_dataset(settings, folder)[0].dataset_name == "mal-2017"
+    named, origins = for_dataset(settings, folder, dataset_name="mine")  # the command line wins
+    assert (named.dataset_name, origins.name) == ("mine", "--dataset-name")
+    with pytest.raises(PipelineInputError, match="--dataset-name: data set name '///' has no letters or digits"):
+        for_dataset(settings, folder, dataset_name="///")
+    with pytest.raises(ValueError, match="name no data set"):
+        _ = settings.inbox_dir  # settings not bound to a data set have no inbox
