@@ -30,7 +30,8 @@ def compare(settings: Settings, chart_path: Path) -> int:
         figure.savefig(chart_path, dpi=100)
         run_id = tracking.log_registry_chart(settings, figure)
         plt.close(figure)
-        print(f"chart: {chart_path} (also in MLflow run {run_id}: {tracking.REGISTRY_CHART})")
+        print(f"chart: {chart_path} (also in MLflow run {run_id}: "
+              f"{tracking.registry_chart_name(settings.registered_model_name)})")
     return 0
 
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     compare_cmd = commands.add_parser("compare", help="table and chart of every registered version, by data set")
     compare_cmd.add_argument("--chart", type=Path, default=None,
-                             help=f"PNG path (default: mlruns/{tracking.REGISTRY_CHART})")
+                             help="PNG path (default: mlruns/<model name>-versions.png)")
     rec_cmd = commands.add_parser("recommend", help="top-N unseen anime for a user, or for your own ratings")
     who = rec_cmd.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, help="a user id from the data")
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     tracking.configure_tracking(settings)
     try:
         if args.command == "compare":
-            return compare(settings, args.chart or settings.mlruns_dir / tracking.REGISTRY_CHART)
+            return compare(settings, args.chart or settings.mlruns_dir / tracking.registry_chart_name(
+                settings.registered_model_name))
         if args.command == "promote":
             return promote(settings, args.version, args.reason)
         if args.command == "recommend":

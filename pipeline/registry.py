@@ -34,6 +34,19 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 VERSION_TAGS = ("dataset", "data_version", "rating_scale", "test_rmse", "ndcg_at_10", "baseline_bias_rmse",
                 "architecture", "decision")
 OTHER_DATASET = "challenger: other data set"  # the decision when the champion learned from another data set
+# Scores are tagged, printed and compared at this precision: far finer than any tolerance (one standard error is
+# ~0.005 RMSE on the anime sample), coarse enough to read in the registry page.
+SCORE_DECIMALS = 4
+NOT_MEASURED = "not measured"
+
+
+def score_tag(value: float | None) -> str:
+    return NOT_MEASURED if value is None or math.isnan(value) else f"{value:.{SCORE_DECIMALS}f}"
+
+
+def tagged_score(text: str | None) -> float:
+    """A score tag read back (nan when absent or not measured)."""
+    return math.nan if text in (None, NOT_MEASURED) else float(text)
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,10 @@ class VersionScores:
 
     rmse: float
     ndcg: float | None
+
+    @classmethod
+    def rounded(cls, rmse: float, ndcg: float | None) -> VersionScores:
+        return cls(round(rmse, SCORE_DECIMALS), None if ndcg is None else round(ndcg, SCORE_DECIMALS))
 
 
 @dataclass(frozen=True)
@@ -149,7 +166,7 @@ def score_version_on_split(name: str, version: str, matrix: UtilityMatrix, relev
     own id maps: pairs it never saw get its train mean; users' histories are the current matrix's."""
     recommender = load_recommender(f"models:/{name}/{version}")
     test = matrix.split("test")
-    return VersionScores(
+    return VersionScores.rounded(
         rmse=rmse(test["rating"].to_numpy(), recommender.predict_pairs(test["user_id"].to_numpy(),
                                                                        test["anime_id"].to_numpy())),
         ndcg=served_ranking(recommender.on_matrix(matrix, SEEN_SPLITS), matrix, relevance_threshold).measured_ndcg)
@@ -164,8 +181,8 @@ def _run_tags(run_id: str | None) -> dict[str, str]:
 
 
 def _tagged_scores(version: mlflow.entities.model_registry.ModelVersion) -> VersionScores:
-    ndcg = float(version.tags.get("ndcg_at_10", "nan"))
-    return VersionScores(float(version.tags["test_rmse"]), None if math.isnan(ndcg) else ndcg)
+    ndcg = tagged_score(version.tags.get("ndcg_at_10"))
+    return VersionScores(tagged_score(version.tags["test_rmse"]), None if math.isnan(ndcg) else ndcg)
 
 
 def describe_version(lineage: Lineage, matrix: UtilityMatrix, report: EvaluationReport, architecture: str,
@@ -207,11 +224,11 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
     ndcg = None if report.ranking is None else report.ranking.served.measured_ndcg
     tags = {"dataset": lineage.dataset, "data_version": lineage.data_version,
             "rating_scale": f"{matrix.scale.minimum}-{matrix.scale.maximum}",
-            "test_rmse": repr(report.model.rmse),  # repr: the exact value, compared by later promotions
-            "ndcg_at_10": repr(math.nan if ndcg is None else ndcg), "baseline_bias_rmse": repr(report.bias.rmse),
+            "test_rmse": score_tag(report.model.rmse), "ndcg_at_10": score_tag(ndcg),
+            "baseline_bias_rmse": score_tag(report.bias.rmse),
             "architecture": architecture}
     version = str(mlflow.register_model(model_uri, name, tags=tags).version)
-    challenger = VersionScores(report.model.rmse, ndcg)
+    challenger = VersionScores.rounded(report.model.rmse, ndcg)
     if same_lineage:
         promoted, reason = decide_promotion(challenger, report.bias.rmse, champion_scores, Tolerances.of(report),
                                             no_champion_reason)
@@ -279,8 +296,8 @@ def list_versions(name: str) -> list[VersionRow]:
             rating_scale=mv.tags.get("rating_scale", "1-10"),  # versions from before the tag: the only scale then
             decision=mv.tags.get("decision", "?"),
             params={key: params.get(key, "?") for key in COMPARED_PARAMS},
-            test_rmse=float(mv.tags.get("test_rmse", "nan")), bias_rmse=float(mv.tags.get("baseline_bias_rmse", "nan")),
-            ndcg=float(mv.tags.get("ndcg_at_10", "nan")),
+            test_rmse=tagged_score(mv.tags.get("test_rmse")), bias_rmse=tagged_score(mv.tags.get("baseline_bias_rmse")),
+            ndcg=tagged_score(mv.tags.get("ndcg_at_10")),
         ))
     first_seen = {row.dataset: index for index, row in reversed(list(enumerate(rows)))}
     return sorted(rows, key=lambda row: (first_seen[row.dataset], int(row.version)))

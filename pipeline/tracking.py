@@ -42,7 +42,6 @@ from pipeline.validate import ValidatedData  # noqa: E402
 
 MODEL_ARTIFACT = "model"
 ID_MAPS_DIR = "id_maps"
-REGISTRY_CHART = "registry_versions.png"
 RETRAIN_RUN_PREFIX = "retrain"
 
 
@@ -303,13 +302,19 @@ def run_url(settings: Settings, run_id: str) -> str:
     return f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+def registry_chart_name(model_name: str) -> str:
+    """The file name of `make compare`'s chart of one registered model."""
+    return f"{model_name}-versions.png"
+
+
 def log_registry_chart(settings: Settings, figure: plt.Figure) -> str:
-    """Keep the latest RMSE-per-version chart in one standing run of the experiment; return its id."""
+    """Keep the latest chart of the registered model's versions in one standing run of the experiment (a file per
+    registered model); return the run's id."""
     experiment_id = configure_tracking(settings)
     client = MlflowClient()
     runs = client.search_runs([experiment_id], filter_string="tags.purpose = 'registry-comparison'", max_results=1)
     run_id = runs[0].info.run_id if runs else client.create_run(
         experiment_id, run_name="registry-comparison", tags={"purpose": "registry-comparison"}).info.run_id
-    client.log_figure(run_id, figure, REGISTRY_CHART)
+    client.log_figure(run_id, figure, registry_chart_name(settings.registered_model_name))
     client.set_terminated(run_id, "FINISHED")
     return run_id

@@ -116,8 +116,8 @@ def test_the_mlflow_ui_serves_versions_aliases_tags_and_dataset_inputs(two_linea
             shown = by_version[summary.outcome.decision.version]
             tags = {tag["key"]: tag["value"] for tag in shown["tags"]}
             assert len(tags) <= 8 and set(tags) == set(VERSION_TAGS)
-            assert tags["dataset"] == summary.dataset and float(tags["test_rmse"]) == pytest.approx(
-                summary.outcome.evaluation.model.rmse)
+            assert tags["dataset"] == summary.dataset and tags["test_rmse"] == (
+                f"{summary.outcome.evaluation.model.rmse:.4f}")
             assert shown["description"].startswith(f"Learned from data set '{summary.dataset}'")
 
         experiment = httpx.get(f"{api}/experiments/get-by-name", params={"experiment_name": settings.experiment_name},
