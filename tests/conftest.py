@@ -104,3 +104,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_answers(server, url: str, timeout_s: float) -> None:
+    """Wait until the server process `server` (a Popen) answers GET `url` with 200; fail if it exits or time runs
+    out."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert server.poll() is None, f"the server for {url} exited"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"no answer from {url} within {timeout_s} s"
+        time.sleep(0.5)

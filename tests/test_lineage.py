@@ -5,13 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pyarrow.csv as pacsv
 import pytest
-from conftest import RATING_HEADER, SMALL_SPEC, free_port, quick_settings, write_csv
+from conftest import RATING_HEADER, SMALL_SPEC, free_port, quick_settings, wait_until_answers, write_csv
 from mlflow import MlflowClient
 
 from flows.retrain import retrain
@@ -78,19 +77,6 @@ def test_two_data_sets_leave_two_lineages_and_keep_their_inboxes_apart(two_linea
         assert version.tags["dataset"] == summary.dataset and version.tags["data_version"] == summary.data_version
 
 
-def _wait_for_server(server: subprocess.Popen, url: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert server.poll() is None, "mlflow ui exited"
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "mlflow ui did not answer /health"
-        time.sleep(0.5)
-
-
 def test_the_mlflow_ui_serves_versions_aliases_tags_and_dataset_inputs(two_lineages):
     """What the registry and runs pages render, read through the same REST API from `mlflow ui` (as `make ui`)."""
     settings, _, (first, second, _) = two_lineages
@@ -103,7 +89,7 @@ def test_the_mlflow_ui_serves_versions_aliases_tags_and_dataset_inputs(two_linea
     url, name = f"http://127.0.0.1:{port}", settings.registered_model_name
     api = f"{url}/api/2.0/mlflow"
     try:
-        _wait_for_server(server, url)
+        wait_until_answers(server, f"{url}/health", 120)
         assert "<html" in httpx.get(url, timeout=10).text.lower()  # the UI itself is served
 
         model = httpx.get(f"{api}/registered-models/get", params={"name": name}, timeout=10).json()["registered_model"]

@@ -5,12 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, lineage_of
+from conftest import free_port, lineage_of, wait_until_answers
 
 from pipeline import tracking
 from pipeline.cli import main as cli_main
@@ -84,16 +83,7 @@ def test_mlflow_scoring_server_answers_top_n(champion, settings):
          "--port", str(port)], env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, "mlflow models serve exited"
-            try:
-                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "scoring server did not answer /ping"
-            time.sleep(1)
+        wait_until_answers(server, f"{url}/ping", 180)
         user_id = int(champion.user_ids[5])
         new_user = json.dumps([{"anime_id": int(a), "rating": r} for a, r in zip(champion.anime_ids[:4], (10, 9, 3, 2),
                                                                                  strict=True)])
