@@ -329,19 +329,24 @@ def validate(raw: RawData, settings: Settings) -> ValidatedData:
                         .filter(pc.invert(anime_ok)))
 
     known_anime = pc.is_in(ratings["anime_id"], value_set=anime["anime_id"])
-    outcome = np.full(rows.num_rows, 3, np.int8)  # 0 accepted, 1 unrated, 2 quarantined, 3 superseded
-    outcome[rated_mask], outcome[unrated_mask], outcome[~valid] = 0, 1, 2
-    per_source = np.bincount(rows["source_rank"].to_numpy().astype(np.int64) * 4 + outcome,
-                             minlength=4 * len(sources)).reshape(len(sources), 4)
+    # Each count from its own rows (never one as the remainder of the others), so that the reconciliation in
+    # ValidationCounts fails if a row lands in two places or in none.
+    rank = rows["source_rank"].to_numpy().astype(np.int64)
+    superseded_mask = valid & ~current  # valid, but a later file has the same pair
+
+    def per_file(mask: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(rank if mask is None else rank[mask], minlength=len(sources))
+
+    per_source = {"rows_in": per_file(), "accepted": per_file(rated_mask), "unrated": per_file(unrated_mask),
+                  "quarantined": per_file(~valid), "superseded": per_file(superseded_mask)}
     statuses = np.bincount(unrated["watching_status"].to_numpy().astype(np.int64), minlength=7)
     counts = ValidationCounts(
-        rows_in=rows.num_rows, accepted=ratings.num_rows, unrated=unrated.num_rows, quarantined=quarantine.num_rows,
-        superseded=int((outcome == 3).sum()),
+        rows_in=raw.rows_in, accepted=ratings.num_rows, unrated=unrated.num_rows, quarantined=quarantine.num_rows,
+        superseded=int(superseded_mask.sum()),
         anime_rows_in=raw.anime.num_rows, anime_accepted=anime.num_rows, anime_quarantined=anime_quarantine.num_rows,
         ratings_without_metadata=int(pc.sum(pc.invert(known_anime)).as_py() or 0),
-        per_source={name: {"rows_in": int(c.sum()), "accepted": int(c[0]), "unrated": int(c[1]),
-                           "quarantined": int(c[2]), "superseded": int(c[3])}
-                    for name, c in zip(sources, per_source, strict=True)},
+        per_source={name: {key: int(column[i]) for key, column in per_source.items()}
+                    for i, name in enumerate(sources)},
         unrated_by_status={WATCHING_STATUSES[code]: int(statuses[code]) for code in WATCHING_STATUSES
                            if statuses[code]},
     )

@@ -6,7 +6,8 @@ from conftest import SHARED_SAMPLE
 from pipeline.ingest import ingest
 from pipeline.validate import validate
 
-pytestmark = pytest.mark.skipif(not (SHARED_SAMPLE / "rating.csv").exists(), reason="../shared sample not present")
+pytestmark = [pytest.mark.skipif(not (SHARED_SAMPLE / "rating.csv").exists(), reason="../shared sample not present"),
+              pytest.mark.slow]
 
 
 def test_sample_counts_reconcile(settings):

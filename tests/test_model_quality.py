@@ -1,6 +1,8 @@
 """The demo data carry a known low-rank structure: the default rating model must learn it, better than the seed,
 and the ranking model must turn it into lists far better than the most popular anime."""
 
+import pytest
+
 from pipeline.evaluate import evaluate_model
 from pipeline.generate import DemoSpec, generate_demo_dataset
 from pipeline.ingest import ingest
@@ -9,6 +11,8 @@ from pipeline.ranking import train_ranking_model
 from pipeline.settings import Settings, TrainingConfig
 from pipeline.train import train_model
 from pipeline.validate import validate
+
+pytestmark = pytest.mark.slow  # trains full-size models
 
 
 def test_default_model_beats_the_bias_baseline_and_the_seed_model(tmp_path):

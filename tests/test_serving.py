@@ -22,6 +22,8 @@ from pipeline.serving import load_recommender
 from pipeline.train import train_model
 from pipeline.validate import validate
 
+pytestmark = pytest.mark.slow  # trains models and starts the MLflow scoring server
+
 
 @pytest.fixture
 def champion(small_data, settings, monkeypatch):

@@ -1,9 +1,11 @@
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import RATING_HEADER, write_csv, write_dataset
 
+import pipeline.validate
 from pipeline.errors import PipelineInputError
 from pipeline.ingest import ingest
 from pipeline.validate import run_suite, validate
@@ -102,6 +104,20 @@ def test_newest_rating_of_a_pair_wins_across_files(tmp_path, settings):
     assert (counts.rows_in, counts.superseded, counts.quarantined) == (7, 3, 0)
     assert counts.rows_in == counts.accepted + counts.unrated + counts.quarantined + counts.superseded
     assert set(raw.source_sha256) == {*raw.sources, "anime.csv"}
+
+
+def test_counts_reconcile_only_when_every_row_lands_in_exactly_one_place(tmp_path, settings, monkeypatch):
+    """Each count is measured from its own rows, so a step that puts a row in two places (here: a newest-per-pair
+    step that also keeps quarantined rows) breaks the reconciliation instead of hiding in a remainder."""
+    folder = write_dataset(tmp_path / "base", [[1, 10, 5], [1, 11, 6], [2, 10, 42]])  # 42: off the scale
+    write_csv(tmp_path / "incoming" / "new.csv", RATING_HEADER, [[1, 10, 9]])  # supersedes (1, 10, 5)
+    settings.max_quarantine_share = 1.0
+    raw = ingest(folder, inbox_dir=tmp_path / "incoming")
+    counts = validate(raw, settings).counts
+    assert (counts.accepted, counts.quarantined, counts.superseded) == (2, 1, 1)
+    monkeypatch.setattr(pipeline.validate, "_newest_per_pair", lambda rows, valid: np.ones(rows.num_rows, bool))
+    with pytest.raises(AssertionError, match="counts of all files do not reconcile"):
+        validate(raw, settings)
 
 
 def test_quarantine_names_the_file_of_each_row(tmp_path, settings):

@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # writes and reads a 630 MB file
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 READ_IN_A_FRESH_PROCESS = """
 import json, sys
