@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -25,107 +24,19 @@ from pipeline.ingest import RawData, archive_incoming, inbox_files, ingest
 from pipeline.matrix import UtilityMatrix, build_utility_matrix
 from pipeline.ranking import RankingFit, train_ranking_model
 from pipeline.registry import Lineage, PromotionDecision, register_and_decide
+from pipeline.reports import (
+    RetrainSummary,
+    TrainingOutcome,
+    decision_line,
+    evaluation_line,
+    ingest_lines,
+    ranking_fit_line,
+    retrain_artifacts,
+)
 from pipeline.settings import Settings, for_dataset
 from pipeline.storage import LockBusyError, exclusive_lock
 from pipeline.train import TrainedModel, train_model
-from pipeline.validate import ValidatedData, ValidationCounts, validate
-
-
-@dataclass(frozen=True)
-class TrainingOutcome:
-    mlflow_run_id: str
-    mlflow_run_url: str
-    matrix: UtilityMatrix
-    architecture: str
-    epochs_run: int
-    best_epoch: int
-    ranking_fit: RankingFit
-    evaluation: EvaluationReport
-    decision: PromotionDecision
-
-
-@dataclass(frozen=True)
-class RetrainSummary:
-    data_dir: Path
-    data_version: str
-    counts: ValidationCounts
-    validation_summary: str
-    archived: list[Path]
-    outcome: TrainingOutcome | None  # None when the data were unchanged and training was skipped
-    dataset: str = "demo"  # the data set (lineage) the run belongs to
-    dataset_origin: str = "folder name"  # --dataset-name, a dataset.toml path, settings or folder name
-    layout: str = "Kaggle CooperUnion"
-    rating_scale: str = "1-10"
-    scale_origin: str = "default"  # RATING_SCALE, a dataset.toml path, settings or default
-    relevant_rating: int = 8
-    scale_warning: str | None = None
-
-    def count_rows(self) -> list[tuple[str, int]]:
-        c = self.counts
-        return [("rows in", c.rows_in), ("accepted", c.accepted), ("unrated", c.unrated),
-                ("quarantined", c.quarantined), ("superseded", c.superseded)]
-
-    def format(self, model_name: str) -> str:
-        c = self.counts
-        lines = [f"  data set          {self.dataset} ({self.dataset_origin})",
-                 f"  data              {self.data_dir}" + (f" + {len(self.archived)} inbox file(s), now archived"
-                                                          if self.archived else "") + f" ({self.layout} layout)",
-                 f"  rating scale      {self.rating_scale} ({self.scale_origin}); relevant for top-10: "
-                 f"rating >= {self.relevant_rating}",
-                 f"  data version      {self.data_version}"]
-        if self.scale_warning:
-            lines.append(f"  warning           {self.scale_warning}")
-        lines += [f"  {'  ' * (i > 0)}{label:<{16 - 2 * (i > 0)}}{value:>10,}"
-                  for i, (label, value) in enumerate(self.count_rows()) if i < 4 or value]
-        if len(c.per_source) > 1:
-            lines += ["  per file (superseded: the same pair in a later file)"]
-            lines += [f"    {name:<24}{n['rows_in']:>10,} in = {n['accepted']:,} accepted + {n['unrated']:,} "
-                      f"unrated + {n['quarantined']:,} quarantined + {n['superseded']:,} superseded"
-                      for name, n in c.per_source.items()]
-        if set(c.unrated_by_status) - {"watched"}:
-            lines.append("  unrated, status  " + ", ".join(f"{status} {n:,}" for status, n in
-                                                             c.unrated_by_status.items()))
-        lines.append(f"  anime.csv         {c.anime_rows_in:,} rows, {c.anime_quarantined:,} quarantined; "
-                     f"{c.ratings_without_metadata:,} ratings of anime missing from anime.csv (kept)")
-        if self.outcome is None:
-            return "\n".join(["Retrain skipped: data unchanged since the last trained run", *lines])
-        o, e, d = self.outcome, self.outcome.evaluation, self.outcome.decision
-        sizes = o.matrix.split_sizes
-        chosen = o.ranking_fit.chosen
-        walk = (f"tried {', '.join(f'{t.relative_l2:g}' for t in o.ranking_fit.trials)}: best validation NDCG@10 "
-                f"{chosen.validation.ndcg:.4f}" if chosen.validation.n_users else
-                f"not walked: no validation rating >= {self.relevant_rating}")
-        compared = (f"\n  champion v{d.champion_version}  of another data set: not compared" if not d.same_dataset
-                    else "" if d.champion is None else
-                    f"\n  champion v{d.champion_version}  RMSE {d.champion.rmse:.4f}"
-                    + ("" if d.champion.ndcg is None else f", NDCG@10 {d.champion.ndcg:.4f}") + " on this test split"
-                    f"{' (re-scored: data or split changed)' if d.champion_rescored else ''}")
-        return "\n".join([
-            f"Retrain finished (MLflow run {o.mlflow_run_id})", *lines,
-            f"  matrix            {o.matrix.n_users:,} users x {o.matrix.n_anime:,} anime; "
-            f"train {sizes['train']:,} / validation {sizes['validation']:,} / test {sizes['test']:,}",
-            f"  rating model      {o.architecture}: {o.epochs_run} epochs run, weights of epoch {o.best_epoch} kept",
-            f"  ranking model     EASE, lambda {o.ranking_fit.model.l2:.4g} ({chosen.relative_l2:g} x mean "
-            f"interactions per anime; {walk}), {o.ranking_fit.fit_seconds:.1f} s",
-            f"  {f'test scores ({self.rating_scale} scale)':<29}RMSE     MAE",
-            f"    rating model             {e.model.rmse:.4f}  {e.model.mae:.4f}",
-            f"    user+item bias baseline  {e.bias.rmse:.4f}  {e.bias.mae:.4f}",
-            f"    global mean baseline     {e.global_mean.rmse:.4f}  {e.global_mean.mae:.4f}",
-            *self._ranking_lines(e),
-            f"  registered        {model_name} version {d.version}{compared}",
-            f"  decision          {'promoted to champion' if d.promoted else 'kept as challenger'}: {d.reason}",
-        ])
-
-    def _ranking_lines(self, e: EvaluationReport) -> list[str]:
-        if e.ranking is None:
-            return []
-        if not e.ranking.served.n_users:
-            return [f"  top-10 on test    not measured: no test rating >= {self.relevant_rating} (the top of the "
-                    f"{self.rating_scale} scale); is the scale right?"]
-        return [f"  top-10 on test ({e.ranking.served.n_users:,} users)  P@10    R@10    NDCG@10  coverage  "
-                "personalization",
-                *(f"    {label:<27}{r.precision:.4f}  {r.recall:.4f}  {r.ndcg:.4f}   {r.coverage:.4f}    "
-                  f"{r.personalization:.4f}" for label, r in e.ranking.labelled())]
+from pipeline.validate import ValidatedData, validate
 
 
 @task(name="generate-demo-data", cache_policy=NO_CACHE)
@@ -136,14 +47,10 @@ def generate_demo_data_task(out_dir: Path) -> Path:
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_task(data_dir: Path, settings: Settings) -> RawData:
     raw = ingest(data_dir, settings.inbox_dir, settings.archive_dir)
-    loose = inbox_files(settings.inbox_root)
-    if loose:
-        get_run_logger().warning("not merged: %s in %s belong%s to no data set; move %s to %s to merge %s into "
-                                 "data set %s", ", ".join(p.name for p in loose), settings.inbox_root,
-                                 "s" if len(loose) == 1 else "", "it" if len(loose) == 1 else "them",
-                                 settings.inbox_dir, "it" if len(loose) == 1 else "them", settings.dataset_name)
-    get_run_logger().info("read %s: %s rating rows from %s, %s anime rows", data_dir, f"{raw.rows_in:,}",
-                          ", ".join(raw.sources), f"{raw.anime.num_rows:,}")
+    read, loose_warning = ingest_lines(raw, data_dir, inbox_files(settings.inbox_root), settings)
+    get_run_logger().info(read)
+    if loose_warning:
+        get_run_logger().warning(loose_warning)
     return raw
 
 
@@ -178,10 +85,7 @@ def train_ranking_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -
     """The ranking model (what to recommend, judged by NDCG@10), its λ chosen on validation."""
     fit = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
     tracking.log_ranking_model(run_id, fit, settings.ranking)
-    judged = (f"chosen on validation (NDCG@10 {fit.chosen.validation.ndcg:.4f})" if fit.chosen.validation.n_users
-              else "not walked (no relevant validation rating)")
-    get_run_logger().info("ranking model: lambda %.4g (%g x mean interactions per anime) %s in %.1f s", fit.model.l2,
-                          fit.chosen.relative_l2, judged, fit.fit_seconds)
+    get_run_logger().info(ranking_fit_line(fit))
     return fit
 
 
@@ -197,11 +101,7 @@ def evaluate_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix,
                   run_id: str) -> EvaluationReport:
     report = evaluate_model(trained.model, fit.model, matrix, settings.unrated_value, settings.relevance_threshold)
     tracking.log_evaluation(run_id, report, settings.relevant_rating)
-    lists = report.ranking
-    ndcg = (f"NDCG@10 {lists.served.ndcg:.4f} (rating model alone {lists.rating_model.ndcg:.4f}, popularity "
-            f"{lists.popularity.ndcg:.4f})" if lists.served.n_users else "top-10 not measured (no relevant rating)")
-    get_run_logger().info("test RMSE %.4f (bias baseline %.4f, global mean %.4f); %s", report.model.rmse,
-                          report.bias.rmse, report.global_mean.rmse, ndcg)
+    get_run_logger().info(evaluation_line(report))
     return report
 
 
@@ -211,8 +111,7 @@ def register_task(model_uri: str, run_id: str, report: EvaluationReport, matrix:
     decision = register_and_decide(settings.registered_model_name, model_uri, run_id, report, matrix,
                                    settings.relevance_threshold, lineage, architecture(settings))
     tracking.log_decision(run_id, decision.as_dict())
-    get_run_logger().info("version %s: %s", decision.version,
-                          f"champion ({decision.reason})" if decision.promoted else f"challenger ({decision.reason})")
+    get_run_logger().info(decision_line(decision))
     return decision
 
 
@@ -227,33 +126,11 @@ def archive_inbox_task(raw: RawData, settings: Settings) -> list[Path]:
 @task(name="publish-artifacts", cache_policy=NO_CACHE)
 def publish_artifacts_task(summary: RetrainSummary, model_name: str) -> None:
     """What a user reads in the Prefect UI without opening logs."""
-    create_table_artifact(key="retrain-row-counts", description="Rows read and where they went",
-                          table=[{"rows": label, "count": value} for label, value in summary.count_rows()])
-    create_table_artifact(key="retrain-row-counts-per-file", description="Rows per file (superseded: the same pair "
-                          "in a later file); in = accepted + unrated + quarantined + superseded",
-                          table=[{"file": name, **counts} for name, counts in summary.counts.per_source.items()])
-    create_markdown_artifact(key="retrain-validation", description="Great Expectations summary",
-                             markdown=f"```\n{summary.validation_summary}\n```")
-    if summary.outcome is None:
-        create_markdown_artifact(key="retrain-decision", description="Promotion decision", markdown=(
-            f"Skipped: data version `{summary.data_version}` is unchanged since the last trained run."))
-        return
-    o, e, d = summary.outcome, summary.outcome.evaluation, summary.outcome.decision
-    create_table_artifact(key="retrain-scores", description=f"Test RMSE/MAE ({summary.rating_scale} scale)", table=[
-        {"model": "rating model", "rmse": round(e.model.rmse, 4), "mae": round(e.model.mae, 4)},
-        {"model": "user+item bias baseline", "rmse": round(e.bias.rmse, 4), "mae": round(e.bias.mae, 4)},
-        {"model": "global mean baseline", "rmse": round(e.global_mean.rmse, 4), "mae": round(e.global_mean.mae, 4)},
-    ])
-    if e.ranking.served.n_users:
-        create_table_artifact(key="retrain-ranking", description="Top-10 on the test split", table=[
-            {"model": label, **{key: round(value, 4) for key, value in report.as_metrics("").items()}}
-            for label, report in e.ranking.labelled()])
-    else:
-        create_markdown_artifact(key="retrain-ranking", description="Top-10 on the test split", markdown=(
-            f"Not measured: no test rating >= {summary.relevant_rating} on the {summary.rating_scale} scale."))
-    create_markdown_artifact(key="retrain-decision", description="Promotion decision", markdown=(
-        f"**{model_name} version {d.version}: {'promoted to champion' if d.promoted else 'kept as challenger'}**"
-        f"\n\n{d.reason}\n\nMLflow run: [{o.mlflow_run_id}]({o.mlflow_run_url})"))
+    for artifact in retrain_artifacts(summary, model_name):
+        if artifact.kind == "table":
+            create_table_artifact(key=artifact.key, description=artifact.description, table=artifact.content)
+        else:
+            create_markdown_artifact(key=artifact.key, description=artifact.description, markdown=artifact.content)
 
 
 def architecture(settings: Settings) -> str:
@@ -277,9 +154,7 @@ def _register_with_retries(model_uri: str, run_id: str, report: EvaluationReport
 
 def _train_and_register(raw: RawData, validated: ValidatedData, lineage: Lineage, settings: Settings
                         ) -> TrainingOutcome:
-    run_id = tracking.start_run(settings, lineage)
-    succeeded = False
-    try:
+    with tracking.ended(tracking.start_run(settings, lineage)) as run_id:
         tracking.log_validation(run_id, validated, raw.source_sha256)
         matrix = build_matrix_task(validated, settings, raw.source_sha256, run_id)
         trained = train_task(matrix, settings, run_id)
@@ -287,9 +162,6 @@ def _train_and_register(raw: RawData, validated: ValidatedData, lineage: Lineage
         model_uri = log_model_task(trained, ranking_fit, matrix, settings, run_id)
         report = evaluate_task(trained, ranking_fit, matrix, settings, run_id)
         decision = _register_with_retries(model_uri, run_id, report, matrix, lineage, settings)
-        succeeded = True
-    finally:
-        tracking.finish_run(run_id, succeeded)
     return TrainingOutcome(run_id, tracking.run_url(settings, run_id), matrix, settings.training.architecture,
                            trained.epochs_run, trained.best_epoch, ranking_fit, report, decision)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from flows.retrain import build_matrix_task, generate_demo_data_task, ingest_tas
 from pipeline import tracking
 from pipeline.errors import PipelineInputError
 from pipeline.matrix import UtilityMatrix
+from pipeline.reports import SweepSummary, format_trials, trial_line
 from pipeline.settings import Settings, for_dataset
 from pipeline.sweep import (
     OBJECTIVES,
@@ -33,33 +33,10 @@ from pipeline.sweep import (
     TrialResult,
     base_config,
     best_trial,
-    format_trials,
     grid_configs,
     run_trial,
     score_on_test,
 )
-
-
-@dataclass(frozen=True)
-class SweepSummary:
-    model: SweptModel
-    trials: list[TrialResult]
-    best: TrialResult
-    test_score: float  # of the best configuration, for the record
-    mlflow_run_id: str
-
-    def format(self) -> str:
-        objective = OBJECTIVES[self.model]
-        prefix = "ANIMEREC_RANKING__" if self.model == "ranking" else "ANIMEREC_TRAINING__"
-        settings_lines = [f"{prefix}{key.upper()}={value}" for key, value in sorted(self.best.changed.items())]
-        test_metric = "test NDCG@10" if self.model == "ranking" else "test RMSE"
-        return "\n".join([
-            f"sweep of the {self.model} model: {len(self.trials)} trials, chosen on {objective.metric} "
-            f"(MLflow run {self.mlflow_run_id})",
-            format_trials(self.trials, self.best, objective),
-            f"best: {objective.metric} {self.best.validation_score:.4f}, {test_metric} {self.test_score:.4f}",
-            "to train with it: " + " ".join(settings_lines),
-        ])
 
 
 @task(name="trial", cache_policy=NO_CACHE, task_run_name="trial {changed}")
@@ -67,8 +44,7 @@ def trial_task(matrix: UtilityMatrix, changed: dict[str, Any], config: BaseModel
                model: SweptModel, parent_run_id: str) -> tuple[TrialResult, Any]:
     result, fitted = run_trial(matrix, changed, config, settings)
     tracking.log_trial(parent_run_id, result, OBJECTIVES[model])
-    get_run_logger().info("%s: %s %.4f (%.1f s)", changed, OBJECTIVES[model].metric, result.validation_score,
-                          result.fit_seconds)
+    get_run_logger().info(trial_line(result, OBJECTIVES[model]))
     return result, fitted
 
 
@@ -83,9 +59,7 @@ def sweep(data_dir: Path | None = None, settings: Settings | None = None,
     objective = OBJECTIVES[model]
     data_dir = Path(data_dir) if data_dir else generate_demo_data_task(settings.demo_data_dir)
     settings = for_dataset(settings, data_dir, rating_scale, dataset_name)[0]
-    run_id = tracking.start_sweep_run(settings, data_dir, space, model)
-    succeeded = False
-    try:
+    with tracking.ended(tracking.start_sweep_run(settings, data_dir, space, model)) as run_id:
         raw = ingest_task(data_dir, settings)
         matrix = build_matrix_task(validate_task(raw, settings), settings, raw.source_sha256, run_id)
         results, best_fitted = [], None
@@ -98,10 +72,7 @@ def sweep(data_dir: Path | None = None, settings: Settings | None = None,
         summary = SweepSummary(model, results, best, score_on_test(best_fitted, matrix, settings), run_id)
         tracking.log_sweep_outcome(run_id, best, objective, summary.test_score, format_trials(results, best, objective))
         create_markdown_artifact(key="sweep-result", description="Sweep trials, best on validation",
-                                 markdown=f"```\n{summary.format()}\n```")
-        succeeded = True
-    finally:
-        tracking.finish_run(run_id, succeeded)
+                                 markdown=summary.markdown())
     return summary
 
 

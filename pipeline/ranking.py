@@ -32,17 +32,15 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from pipeline.matrix import UtilityMatrix, lookup_indices  # noqa: E402
-from pipeline.metrics import K, RankingReport, ranking_report, relevant_pairs, top_n_lists  # noqa: E402
-from pipeline.settings import RankingConfig  # noqa: E402
+from pipeline.matrix import UtilityMatrix, lookup_indices
+from pipeline.metrics import K, RankingReport, ranking_report, relevant_pairs, top_n_lists
+from pipeline.settings import RankingConfig
 
 WEIGHTS_FILE, DIAGONAL_FILE, CONFIG_FILE = "weights.parquet", "diagonal.parquet", "config.json"
 

@@ -102,18 +102,3 @@ def best_trial(results: list[TrialResult], objective: Objective) -> TrialResult:
     if not results:
         raise ValueError("a sweep needs at least one trial")
     return results[objective.best([r.validation_score for r in results])]
-
-
-def format_trials(results: list[TrialResult], best: TrialResult, objective: Objective) -> str:
-    names = sorted(results[0].changed)
-    detail_names = sorted(results[0].details)
-    header = (" ".join(f"{n:>14}" for n in names) + f" {objective.metric:>22} {'fit s':>6} "
-              + " ".join(f"{n:>13}" for n in detail_names))
-    lines = [header]
-    ordered = sorted(results, key=lambda r: -r.validation_score if objective.higher_is_better else r.validation_score)
-    for r in ordered:
-        values = " ".join(f"{r.changed[n]!s:>14}" for n in names)
-        details = " ".join(f"{r.details[n]:>13,.6g}" for n in detail_names)
-        mark = "  <- best" if r is best else ""
-        lines.append(f"{values} {r.validation_score:22.4f} {r.fit_seconds:6.1f} {details}{mark}")
-    return "\n".join(lines)

@@ -8,7 +8,6 @@ orchestrator runs a stage in.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -16,29 +15,27 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-import keras  # noqa: E402
-import matplotlib  # noqa: E402
+import keras
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.types import ColSpec, Schema  # noqa: E402
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from mlflow import MlflowClient
+from mlflow.types import ColSpec, Schema
 
-from pipeline.evaluate import EvaluationReport  # noqa: E402
-from pipeline.matrix import UtilityMatrix  # noqa: E402
-from pipeline.metrics import RankingReport  # noqa: E402
-from pipeline.ranking import ItemToItemModel, RankingFit  # noqa: E402
-from pipeline.registry import Lineage  # noqa: E402
-from pipeline.settings import RankingConfig, Settings, TrainingConfig  # noqa: E402
-from pipeline.sweep import Objective, TrialResult  # noqa: E402
-from pipeline.train import TrainedModel  # noqa: E402
-from pipeline.validate import ValidatedData  # noqa: E402
+from pipeline.evaluate import EvaluationReport
+from pipeline.matrix import UtilityMatrix
+from pipeline.metrics import RankingReport
+from pipeline.ranking import ItemToItemModel, RankingFit
+from pipeline.registry import Lineage
+from pipeline.settings import RankingConfig, Settings, TrainingConfig
+from pipeline.sweep import Objective, TrialResult
+from pipeline.train import TrainedModel
+from pipeline.validate import ValidatedData
 
 MODEL_ARTIFACT = "model"
 ID_MAPS_DIR = "id_maps"
@@ -131,6 +128,17 @@ def log_sweep_outcome(parent_run_id: str, best: TrialResult, objective: Objectiv
 
 def finish_run(run_id: str, succeeded: bool) -> None:
     MlflowClient().set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
+
+
+@contextmanager
+def ended(run_id: str) -> Iterator[str]:
+    """Yield `run_id`, then end that run: FINISHED if the block completed, FAILED if it raised."""
+    succeeded = False
+    try:
+        yield run_id
+        succeeded = True
+    finally:
+        finish_run(run_id, succeeded)
 
 
 @contextmanager

@@ -8,21 +8,17 @@ writes only the embedding rows of each batch.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import pyarrow as pa
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from pipeline.matrix import UtilityMatrix  # noqa: E402
-from pipeline.settings import TrainingConfig  # noqa: E402
+from pipeline.matrix import UtilityMatrix
+from pipeline.settings import TrainingConfig
 
 USER_INPUT, ANIME_INPUT = "user", "anime"
 USER_TABLES, ANIME_TABLES = ("user_embedding", "user_bias"), ("anime_embedding", "anime_bias")

@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,6 @@ from pipeline.errors import PipelineInputError
 from pipeline.hashing import multiset_digest
 from pipeline.ingest import ANIME_FILE, WATCHING_STATUSES, RawData
 from pipeline.settings import Settings
-
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 RATING_COLUMNS = ["user_id", "anime_id", "rating"]
 SUITE_RATING_COLUMNS = ["source_rank", *RATING_COLUMNS]

@@ -1,0 +1,240 @@
+"""What people read about a run: the terminal summary, the Prefect artifacts and the log lines of each stage.
+
+Pure functions from the stages' typed results to text and tables; the flows only hand them to the terminal,
+the Prefect logger and Prefect's artifact API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.evaluate import EvaluationReport
+from pipeline.ingest import RawData
+from pipeline.matrix import UtilityMatrix
+from pipeline.ranking import RankingFit
+from pipeline.registry import PromotionDecision
+from pipeline.settings import Settings
+from pipeline.sweep import OBJECTIVES, Objective, SweptModel, TrialResult
+from pipeline.validate import ValidationCounts
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    mlflow_run_id: str
+    mlflow_run_url: str
+    matrix: UtilityMatrix
+    architecture: str
+    epochs_run: int
+    best_epoch: int
+    ranking_fit: RankingFit
+    evaluation: EvaluationReport
+    decision: PromotionDecision
+
+
+@dataclass(frozen=True)
+class RetrainSummary:
+    data_dir: Path
+    data_version: str
+    counts: ValidationCounts
+    validation_summary: str
+    archived: list[Path]
+    outcome: TrainingOutcome | None  # None when the data were unchanged and training was skipped
+    dataset: str = "demo"  # the data set (lineage) the run belongs to
+    dataset_origin: str = "folder name"  # --dataset-name, a dataset.toml path, settings or folder name
+    layout: str = "Kaggle CooperUnion"
+    rating_scale: str = "1-10"
+    scale_origin: str = "default"  # RATING_SCALE, a dataset.toml path, settings or default
+    relevant_rating: int = 8
+    scale_warning: str | None = None
+
+    def count_rows(self) -> list[tuple[str, int]]:
+        c = self.counts
+        return [("rows in", c.rows_in), ("accepted", c.accepted), ("unrated", c.unrated),
+                ("quarantined", c.quarantined), ("superseded", c.superseded)]
+
+    def format(self, model_name: str) -> str:
+        c = self.counts
+        lines = [f"  data set          {self.dataset} ({self.dataset_origin})",
+                 f"  data              {self.data_dir}" + (f" + {len(self.archived)} inbox file(s), now archived"
+                                                          if self.archived else "") + f" ({self.layout} layout)",
+                 f"  rating scale      {self.rating_scale} ({self.scale_origin}); relevant for top-10: "
+                 f"rating >= {self.relevant_rating}",
+                 f"  data version      {self.data_version}"]
+        if self.scale_warning:
+            lines.append(f"  warning           {self.scale_warning}")
+        lines += [f"  {'  ' * (i > 0)}{label:<{16 - 2 * (i > 0)}}{value:>10,}"
+                  for i, (label, value) in enumerate(self.count_rows()) if i < 4 or value]
+        if len(c.per_source) > 1:
+            lines += ["  per file (superseded: the same pair in a later file)"]
+            lines += [f"    {name:<24}{n['rows_in']:>10,} in = {n['accepted']:,} accepted + {n['unrated']:,} "
+                      f"unrated + {n['quarantined']:,} quarantined + {n['superseded']:,} superseded"
+                      for name, n in c.per_source.items()]
+        if set(c.unrated_by_status) - {"watched"}:
+            lines.append("  unrated, status  " + ", ".join(f"{status} {n:,}" for status, n in
+                                                             c.unrated_by_status.items()))
+        lines.append(f"  anime.csv         {c.anime_rows_in:,} rows, {c.anime_quarantined:,} quarantined; "
+                     f"{c.ratings_without_metadata:,} ratings of anime missing from anime.csv (kept)")
+        if self.outcome is None:
+            return "\n".join(["Retrain skipped: data unchanged since the last trained run", *lines])
+        o, e, d = self.outcome, self.outcome.evaluation, self.outcome.decision
+        sizes = o.matrix.split_sizes
+        chosen = o.ranking_fit.chosen
+        walk = (f"tried {', '.join(f'{t.relative_l2:g}' for t in o.ranking_fit.trials)}: best validation NDCG@10 "
+                f"{chosen.validation.ndcg:.4f}" if chosen.validation.n_users else
+                f"not walked: no validation rating >= {self.relevant_rating}")
+        compared = (f"\n  champion v{d.champion_version}  of another data set: not compared" if not d.same_dataset
+                    else "" if d.champion is None else
+                    f"\n  champion v{d.champion_version}  RMSE {d.champion.rmse:.4f}"
+                    + ("" if d.champion.ndcg is None else f", NDCG@10 {d.champion.ndcg:.4f}") + " on this test split"
+                    f"{' (re-scored: data or split changed)' if d.champion_rescored else ''}")
+        return "\n".join([
+            f"Retrain finished (MLflow run {o.mlflow_run_id})", *lines,
+            f"  matrix            {o.matrix.n_users:,} users x {o.matrix.n_anime:,} anime; "
+            f"train {sizes['train']:,} / validation {sizes['validation']:,} / test {sizes['test']:,}",
+            f"  rating model      {o.architecture}: {o.epochs_run} epochs run, weights of epoch {o.best_epoch} kept",
+            f"  ranking model     EASE, lambda {o.ranking_fit.model.l2:.4g} ({chosen.relative_l2:g} x mean "
+            f"interactions per anime; {walk}), {o.ranking_fit.fit_seconds:.1f} s",
+            f"  {f'test scores ({self.rating_scale} scale)':<29}RMSE     MAE",
+            f"    rating model             {e.model.rmse:.4f}  {e.model.mae:.4f}",
+            f"    user+item bias baseline  {e.bias.rmse:.4f}  {e.bias.mae:.4f}",
+            f"    global mean baseline     {e.global_mean.rmse:.4f}  {e.global_mean.mae:.4f}",
+            *self._ranking_lines(e),
+            f"  registered        {model_name} version {d.version}{compared}",
+            f"  decision          {'promoted to champion' if d.promoted else 'kept as challenger'}: {d.reason}",
+        ])
+
+    def _ranking_lines(self, e: EvaluationReport) -> list[str]:
+        if e.ranking is None:
+            return []
+        if not e.ranking.served.n_users:
+            return [f"  top-10 on test    not measured: no test rating >= {self.relevant_rating} (the top of the "
+                    f"{self.rating_scale} scale); is the scale right?"]
+        return [f"  top-10 on test ({e.ranking.served.n_users:,} users)  P@10    R@10    NDCG@10  coverage  "
+                "personalization",
+                *(f"    {label:<27}{r.precision:.4f}  {r.recall:.4f}  {r.ndcg:.4f}   {r.coverage:.4f}    "
+                  f"{r.personalization:.4f}" for label, r in e.ranking.labelled())]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One Prefect artifact: a table (a list of rows) or a markdown text, under a key."""
+
+    kind: Literal["table", "markdown"]
+    key: str
+    description: str
+    content: Any  # list[dict] for a table, str for markdown
+
+
+def retrain_artifacts(summary: RetrainSummary, model_name: str) -> list[Artifact]:
+    """What a user reads in the Prefect UI without opening logs."""
+    artifacts = [
+        Artifact("table", "retrain-row-counts", "Rows read and where they went",
+                 [{"rows": label, "count": value} for label, value in summary.count_rows()]),
+        Artifact("table", "retrain-row-counts-per-file", "Rows per file (superseded: the same pair in a later file); "
+                 "in = accepted + unrated + quarantined + superseded",
+                 [{"file": name, **counts} for name, counts in summary.counts.per_source.items()]),
+        Artifact("markdown", "retrain-validation", "Great Expectations summary",
+                 f"```\n{summary.validation_summary}\n```"),
+    ]
+    if summary.outcome is None:
+        return [*artifacts, Artifact("markdown", "retrain-decision", "Promotion decision", (
+            f"Skipped: data version `{summary.data_version}` is unchanged since data set {summary.dataset}'s last "
+            "trained run."))]
+    o, e, d = summary.outcome, summary.outcome.evaluation, summary.outcome.decision
+    artifacts.append(Artifact("table", "retrain-scores", f"Test RMSE/MAE ({summary.rating_scale} scale)", [
+        {"model": "rating model", "rmse": round(e.model.rmse, 4), "mae": round(e.model.mae, 4)},
+        {"model": "user+item bias baseline", "rmse": round(e.bias.rmse, 4), "mae": round(e.bias.mae, 4)},
+        {"model": "global mean baseline", "rmse": round(e.global_mean.rmse, 4), "mae": round(e.global_mean.mae, 4)},
+    ]))
+    if e.ranking.served.n_users:
+        artifacts.append(Artifact("table", "retrain-ranking", "Top-10 on the test split", [
+            {"model": label, **{key: round(value, 4) for key, value in report.as_metrics("").items()}}
+            for label, report in e.ranking.labelled()]))
+    else:
+        artifacts.append(Artifact("markdown", "retrain-ranking", "Top-10 on the test split", (
+            f"Not measured: no test rating >= {summary.relevant_rating} on the {summary.rating_scale} scale.")))
+    artifacts.append(Artifact("markdown", "retrain-decision", "Promotion decision", (
+        f"**{model_name} version {d.version}: {'promoted to champion' if d.promoted else 'kept as challenger'}**"
+        f"\n\n{d.reason}\n\nMLflow run: [{o.mlflow_run_id}]({o.mlflow_run_url})")))
+    return artifacts
+
+
+def ingest_lines(raw: RawData, data_dir: Path, loose_inbox_files: list[Path], settings: Settings
+                 ) -> tuple[str, str | None]:
+    """What was read, and a warning for inbox files that belong to no data set (None if there are none)."""
+    read = (f"read {data_dir}: {raw.rows_in:,} rating rows from {', '.join(raw.sources)}, "
+            f"{raw.anime.num_rows:,} anime rows")
+    if not loose_inbox_files:
+        return read, None
+    one = len(loose_inbox_files) == 1
+    return read, (f"not merged: {', '.join(p.name for p in loose_inbox_files)} in {settings.inbox_root} "
+                  f"belong{'s' if one else ''} to no data set; move {'it' if one else 'them'} to "
+                  f"{settings.inbox_dir} to merge {'it' if one else 'them'} into data set {settings.dataset_name}")
+
+
+def ranking_fit_line(fit: RankingFit) -> str:
+    judged = (f"chosen on validation (NDCG@10 {fit.chosen.validation.ndcg:.4f})" if fit.chosen.validation.n_users
+              else "not walked (no relevant validation rating)")
+    return (f"ranking model: lambda {fit.model.l2:.4g} ({fit.chosen.relative_l2:g} x mean interactions per anime) "
+            f"{judged} in {fit.fit_seconds:.1f} s")
+
+
+def evaluation_line(report: EvaluationReport) -> str:
+    lists = report.ranking
+    ndcg = (f"NDCG@10 {lists.served.ndcg:.4f} (rating model alone {lists.rating_model.ndcg:.4f}, popularity "
+            f"{lists.popularity.ndcg:.4f})" if lists.served.n_users else "top-10 not measured (no relevant rating)")
+    return (f"test RMSE {report.model.rmse:.4f} (bias baseline {report.bias.rmse:.4f}, global mean "
+            f"{report.global_mean.rmse:.4f}); {ndcg}")
+
+
+def decision_line(decision: PromotionDecision) -> str:
+    return f"version {decision.version}: {CHAMPION_OR_CHALLENGER[decision.promoted]} ({decision.reason})"
+
+
+CHAMPION_OR_CHALLENGER = {True: "champion", False: "challenger"}
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    model: SweptModel
+    trials: list[TrialResult]
+    best: TrialResult
+    test_score: float  # of the best configuration, for the record
+    mlflow_run_id: str
+
+    def format(self) -> str:
+        objective = OBJECTIVES[self.model]
+        prefix = "ANIMEREC_RANKING__" if self.model == "ranking" else "ANIMEREC_TRAINING__"
+        settings_lines = [f"{prefix}{key.upper()}={value}" for key, value in sorted(self.best.changed.items())]
+        test_metric = "test NDCG@10" if self.model == "ranking" else "test RMSE"
+        return "\n".join([
+            f"sweep of the {self.model} model: {len(self.trials)} trials, chosen on {objective.metric} "
+            f"(MLflow run {self.mlflow_run_id})",
+            format_trials(self.trials, self.best, objective),
+            f"best: {objective.metric} {self.best.validation_score:.4f}, {test_metric} {self.test_score:.4f}",
+            "to train with it: " + " ".join(settings_lines),
+        ])
+
+    def markdown(self) -> str:
+        return f"```\n{self.format()}\n```"
+
+
+def trial_line(result: TrialResult, objective: Objective) -> str:
+    return f"{result.changed}: {objective.metric} {result.validation_score:.4f} ({result.fit_seconds:.1f} s)"
+
+
+def format_trials(results: list[TrialResult], best: TrialResult, objective: Objective) -> str:
+    names = sorted(results[0].changed)
+    detail_names = sorted(results[0].details)
+    header = (" ".join(f"{n:>14}" for n in names) + f" {objective.metric:>22} {'fit s':>6} "
+              + " ".join(f"{n:>13}" for n in detail_names))
+    lines = [header]
+    ordered = sorted(results, key=lambda r: -r.validation_score if objective.higher_is_better else r.validation_score)
+    for r in ordered:
+        values = " ".join(f"{r.changed[n]!s:>14}" for n in names)
+        details = " ".join(f"{r.details[n]:>13,.6g}" for n in detail_names)
+        mark = "  <- best" if r is best else ""
+        lines.append(f"{values} {r.validation_score:22.4f} {r.fit_seconds:6.1f} {details}{mark}")
+    return "\n".join(lines)
