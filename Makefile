@@ -1,33 +1,22 @@
 # The two commands: `make pipeline` (runs the whole pipeline) and `make test`. Both set up .venv first.
+# Every other target is a one-line alias of an `animerec` subcommand (`.venv/bin/animerec --help`): a Make
+# variable is the option of the same name (USER_ID=5 → --user-id 5, TOP=8 → --top 8); settings come from
+# ANIMEREC_* variables for every target, MODEL_NAME=… is ANIMEREC_REGISTERED_MODEL_NAME.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/animerec
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
-PARTS ?= accuracy,ranking,speed,serving,stages,scale
-SIZE ?= kaggle2020
-LAYOUT ?= cooperunion
-DATA ?=
-RATING_SCALE ?=
-DATASET_NAME ?=
-MODEL_NAME ?= anime-recommender
-EPOCHS ?=
-UI_PORT ?= 5000
-MODEL_PORT ?= 5001
 
-# Quiet offline: no analytics or telemetry from Prefect, MLflow or Great Expectations.
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export MLFLOW_DISABLE_TELEMETRY := true
-export GX_ANALYTICS_ENABLED := false
-export DO_NOT_TRACK := 1
-export TF_CPP_MIN_LOG_LEVEL := 2
-export PREFECT_HOME := $(CURDIR)/.prefect
-# MODEL_NAME=…: the registered model every target uses (one per data set keeps their versions apart).
+ifdef MODEL_NAME
 export ANIMEREC_REGISTERED_MODEL_NAME := $(MODEL_NAME)
-DATA_OPTIONS = $(if $(DATA),--data $(DATA)) $(if $(RATING_SCALE),--rating-scale $(RATING_SCALE)) \
-	$(if $(DATASET_NAME),--dataset-name $(DATASET_NAME))
+endif
+# $(call opt,VAR,option) → --option 'value' when VAR is set
+opt = $(if $($(1)),--$(2) '$($(1))')
+DATA_OPTIONS = $(call opt,DATA,data) $(call opt,RATING_SCALE,rating-scale) $(call opt,DATASET_NAME,dataset-name)
 
-.PHONY: setup pipeline test sweep bench ui serve compare promote recommend similar serve-model lint clean
+.PHONY: setup pipeline test sweep bench ui serve compare promote recommend similar similar-users serve-model lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,47 +26,47 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv from pyproject.toml
 
-pipeline: $(STAMP) ## run the retrain flow (DATA=folder or .zip, RATING_SCALE=1-5, DATASET_NAME=…, MODEL_NAME=…, EPOCHS=n)
-	$(PY) -m flows.retrain $(DATA_OPTIONS) $(if $(EPOCHS),--epochs $(EPOCHS))
+pipeline: $(STAMP) ## retrain: DATA=folder or .zip, RATING_SCALE=1-5, DATASET_NAME=…, MODEL_NAME=…, EPOCHS=n
+	$(CLI) retrain $(DATA_OPTIONS) $(call opt,EPOCHS,epochs)
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest
 
-sweep: $(STAMP) ## grid search, best on validation (DATA=folder, MODEL=rating|ranking, SPACE='{"l2": [...]}')
-	$(PY) -m flows.sweep $(DATA_OPTIONS) $(if $(MODEL),--model $(MODEL)) $(if $(SPACE),--space '$(SPACE)')
+sweep: $(STAMP) ## grid search, best on validation: DATA=…, KIND=rating|ranking, SPACE='{"l2": [...]}'
+	$(CLI) sweep $(DATA_OPTIONS) $(call opt,KIND,kind) $(call opt,SPACE,space)
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## benchmarks → BENCHMARKS.md (PARTS=accuracy,ranking,speed,serving,stages,scale SIZE=… LAYOUT=…)
-	$(PY) -m benchmarks.bench --parts $(PARTS) --size $(SIZE) --layout $(LAYOUT)
+bench: $(BENCH_STAMP) ## benchmarks → BENCHMARKS.md: PARTS=accuracy,ranking,speed,serving,stages,scale SIZE=… LAYOUT=…
+	$(CLI) bench $(call opt,PARTS,parts) $(call opt,SIZE,size) $(call opt,LAYOUT,layout)
 
-ui: $(STAMP) ## MLflow UI on 127.0.0.1 over the local store
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
-		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(UI_PORT)
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over the local store (PORT=…)
+	$(CLI) ui $(call opt,PORT,port)
 
-serve: $(STAMP) ## Prefect server on 127.0.0.1:4200 (if none answers) + retrain on a cron schedule (CRON=...)
-	$(PY) -m flows.serve $(DATA_OPTIONS) $(if $(CRON),--cron "$(CRON)")
+serve: $(STAMP) ## Prefect server on 127.0.0.1:4200 (if none answers) + scheduled retrain: DATA=…, CRON=…, PORT=…
+	$(CLI) serve $(DATA_OPTIONS) $(call opt,CRON,cron) $(call opt,PORT,port)
 
-compare: $(STAMP) ## table + PNG chart of every registered version of MODEL_NAME, by data set
-	$(PY) -m pipeline compare
+compare: $(STAMP) ## table + PNG chart of every registered version of MODEL_NAME, by data set (CHART=path.png)
+	$(CLI) compare $(call opt,CHART,chart)
 
-promote: $(STAMP) ## make VERSION=n champion by hand: make promote VERSION=3 REASON="why"
-	@test -n "$(VERSION)" || (echo 'usage: make promote VERSION=n REASON="why"' >&2; exit 2)
-	$(PY) -m pipeline promote $(VERSION) --reason "$(REASON)"
+promote: $(STAMP) ## make a version champion by hand: VERSION=3 REASON="why"
+	$(CLI) promote $(call opt,VERSION,version) $(call opt,REASON,reason)
 
-recommend: $(STAMP) ## top-N for a user: make recommend USER_ID=5 [N=10] (or RATINGS=my.csv)
-	$(PY) -m pipeline recommend $(if $(RATINGS),--ratings $(RATINGS),--user $(USER_ID)) -n $(or $(N),10)
+recommend: $(STAMP) ## top-N: USER_ID=5 (or RATINGS=my.csv), TOP=10, GENRE=…, TYPE=…, MIN_RATINGS=…, MODEL=champion
+	$(CLI) recommend $(call opt,USER_ID,user-id) $(call opt,RATINGS,ratings) $(call opt,TOP,top) $(call opt,GENRE,genre) $(call opt,TYPE,type) $(call opt,MIN_RATINGS,min-ratings) $(call opt,MODEL,model)
 
-similar: $(STAMP) ## anime like another: make similar ANIME="Cowboy Bebop"
-	$(PY) -m pipeline similar --anime "$(ANIME)" -n $(or $(N),10)
+similar: $(STAMP) ## anime that go with another: ANIME="Cowboy Bebop", TOP=10, MODEL=champion
+	$(CLI) similar $(call opt,ANIME,anime) $(call opt,TOP,top) $(call opt,MODEL,model)
 
-serve-model: $(STAMP) ## MLflow scoring server for the champion on 127.0.0.1:$(MODEL_PORT)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlruns/mlflow.db mlflow models serve \
-		-m models:/$(MODEL_NAME)@champion --env-manager local --host 127.0.0.1 --port $(MODEL_PORT)
+similar-users: $(STAMP) ## nearest users and the genres they like: USER_ID=5, TOP=10, MODEL=champion
+	$(CLI) similar-users $(call opt,USER_ID,user-id) $(call opt,TOP,top) $(call opt,MODEL,model)
 
-lint: $(STAMP)
+serve-model: $(STAMP) ## MLflow scoring server for a version on 127.0.0.1:5001: MODEL=champion, PORT=…
+	$(CLI) serve-model $(call opt,MODEL,model) $(call opt,PORT,port)
+
+lint: $(STAMP) ## ruff, security rules included
 	$(VENV)/bin/ruff check .
 
 clean: ## remove generated data, the MLflow store and Prefect state (keeps .venv)

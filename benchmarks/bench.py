@@ -4,14 +4,13 @@ Every table compares against a baseline measured in the same process (the issue-
 Surprise SVD for accuracy). Nothing here is asserted: the numbers are printed and written to the
 `BENCHMARKS.md` section named after the parts run, with the machine and the exact command.
 
-Options (see `python -m benchmarks.bench --help`): --parts (accuracy, speed, serving, stages, scale),
+Options (see `animerec bench --help`): --parts (accuracy, speed, serving, stages, scale),
 --size (scale part: kaggle2020 = 310k users × 17.5k anime × 57M ratings, or tenth), --sample (the
 rating set the accuracy/speed/serving parts use), --work (where generated data and matrices go).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from benchmarks.reference_ease import fit_reference_ease, reference_scores
+from pipeline.errors import PipelineInputError
 from pipeline.evaluate import SEEN_SPLITS, evaluate_ranking
 from pipeline.ingest import ingest
 from pipeline.matrix import UtilityMatrix, build_utility_matrix
@@ -38,7 +38,6 @@ from pipeline.train import TrainedModel, predict_scaled, train_model
 from pipeline.validate import validate
 
 PARTS = ("accuracy", "ranking", "speed", "serving", "stages", "scale")
-SIZES = ("kaggle2020", "tenth")
 DEFAULT_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "anime-sample"
 REPORT = PROJECT_ROOT / "BENCHMARKS.md"
 
@@ -393,13 +392,19 @@ def child_json(module: str, *args: str) -> dict:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
+def repository_path(path: str | Path) -> str:
+    """A path as BENCHMARKS.md shows it: relative to the repository when inside it (not this machine's layout)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(PROJECT_ROOT)) if resolved.is_relative_to(PROJECT_ROOT) else str(path)
+
+
 def scale_part(size: str, work: Path, layout: str = "cooperunion") -> list[Table]:
     """Full scale in child processes, each with its own peak RSS: the data path and two epochs of the rating
     model; the ranking model's fit; then serving from the saved bundle in a fresh process."""
     result = child_json("benchmarks.full_scale", "--size", size, "--work", str(work), "--layout", layout)
     rows_in = result["rows_in"]
     data = Table(f"Full scale ({size}, {layout} layout: {result['n_users']:,} users × {result['n_anime']:,} anime, "
-                 f"{rows_in:,} rows in; generated once into {result['data_dir']})",
+                 f"{rows_in:,} rows in; generated once into {repository_path(result['data_dir'])})",
                  ["step", "seconds", "rows/s", "RSS after, GB"])
     for step in ("ingest", "validate", "matrix"):
         seconds = result["seconds"][step]
@@ -436,7 +441,7 @@ def write_report(title: str, command: str, tables: list[Table]) -> None:
     section = "\n\n".join([f"## {title}", f"Machine: {machine()}.", f"Command: `{command}` "
                            f"({time.strftime('%Y-%m-%d')}).", *[t.markdown() for t in tables]]) + "\n"
     text = REPORT.read_text() if REPORT.exists() else (
-        "# Benchmarks\n\nWritten by `make bench` (see `python -m benchmarks.bench --help`). Each section is replaced "
+        "# Benchmarks\n\nWritten by `make bench` (see `animerec bench --help`). Each section is replaced "
         "by the next run of the same parts.\n")
     head, marker, rest = text.partition(f"## {title}\n")
     if marker:
@@ -447,46 +452,40 @@ def write_report(title: str, command: str, tables: list[Table]) -> None:
     REPORT.write_text(text)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
-    parser.add_argument("--size", choices=SIZES, default="kaggle2020", help="data size of the scale part")
-    parser.add_argument("--layout", choices=["cooperunion", "kaggle2020"], default="cooperunion",
-                        help="file layout of the scale part's generated data (kaggle2020: with animelist.csv)")
-    parser.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE, help="CooperUnion-layout rating set")
-    parser.add_argument("--work", type=Path, default=PROJECT_ROOT / "data" / "bench",
-                        help="where generated data and matrices go (kept between runs)")
-    args = parser.parse_args(argv)
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+def run_benchmarks(parts: list[str], size: str = "kaggle2020", layout: str = "cooperunion",
+                   sample: Path = DEFAULT_SAMPLE, work: Path = PROJECT_ROOT / "data" / "bench") -> int:
+    """Run the named parts (`animerec bench`), print their tables and replace their sections of BENCHMARKS.md.
+    `size`/`layout`: the scale part's generated data; `work`: where generated data and matrices stay between runs."""
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
-        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+        raise PipelineInputError(f"unknown bench part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     tables: list[Table] = []
-    args.work.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="run-", dir=args.work) as tmp:
-        work = Path(tmp)
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="run-", dir=work) as tmp:
+        run_dir = Path(tmp)
         if {"accuracy", "ranking", "speed", "serving"} & set(parts):
-            runs = train_sample_models(args.sample, work)
+            runs = train_sample_models(sample, run_dir)
             tables += [part(runs) for name, part in (("accuracy", accuracy_part), ("ranking", ranking_part),
                                                      ("ranking", inverse_part), ("speed", speed_part),
                                                      ("serving", serving_part))
                        if name in parts]
         if "stages" in parts:
-            tables.append(stages_part(work))
+            tables.append(stages_part(run_dir))
     if "scale" in parts:
-        tables += scale_part(args.size, args.work, args.layout)
+        tables += scale_part(size, work, layout)
     for table in tables:
         print(table.markdown(), end="\n\n")
     command = "make bench" + (f" PARTS={','.join(parts)}" if parts != list(PARTS) else "") + (
-        f" SIZE={args.size}" if args.size != "kaggle2020" and "scale" in parts else "") + (
-        f" LAYOUT={args.layout}" if args.layout != "cooperunion" and "scale" in parts else "")
-    layout = f", {args.layout} layout" if args.layout != "cooperunion" else ""
-    write_report(f"Parts: {', '.join(parts)}" + (f" (size {args.size}{layout})" if "scale" in parts else ""), command,
+        f" SIZE={size}" if size != "kaggle2020" and "scale" in parts else "") + (
+        f" LAYOUT={layout}" if layout != "cooperunion" and "scale" in parts else "")
+    layout_note = f", {layout} layout" if layout != "cooperunion" else ""
+    write_report(f"Parts: {', '.join(parts)}" + (f" (size {size}{layout_note})" if "scale" in parts else ""), command,
                  tables)
-    print(f"written to {REPORT}")
+    print(f"written to {REPORT.name}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flows.cli import main
+
+    sys.exit(main(["bench", *sys.argv[1:]]))

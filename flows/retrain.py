@@ -2,22 +2,19 @@
 evaluate → register → archive inbox.
 
 Thin wiring only: each task calls one `pipeline` stage (and logs what it produced to MLflow).
-Run it with `make pipeline`, `python -m flows.retrain --data DIR`, or on a schedule (`make serve`).
+Run it with `make pipeline`, `animerec retrain --data DIR`, or on a schedule (`make serve`).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import quiet_expected_errors
 from pipeline import tracking
-from pipeline.errors import PipelineInputError, RegistryUnavailableError
+from pipeline.errors import RegistryUnavailableError
 from pipeline.evaluate import EvaluationReport, evaluate_model
 from pipeline.generate import generate_demo_dataset
 from pipeline.ingest import RawData, archive_incoming, inbox_files, ingest
@@ -34,7 +31,7 @@ from pipeline.reports import (
     retrain_artifacts,
 )
 from pipeline.settings import Settings, for_dataset
-from pipeline.storage import LockBusyError, exclusive_lock
+from pipeline.storage import exclusive_lock
 from pipeline.train import TrainedModel, train_model
 from pipeline.validate import ValidatedData, validate
 
@@ -192,32 +189,3 @@ def retrain(data_dir: Path | None = None, skip_unchanged: bool = False, settings
                              origins.rating_scale, settings.relevant_rating, validated.scale.warning)
     publish_artifacts_task(summary, settings.registered_model_name)
     return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.retrain", description=retrain.__doc__)
-    parser.add_argument("--data", type=Path, help="folder or .zip with rating.csv and anime.csv, or the Kaggle 2020 "
-                        "files (default: demo data)")
-    parser.add_argument("--rating-scale", help="the data's rating scale, MIN-MAX (e.g. 1-5; default: dataset.toml "
-                        "beside the data, else 1-10)")
-    parser.add_argument("--dataset-name", help="the data set's name: versions are compared only within one, each "
-                        "has its own inbox (default: dataset.toml's name, else the folder's name)")
-    parser.add_argument("--epochs", type=int, help="maximum training epochs (early stopping may end sooner)")
-    parser.add_argument("--skip-unchanged", action="store_true", help="do not retrain if the data are unchanged")
-    args = parser.parse_args(argv)
-    quiet_expected_errors(PipelineInputError, LockBusyError, RegistryUnavailableError)
-    settings = Settings()
-    if args.epochs:
-        settings.training.epochs = args.epochs
-    try:
-        summary = retrain(data_dir=args.data, skip_unchanged=args.skip_unchanged, settings=settings,
-                          rating_scale=args.rating_scale, dataset_name=args.dataset_name)
-    except (PipelineInputError, LockBusyError, RegistryUnavailableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(summary.format(settings.registered_model_name))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""`make serve`: start a local Prefect server if none answers, then serve `retrain` on a cron schedule.
+"""`animerec serve` (`make serve`): start a local Prefect server if none answers, then serve `retrain` on a
+cron schedule.
 
 The deployment, its schedule, its runs (task states, logs, artifacts) are in the Prefect UI at
 http://127.0.0.1:4200; "Run" there starts one now. Ctrl-C pauses the deployment and stops the server
@@ -7,7 +8,6 @@ this command started (a server that was already running is left alone).
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -59,35 +59,28 @@ def _interrupt_as_sigterm(signum, frame) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipeline.settings import Settings
-
-    settings = Settings()
-    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1", help="Prefect server address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=4200)
-    parser.add_argument("--cron", default=settings.retrain_cron, help=f"schedule (default '{settings.retrain_cron}')")
-    parser.add_argument("--data", type=Path, help="data folder or .zip for scheduled runs (default: demo data)")
-    parser.add_argument("--rating-scale", help="the data's rating scale, MIN-MAX (default: dataset.toml, else 1-10)")
-    parser.add_argument("--dataset-name", help="the data set's name (default: dataset.toml's name, else the folder's)")
-    parser.add_argument("--server-timeout", type=float, default=120, help="seconds to wait for a new server")
-    args = parser.parse_args(argv)
-
-    api_url = f"http://{args.host}:{args.port}/api"
-    server = None if api_answers(api_url) else start_server(args.host, args.port, api_url, args.server_timeout)
+def serve_on_schedule(host: str, port: int, cron: str, data: Path | None, rating_scale: str | None,
+                      dataset_name: str | None, server_timeout_s: float) -> int:
+    """Start a Prefect server on host:port unless one answers there, then serve `retrain` as the cron deployment
+    until Ctrl-C; stop the server if this call started it."""
+    api_url = f"http://{host}:{port}/api"
+    server = None if api_answers(api_url) else start_server(host, port, api_url, server_timeout_s)
     os.environ["PREFECT_API_URL"] = api_url  # before Prefect is imported: the flow talks to this server
     signal.signal(signal.SIGINT, _interrupt_as_sigterm)
     try:
         from prefect.deployments.runner import EntrypointType
 
+        from flows import quiet_expected_errors
         from flows.retrain import retrain
+        from pipeline.errors import PipelineInputError, RegistryUnavailableError
+        from pipeline.storage import LockBusyError
 
-        print(f"Prefect UI: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+        quiet_expected_errors(PipelineInputError, LockBusyError, RegistryUnavailableError)
+        print(f"Prefect UI: http://{host}:{port}  (Ctrl-C to stop)", flush=True)
         retrain.serve(
-            name=DEPLOYMENT_NAME, cron=args.cron, global_limit=1, limit=1,
-            parameters={"data_dir": str(args.data.resolve()) if args.data else None, "skip_unchanged": True,
-                        "rating_scale": args.rating_scale, "dataset_name": args.dataset_name},
+            name=DEPLOYMENT_NAME, cron=cron, global_limit=1, limit=1,
+            parameters={"data_dir": str(data.resolve()) if data else None, "skip_unchanged": True,
+                        "rating_scale": rating_scale, "dataset_name": dataset_name},
             description="Scheduled retrain: merges the inbox, skips unchanged data, registers and promotes.",
             tags=["anime-recommender"], entrypoint_type=EntrypointType.MODULE_PATH,
         )
@@ -97,7 +90,3 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             stop_server(server)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

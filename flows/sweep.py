@@ -4,14 +4,11 @@
 (validation NDCG@10). Each trial is a Prefect task and an MLflow run nested under the sweep's run
 (experiment `<name>-sweep`), with its configuration as params and its validation score as a metric. The
 winner is chosen on validation only; its test score is reported, never used. Run it with
-`make sweep DATA=DIR [MODEL=ranking]`.
+`make sweep DATA=DIR [KIND=ranking]` (`animerec sweep`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +17,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from flows import quiet_expected_errors
 from flows.retrain import build_matrix_task, generate_demo_data_task, ingest_task, validate_task
 from pipeline import tracking
-from pipeline.errors import PipelineInputError
 from pipeline.matrix import UtilityMatrix
 from pipeline.reports import SweepSummary, format_trials, trial_line
 from pipeline.settings import Settings, for_dataset
@@ -74,28 +69,3 @@ def sweep(data_dir: Path | None = None, settings: Settings | None = None,
         create_markdown_artifact(key="sweep-result", description="Sweep trials, best on validation",
                                  markdown=summary.markdown())
     return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.sweep", description=sweep.__doc__)
-    parser.add_argument("--data", type=Path, help="data folder or .zip, either layout (default: demo data)")
-    parser.add_argument("--rating-scale", help="the data's rating scale, MIN-MAX (default: dataset.toml, else 1-10)")
-    parser.add_argument("--dataset-name", help="the data set's name (default: dataset.toml's name, else the "
-                        "folder's name): its inbox is read")
-    parser.add_argument("--model", choices=sorted(OBJECTIVES), default="rating", help="which model to sweep")
-    parser.add_argument("--space", type=json.loads,
-                        help='grid as JSON, e.g. \'{"l2": [0.01, 0.02], "learning_rate": [0.02]}\'')
-    args = parser.parse_args(argv)
-    quiet_expected_errors(PipelineInputError)
-    try:
-        summary = sweep(data_dir=args.data, space=args.space, model=args.model, rating_scale=args.rating_scale,
-                        dataset_name=args.dataset_name)
-    except PipelineInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(summary.format())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

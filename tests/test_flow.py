@@ -6,7 +6,8 @@ import pytest
 from conftest import write_csv
 from mlflow import MlflowClient
 
-from flows.retrain import main, retrain
+from flows.cli import main
+from flows.retrain import retrain
 from pipeline.errors import PipelineInputError
 from pipeline.registry import CHALLENGER, CHAMPION
 from pipeline.settings import Settings
@@ -71,7 +72,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, settings, monkeypatch, caps
     assert Settings().mlruns_dir == settings.mlruns_dir
     write_csv(tmp_path / "rating.csv", ["user_id", "anime_id", "rating"], [[1, 2, 99], [1, 3, 8]])
     write_csv(tmp_path / "anime.csv", ["anime_id", "name"], [[2, "x"], [3, "y"]])
-    assert main(["--data", str(tmp_path)]) == 2
+    assert main(["retrain", "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: rating.csv: 50.0% of rows failed validation")
     assert not settings.matrix_root.exists()

@@ -7,8 +7,8 @@ import pytest
 from conftest import lineage_of
 from mlflow import MlflowClient
 
+from flows.cli import main as cli_main
 from pipeline import tracking
-from pipeline.cli import main as cli_main
 from pipeline.evaluate import EvaluationReport, RankingReports, evaluate_model
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
@@ -226,10 +226,10 @@ def test_manual_promotion_moves_the_alias_and_records_the_reason(trained_run, se
     assert version.description.endswith("(replacing v1): won the online A/B test")
 
     _use_store(monkeypatch, settings)
-    assert cli_main(["promote", "1", "--reason", "roll back"]) == 0
+    assert cli_main(["promote", "--version", "1", "--reason", "roll back"]) == 0
     assert _aliases(name) == {CHAMPION: "1"}
     assert MlflowClient().get_model_version(name, "1").description.endswith("(replacing v2): roll back")
-    assert cli_main(["promote", "9", "--reason", "x"]) == 2
-    assert cli_main(["promote", "2", "--reason", " "]) == 2
+    assert cli_main(["promote", "--version", "9", "--reason", "x"]) == 2
+    assert cli_main(["promote", "--version", "2", "--reason", " "]) == 2
     assert _aliases(name) == {CHAMPION: "1"}
     assert capsys.readouterr().err.count("error:") == 2

@@ -70,7 +70,7 @@ def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(tmp_path, small_da
             "ANIMEREC_MLRUNS_DIR": str(settings.mlruns_dir), "ANIMEREC_TRAINING__EPOCHS": "3",
             "ANIMEREC_TRAINING__EMBEDDING_DIM": "16", "ANIMEREC_TRAINING__BATCH_SIZE": "1024",
             "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-    serve = subprocess.Popen([sys.executable, "-m", "flows.serve", "--port", str(port), "--data", str(small_data),
+    serve = subprocess.Popen([sys.executable, "-m", "flows", "serve", "--port", str(port), "--data", str(small_data),
                               "--cron", "30 4 * * *"], cwd=REPO, env=env, start_new_session=True)
     try:
         with httpx.Client(base_url=api, timeout=10) as client:

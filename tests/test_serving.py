@@ -11,8 +11,8 @@ import httpx
 import pytest
 from conftest import free_port, lineage_of, wait_until_answers
 
+from flows.cli import main as cli_main
 from pipeline import tracking
-from pipeline.cli import main as cli_main
 from pipeline.evaluate import evaluate_model
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
@@ -46,7 +46,7 @@ def champion(small_data, settings, monkeypatch):
 
 def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
     user_id = int(champion.user_ids[0])
-    assert cli_main(["recommend", "--user", str(user_id), "-n", "4"]) == 0
+    assert cli_main(["recommend", "--user-id", str(user_id), "--top", "4"]) == 0
     title, *out = capsys.readouterr().out.splitlines()
     assert title == f"top 4 for user {user_id} (predicted ratings on the 1-10 scale):"
     assert out[0].split() == ["anime_id", "name", "genre", "type", "predicted_rating", "because_you_watched"]
@@ -57,19 +57,19 @@ def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
         "because_you_watched"], strict=True))
 
     name = champion.anime["name"][int(champion.anime_ids[0])]
-    assert cli_main(["similar", "--anime", name.lower(), "-n", "3", "--include-self"]) == 0
+    assert cli_main(["similar", "--anime", name.lower(), "--top", "3", "--include-self"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert name in out[0] and int(out[2].split()[0]) == int(champion.anime_ids[0])
 
     mine = tmp_path / "mine.csv"
     mine.write_text("name,rating\n" + "".join(f"\"{champion.anime['name'][int(a)]}\",9\n"
                                              for a in champion.anime_ids[:3]))
-    assert cli_main(["recommend", "--ratings", str(mine), "-n", "3"]) == 0
+    assert cli_main(["recommend", "--ratings", str(mine), "--top", "3"]) == 0
     rows = capsys.readouterr().out.splitlines()[2:]
     assert len(rows) == 3 and not {int(r.split()[0]) for r in rows} & set(champion.anime_ids[:3].tolist())
 
-    for argv in (["recommend", "--user", "987654321"], ["similar", "--anime", "zzzz no such anime zzzz"],
-                 ["similar-users", "--user", "987654321"], ["recommend", "--user", "1", "--model", "challenger"]):
+    for argv in (["recommend", "--user-id", "987654321"], ["similar", "--anime", "zzzz no such anime zzzz"],
+                 ["similar-users", "--user-id", "987654321"], ["recommend", "--user-id", "1", "--model", "challenger"]):
         assert cli_main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ")

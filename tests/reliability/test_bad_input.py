@@ -254,7 +254,7 @@ def test_a_stopped_run_exits_2_with_one_line_and_writes_nothing(tmp_path, settin
                                                                  case):
     from mlflow import MlflowClient
 
-    from flows.retrain import main
+    from flows.cli import main
 
     monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
     monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
@@ -264,7 +264,7 @@ def test_a_stopped_run_exits_2_with_one_line_and_writes_nothing(tmp_path, settin
     path = _break(folder, settings, where, content)
     inbox_before = sorted(p.name for p in settings.inbox_dir.glob("*")) if settings.inbox_dir.exists() else []
 
-    assert main(["--data", str(folder)]) == 2
+    assert main(["retrain", "--data", str(folder)]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and str(path) in err[0]
     assert not settings.matrix_root.exists()  # no partial outputs

@@ -21,8 +21,8 @@ from conftest import RATING_HEADER, write_csv
 from mlflow import MlflowClient
 
 import flows.retrain
+from flows import cli
 from flows.retrain import retrain
-from pipeline import cli
 from pipeline.errors import RegistryUnavailableError
 from pipeline.ingest import ingest
 from pipeline.matrix import UtilityMatrix, build_utility_matrix
@@ -205,7 +205,7 @@ def test_a_corrupted_champion_fails_recommendations_clearly_and_retraining_still
     monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
     user = pacsv.read_csv(small_data / "rating.csv")["user_id"][0].as_py()
     capsys.readouterr()
-    assert cli.main(["recommend", "--user", str(user)]) == 2
+    assert cli.main(["recommend", "--user-id", str(user)]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and f"cannot load anime-recommender version {version} (champion)" in err[0]
 
@@ -213,7 +213,7 @@ def test_a_corrupted_champion_fails_recommendations_clearly_and_retraining_still
     decision = summary.outcome.decision
     assert decision.version == "2" and decision.promoted and _champion(settings) == "2"
     assert f"champion v{version} could not be loaded" in decision.reason
-    assert cli.main(["recommend", "--user", str(user)]) == 0
+    assert cli.main(["recommend", "--user-id", str(user)]) == 0
 
 
 def test_a_champion_from_before_the_ranking_model_still_serves_and_is_compared_fairly(
@@ -231,8 +231,8 @@ def test_a_champion_from_before_the_ranking_model_still_serves_and_is_compared_f
     assert top["predicted_rating"].is_monotonic_decreasing and "because_you_watched" not in top
     monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
     monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
-    assert cli.main(["recommend", "--user", str(user), "-n", "3"]) == 0
-    assert cli.main(["similar", "--anime", str(int(old.anime_ids[0])), "-n", "3"]) == 0
+    assert cli.main(["recommend", "--user-id", str(user), "--top", "3"]) == 0
+    assert cli.main(["similar", "--anime", str(int(old.anime_ids[0])), "--top", "3"]) == 0
 
     summary = retrain(data_dir=_changed_copy(small_data, tmp_path / "changed"), settings=settings)
     decision = summary.outcome.decision

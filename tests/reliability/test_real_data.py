@@ -196,11 +196,11 @@ def test_a_rerun_with_another_scale_writes_its_own_matrix_folder(tmp_path, setti
 
 
 def _run_retrain(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    """`python -m flows.retrain` as a user runs it: its own process and temporary Prefect server, all output kept."""
+    """`animerec retrain` as a user runs it: its own process and temporary Prefect server, all output kept."""
     env = os.environ | {"ANIMEREC_DATA_ROOT": str(tmp_path / "root"), "ANIMEREC_MLRUNS_DIR": str(tmp_path / "mlruns"),
                         "PREFECT_HOME": str(tmp_path / "prefect"), "ANIMEREC_TRAINING__EMBEDDING_DIM": "16"}
     env.pop("PREFECT_API_URL", None)
-    return subprocess.run([sys.executable, "-m", "flows.retrain", *args], cwd=PROJECT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "flows", "retrain", *args], cwd=PROJECT, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -235,7 +235,7 @@ def test_an_expected_stop_prints_one_error_line_and_no_traceback(tmp_path):
 def test_an_anime_missing_from_anime_csv_is_null_in_served_json(small_data, settings, tmp_path, capsys):
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
-    from pipeline.cli import show
+    from pipeline.commands import show
     from pipeline.ranking import train_ranking_model
     from pipeline.recommend import NOT_IN_METADATA, Recommender
     from pipeline.serving import RecommenderModel

@@ -13,6 +13,7 @@ import keras
 import pytest
 from conftest import RATING_HEADER, free_port, listening_hosts, write_csv, write_dataset
 
+from flows.cli import build_parser
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
 from pipeline.ranking import train_ranking_model
@@ -22,36 +23,30 @@ from pipeline.validate import validate
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SERVER_TARGETS = ("ui", "serve-model")
-
-
-def _make_dry_run(*targets: str, **variables: str) -> str:
-    args = ["make", "-n", "-s", *targets, *(f"{k}={v}" for k, v in variables.items())]
-    output = subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
-    return output.replace("\\\n", " ")  # one line per command
+SERVER_COMMANDS = ("ui", "serve-model", "serve")
 
 
 def test_every_server_command_binds_to_localhost_unless_a_host_is_given():
-    commands = _make_dry_run(*SERVER_TARGETS)
-    assert commands.count("--host 127.0.0.1") == len(SERVER_TARGETS)
-    assert "0.0.0.0" not in commands
+    parser = build_parser()
+    assert {command: parser.parse_args([command]).host for command in SERVER_COMMANDS} == dict.fromkeys(
+        SERVER_COMMANDS, "127.0.0.1")
+    assert parser.parse_args(["ui", "--host", "10.0.0.5"]).host == "10.0.0.5"  # only when a person asks
     assert os.environ["PREFECT_SERVER_API_HOST"] == "127.0.0.1"  # Prefect's own temporary server
 
 
-def test_the_mlflow_ui_listens_on_localhost_only(settings):
+def test_make_ui_listens_on_localhost_only_over_the_store_of_the_settings(settings):
     port = free_port()
-    command = [line for line in _make_dry_run("ui", UI_PORT=str(port)).splitlines() if "mlflow ui" in line][0]
-    command = command.replace(str(PROJECT_ROOT / "mlruns"), str(settings.mlruns_dir))
-    settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
-    server = subprocess.Popen(command, shell=True, cwd=PROJECT_ROOT, start_new_session=True,
+    env = os.environ | {"ANIMEREC_MLRUNS_DIR": str(settings.mlruns_dir)}
+    server = subprocess.Popen(["make", "-s", "ui", f"PORT={port}"], cwd=PROJECT_ROOT, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not listening_hosts(port):
-            assert server.poll() is None, "mlflow ui exited"
+            assert server.poll() is None, "make ui exited"
             assert time.monotonic() < deadline, "mlflow ui did not start listening"
             time.sleep(0.5)
         assert listening_hosts(port) == {"127.0.0.1"}
+        assert (settings.mlruns_dir / "mlflow.db").exists()  # ANIMEREC_MLRUNS_DIR reached `make ui`
     finally:
         if server.poll() is None:
             os.killpg(server.pid, 9)
@@ -101,7 +96,7 @@ def test_an_inbox_symlink_cannot_move_or_change_a_file_outside(small_data, setti
 
 
 def test_the_data_folder_given_on_the_command_line_is_only_read(small_data, settings, tmp_path, monkeypatch):
-    from flows.retrain import main
+    from flows.cli import main
 
     data = tmp_path / "their-data"
     shutil.copytree(small_data, data)
@@ -109,7 +104,7 @@ def test_the_data_folder_given_on_the_command_line_is_only_read(small_data, sett
     monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
     monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
     monkeypatch.setenv("ANIMEREC_TRAINING__EPOCHS", "2")
-    assert main(["--data", str(data)]) == 0
+    assert main(["retrain", "--data", str(data)]) == 0
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
     assert written <= {"their-data", settings.data_root.name, settings.mlruns_dir.name}

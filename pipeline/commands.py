@@ -1,0 +1,112 @@
+"""What the `animerec` commands on the registry do (flows/cli.py parses the command line): recommendations from a
+registered model, printed for the terminal, and the registry itself (compare, promote).
+
+Models load from `models:/<registered model>@champion` unless `model` names another alias or a version.
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+
+from pipeline import tracking
+from pipeline.recommend import NOT_IN_METADATA, Recommender, UnknownIdError
+from pipeline.registry import format_versions, list_versions, promote_manually, versions_chart
+from pipeline.settings import Settings
+
+
+def compare(settings: Settings, chart_path: Path) -> int:
+    rows = list_versions(settings.registered_model_name)
+    print(format_versions(settings.registered_model_name, rows))
+    if rows:
+        import matplotlib.pyplot as plt
+
+        figure = versions_chart(settings.registered_model_name, rows)
+        chart_path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(chart_path, dpi=100)
+        run_id = tracking.log_registry_chart(settings, figure)
+        plt.close(figure)
+        print(f"chart: {chart_path} (also in MLflow run {run_id}: "
+              f"{tracking.registry_chart_name(settings.registered_model_name)})")
+    return 0
+
+
+def promote(settings: Settings, version: str, reason: str) -> int:
+    name = settings.registered_model_name
+    previous = promote_manually(name, version, reason, getpass.getuser())
+    print(f"{name} version {version} is now champion (was: {previous or 'none'}); reason recorded: {reason}")
+    return 0
+
+
+def model_uri(name: str, model: str) -> str:
+    return f"models:/{name}/{model}" if model.isdigit() else f"models:/{name}@{model}"
+
+
+def open_recommender(settings: Settings, model: str) -> Recommender:
+    from pipeline.serving import load_recommender
+
+    name = settings.registered_model_name
+    uri = model_uri(name, model)
+    what = f"{name} version {model}"
+    try:
+        if not model.isdigit():
+            what = f"{name} version {MlflowClient().get_model_version_by_alias(name, model).version} ({model})"
+        return load_recommender(uri)
+    except Exception as exc:  # a missing alias or a damaged artifact: say which version, not a traceback
+        raise UnknownIdError(f"cannot load {what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                             ) from exc
+
+
+def read_my_ratings(path: Path) -> pd.DataFrame:
+    """A person's own ratings: a CSV with anime_id (or name) and rating columns."""
+    frame = pd.read_csv(path)
+    if "rating" not in frame.columns or not {"anime_id", "name"} & set(frame.columns):
+        raise UnknownIdError(f"{path}: needs a 'rating' column and an 'anime_id' or 'name' column")
+    return frame
+
+
+def show(frame: pd.DataFrame) -> None:
+    """A table for the terminal: an anime missing from anime.csv shows as its id and "(not in anime.csv)"."""
+    frame = frame.assign(**{column: frame[column].astype(object).where(frame[column].notna(), "")
+                            for column in ("genre", "type") if column in frame})
+    if "name" in frame:
+        frame = frame.assign(name=frame["name"].astype(object).where(frame["name"].notna(), NOT_IN_METADATA))
+    with pd.option_context("display.max_colwidth", 45, "display.width", 160):
+        print(frame.to_string(index=False))
+
+
+def recommend(settings: Settings, model: str, user_id: int | None, ratings: Path | None, top: int,
+              genre: str | None = None, anime_type: str | None = None, min_ratings: int = 0) -> int:
+    """A known user's top-N (`user_id`), or someone new's from their own ratings file (`ratings`)."""
+    recommender = open_recommender(settings, model)
+    filters = {"genre": genre, "anime_type": anime_type, "min_ratings": min_ratings}
+    if ratings is not None:
+        mine = read_my_ratings(ratings)
+        ids = (mine["anime_id"] if "anime_id" in mine.columns
+               else mine["name"].map(lambda name: recommender.find_anime(str(name))))
+        top_n = recommender.recommend_from_ratings(ids.astype(int).to_numpy(), mine["rating"].to_numpy(), top,
+                                                   **filters)
+        who = f"your {len(mine)} ratings in {ratings}"
+    else:
+        top_n, who = recommender.recommend(user_id, top, **filters), f"user {user_id}"
+    print(f"top {len(top_n)} for {who} (predicted ratings on the {recommender.scale.minimum}-"
+          f"{recommender.scale.maximum} scale):")
+    show(top_n)
+    return 0
+
+
+def similar(settings: Settings, model: str, anime: str, top: int, include_self: bool = False) -> int:
+    recommender = open_recommender(settings, model)
+    anime_id = recommender.find_anime(anime)
+    name = recommender.anime["name"].get(anime_id)
+    print(f"anime most similar to {name if isinstance(name, str) else NOT_IN_METADATA} ({anime_id}):")
+    show(recommender.similar_anime(anime_id, top, include_self=include_self))
+    return 0
+
+
+def similar_users(settings: Settings, model: str, user_id: int, top: int) -> int:
+    show(open_recommender(settings, model).similar_users(user_id, top))
+    return 0
