@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.metrics import K
 from pipeline.settings import Settings
 
 DEFAULT_UI_PORT, DEFAULT_MODEL_PORT, DEFAULT_PREFECT_PORT = 5000, 5001, 4200
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     who = recommend.add_mutually_exclusive_group(required=True)
     who.add_argument("--user-id", type=int, help="a user id from the data")
     who.add_argument("--ratings", type=Path, help="CSV of your ratings (anime_id or name, rating)")
-    recommend.add_argument("--top", type=int, default=10, help="how many (default 10)")
+    recommend.add_argument("--top", type=int, default=K, help=f"how many (default {K})")
     recommend.add_argument("--genre", help="only anime of this genre (e.g. Action)")
     recommend.add_argument("--type", help="only this type (TV, Movie, OVA, ...)")
     recommend.add_argument("--min-ratings", type=int, default=0, help="only anime with at least K ratings")
@@ -75,13 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     similar = commands.add_parser("similar", help="the anime that go together with one in people's histories")
     similar.add_argument("--anime", required=True, help="an anime id or name (forgiving)")
-    similar.add_argument("--top", type=int, default=10)
+    similar.add_argument("--top", type=int, default=K)
     similar.add_argument("--include-self", action="store_true")
     _model_option(similar)
 
     similar_users = commands.add_parser("similar-users", help="nearest users and the genres they like most")
     similar_users.add_argument("--user-id", type=int, required=True)
-    similar_users.add_argument("--top", type=int, default=10)
+    similar_users.add_argument("--top", type=int, default=K)
     _model_option(similar_users)
 
     compare = commands.add_parser("compare", help="every registered version by data set: table and PNG chart")

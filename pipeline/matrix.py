@@ -23,8 +23,12 @@ from pipeline.storage import atomic_dir
 from pipeline.validate import ValidatedData
 
 SPLITS = ("train", "validation", "test")
+# The files of a matrix folder (read through UtilityMatrix, not by name elsewhere).
 USER_INDEX_FILE = "user_index.parquet"
 ANIME_INDEX_FILE = "anime_index.parquet"
+ANIME_METADATA_FILE = "anime.parquet"  # the accepted rows of anime.csv
+UNRATED_FILE = "unrated.parquet"
+METADATA_FILE = "metadata.json"
 
 
 @dataclass(frozen=True)
@@ -67,13 +71,32 @@ class UtilityMatrix:
     def anime_index_path(self) -> Path:
         return self.path / ANIME_INDEX_FILE
 
+    @property
+    def metadata_path(self) -> Path:
+        return self.path / METADATA_FILE
+
+    def user_ids(self) -> np.ndarray:
+        """Matrix row → raw user id."""
+        return pq.read_table(self.user_index_path)["user_id"].to_numpy()
+
+    def anime_ids(self) -> np.ndarray:
+        """Matrix column → raw anime id."""
+        return pq.read_table(self.anime_index_path)["anime_id"].to_numpy()
+
+    def anime_metadata(self) -> pa.Table:
+        return pq.read_table(self.path / ANIME_METADATA_FILE)
+
+    def unrated(self) -> pa.Table:
+        """Watched-but-unrated pairs (and Kaggle 2020 list entries) by raw id, with their watching status."""
+        return pq.read_table(self.path / UNRATED_FILE)
+
     def interactions(self, splits: tuple[str, ...], unrated_value: int) -> pa.Table:
         """Every (user_index, anime_index, rating, watching_status) a user rated in `splits` or has without a
         rating (rating = `unrated_value`, with its watching status; 0 = not given). Pairs of users or anime
         with no accepted rating are left out, as the models have no row for them."""
         parts = [self.split(name).select(["user_index", "anime_index", "rating"]).append_column(
             "watching_status", pa.array(np.zeros(self.split_sizes[name], np.int8))) for name in splits]
-        unrated = pq.read_table(self.path / "unrated.parquet")
+        unrated = self.unrated()
         users = lookup_indices(unrated["user_id"].to_numpy(), pq.read_table(self.user_index_path), "user_id",
                                "user_index")
         anime = lookup_indices(unrated["anime_id"].to_numpy(), pq.read_table(self.anime_index_path), "anime_id",
@@ -87,7 +110,7 @@ class UtilityMatrix:
 
     @classmethod
     def open(cls, path: Path) -> UtilityMatrix:
-        meta = json.loads((path / "metadata.json").read_text())
+        meta = json.loads((path / METADATA_FILE).read_text())
         return cls(path=path, data_version=meta["data_version"], split_id=meta["split_id"],
                    n_users=meta["n_users"], n_anime=meta["n_anime"], scale=RatingScale(**meta["scale"]),
                    split_sizes=meta["split_sizes"], train_mean_rating=meta["train_mean_rating"],
@@ -160,17 +183,17 @@ def build_utility_matrix(validated: ValidatedData, settings: Settings,
                        tmp / USER_INDEX_FILE)
         pq.write_table(pa.table({"anime_id": anime_ids, "anime_index": np.arange(len(anime_ids), dtype=np.int32)}),
                        tmp / ANIME_INDEX_FILE)
-        pq.write_table(validated.unrated, tmp / "unrated.parquet")
+        pq.write_table(validated.unrated, tmp / UNRATED_FILE)
         pq.write_table(validated.quarantine, tmp / "quarantine.parquet")
         pq.write_table(validated.anime_quarantine, tmp / "anime_quarantine.parquet")
-        pq.write_table(validated.anime, tmp / "anime.parquet")
+        pq.write_table(validated.anime, tmp / ANIME_METADATA_FILE)
         metadata = {
             "data_version": data_version, "split_id": split_id, "split": split_params, "split_sizes": split_sizes,
             "n_users": len(user_ids), "n_anime": len(anime_ids), "scale": asdict(scale),
             "train_mean_rating": train_mean_rating,
             "counts": asdict(validated.counts), "source_sha256": source_sha256 or {},
         }
-        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     return UtilityMatrix.open(target)
 
 

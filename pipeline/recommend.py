@@ -30,14 +30,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from pipeline.matrix import ANIME_INDEX_FILE, SPLITS, USER_INDEX_FILE, RatingScale, UtilityMatrix, lookup_indices
-from pipeline.metrics import top_n_lists
+from pipeline.matrix import (
+    ANIME_INDEX_FILE,
+    ANIME_METADATA_FILE,
+    SPLITS,
+    USER_INDEX_FILE,
+    RatingScale,
+    UtilityMatrix,
+    lookup_indices,
+)
+from pipeline.metrics import K, top_n_lists
 from pipeline.ranking import ItemToItemModel
 
 MODEL_FILE = "model.keras"
 NOT_IN_METADATA = "(not in anime.csv)"  # shown for an anime rated in the data but missing from anime.csv
 KNOWN_FILE = "known.parquet"  # user_index, anime_index, rating (unrated value for watched-but-unrated)
-ANIME_FILE = "anime.parquet"
 META_FILE = "recommender.json"
 RANKING_DIR = "ranking"
 FOLD_IN_L2 = 0.02  # per-rating L2 on a folded-in user's vector and bias (as the default training)
@@ -105,10 +112,9 @@ class Recommender:
     def from_matrix(cls, model, ranking: ItemToItemModel | None, matrix: UtilityMatrix, unrated_value: int,
                     splits: tuple[str, ...] = SPLITS) -> Recommender:
         """Recommender over a built matrix; `known` holds the given splits plus the unrated watch history."""
-        return cls.from_model(model, ranking, pq.read_table(matrix.user_index_path)["user_id"].to_numpy(),
-                              pq.read_table(matrix.anime_index_path)["anime_id"].to_numpy(), matrix.scale,
+        return cls.from_model(model, ranking, matrix.user_ids(), matrix.anime_ids(), matrix.scale,
                               matrix.train_mean_rating, unrated_value, matrix.interactions(splits, unrated_value),
-                              pq.read_table(matrix.path / ANIME_FILE))
+                              matrix.anime_metadata())
 
     @staticmethod
     def save_bundle(model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_value: int, out_dir: Path) -> Path:
@@ -116,7 +122,7 @@ class Recommender:
         out_dir.mkdir(parents=True, exist_ok=True)
         model.save(out_dir / MODEL_FILE)
         ranking.save(out_dir / RANKING_DIR)
-        for name in (USER_INDEX_FILE, ANIME_INDEX_FILE, ANIME_FILE):
+        for name in (USER_INDEX_FILE, ANIME_INDEX_FILE, ANIME_METADATA_FILE):
             shutil.copyfile(matrix.path / name, out_dir / name)
         pq.write_table(matrix.interactions(SPLITS, unrated_value), out_dir / KNOWN_FILE)
         (out_dir / META_FILE).write_text(json.dumps({
@@ -136,14 +142,13 @@ class Recommender:
             model, ranking, pq.read_table(bundle / USER_INDEX_FILE)["user_id"].to_numpy(),
             pq.read_table(bundle / ANIME_INDEX_FILE)["anime_id"].to_numpy(), RatingScale(**meta["scale"]),
             meta["fallback_rating"], meta["unrated_value"], pq.read_table(bundle / KNOWN_FILE),
-            pq.read_table(bundle / ANIME_FILE))
+            pq.read_table(bundle / ANIME_METADATA_FILE))
 
     def on_matrix(self, matrix: UtilityMatrix, splits: tuple[str, ...]) -> Recommender:
         """These models over another matrix's ids and known pairs, to score a registered version on the
         current split: users and anime it never saw get zero vectors and biases and no ranking weights, so
         it is judged on what it could have served."""
-        user_ids = pq.read_table(matrix.user_index_path)["user_id"].to_numpy()
-        anime_ids = pq.read_table(matrix.anime_index_path)["anime_id"].to_numpy()
+        user_ids, anime_ids = matrix.user_ids(), matrix.anime_ids()
 
         def aligned(values: np.ndarray, own_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
             position = lookup_indices(ids, pa.table({"id": own_ids, "i": np.arange(len(own_ids))}), "id", "i")
@@ -259,7 +264,7 @@ class Recommender:
 
     # ---- what people ask for -------------------------------------------------------------------
     def recommend_for_history(self, history: sp.csr_matrix, user_vector: np.ndarray, user_bias: float,
-                              exclude: np.ndarray, n: int = 10, genre: str | None = None,
+                              exclude: np.ndarray, n: int = K, genre: str | None = None,
                               anime_type: str | None = None, min_ratings: int = 0) -> pd.DataFrame:
         """The n best unseen anime for one user (their ranking-model row, and their rating-model vector and
         bias), after optional filters, each with its predicted rating and why it is listed."""
@@ -283,7 +288,7 @@ class Recommender:
                                             for reason in self.ranking.because(history, best)]
         return frame
 
-    def recommend(self, user_id: int, n: int = 10, **filters) -> pd.DataFrame:
+    def recommend(self, user_id: int, n: int = K, **filters) -> pd.DataFrame:
         index = self.user_index(user_id)
         history = self._known_matrix[index] if self.ranking is not None else None
         return self.recommend_for_history(history, self.user_vectors[index], float(self.user_bias[index]),
@@ -317,7 +322,7 @@ class Recommender:
         user = params[:-1] / np.linalg.norm(params[:-1]) if self.normalized else params[:-1]
         return user.astype(np.float32), float(params[-1])
 
-    def recommend_from_ratings(self, anime_ids: np.ndarray, ratings: np.ndarray, n: int = 10,
+    def recommend_from_ratings(self, anime_ids: np.ndarray, ratings: np.ndarray, n: int = K,
                                **filters) -> pd.DataFrame:
         """For someone not in the data, without retraining: their ranking-model row comes straight from
         their ratings, their rating-model vector and bias are folded in."""
@@ -331,7 +336,7 @@ class Recommender:
             1, len(self.anime_ids))
         return self.recommend_for_history(history, vector, bias, indices, n, **filters)
 
-    def similar_anime(self, anime_id: int, n: int = 10, include_self: bool = False) -> pd.DataFrame:
+    def similar_anime(self, anime_id: int, n: int = K, include_self: bool = False) -> pd.DataFrame:
         """The anime nearest to one: by the ranking model's partial correlation (which anime go together in
         people's histories once the rest is accounted for), or by embedding cosine without one."""
         index = self.anime_index(anime_id)
@@ -346,7 +351,7 @@ class Recommender:
         best = best[np.isfinite(similarity[best])]
         return self._describe(best, similarity=similarity[best])
 
-    def similar_users(self, user_id: int, n: int = 10, top_genres: int = 3) -> pd.DataFrame:
+    def similar_users(self, user_id: int, n: int = K, top_genres: int = 3) -> pd.DataFrame:
         index = self.user_index(user_id)
         similarity = self.user_units @ self.user_units[index]
         similarity[index] = -np.inf

@@ -23,7 +23,6 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from mlflow import MlflowClient
 from mlflow.types import ColSpec, Schema
 
@@ -175,7 +174,7 @@ def log_matrix(run_id: str, matrix: UtilityMatrix) -> None:
     client.log_param(run_id, "rating_scale", f"{matrix.scale.minimum}-{matrix.scale.maximum}")
     client.log_artifact(run_id, str(matrix.user_index_path), ID_MAPS_DIR)
     client.log_artifact(run_id, str(matrix.anime_index_path), ID_MAPS_DIR)
-    client.log_artifact(run_id, str(matrix.path / "metadata.json"), "data")
+    client.log_artifact(run_id, str(matrix.metadata_path), "data")
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -253,7 +252,7 @@ def log_model_bundle(run_id: str, model: keras.Model, ranking: ItemToItemModel, 
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=RecommenderModel(), artifacts={BUNDLE: str(bundle)},
             signature=SIGNATURE, pip_requirements=model_pip_requirements(),
-            input_example=pd.DataFrame({"user_id": [int(pq.read_table(matrix.user_index_path)["user_id"][0].as_py())]}),
+            input_example=pd.DataFrame({"user_id": [int(matrix.user_ids()[0])]}),
             code_paths=[str(Path(__file__).resolve().parent)])
     return info.model_uri
 
