@@ -15,7 +15,7 @@ from pathlib import Path
 from benchmarks.full_scale import memory_gb
 from pipeline.matrix import UtilityMatrix
 from pipeline.ranking import train_ranking_model
-from pipeline.recommend import Recommender
+from pipeline.serving import save_bundle
 from pipeline.settings import Settings
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     fit_seconds = time.perf_counter() - started
     peak = memory_gb("VmHWM")
     model = keras.models.load_model(args.rating_model, compile=False)
-    Recommender.save_bundle(model, fit.model, matrix, settings.unrated_value, args.bundle)
+    save_bundle(model, fit.model, matrix, settings.unrated_value, args.bundle)
     print(json.dumps({
         "fit_seconds": fit_seconds, "peak_rss_gb": peak,
         "trials": [[trial.relative_l2, trial.l2, trial.validation.ndcg] for trial in fit.trials],

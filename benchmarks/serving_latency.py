@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 from benchmarks.bench import latency_rows
-from pipeline.recommend import Recommender
+from pipeline.serving import load_bundle
 
 
 def main() -> None:
-    recommender = Recommender.load_bundle(Path(sys.argv[1]))
+    recommender = load_bundle(Path(sys.argv[1]))
     print(json.dumps(latency_rows(recommender, "served, loaded from its bundle in a fresh process")[0]))
 
 

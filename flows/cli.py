@@ -201,7 +201,7 @@ def _expected_errors(command: str) -> tuple[type[BaseException], ...]:
         return (PipelineInputError,)
     from mlflow.exceptions import MlflowException
 
-    from pipeline.recommend import UnknownIdError
+    from pipeline.catalog import UnknownIdError
 
     return PipelineInputError, UnknownIdError, MlflowException, ValueError, LookupError, OSError
 

@@ -13,7 +13,8 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from pipeline import tracking
-from pipeline.recommend import NOT_IN_METADATA, Recommender, UnknownIdError
+from pipeline.catalog import NOT_IN_METADATA, UnknownIdError
+from pipeline.recommend import Recommender
 from pipeline.registry import format_versions, list_versions, promote_manually, versions_chart
 from pipeline.settings import Settings
 
@@ -101,8 +102,7 @@ def recommend(settings: Settings, model: str, user_id: int | None, ratings: Path
 def similar(settings: Settings, model: str, anime: str, top: int, include_self: bool = False) -> int:
     recommender = open_recommender(settings, model)
     anime_id = recommender.find_anime(anime)
-    name = recommender.anime["name"].get(anime_id)
-    print(f"anime most similar to {name if isinstance(name, str) else NOT_IN_METADATA} ({anime_id}):")
+    print(f"anime most similar to {recommender.catalog.name(anime_id)} ({anime_id}):")
     show(recommender.similar_anime(anime_id, top, include_self=include_self))
     return 0
 

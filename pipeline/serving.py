@@ -12,19 +12,29 @@ from anime.csv has `name` null.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from pipeline.recommend import Recommender, UnknownIdError
+from pipeline.catalog import UnknownIdError
+from pipeline.matrix import ANIME_INDEX_FILE, ANIME_METADATA_FILE, SPLITS, USER_INDEX_FILE, RatingScale, UtilityMatrix
+from pipeline.metrics import K
+from pipeline.ranking import ItemToItemModel
+from pipeline.recommend import Recommender
 
 BUNDLE = "bundle"
+MODEL_FILE = "model.keras"
+KNOWN_FILE = "known.parquet"  # user_index, anime_index, rating (unrated value for watched-but-unrated)
+META_FILE = "recommender.json"
+RANKING_DIR = "ranking"
 NEW_USER = -1  # user_id reported for rows answered from `ratings`
 
 SIGNATURE = ModelSignature(
@@ -32,16 +42,45 @@ SIGNATURE = ModelSignature(
     outputs=Schema([ColSpec("long", "request"), ColSpec("long", "user_id"), ColSpec("long", "rank"),
                     ColSpec("long", "anime_id"), ColSpec("string", "name"), ColSpec("double", "predicted_rating"),
                     ColSpec("string", "because_you_watched")]),
-    params=ParamSchema([ParamSpec("n", "long", 10)]),
+    params=ParamSchema([ParamSpec("n", "long", K)]),
 )
+
+
+def save_bundle(model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_value: int, out_dir: Path) -> Path:
+    """Write what serving needs into `out_dir`: both models, id maps, metadata, known pairs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / MODEL_FILE)
+    ranking.save(out_dir / RANKING_DIR)
+    for name in (USER_INDEX_FILE, ANIME_INDEX_FILE, ANIME_METADATA_FILE):
+        shutil.copyfile(matrix.path / name, out_dir / name)
+    pq.write_table(matrix.interactions(SPLITS, unrated_value), out_dir / KNOWN_FILE)
+    (out_dir / META_FILE).write_text(json.dumps({
+        "scale": {"minimum": matrix.scale.minimum, "maximum": matrix.scale.maximum},
+        "fallback_rating": matrix.train_mean_rating, "unrated_value": unrated_value,
+        "data_version": matrix.data_version}))
+    return out_dir
+
+
+def load_bundle(bundle: Path) -> Recommender:
+    """The Recommender a bundle holds; the Keras model is loaded in safe mode (no arbitrary code)."""
+    import keras
+
+    meta = json.loads((bundle / META_FILE).read_text())
+    model = keras.models.load_model(bundle / MODEL_FILE, safe_mode=True, compile=False)
+    ranking = ItemToItemModel.load(bundle / RANKING_DIR) if (bundle / RANKING_DIR).is_dir() else None
+    return Recommender.from_model(
+        model, ranking, pq.read_table(bundle / USER_INDEX_FILE)["user_id"].to_numpy(),
+        pq.read_table(bundle / ANIME_INDEX_FILE)["anime_id"].to_numpy(), RatingScale(**meta["scale"]),
+        meta["fallback_rating"], meta["unrated_value"], pq.read_table(bundle / KNOWN_FILE),
+        pq.read_table(bundle / ANIME_METADATA_FILE))
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        self.recommender = Recommender.load_bundle(Path(context.artifacts[BUNDLE]))
+        self.recommender = load_bundle(Path(context.artifacts[BUNDLE]))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        n = int((params or {}).get("n", 10))
+        n = int((params or {}).get("n", K))
         answers = []
         for request, row in enumerate(model_input.to_dict("records")):
             try:

@@ -244,11 +244,10 @@ def log_ranking_model(run_id: str, fit: RankingFit, config: RankingConfig) -> No
 def log_model_bundle(run_id: str, model: keras.Model, ranking: ItemToItemModel, matrix: UtilityMatrix,
                      unrated_value: int) -> str:
     """Both models, id maps, anime metadata and known pairs as one pyfunc model; return its URI."""
-    from pipeline.recommend import Recommender
-    from pipeline.serving import BUNDLE, SIGNATURE, RecommenderModel
+    from pipeline.serving import BUNDLE, SIGNATURE, RecommenderModel, save_bundle
 
     with tempfile.TemporaryDirectory(prefix="bundle-") as tmp, resumed(run_id):
-        bundle = Recommender.save_bundle(model, ranking, matrix, unrated_value, Path(tmp) / BUNDLE)
+        bundle = save_bundle(model, ranking, matrix, unrated_value, Path(tmp) / BUNDLE)
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=RecommenderModel(), artifacts={BUNDLE: str(bundle)},
             signature=SIGNATURE, pip_requirements=model_pip_requirements(),

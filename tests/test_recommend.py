@@ -6,11 +6,12 @@ import pyarrow.compute as pc
 import pytest
 from conftest import SMALL_SPEC
 
+from pipeline.catalog import UnknownIdError, normalize_title
 from pipeline.generate import generate_demo_dataset
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
 from pipeline.ranking import train_ranking_model
-from pipeline.recommend import Recommender, UnknownIdError, normalize_title
+from pipeline.recommend import Recommender
 from pipeline.settings import Settings, TrainingConfig
 from pipeline.train import predict_scaled, train_model
 from pipeline.validate import validate
@@ -89,9 +90,9 @@ def test_fold_in_of_a_training_user_recovers_their_predicted_ratings(trained):
     for index in heavy_users:
         rows = train.filter(pc.equal(train["user_index"], int(index)))
         vector, bias = recommender.fold_in(rows["anime_id"].to_numpy(), rows["rating"].to_numpy())
-        own_vector = recommender.user_vectors[index]
+        own_vector = recommender.rating.user_vectors[index]
         assert float(vector @ own_vector) / np.linalg.norm(vector) / np.linalg.norm(own_vector) > 0.8
-        folded = recommender.score_users(vector[None, :], np.array([bias]))[0]
+        folded = recommender.rating.score_users(vector[None, :], np.array([bias]))[0]
         own = recommender.rating_scores(np.array([index]))[0]
         assert np.corrcoef(folded, own)[0, 1] > 0.9  # the same taste over every anime
 
@@ -113,7 +114,7 @@ def test_because_you_watched_names_the_users_own_anime_that_added_most(trained):
         user_id = int(recommender.user_ids[index])
         top = recommender.recommend(user_id, 10)
         own = recommender.known_anime(index)
-        names = recommender.anime["name"].reindex(recommender.anime_ids)
+        names = recommender.catalog.anime["name"].reindex(recommender.anime_ids)
         weights = recommender.ranking.weights.toarray()
         history = recommender._known_matrix[index].toarray()[0]
         for anime_id, reasons in zip(top["anime_id"], top["because_you_watched"], strict=True):
@@ -148,7 +149,7 @@ def test_similar_users_show_liked_genres(trained):
 
 def test_name_lookup_survives_entities_case_and_punctuation(trained):
     _, _, recommender = trained
-    modelled = recommender.anime.reindex(recommender.anime_ids)
+    modelled = recommender.catalog.anime.reindex(recommender.anime_ids)
     name = modelled["name"][modelled["name"].str.contains("'")].iloc[0]
     anime_id = int(modelled.index[modelled["name"] == name][0])
     assert recommender.find_anime(name.upper().replace("'", "&#039;")) == anime_id

@@ -56,13 +56,13 @@ def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
     assert all(line.rstrip().endswith(reasons[-20:]) for line, reasons in zip(out[1:], expected[
         "because_you_watched"], strict=True))
 
-    name = champion.anime["name"][int(champion.anime_ids[0])]
+    name = champion.catalog.anime["name"][int(champion.anime_ids[0])]
     assert cli_main(["similar", "--anime", name.lower(), "--top", "3", "--include-self"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert name in out[0] and int(out[2].split()[0]) == int(champion.anime_ids[0])
 
     mine = tmp_path / "mine.csv"
-    mine.write_text("name,rating\n" + "".join(f"\"{champion.anime['name'][int(a)]}\",9\n"
+    mine.write_text("name,rating\n" + "".join(f"\"{champion.catalog.anime['name'][int(a)]}\",9\n"
                                              for a in champion.anime_ids[:3]))
     assert cli_main(["recommend", "--ratings", str(mine), "--top", "3"]) == 0
     rows = capsys.readouterr().out.splitlines()[2:]

@@ -235,9 +235,10 @@ def test_an_expected_stop_prints_one_error_line_and_no_traceback(tmp_path):
 def test_an_anime_missing_from_anime_csv_is_null_in_served_json(small_data, settings, tmp_path, capsys):
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
+    from pipeline.catalog import NOT_IN_METADATA
     from pipeline.commands import show
     from pipeline.ranking import train_ranking_model
-    from pipeline.recommend import NOT_IN_METADATA, Recommender
+    from pipeline.recommend import Recommender
     from pipeline.serving import RecommenderModel
     from pipeline.train import train_model
 

@@ -17,7 +17,7 @@ from flows.cli import build_parser
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
 from pipeline.ranking import train_ranking_model
-from pipeline.recommend import MODEL_FILE, Recommender
+from pipeline.serving import MODEL_FILE, load_bundle, save_bundle
 from pipeline.train import build_model
 from pipeline.validate import validate
 
@@ -58,7 +58,7 @@ def bundle(small_data, settings, tmp_path) -> Path:
     matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
     model = build_model(matrix.n_users, matrix.n_anime, settings.training)
     ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
-    return Recommender.save_bundle(model, ranking.model, matrix, settings.unrated_value, tmp_path / "bundle")
+    return save_bundle(model, ranking.model, matrix, settings.unrated_value, tmp_path / "bundle")
 
 
 def test_models_are_loaded_in_keras_safe_mode(bundle):
@@ -66,7 +66,7 @@ def test_models_are_loaded_in_keras_safe_mode(bundle):
     outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)  # arbitrary Python: only loadable with safe_mode off
     keras.Model(inputs, outputs).save(bundle / MODEL_FILE)
     with pytest.raises(ValueError, match="safe_mode"):
-        Recommender.load_bundle(bundle)
+        load_bundle(bundle)
 
 
 def test_data_files_are_read_as_data_never_evaluated(tmp_path, settings):

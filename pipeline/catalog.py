@@ -1,0 +1,88 @@
+"""The anime catalog as people see it: names (found forgivingly), genres and types, for lists and filters.
+
+Built from the accepted rows of anime.csv. An anime rated in the data but missing from anime.csv has no row:
+it is shown by its id with "(not in anime.csv)" (and served with a null name).
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+NOT_IN_METADATA = "(not in anime.csv)"
+
+
+class UnknownIdError(LookupError):
+    """A user or anime id the model does not know, or a name that matches no anime."""
+
+
+def normalize_title(title: str) -> str:
+    """Forgiving key for names: HTML entities decoded, case folded, punctuation and spacing dropped."""
+    without_apostrophes = re.sub(r"['’`]", "", html.unescape(title).casefold())
+    return re.sub(r"[\W_]+", " ", without_apostrophes).strip()
+
+
+@dataclass
+class Catalog:
+    anime: pd.DataFrame  # indexed by anime_id: name, genre, type, episodes, rating, members
+
+    @classmethod
+    def of(cls, table: pa.Table) -> Catalog:
+        return cls(table.to_pandas().drop_duplicates("anime_id").set_index("anime_id"))
+
+    def find(self, query: str, modelled: np.ndarray) -> int:
+        """Anime id for an id or a name (among the `modelled` ids), forgiving case, punctuation and HTML
+        entities; a miss suggests close names."""
+        if query.strip().isdigit():
+            return int(query)
+        names = self.anime["name"].dropna()
+        keys = names.map(normalize_title)
+        wanted = normalize_title(query)
+        known = set(modelled.tolist())
+        for candidates in (keys[keys == wanted], keys[keys.str.contains(wanted, regex=False)] if wanted else keys[:0]):
+            found = [anime_id for anime_id in candidates.index if anime_id in known]
+            if found:
+                return int(min(found, key=lambda anime_id: len(keys[anime_id])))
+        close = difflib.get_close_matches(wanted, keys.tolist(), n=5, cutoff=0.5)
+        suggestions = [names[keys == key].iloc[0] for key in close]
+        hint = f"; did you mean: {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        raise UnknownIdError(f"no anime named {query!r}{hint}")
+
+    def name(self, anime_id: int) -> str:
+        name = self.anime["name"].get(anime_id)
+        return name if isinstance(name, str) else NOT_IN_METADATA
+
+    def names(self, anime_ids: np.ndarray) -> list[str]:
+        names = self.anime["name"].reindex(anime_ids).to_numpy()
+        return [name if isinstance(name, str) else f"anime {anime_id} {NOT_IN_METADATA}"
+                for anime_id, name in zip(anime_ids, names, strict=True)]
+
+    def matches(self, anime_ids: np.ndarray, genre: str | None, anime_type: str | None) -> np.ndarray:
+        """Which of `anime_ids` have the genre and the type asked for (all, when neither is)."""
+        keep = np.ones(len(anime_ids), dtype=bool)
+        meta = self.anime.reindex(anime_ids)
+        if genre:
+            keep &= meta["genre"].fillna("").str.casefold().str.contains(genre.casefold(), regex=False).to_numpy()
+        if anime_type:
+            keep &= (meta["type"].fillna("").str.casefold() == anime_type.casefold()).to_numpy()
+        return keep
+
+    def top_genres(self, anime_ids: np.ndarray, top: int) -> list[str]:
+        """The most frequent genres among `anime_ids`."""
+        genres = self.anime.reindex(anime_ids)["genre"].dropna().str.split(r",\s*").explode()
+        return genres.value_counts().head(top).index.tolist()
+
+    def describe(self, anime_ids: np.ndarray, **scores: np.ndarray) -> pd.DataFrame:
+        """A list for people: id, name, genre, type and the given score columns (3 decimals)."""
+        meta = self.anime.reindex(anime_ids)
+        frame = pd.DataFrame({"anime_id": anime_ids, "name": meta["name"].to_numpy(),
+                              "genre": meta["genre"].to_numpy(), "type": meta["type"].to_numpy()})
+        for column, values in scores.items():
+            frame[column] = np.round(values.astype(np.float64), 3)
+        return frame
