@@ -188,6 +188,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "compare": _registry_command, "promote": _registry_command, "bench": _bench,
 }
 FLOW_COMMANDS = {"retrain", "sweep", "serve"}
+ANSWER_COMMANDS = {"recommend", "similar", "similar-users", "compare", "promote"}  # print an answer, nothing else
 
 
 def _expected_errors(command: str) -> tuple[type[BaseException], ...]:
@@ -231,7 +232,7 @@ def _quiet_native_stderr(quiet: bool) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    with _quiet_native_stderr(quiet=not args.verbose and args.command not in FLOW_COMMANDS):
+    with _quiet_native_stderr(quiet=not args.verbose and args.command in ANSWER_COMMANDS):
         try:
             return HANDLERS[args.command](args, settings)
         except _expected_errors(args.command) as exc:
