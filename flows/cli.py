@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from pipeline.metrics import K
 from pipeline.settings import Settings
@@ -136,12 +137,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                              args.dataset_name, args.server_timeout)
 
 
-def _mlflow(*args: str, tracking_uri: str) -> int:
+def _mlflow(*args: str, tracking_uri: str) -> NoReturn:
     """Replace this process with the `mlflow` command of this environment (Ctrl-C goes straight to it)."""
     bin_dir = Path(sys.executable).parent
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     os.execve(bin_dir / "mlflow", ["mlflow", *args], env)  # noqa: S606 (our own mlflow, argument list)
-    return 1  # not reached
 
 
 def _ui(args: argparse.Namespace, settings: Settings) -> int:

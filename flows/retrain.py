@@ -152,7 +152,7 @@ def _register_with_retries(model_uri: str, run_id: str, report: EvaluationReport
 def _train_and_register(raw: RawData, validated: ValidatedData, lineage: Lineage, settings: Settings
                         ) -> TrainingOutcome:
     with tracking.ended(tracking.start_run(settings, lineage)) as run_id:
-        tracking.log_validation(run_id, validated, raw.source_sha256)
+        tracking.log_validation(run_id, validated)
         matrix = build_matrix_task(validated, settings, raw.source_sha256, run_id)
         trained = train_task(matrix, settings, run_id)
         ranking_fit = train_ranking_task(matrix, settings, run_id)

@@ -14,7 +14,7 @@ from pipeline.evaluate import EvaluationReport
 from pipeline.ingest import RawData
 from pipeline.matrix import UtilityMatrix
 from pipeline.ranking import RankingFit
-from pipeline.registry import PromotionDecision
+from pipeline.registry import CHALLENGER, CHAMPION, PromotionDecision
 from pipeline.settings import Settings
 from pipeline.sweep import OBJECTIVES, Objective, SweptModel, TrialResult
 from pipeline.validate import ValidationCounts
@@ -190,10 +190,7 @@ def evaluation_line(report: EvaluationReport) -> str:
 
 
 def decision_line(decision: PromotionDecision) -> str:
-    return f"version {decision.version}: {CHAMPION_OR_CHALLENGER[decision.promoted]} ({decision.reason})"
-
-
-CHAMPION_OR_CHALLENGER = {True: "champion", False: "challenger"}
+    return f"version {decision.version}: {CHAMPION if decision.promoted else CHALLENGER} ({decision.reason})"
 
 
 @dataclass(frozen=True)

@@ -201,8 +201,9 @@ def for_dataset(settings: Settings, data: Path, rating_scale: str | None = None,
     update: dict = {}
     scale_origin = "default" if "rating_min" not in settings.model_fields_set else "settings"
     name_origin = "settings" if "dataset_name" in settings.model_fields_set else "folder name"
-    update["dataset_name"] = settings.dataset_name or dataset_name_of(data.stem if data.suffix.lower() == ".zip" else
-                                                                      data.name, str(data))
+    folder_name = data.stem if data.suffix.lower() == ".zip" else data.name
+    update["dataset_name"] = (dataset_name_of(settings.dataset_name, "ANIMEREC_DATASET_NAME") if settings.dataset_name
+                              else dataset_name_of(folder_name, str(data)))
     folder = data if data.is_dir() else data.parent
     path = folder / DATASET_FILE
     if path.is_file():

@@ -30,7 +30,7 @@ from pipeline.evaluate import EvaluationReport
 from pipeline.matrix import UtilityMatrix
 from pipeline.metrics import RankingReport
 from pipeline.ranking import ItemToItemModel, RankingFit
-from pipeline.registry import Lineage
+from pipeline.registry import CHALLENGER, CHAMPION, Lineage
 from pipeline.settings import RankingConfig, Settings, TrainingConfig
 from pipeline.sweep import Objective, TrialResult
 from pipeline.train import TrainedModel
@@ -66,7 +66,8 @@ def start_run(settings: Settings, lineage: Lineage) -> str:
     name = f"{RETRAIN_RUN_PREFIX} {lineage.dataset} {lineage.data_version[:8]}"
     run = client.create_run(experiment_id, run_name=name,
                             tags={"data_dir": str(lineage.location), "dataset": lineage.dataset,
-                                  "data_version": lineage.data_version})
+                                  "data_version": lineage.data_version,
+                                  **{f"sha256.{file}": digest for file, digest in lineage.source_sha256.items()}})
     log_dataset(run.info.run_id, lineage)
     return run.info.run_id
 
@@ -148,7 +149,7 @@ def resumed(run_id: str) -> Iterator[None]:
     MlflowClient().update_run(run_id, status="RUNNING")
 
 
-def log_validation(run_id: str, validated: ValidatedData, source_sha256: dict[str, str]) -> None:
+def log_validation(run_id: str, validated: ValidatedData) -> None:
     client = MlflowClient()
     for name, value in asdict(validated.counts).items():
         if isinstance(value, int):
@@ -156,8 +157,6 @@ def log_validation(run_id: str, validated: ValidatedData, source_sha256: dict[st
     client.log_dict(run_id, validated.counts.per_source, "validation/counts_per_file.json")
     if validated.scale.warning:
         client.set_tag(run_id, "rating_scale_warning", validated.scale.warning)
-    for name, digest in source_sha256.items():
-        client.set_tag(run_id, f"sha256.{name}", digest)
     for report in validated.reports:
         client.log_dict(run_id, report.gx_result, f"validation/{report.suite}_gx_result.json")
     client.log_text(run_id, validated.summary(), "validation/summary.txt")
@@ -286,7 +285,7 @@ def log_evaluation(run_id: str, report: EvaluationReport, relevant_rating: int) 
 
 def log_decision(run_id: str, decision: dict) -> None:
     client = MlflowClient()
-    client.set_tag(run_id, "promotion", "champion" if decision["promoted"] else "challenger")
+    client.set_tag(run_id, "promotion", CHAMPION if decision["promoted"] else CHALLENGER)
     client.set_tag(run_id, "promotion_reason", decision["reason"])
     client.log_text(run_id, json.dumps(decision, indent=2), "promotion.json")
 
