@@ -29,8 +29,8 @@ setup: $(STAMP) ## create .venv from pyproject.toml
 pipeline: $(STAMP) ## retrain: DATA=folder or .zip, RATING_SCALE=1-5, DATASET_NAME=…, MODEL_NAME=…, EPOCHS=n
 	$(CLI) retrain $(DATA_OPTIONS) $(call opt,EPOCHS,epochs)
 
-test: $(STAMP) ## run the test suite
-	$(PY) -m pytest
+test: $(STAMP) ## run the test suite, one worker process per core (at most 4)
+	$(PY) -m pytest -n auto --maxprocesses 4
 
 sweep: $(STAMP) ## grid search, best on validation: DATA=…, KIND=rating|ranking, SPACE='{"l2": [...]}'
 	$(CLI) sweep $(DATA_OPTIONS) $(call opt,KIND,kind) $(call opt,SPACE,space)

@@ -34,7 +34,7 @@ def main() -> None:
     fit_seconds = time.perf_counter() - started
     peak = memory_gb("VmHWM")
     model = keras.models.load_model(args.rating_model, compile=False)
-    save_bundle(model, fit.model, matrix, settings.unrated_value, args.bundle)
+    save_bundle(model, fit.model, matrix, settings.unrated_value, settings.training.l2, args.bundle)
     print(json.dumps({
         "fit_seconds": fit_seconds, "peak_rss_gb": peak,
         "trials": [[trial.relative_l2, trial.l2, trial.validation.ndcg] for trial in fit.trials],

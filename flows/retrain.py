@@ -90,7 +90,8 @@ def train_ranking_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -
 def log_model_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix, settings: Settings,
                    run_id: str) -> str:
     """Both models in one bundle, logged as the run's pyfunc model."""
-    return tracking.log_model_bundle(run_id, trained.model, fit.model, matrix, settings.unrated_value)
+    return tracking.log_model_bundle(run_id, trained.model, fit.model, matrix, settings.unrated_value,
+                                     settings.training.l2)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)

@@ -39,9 +39,10 @@ class RatingScorer:
     weight: float  # the final Dense(1)
     bias: float
     scale: RatingScale
+    l2: float = FOLD_IN_L2  # the L2 the model was trained with: a folded-in user is regularized the same way
 
     @classmethod
-    def from_keras(cls, model, scale: RatingScale) -> RatingScorer:
+    def from_keras(cls, model, scale: RatingScale, l2: float = FOLD_IN_L2) -> RatingScorer:
         """The weights of a trained Keras rating model (either kind, told by its layers)."""
         kind: RatingKind = "biased" if any(layer.name == "user_bias" for layer in model.layers) else "cosine"
         weight, bias = (model.get_layer("head") if kind == "biased" else model).get_layer("rating").get_weights()
@@ -53,7 +54,7 @@ class RatingScorer:
             users, anime = unit_rows(users), unit_rows(anime)
             user_bias, anime_bias = np.zeros(len(users), np.float32), np.zeros(len(anime), np.float32)
         return cls(kind, users, anime, user_bias, anime_bias, float(weight.reshape(-1)[0]), float(bias.reshape(-1)[0]),
-                   scale)
+                   scale, l2)
 
     def trained_output(self, interaction: np.ndarray) -> np.ndarray:
         """What the loss saw in training, from u · a + b_user + b_anime (the biased kind's is unclipped)."""
@@ -76,8 +77,7 @@ class RatingScorer:
                        + self.user_bias[users] + self.anime_bias[anime])
         return self.scale.unscale(np.clip(self.trained_output(interaction), 0.0, 1.0))
 
-    def fold_in(self, anime: np.ndarray, ratings: np.ndarray, steps: int = 300,
-                l2: float = FOLD_IN_L2) -> tuple[np.ndarray, float]:
+    def fold_in(self, anime: np.ndarray, ratings: np.ndarray, steps: int = 300) -> tuple[np.ndarray, float]:
         """Vector and bias for a user not in the data, from ratings of the anime indices `anime`, with the anime
         side fixed: Adam on the training loss (cross-entropy for `cosine`, squared error + L2 for `biased`;
         both give the logit gradient `predicted − target`)."""
@@ -88,7 +88,7 @@ class RatingScorer:
         start = ((target - target.mean() + 1e-3)[:, None] * vectors).sum(axis=0)
         length = 1.0 if cosine else float(np.linalg.norm(self.user_vectors, axis=1).mean())
         params = np.append(start / max(np.linalg.norm(start), 1e-12) * length, 0.0)  # [vector..., bias]
-        l2 = 0.0 if cosine else l2
+        l2 = 0.0 if cosine else self.l2
         moment, velocity = np.zeros_like(params), np.zeros_like(params)
         for step in range(1, steps + 1):
             user, user_bias = params[:-1], 0.0 if cosine else params[-1]

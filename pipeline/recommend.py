@@ -24,7 +24,7 @@ from pipeline.catalog import Catalog, UnknownIdError
 from pipeline.matrix import SPLITS, RatingScale, UtilityMatrix, lookup_indices
 from pipeline.metrics import K, top_n_lists
 from pipeline.ranking import ItemToItemModel
-from pipeline.rating_scorer import RatingScorer
+from pipeline.rating_scorer import FOLD_IN_L2, RatingScorer
 
 
 @dataclass
@@ -41,17 +41,18 @@ class Recommender:
     @classmethod
     def from_model(cls, model, ranking: ItemToItemModel | None, user_ids: np.ndarray, anime_ids: np.ndarray,
                    scale: RatingScale, fallback_rating: float, unrated_value: int, known: pa.Table,
-                   anime: pa.Table) -> Recommender:
-        return cls(np.asarray(user_ids), np.asarray(anime_ids), RatingScorer.from_keras(model, scale), ranking,
+                   anime: pa.Table, l2: float) -> Recommender:
+        """`l2`: the rating model's training L2, which fold-in of someone new uses too."""
+        return cls(np.asarray(user_ids), np.asarray(anime_ids), RatingScorer.from_keras(model, scale, l2), ranking,
                    Catalog.of(anime), fallback_rating, unrated_value, known)
 
     @classmethod
     def from_matrix(cls, model, ranking: ItemToItemModel | None, matrix: UtilityMatrix, unrated_value: int,
-                    splits: tuple[str, ...] = SPLITS) -> Recommender:
+                    splits: tuple[str, ...] = SPLITS, l2: float = FOLD_IN_L2) -> Recommender:
         """Recommender over a built matrix; `known` holds the given splits plus the unrated watch history."""
         return cls.from_model(model, ranking, matrix.user_ids(), matrix.anime_ids(), matrix.scale,
                               matrix.train_mean_rating, unrated_value, matrix.interactions(splits, unrated_value),
-                              matrix.anime_metadata())
+                              matrix.anime_metadata(), l2)
 
     def on_matrix(self, matrix: UtilityMatrix, splits: tuple[str, ...]) -> Recommender:
         """These models over another matrix's ids and known pairs, to score a registered version on the

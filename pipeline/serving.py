@@ -28,6 +28,7 @@ from pipeline.catalog import UnknownIdError
 from pipeline.matrix import ANIME_INDEX_FILE, ANIME_METADATA_FILE, SPLITS, USER_INDEX_FILE, RatingScale, UtilityMatrix
 from pipeline.metrics import K
 from pipeline.ranking import ItemToItemModel
+from pipeline.rating_scorer import FOLD_IN_L2
 from pipeline.recommend import Recommender
 
 BUNDLE = "bundle"
@@ -46,8 +47,10 @@ SIGNATURE = ModelSignature(
 )
 
 
-def save_bundle(model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_value: int, out_dir: Path) -> Path:
-    """Write what serving needs into `out_dir`: both models, id maps, metadata, known pairs."""
+def save_bundle(model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_value: int, l2: float,
+                out_dir: Path) -> Path:
+    """Write what serving needs into `out_dir`: both models, id maps, metadata, known pairs, and the rating model's
+    training L2 (fold-in of someone new uses it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / MODEL_FILE)
     ranking.save(out_dir / RANKING_DIR)
@@ -57,7 +60,7 @@ def save_bundle(model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_
     (out_dir / META_FILE).write_text(json.dumps({
         "scale": {"minimum": matrix.scale.minimum, "maximum": matrix.scale.maximum},
         "fallback_rating": matrix.train_mean_rating, "unrated_value": unrated_value,
-        "data_version": matrix.data_version}))
+        "data_version": matrix.data_version, "l2": l2}))
     return out_dir
 
 
@@ -72,7 +75,7 @@ def load_bundle(bundle: Path) -> Recommender:
         model, ranking, pq.read_table(bundle / USER_INDEX_FILE)["user_id"].to_numpy(),
         pq.read_table(bundle / ANIME_INDEX_FILE)["anime_id"].to_numpy(), RatingScale(**meta["scale"]),
         meta["fallback_rating"], meta["unrated_value"], pq.read_table(bundle / KNOWN_FILE),
-        pq.read_table(bundle / ANIME_METADATA_FILE))
+        pq.read_table(bundle / ANIME_METADATA_FILE), meta.get("l2", FOLD_IN_L2))  # older bundles: the default then
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.types import ColSpec, Schema
 
 from pipeline.evaluate import EvaluationReport
@@ -185,8 +187,9 @@ class EpochLogger(keras.callbacks.Callback):
         self.client = MlflowClient()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        for name, value in (logs or {}).items():
-            self.client.log_metric(self.run_id, name, float(value), step=epoch + 1)
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(name, float(value), now, epoch + 1)
+                                                    for name, value in (logs or {}).items()])
 
 
 def learning_curves_figure(history: dict[str, list[float]], best_epoch: int) -> plt.Figure:
@@ -241,12 +244,12 @@ def log_ranking_model(run_id: str, fit: RankingFit, config: RankingConfig) -> No
 
 
 def log_model_bundle(run_id: str, model: keras.Model, ranking: ItemToItemModel, matrix: UtilityMatrix,
-                     unrated_value: int) -> str:
+                     unrated_value: int, l2: float) -> str:
     """Both models, id maps, anime metadata and known pairs as one pyfunc model; return its URI."""
     from pipeline.serving import BUNDLE, SIGNATURE, RecommenderModel, save_bundle
 
     with tempfile.TemporaryDirectory(prefix="bundle-") as tmp, resumed(run_id):
-        bundle = save_bundle(model, ranking, matrix, unrated_value, Path(tmp) / BUNDLE)
+        bundle = save_bundle(model, ranking, matrix, unrated_value, l2, Path(tmp) / BUNDLE)
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=RecommenderModel(), artifacts={BUNDLE: str(bundle)},
             signature=SIGNATURE, pip_requirements=model_pip_requirements(),

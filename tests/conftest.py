@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+# Prefect sets up its logging when `prefect.main` is first imported (`import prefect` alone is lazy): done here,
+# under pytest's session-long capture, its console handler writes to that stream, not to the one of whichever test
+# first ran a flow, which pytest closes when that test ends ("I/O operation on closed file", "lost sys.stderr").
 _STATE = Path(tempfile.mkdtemp(prefix="anime-rec-tests-"))
 os.environ["PREFECT_HOME"] = str(_STATE / "prefect")  # before flows/ sets its project default
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
+import prefect.main  # noqa: E402, F401
 import pytest  # noqa: E402
 
 from pipeline.generate import DemoSpec, generate_demo_dataset  # noqa: E402
+from pipeline.ingest import ingest  # noqa: E402
+from pipeline.matrix import UtilityMatrix, build_utility_matrix  # noqa: E402
+from pipeline.ranking import RankingFit, train_ranking_model  # noqa: E402
 from pipeline.registry import Lineage  # noqa: E402
 from pipeline.settings import Settings, TrainingConfig  # noqa: E402
+from pipeline.train import TrainedModel, train_model  # noqa: E402
+from pipeline.validate import validate  # noqa: E402
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "anime-sample"
 SMALL_SPEC = DemoSpec(n_users=300, n_anime=200, n_ratings=12_000, seed=3)
@@ -36,17 +47,55 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def prefect_server():
-    """The real Prefect engine against a temporary local API server (started once, stopped at the end)."""
+def prefect_server() -> str:
+    """The real Prefect engine against a temporary local API server (started once, stopped at the end); its API
+    URL, for child processes that should run their flows on it too."""
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        yield PREFECT_API_URL.value()
+
+
+@dataclass(frozen=True)
+class SmallModels:
+    """Both models trained once on `small_data` with quick settings; tests only read them."""
+
+    settings: Settings
+    matrix: UtilityMatrix
+    trained: TrainedModel
+    ranking: RankingFit
+
+
+@pytest.fixture(scope="session")
+def small_models(small_data, tmp_path_factory) -> SmallModels:
+    """Trained once per session: tests that log, register or serve a model share these instead of retraining."""
+    settings = quick_settings(tmp_path_factory.mktemp("small-models"), dataset_name="tests")
+    matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
+    return SmallModels(settings, matrix, train_model(matrix, settings.training, verbose=0),
+                       train_ranking_model(matrix, settings.ranking, settings.unrated_value,
+                                           settings.relevance_threshold))
+
+
+def _empty_mlflow_store() -> Path:
+    """An MLflow sqlite database with its schema migrated, made once per test process: creating one takes ~2 s."""
+    template = _STATE / "empty-mlflow.db"
+    if not template.exists():
+        from mlflow import MlflowClient
+
+        building = _STATE / "building-mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{building}").search_experiments()
+        os.replace(building, template)
+    return template
 
 
 def quick_settings(root: Path, **overrides) -> Settings:
-    """Settings writing under `root`, with a quick training configuration that still beats the bias baseline on
-    SMALL_SPEC data (a few seconds)."""
+    """Settings writing under `root` (its MLflow store starts as an empty, already migrated database), with a quick
+    training configuration that still beats the bias baseline on SMALL_SPEC data (a few seconds)."""
+    store = root / "mlruns" / "mlflow.db"
+    if not store.exists():
+        store.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_empty_mlflow_store(), store)
     return Settings(data_root=root / "data", mlruns_dir=root / "mlruns", lock_wait_seconds=5,
                     registry_retry_delay_seconds=0.05,
                     training=TrainingConfig(embedding_dim=32, batch_size=512, epochs=20, learning_rate=0.02,

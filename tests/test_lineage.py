@@ -4,13 +4,20 @@ with its own inbox; then the MLflow UI server over that store, checked through t
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pyarrow.csv as pacsv
 import pytest
-from conftest import RATING_HEADER, SMALL_SPEC, free_port, quick_settings, wait_until_answers, write_csv
+from conftest import (
+    RATING_HEADER,
+    SMALL_SPEC,
+    free_port,
+    listening_hosts,
+    quick_settings,
+    wait_until_answers,
+    write_csv,
+)
 from mlflow import MlflowClient
 
 from flows.retrain import retrain
@@ -18,6 +25,8 @@ from pipeline.errors import PipelineInputError
 from pipeline.generate import DemoSpec, generate_demo_dataset
 from pipeline.registry import CHALLENGER, CHAMPION, VERSION_TAGS
 from pipeline.settings import DATASET_FILE, for_dataset
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -77,19 +86,19 @@ def test_two_data_sets_leave_two_lineages_and_keep_their_inboxes_apart(two_linea
         assert version.tags["dataset"] == summary.dataset and version.tags["data_version"] == summary.data_version
 
 
-def test_the_mlflow_ui_serves_versions_aliases_tags_and_dataset_inputs(two_lineages):
-    """What the registry and runs pages render, read through the same REST API from `mlflow ui` (as `make ui`)."""
+def test_make_ui_serves_versions_aliases_tags_and_dataset_inputs_on_localhost_only(two_lineages):
+    """`make ui` over the store of the settings (ANIMEREC_* variables reach it): it listens on 127.0.0.1 only, and
+    what the registry and runs pages render is read through the REST API the UI itself uses."""
     settings, _, (first, second, _) = two_lineages
     port = free_port()
-    mlflow_cli = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen([str(mlflow_cli), "ui", "--backend-store-uri", settings.tracking_uri,
-                               "--default-artifact-root", str(settings.artifact_root), "--host", "127.0.0.1",
-                               "--port", str(port)], start_new_session=True, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"})
+    env = os.environ | {"ANIMEREC_DATA_ROOT": str(settings.data_root), "ANIMEREC_MLRUNS_DIR": str(settings.mlruns_dir)}
+    server = subprocess.Popen(["make", "-s", "ui", f"PORT={port}"], cwd=PROJECT_ROOT, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url, name = f"http://127.0.0.1:{port}", settings.registered_model_name
     api = f"{url}/api/2.0/mlflow"
     try:
         wait_until_answers(server, f"{url}/health", 120)
+        assert listening_hosts(port) == {"127.0.0.1"}
         assert "<html" in httpx.get(url, timeout=10).text.lower()  # the UI itself is served
 
         model = httpx.get(f"{api}/registered-models/get", params={"name": name}, timeout=10).json()["registered_model"]

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow  # trains full-size models
 
 
 def test_default_model_beats_the_bias_baseline_and_the_seed_model(tmp_path):
-    data = generate_demo_dataset(tmp_path / "demo", DemoSpec(n_users=1_500, n_anime=1_000, n_ratings=100_000))
+    data = generate_demo_dataset(tmp_path / "demo", DemoSpec(n_users=1_000, n_anime=700, n_ratings=50_000))
     settings = Settings(data_root=tmp_path / "data")  # default hyperparameters: biased MF, dim 128
     matrix = build_utility_matrix(validate(ingest(data), settings), settings)
     ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)

@@ -12,6 +12,7 @@ from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
 from pipeline.ranking import train_ranking_model
 from pipeline.recommend import Recommender
+from pipeline.serving import load_bundle, save_bundle
 from pipeline.settings import Settings, TrainingConfig
 from pipeline.train import predict_scaled, train_model
 from pipeline.validate import validate
@@ -95,6 +96,20 @@ def test_fold_in_of_a_training_user_recovers_their_predicted_ratings(trained):
         folded = recommender.rating.score_users(vector[None, :], np.array([bias]))[0]
         own = recommender.rating_scores(np.array([index]))[0]
         assert np.corrcoef(folded, own)[0, 1] > 0.9  # the same taste over every anime
+
+
+def test_a_bundle_keeps_the_training_l2_and_fold_in_uses_it(trained, tmp_path):
+    matrix, model, recommender = trained
+    rows = matrix.split("train").slice(0, 40)
+    loaded = {l2: load_bundle(save_bundle(model, recommender.ranking, matrix, recommender.unrated_value, l2,
+                                          tmp_path / str(l2))) for l2 in (0.0, 0.5)}
+    assert {l2: bundle.rating.l2 for l2, bundle in loaded.items()} == {0.0: 0.0, 0.5: 0.5}
+    vectors = {l2: bundle.fold_in(rows["anime_id"].to_numpy(), rows["rating"].to_numpy())[0]
+               for l2, bundle in loaded.items()}
+    if recommender.rating.kind == "biased":  # squared error + L2: a stronger L2 pulls the vector toward zero
+        assert np.linalg.norm(vectors[0.5]) < np.linalg.norm(vectors[0.0])
+    else:  # the seed model's cosine has no L2 to apply
+        np.testing.assert_allclose(vectors[0.5], vectors[0.0])
 
 
 def test_someone_new_with_a_users_history_gets_that_users_list_and_reasons(trained):

@@ -13,7 +13,6 @@ from pipeline.evaluate import EvaluationReport, RankingReports, evaluate_model
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
 from pipeline.metrics import RankingReport, Scores
-from pipeline.ranking import train_ranking_model
 from pipeline.registry import (
     CHALLENGER,
     CHAMPION,
@@ -27,7 +26,6 @@ from pipeline.registry import (
     register_and_decide,
     score_version_on_split,
 )
-from pipeline.train import train_model
 from pipeline.validate import validate
 
 NO_TOLERANCE = Tolerances(rmse=0.0, ndcg=0.0)
@@ -73,24 +71,22 @@ def _report(model_rmse: float, n_test: int, ndcg: float = 0.3, ndcg_stderr: floa
 
 
 @pytest.fixture
-def trained_run(small_data, settings):
-    """One real training run logged to a temp sqlite MLflow store."""
-    validated = validate(ingest(small_data), settings)
-    matrix = build_utility_matrix(validated, settings)
-    trained = train_model(matrix, settings.training, verbose=0)
-    ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
+def trained_run(small_models, small_data, settings):
+    """The session's trained models logged as one real run to this test's temp sqlite MLflow store."""
+    matrix, trained, ranking = small_models.matrix, small_models.trained, small_models.ranking
     lineage = lineage_of(settings, small_data, matrix)
     run_id = tracking.start_run(settings, lineage)
     tracking.log_rating_model(run_id, trained, settings.training, matrix)
-    model_uri = tracking.log_model_bundle(run_id, trained.model, ranking.model, matrix, settings.unrated_value)
+    model_uri = tracking.log_model_bundle(run_id, trained.model, ranking.model, matrix, settings.unrated_value,
+                                         settings.training.l2)
     tracking.log_matrix(run_id, matrix)
     tracking.finish_run(run_id, True)
-    return validated, matrix, (trained, ranking), run_id, model_uri, lineage
+    return matrix, (trained, ranking), run_id, model_uri, lineage
 
 
 def _register(trained_run, settings, report, matrix=None, lineage=None):
     """Register the trained run's model with `report` as its evaluation (on `matrix`, of `lineage`)."""
-    _, trained_matrix, _, run_id, model_uri, trained_lineage = trained_run
+    trained_matrix, _, run_id, model_uri, trained_lineage = trained_run
     return register_and_decide(settings.registered_model_name, model_uri, run_id, report, matrix or trained_matrix,
                                settings.relevance_threshold, lineage or trained_lineage, ARCHITECTURE)
 
@@ -100,7 +96,7 @@ def _aliases(name):
 
 
 def test_better_model_becomes_champion_worse_stays_challenger(trained_run, settings):
-    matrix, name = trained_run[1], settings.registered_model_name
+    matrix, name = trained_run[0], settings.registered_model_name
     def register(report):
         return _register(trained_run, settings, report)
 
@@ -128,8 +124,8 @@ def test_better_model_becomes_champion_worse_stays_challenger(trained_run, setti
     assert fourth.tags["decision"] == CHALLENGER and "Kept as challenger: " + worse_lists.reason in fourth.description
 
 
-def test_champion_is_rescored_when_the_split_changed(trained_run, settings, tmp_path):
-    validated, matrix, (trained, ranking), run_id, _, lineage = trained_run
+def test_champion_is_rescored_when_the_split_changed(trained_run, settings, small_data, tmp_path):
+    matrix, (trained, ranking), run_id, _, lineage = trained_run
     name = settings.registered_model_name
     threshold = settings.relevance_threshold
     real = evaluate_model(trained.model, ranking.model, matrix, settings.unrated_value, threshold)
@@ -137,7 +133,7 @@ def test_champion_is_rescored_when_the_split_changed(trained_run, settings, tmp_
 
     settings.split_seed += 1  # same data, new split: stored scores are no longer comparable
     settings.data_root = tmp_path / "other"
-    new_matrix = build_utility_matrix(validated, settings)
+    new_matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
     assert new_matrix.split_id != matrix.split_id
     expected = score_version_on_split(name, "1", new_matrix, threshold)
     decision = _register(trained_run, settings, _report(expected.rmse + 0.5, 10), new_matrix,
@@ -160,7 +156,7 @@ def _use_store(monkeypatch, settings):
 
 def test_compare_lists_every_version_by_data_set_with_its_aliases(trained_run, settings, tmp_path, monkeypatch,
                                                                   capsys):
-    name, lineage = settings.registered_model_name, trained_run[5]
+    name, lineage = settings.registered_model_name, trained_run[4]
     other = replace(lineage, dataset="other-data")
     for model_rmse, of in ((1.30, lineage), (1.40, lineage), (1.10, other), (1.20, lineage)):
         _register(trained_run, settings, _report(model_rmse, 10), lineage=of)
@@ -188,7 +184,7 @@ def test_compare_lists_every_version_by_data_set_with_its_aliases(trained_run, s
 def test_a_champion_is_compared_within_its_data_set_only(trained_run, settings, small_data, tmp_path):
     """Same data set grown: the champion is re-scored on the new split and compared. Another data set: not compared,
     the new version stays challenger, and the reason says what to do."""
-    validated, matrix, _, run_id, _, lineage = trained_run
+    matrix, _, run_id, _, lineage = trained_run
     name = settings.registered_model_name
     assert _register(trained_run, settings, _report(1.30, 10)).promoted
 

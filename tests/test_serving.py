@@ -9,39 +9,41 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, lineage_of, wait_until_answers
+from conftest import free_port, lineage_of, quick_settings, wait_until_answers
 
 from flows.cli import main as cli_main
 from pipeline import tracking
 from pipeline.evaluate import evaluate_model
-from pipeline.ingest import ingest
-from pipeline.matrix import build_utility_matrix
-from pipeline.ranking import train_ranking_model
 from pipeline.registry import register_and_decide
 from pipeline.serving import load_recommender
-from pipeline.train import train_model
-from pipeline.validate import validate
 
 pytestmark = pytest.mark.slow  # trains models and starts the MLflow scoring server
 
 
-@pytest.fixture
-def champion(small_data, settings, monkeypatch):
-    """A trained model registered as champion in a temp store; the CLI is pointed at that store."""
-    matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
-    trained = train_model(matrix, settings.training, verbose=0)
-    ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold).model
+@pytest.fixture(scope="module")
+def store(small_models, small_data, tmp_path_factory):
+    """The session's models registered as champion in this module's temp store; the CLI is pointed at that store.
+    Yields the store's settings."""
+    settings = quick_settings(tmp_path_factory.mktemp("serving"), dataset_name="tests")
+    matrix, trained, ranking = small_models.matrix, small_models.trained.model, small_models.ranking.model
     lineage = lineage_of(settings, small_data, matrix)
     run_id = tracking.start_run(settings, lineage)
-    uri = tracking.log_model_bundle(run_id, trained.model, ranking, matrix, settings.unrated_value)
-    report = evaluate_model(trained.model, ranking, matrix, settings.unrated_value, settings.relevance_threshold)
+    uri = tracking.log_model_bundle(run_id, trained, ranking, matrix, settings.unrated_value, settings.training.l2)
+    report = evaluate_model(trained, ranking, matrix, settings.unrated_value, settings.relevance_threshold)
     decision = register_and_decide(settings.registered_model_name, uri, run_id, report, matrix,
                                    settings.relevance_threshold, lineage, "test bundle")
     tracking.finish_run(run_id, True)
     assert decision.promoted
-    monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
-    monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
-    return load_recommender(f"models:/{settings.registered_model_name}@champion")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
+        env.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def champion(store):
+    """The champion as `animerec` and the scoring server load it."""
+    return load_recommender(f"models:/{store.registered_model_name}@champion")
 
 
 def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
@@ -75,13 +77,13 @@ def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("error: ")
 
 
-def test_mlflow_scoring_server_answers_top_n(champion, settings):
+def test_mlflow_scoring_server_answers_top_n(champion, store):
     port = free_port()
     venv_bin = Path(sys.executable).parent  # the server runs `uvicorn` from PATH
-    env = os.environ | {"MLFLOW_TRACKING_URI": settings.tracking_uri, "PATH": f"{venv_bin}:{os.environ['PATH']}"}
+    env = os.environ | {"MLFLOW_TRACKING_URI": store.tracking_uri, "PATH": f"{venv_bin}:{os.environ['PATH']}"}
     server = subprocess.Popen(
         [str(venv_bin / "mlflow"), "models", "serve", "-m",
-         f"models:/{settings.registered_model_name}@champion", "--env-manager", "local", "--host", "127.0.0.1",
+         f"models:/{store.registered_model_name}@champion", "--env-manager", "local", "--host", "127.0.0.1",
          "--port", str(port)], env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -138,11 +138,15 @@ retrain(data_dir=Path(sys.argv[1]))
 
 
 def test_sigkill_mid_training_registers_nothing_and_the_next_run_starts_clean(small_data, settings, tmp_path):
+    """Killed after an epoch, before commit: nothing registered, the inbox file stays, and the next run closes the
+    killed run, trains and applies the inbox file once."""
+    anime = pacsv.read_csv(small_data / "anime.csv")["anime_id"][0].as_py()
+    inbox_file = write_csv(settings.inbox_dir / "late.csv", RATING_HEADER, [[999_002, anime, 8]])
     marker = tmp_path / "one-epoch-done"
     child = subprocess.Popen([sys.executable, "-c", KILL_DURING_TRAINING, str(small_data), str(marker)],
                              env=_child_env(settings), cwd=PROJECT_ROOT)
     _kill_when(marker, child)
-    assert _versions(settings) == []
+    assert _versions(settings) == [] and inbox_file.exists()
     experiment = _client(settings).get_experiment_by_name(settings.experiment_name)
     killed = _client(settings).search_runs([experiment.experiment_id])
     assert [run.info.status for run in killed] == ["RUNNING"]  # nobody was left to close it
@@ -150,6 +154,7 @@ def test_sigkill_mid_training_registers_nothing_and_the_next_run_starts_clean(sm
     summary = retrain(data_dir=small_data, settings=settings)  # the lock died with the child
     assert summary.outcome.decision.version == "1" and _champion(settings) == "1"
     assert _client(settings).get_run(killed[0].info.run_id).info.status == "KILLED"
+    assert not inbox_file.exists() and len(summary.archived) == 1
 
 
 def test_registry_errors_are_retried_with_backoff(small_data, settings, monkeypatch):
@@ -242,27 +247,22 @@ def test_a_champion_from_before_the_ranking_model_still_serves_and_is_compared_f
 
 
 def test_two_runs_at_once_are_serialized(small_data, settings, tmp_path):
-    """A scheduled run and a manual one started together: the second waits for the first's lock."""
+    """A scheduled run (another process) holds the lock when a manual one (this process) starts: the manual one
+    waits for it, then runs."""
     script = "import sys\nfrom pathlib import Path\nfrom flows.retrain import retrain\nretrain(Path(sys.argv[1]))"
-    env = _child_env(settings)
-    first = subprocess.Popen([sys.executable, "-c", script, str(small_data)], env=env, cwd=PROJECT_ROOT)
-    second = subprocess.Popen([sys.executable, "-c", script, str(small_data)], env=env, cwd=PROJECT_ROOT)
-    assert first.wait(timeout=400) == 0 and second.wait(timeout=400) == 0
-    experiment = _client(settings).get_experiment_by_name(settings.experiment_name)
-    runs = sorted(_client(settings).search_runs([experiment.experiment_id]), key=lambda r: r.info.start_time)
+    scheduled = subprocess.Popen([sys.executable, "-c", script, str(small_data)], env=_child_env(settings),
+                                 cwd=PROJECT_ROOT)
+    client = _client(settings)
+    deadline = time.monotonic() + 240
+    while not ((experiment := client.get_experiment_by_name(settings.experiment_name))
+               and (started := client.search_runs([experiment.experiment_id]))):  # it holds the lock by then
+        assert scheduled.poll() is None and time.monotonic() < deadline, "the scheduled run never started"
+        time.sleep(0.1)
+    settings.lock_wait_seconds = 240
+    retrain(data_dir=small_data, settings=settings)
+    assert scheduled.wait(timeout=400) == 0
+    runs = sorted(client.search_runs([experiment.experiment_id]), key=lambda r: r.info.start_time)
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert runs[0].info.run_id == started[0].info.run_id  # the scheduled run first, this one after it
     assert runs[1].info.start_time >= runs[0].info.end_time  # never interleaved
     assert _versions(settings) == ["1", "2"]
-
-
-def test_inbox_file_is_read_once_even_when_the_run_is_killed_after_training(small_data, settings, tmp_path):
-    """Killed after training but before commit: the inbox file stays and the next run applies it once."""
-    anime = pacsv.read_csv(small_data / "anime.csv")["anime_id"][0].as_py()
-    inbox_file = write_csv(settings.inbox_dir / "late.csv", RATING_HEADER, [[999_002, anime, 8]])
-    marker = tmp_path / "one-epoch-done"
-    child = subprocess.Popen([sys.executable, "-c", KILL_DURING_TRAINING, str(small_data), str(marker)],
-                             env=_child_env(settings), cwd=PROJECT_ROOT)
-    _kill_when(marker, child)
-    assert inbox_file.exists()
-    summary = retrain(data_dir=small_data, settings=settings)
-    assert not inbox_file.exists() and len(summary.archived) == 1

@@ -10,6 +10,7 @@ import bz2
 import gzip
 import io
 import json
+import logging.handlers
 import os
 import re
 import subprocess
@@ -22,6 +23,7 @@ import pyarrow.csv as pacsv
 import pytest
 from conftest import ANIME_HEADER, RATING_HEADER, write_csv, write_dataset
 
+from flows import cli
 from pipeline.errors import PipelineInputError
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
@@ -195,37 +197,50 @@ def test_a_rerun_with_another_scale_writes_its_own_matrix_folder(tmp_path, setti
     assert build_utility_matrix(validated, settings).path not in (ten.path, five.path)
 
 
-def _run_retrain(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    """`animerec retrain` as a user runs it: its own process and temporary Prefect server, all output kept."""
-    env = os.environ | {"ANIMEREC_DATA_ROOT": str(tmp_path / "root"), "ANIMEREC_MLRUNS_DIR": str(tmp_path / "mlruns"),
-                        "PREFECT_HOME": str(tmp_path / "prefect"), "ANIMEREC_TRAINING__EMBEDDING_DIM": "16"}
-    env.pop("PREFECT_API_URL", None)
-    return subprocess.run([sys.executable, "-m", "flows", "retrain", *args], cwd=PROJECT, env=env, capture_output=True,
-                          text=True, timeout=600)
-
-
-def test_a_five_point_data_set_prints_its_scale_and_real_top_10_numbers(tmp_path):
+def test_a_five_point_data_set_prints_its_scale_and_real_top_10_numbers(tmp_path, prefect_server, monkeypatch,
+                                                                        capsys):
+    """`animerec retrain` as a user runs it (what it prints and what Prefect logs are both checked), here in this
+    process on the session's Prefect server."""
     folder = _five_point(tmp_path / "five")
-    undeclared = _run_retrain(["--data", str(folder), "--epochs", "3"], tmp_path)
-    assert undeclared.returncode == 0, undeclared.stderr[-2000:]
-    assert "1-10 (default)" in undeclared.stdout and "only 1-5 of the declared 1-10 scale" in undeclared.stdout
-    assert "not measured: no test rating >= 8" in undeclared.stdout
-    assert not re.search(r"\bnan\b", undeclared.stdout + undeclared.stderr, re.IGNORECASE)  # logs included
+    monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(tmp_path / "mlruns"))
+    monkeypatch.setenv("ANIMEREC_TRAINING__EMBEDDING_DIM", "16")
+    logs = logging.handlers.BufferingHandler(capacity=100_000)
+    logging.getLogger("prefect").addHandler(logs)
 
-    declared = _run_retrain(["--data", str(folder), "--epochs", "3", "--rating-scale", "1-5"], tmp_path)
-    assert declared.returncode == 0, declared.stderr[-2000:]
-    out = declared.stdout
-    assert "rating scale      1-5 (RATING_SCALE); relevant for top-10: rating >= 4" in out
-    assert "test scores (1-5 scale)" in out and "warning" not in out
-    assert not re.search(r"\bnan\b", out + declared.stderr, re.IGNORECASE)
-    served = next(line for line in out.splitlines() if "served (ranking model)" in line).split()
-    assert 0 < float(served[-3]) <= 1  # NDCG@10 measured
+    def retrain(*options: str) -> str:
+        logs.flush()
+        capsys.readouterr()
+        assert cli.main(["retrain", "--data", str(folder), "--epochs", "3", *options]) == 0
+        logged = "\n".join(record.getMessage() for record in logs.buffer)
+        assert "Finished in state Completed()" in logged  # the flow's logs were seen
+        printed = capsys.readouterr().out
+        assert not re.search(r"\bnan\b", printed + logged, re.IGNORECASE)
+        return printed
+
+    try:
+        out = retrain()
+        assert "1-10 (default)" in out and "only 1-5 of the declared 1-10 scale" in out
+        assert "not measured: no test rating >= 8" in out
+
+        out = retrain("--rating-scale", "1-5")
+        assert "rating scale      1-5 (RATING_SCALE); relevant for top-10: rating >= 4" in out
+        assert "test scores (1-5 scale)" in out and "warning" not in out
+        served = next(line for line in out.splitlines() if "served (ranking model)" in line).split()
+        assert 0 < float(served[-3]) <= 1  # NDCG@10 measured
+    finally:
+        logging.getLogger("prefect").removeHandler(logs)
 
 
 def test_an_expected_stop_prints_one_error_line_and_no_traceback(tmp_path):
+    """`animerec retrain` as a user runs it: its own process and temporary Prefect server, all output kept."""
     folder = write_dataset(tmp_path / "data", GOOD, ANIME)
     write_csv(folder / "rating.csv", ["user_id", "anime_id", "score"], GOOD)
-    done = _run_retrain(["--data", str(folder)], tmp_path)
+    env = os.environ | {"ANIMEREC_DATA_ROOT": str(tmp_path / "root"), "ANIMEREC_MLRUNS_DIR": str(tmp_path / "mlruns"),
+                        "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([sys.executable, "-m", "flows", "retrain", "--data", str(folder)], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {folder / 'rating.csv'}: missing column 'rating' (header has user_id,anime_id,score)"]
