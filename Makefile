@@ -32,8 +32,8 @@ pipeline: $(STAMP) ## retrain: DATA=folder or .zip, RATING_SCALE=1-5, DATASET_NA
 test: $(STAMP) ## run the test suite, one worker process per core (at most 4)
 	$(PY) -m pytest -n auto --maxprocesses 4
 
-sweep: $(STAMP) ## grid search, best on validation: DATA=…, KIND=rating|ranking, SPACE='{"l2": [...]}'
-	$(CLI) sweep $(DATA_OPTIONS) $(call opt,KIND,kind) $(call opt,SPACE,space)
+sweep: $(STAMP) ## grid search on Dask, best on validation: DATA=…, KIND=rating|ranking, SPACE='{"l2": [...]}', DASK=tcp://…
+	$(CLI) sweep $(DATA_OPTIONS) $(call opt,KIND,kind) $(call opt,SPACE,space) $(call opt,DASK,dask)
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(sweep)
     sweep.add_argument("--kind", choices=["rating", "ranking"], default="rating", help="which model to sweep")
     sweep.add_argument("--space", type=json.loads, help='grid as JSON, e.g. \'{"l2": [0.01, 0.02]}\'')
+    sweep.add_argument("--dask", help="scheduler of an existing Dask cluster (tcp://host:8786); default: a local "
+                       "cluster, one worker process per core")
 
     serve = commands.add_parser("serve", help="Prefect server (if none answers) + retrain on a cron schedule")
     _data_options(serve)
@@ -122,11 +124,13 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sweep(args: argparse.Namespace, settings: Settings) -> int:
-    from flows.sweep import sweep
+    from flows.sweep import sweep_on_dask
 
     _quiet_flow_errors("sweep")
-    print(sweep(data_dir=args.data, settings=settings, space=args.space, model=args.kind,
-                rating_scale=args.rating_scale, dataset_name=args.dataset_name).format())
+    if args.dask:
+        settings.dask_address = args.dask
+    print(sweep_on_dask(settings, data_dir=args.data, space=args.space, model=args.kind,
+                        rating_scale=args.rating_scale, dataset_name=args.dataset_name).format())
     return 0
 
 

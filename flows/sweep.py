@@ -4,17 +4,23 @@
 (validation NDCG@10). Each trial is a Prefect task and an MLflow run nested under the sweep's run
 (experiment `<name>-sweep`), with its configuration as params and its validation score as a metric. The
 winner is chosen on validation only; its test score is reported, never used. Run it with
-`make sweep DATA=DIR [KIND=ranking]` (`animerec sweep`).
+`make sweep DATA=DIR [KIND=ranking]` (`animerec sweep`): its trials run as tasks on a Dask cluster
+(`dask_task_runner`), a local one by default, an existing one with `DASK=tcp://host:8786`; called directly, `sweep`
+runs them one after the other. Trials only fit: the flow logs each to MLflow as it comes back, so workers need the
+matrix folder (a shared file system on a real cluster), not the MLflow store.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect_dask import DaskTaskRunner
 from pydantic import BaseModel
 
 from flows.retrain import build_matrix_task, generate_demo_data_task, ingest_task, validate_task
@@ -35,15 +41,22 @@ from pipeline.sweep import (
 
 
 @task(name="trial", cache_policy=NO_CACHE, task_run_name="trial {changed}")
-def trial_task(matrix: UtilityMatrix, changed: dict[str, Any], config: BaseModel, settings: Settings,
-               model: SweptModel, parent_run_id: str) -> tuple[TrialResult, Any]:
-    result, fitted = run_trial(matrix, changed, config, settings)
-    tracking.log_trial(parent_run_id, result, OBJECTIVES[model])
-    get_run_logger().info(trial_line(result, OBJECTIVES[model]))
-    return result, fitted
+def trial_task(matrix: UtilityMatrix, changed: dict[str, Any], config: BaseModel,
+               settings: Settings) -> tuple[TrialResult, Any]:
+    return run_trial(matrix, changed, config, settings)
 
 
-@flow(name="sweep")
+def dask_task_runner(settings: Settings) -> DaskTaskRunner:
+    """The cluster at `settings.dask_address`, or a local one on 127.0.0.1 (no dashboard): one single-threaded worker
+    process per core unless `settings.dask_workers` says otherwise."""
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers or os.cpu_count() or 1,
+                                          "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
+                                          "dashboard_address": None})
+
+
+@flow(name="sweep", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def sweep(data_dir: Path | None = None, settings: Settings | None = None,
           space: dict[str, list[Any]] | None = None, model: SweptModel = "rating",
           rating_scale: str | None = None, dataset_name: str | None = None) -> SweepSummary:
@@ -57,9 +70,13 @@ def sweep(data_dir: Path | None = None, settings: Settings | None = None,
     with tracking.ended(tracking.start_sweep_run(settings, data_dir, space, model)) as run_id:
         raw = ingest_task(data_dir, settings)
         matrix = build_matrix_task(validate_task(raw, settings), settings, raw.source_sha256, run_id)
+        trials = [trial_task.submit(matrix, changed, config, settings)
+                  for changed, config in grid_configs(base_config(settings, model), space)]
         results, best_fitted = [], None
-        for changed, config in grid_configs(base_config(settings, model), space):
-            result, fitted = trial_task(matrix, changed, config, settings, model, run_id)
+        for trial in trials:
+            result, fitted = trial.result()
+            tracking.log_trial(run_id, result, objective)
+            get_run_logger().info(trial_line(result, objective))
             results.append(result)
             if best_trial(results, objective) is result:
                 best_fitted = fitted  # only the best model so far stays in memory
@@ -69,3 +86,8 @@ def sweep(data_dir: Path | None = None, settings: Settings | None = None,
         create_markdown_artifact(key="sweep-result", description="Sweep trials, best on validation",
                                  markdown=summary.markdown())
     return summary
+
+
+def sweep_on_dask(settings: Settings, **arguments: Any) -> SweepSummary:
+    """`sweep` with its trials on the Dask cluster the settings name (a local one by default)."""
+    return sweep.with_options(task_runner=dask_task_runner(settings))(settings=settings, **arguments)

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
                                                          "unrated_weight": [0.25, 0.5, 1.0],
                                                          "neighbours": [100, 200, 400]}
 
+    # Where sweep trials run (`animerec sweep`): an existing Dask cluster's scheduler (DASK=tcp://host:8786), else a
+    # local cluster of `dask_workers` single-threaded worker processes (default: one per core).
+    dask_address: str | None = None
+    dask_workers: int | None = Field(None, ge=1)
+
     retrain_cron: str = "0 3 * * *"  # the scheduled deployment's cron (daily 03:00)
     lock_wait_seconds: float = Field(3600, ge=0)  # a second retrain waits this long for the first, then fails
     registry_retries: int = Field(3, ge=0)  # registration retried on store errors (locked, unreachable)
