@@ -37,7 +37,7 @@ from pipeline.settings import PROJECT_ROOT, Settings, TrainingConfig
 from pipeline.train import TrainedModel, predict_scaled, train_model
 from pipeline.validate import validate
 
-PARTS = ("accuracy", "ranking", "speed", "serving", "stages", "scale")
+PARTS = ("accuracy", "ranking", "speed", "serving", "stages", "dask", "scale")
 DEFAULT_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "anime-sample"
 REPORT = PROJECT_ROOT / "BENCHMARKS.md"
 
@@ -384,6 +384,35 @@ def stages_part(work: Path) -> Table:
     return table
 
 
+DASK_SPACE = {"learning_rate": [0.01, 0.02], "l2": [0.02, 0.03]}  # 4 rating-model trials
+DASK_EPOCHS = 10  # per trial, so that the part takes minutes
+
+
+def dask_part(sample: Path, work: Path) -> Table:
+    """The same rating-model sweep on the sample run one trial after another in this process, then as tasks on a
+    local Dask cluster (one worker process per core, started by the flow): wall time of each, same results."""
+    from flows.sweep import sweep, sweep_on_dask
+
+    settings = Settings(data_root=work / "dask" / "data", mlruns_dir=work / "dask" / "mlruns")
+    settings.training.epochs = DASK_EPOCHS
+    timed = {}
+    for label, run in (("one process, trials one after another", sweep), ("local Dask cluster", sweep_on_dask)):
+        started = time.perf_counter()
+        summary = run(settings=settings, data_dir=sample, space=DASK_SPACE)
+        timed[label] = (time.perf_counter() - started, summary)
+    (base_seconds, base), (_, other) = timed.values()
+    same = ({str(t.changed): t.validation_score for t in base.trials}
+            == {str(t.changed): t.validation_score for t in other.trials})
+    table = Table(f"Sweep trials on Dask: {len(base.trials)} rating-model trials of at most {DASK_EPOCHS} epochs on "
+                  "the sample", ["path", "wall s", "ratio vs one process"])
+    table.rows += [[label, f"{seconds:.1f}", f"{seconds / base_seconds:.2f}"] for label, (seconds, _) in timed.items()]
+    table.notes.append(f"Workers: {os.cpu_count()} (one per core). Wall times include ingest, validation and the "
+                       "matrix (the flow's own, the same in both) and, on Dask, starting the cluster and each worker's "
+                       f"imports. Validation scores of every trial identical in both paths: {same}; best "
+                       f"{base.best.changed} in both: {base.best.changed == other.best.changed}.")
+    return table
+
+
 def child_json(module: str, *args: str) -> dict:
     """Run a bench child process (its own peak RSS) and return the JSON on its last output line."""
     child = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=PROJECT_ROOT)
@@ -471,6 +500,8 @@ def run_benchmarks(parts: list[str], size: str = "kaggle2020", layout: str = "co
                        if name in parts]
         if "stages" in parts:
             tables.append(stages_part(run_dir))
+        if "dask" in parts:
+            tables.append(dask_part(sample, run_dir))
     if "scale" in parts:
         tables += scale_part(size, work, layout)
     for table in tables:
