@@ -73,8 +73,8 @@ def sweep(data_dir: Path | None = None, settings: Settings | None = None,
         trials = [trial_task.submit(matrix, changed, config, settings)
                   for changed, config in grid_configs(base_config(settings, model), space)]
         results, best_fitted = [], None
-        for trial in trials:
-            result, fitted = trial.result()
+        while trials:  # each future dropped once read: its fitted model is freed unless it is the best so far
+            result, fitted = trials.pop(0).result()
             tracking.log_trial(run_id, result, objective)
             get_run_logger().info(trial_line(result, objective))
             results.append(result)
