@@ -385,15 +385,11 @@ def stages_part(work: Path) -> Table:
 
 
 def generated_matrix(size: str, work: Path) -> UtilityMatrix:
-    """The bench's generated data set of `size` (generated once into `work`, shared with the scale part) as a matrix."""
-    from benchmarks.full_scale import SPECS
-    from pipeline.generate import generate_demo_dataset
+    """The bench's generated data set of `size` (shared with the scale part) as a matrix."""
+    from benchmarks.full_scale import generated_data
 
-    data_dir = work / size
-    if not (data_dir / "anime.csv").exists():
-        generate_demo_dataset(data_dir, SPECS[size])
     settings = Settings(data_root=work / f"{size}-time-to-model")
-    return build_utility_matrix(validate(ingest(data_dir), settings), settings)
+    return build_utility_matrix(validate(ingest(generated_data(size, work)), settings), settings)
 
 
 def time_to_model_part(sample: Path, run_dir: Path, work: Path) -> Table:

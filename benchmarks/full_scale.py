@@ -38,17 +38,22 @@ def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
+def generated_data(size: str, work: Path, layout: str = "cooperunion") -> Path:
+    """The bench's generated data set of `size` in `layout`: generated into `work` once, reused by later runs."""
+    data_dir = work / (size if layout == "cooperunion" else f"{size}-{layout}-layout")
+    if not (data_dir / "anime.csv").exists():
+        generate_demo_dataset(data_dir, (SPECS if layout == "cooperunion" else LIST_SPECS)[size], layout)
+    return data_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", choices=sorted(SPECS), default="kaggle2020")
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--layout", choices=["cooperunion", "kaggle2020"], default="cooperunion")
     args = parser.parse_args()
-    spec = (SPECS if args.layout == "cooperunion" else LIST_SPECS)[args.size]
-    data_dir = args.work / (args.size if args.layout == "cooperunion" else f"{args.size}-{args.layout}-layout")
     started = time.perf_counter()
-    if not (data_dir / "anime.csv").exists():
-        generate_demo_dataset(data_dir, spec, args.layout)
+    data_dir = generated_data(args.size, args.work, args.layout)
     generate_seconds = time.perf_counter() - started
     settings = Settings(data_root=args.work / f"{args.size}-run", mlruns_dir=args.work / f"{args.size}-run" / "mlruns")
     seconds, rss = {}, {}

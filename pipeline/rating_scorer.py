@@ -21,7 +21,8 @@ from pipeline.matrix import RatingScale, lookup_indices
 from pipeline.settings import TrainingConfig
 
 RatingKind = Literal["cosine", "biased"]
-FOLD_IN_L2 = TrainingConfig.model_fields["l2"].default  # a folded-in user is regularized as training does
+# The training default: the L2 of a model whose own is not recorded (bundles saved before it was)
+FOLD_IN_L2 = TrainingConfig.model_fields["l2"].default
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -39,10 +40,10 @@ class RatingScorer:
     weight: float  # the final Dense(1)
     bias: float
     scale: RatingScale
-    l2: float = FOLD_IN_L2  # the L2 the model was trained with: a folded-in user is regularized the same way
+    l2: float  # the L2 the model was trained with: a folded-in user is regularized the same way
 
     @classmethod
-    def from_keras(cls, model, scale: RatingScale, l2: float = FOLD_IN_L2) -> RatingScorer:
+    def from_keras(cls, model, scale: RatingScale, l2: float) -> RatingScorer:
         """The weights of a trained Keras rating model (either kind, told by its layers)."""
         kind: RatingKind = "biased" if any(layer.name == "user_bias" for layer in model.layers) else "cosine"
         weight, bias = (model.get_layer("head") if kind == "biased" else model).get_layer("rating").get_weights()

@@ -9,13 +9,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-# Prefect sets up its logging when `prefect.main` is first imported (`import prefect` alone is lazy): done here,
-# under pytest's session-long capture, its console handler writes to that stream, not to the one of whichever test
-# first ran a flow, which pytest closes when that test ends ("I/O operation on closed file", "lost sys.stderr").
 _STATE = Path(tempfile.mkdtemp(prefix="anime-rec-tests-"))
 os.environ["PREFECT_HOME"] = str(_STATE / "prefect")  # before flows/ sets its project default
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
+# Prefect sets up its logging when `prefect.main` is first imported (`import prefect` alone is lazy): done here,
+# under pytest's session-long capture, its console handler writes to that stream, not to the one of whichever test
+# first ran a flow, which pytest closes when that test ends ("I/O operation on closed file", "lost sys.stderr").
 import prefect.main  # noqa: E402, F401
 import pytest  # noqa: E402
 
@@ -61,7 +61,6 @@ def prefect_server() -> str:
 class SmallModels:
     """Both models trained once on `small_data` with quick settings; tests only read them."""
 
-    settings: Settings
     matrix: UtilityMatrix
     trained: TrainedModel
     ranking: RankingFit
@@ -72,7 +71,7 @@ def small_models(small_data, tmp_path_factory) -> SmallModels:
     """Trained once per session: tests that log, register or serve a model share these instead of retraining."""
     settings = quick_settings(tmp_path_factory.mktemp("small-models"), dataset_name="tests")
     matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
-    return SmallModels(settings, matrix, train_model(matrix, settings.training, verbose=0),
+    return SmallModels(matrix, train_model(matrix, settings.training, verbose=0),
                        train_ranking_model(matrix, settings.ranking, settings.unrated_value,
                                            settings.relevance_threshold))
 

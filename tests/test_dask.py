@@ -11,6 +11,7 @@ import pytest
 from conftest import free_port
 from distributed import Client
 
+import flows.sweep
 from flows.sweep import sweep, sweep_on_dask
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -57,9 +58,17 @@ def dask_cluster():
 
 
 def test_sweep_trials_on_a_local_cluster_and_on_a_real_one_give_the_single_process_results(
-        small_data, settings, dask_cluster):
+        small_data, settings, dask_cluster, monkeypatch):
     settings.ranking.l2_max_trials = 2
     reference = sweep(data_dir=small_data, settings=settings, space=SPACE, model="ranking")
+
+    test_process, run_trial = os.getpid(), flows.sweep.run_trial
+
+    def not_in_this_process(*args, **kwargs):  # travels to the workers with the task (cloudpickle, by value)
+        assert os.getpid() != test_process, "a trial ran in the test process, not on a Dask worker"
+        return run_trial(*args, **kwargs)
+
+    monkeypatch.setattr(flows.sweep, "run_trial", not_in_this_process)
 
     settings.dask_workers = 2
     local = sweep_on_dask(settings, data_dir=small_data, space=SPACE, model="ranking")
