@@ -24,16 +24,24 @@ class TrainingConfig(BaseModel):
     anime sample (BENCHMARKS.md); `TrainingConfig.seed_cosine()` is the issue-2 seed model, kept for comparison.
 
     - `biased_mf`: user and anime biases + dot product of embeddings, squared error on the [0, 1]
-      scale with L2 on the rows in each batch, trained by row-wise Adagrad on sparse updates (XLA).
+      scale with L2 per rating on the rows it touches; `solver="als"` (default) fits it by alternating least
+      squares along an L2 path chosen on validation (pipeline/als.py), `solver="adagrad"` by row-wise Adagrad on
+      sparse updates (XLA; `learning_rate`, `batch_size`).
     - `seed_cosine`: cosine of the embeddings → Dense(1, sigmoid), binary cross-entropy, Keras Adam.
     """
 
     architecture: Literal["biased_mf", "seed_cosine"] = "biased_mf"
+    solver: Literal["als", "adagrad"] = "als"  # biased_mf only
     embedding_dim: int = Field(128, ge=1)
     batch_size: int = Field(4096, ge=1)
-    epochs: int = Field(40, ge=1)  # at most; early stopping on validation loss decides
+    epochs: int = Field(40, ge=1)  # at most (ALS: sweeps in all); early stopping on validation loss decides
     learning_rate: float = Field(0.01, gt=0)
-    l2: float = Field(0.02, ge=0)  # biased_mf: per-rating L2 on the embedding and bias rows it touches
+    # biased_mf: per-rating L2 on the embedding and bias rows it touches (ALS: where its path starts)
+    l2: float = Field(0.02, ge=0)
+    l2_step: float = Field(2 ** 0.5, gt=1)  # ALS: λ is divided by this while validation RMSE improves
+    cg_steps: int = Field(3, ge=1)  # ALS: conjugate-gradient steps per row and half-sweep (warm-started)
+    # Smallest relative improvement of validation RMSE that counts: early stopping's patience and ALS's path
+    min_improvement: float = Field(3e-5, ge=0)
     init_std: float = Field(0.05, gt=0)  # biased_mf: normal initializer of the embeddings
     early_stopping_patience: int = Field(3, ge=0)
     seed: int = 42
@@ -98,8 +106,8 @@ class Settings(BaseSettings):
     training: TrainingConfig = TrainingConfig()  # the rating model: predicted ratings, judged by RMSE
     ranking: RankingConfig = RankingConfig()  # the ranking model: what to recommend, judged by NDCG@10
     # `make sweep`: every combination is trained on the same split and judged on validation RMSE.
-    sweep_space: dict[str, list[int | float]] = {"learning_rate": [0.01, 0.02, 0.03], "l2": [0.015, 0.02, 0.03],
-                                           "embedding_dim": [64, 128]}
+    sweep_space: dict[str, list[int | float]] = {"l2": [0.01, 0.02, 0.04], "l2_step": [1.41, 2.0],
+                                                 "embedding_dim": [64, 128]}
     # `make sweep MODEL=ranking`: each combination fitted (with its own λ walk) and judged on validation NDCG@10.
     ranking_sweep_space: dict[str, list[int | float]] = {"rating_weight_power": [0, 1, 2, 3],
                                                          "unrated_weight": [0.25, 0.5, 1.0],

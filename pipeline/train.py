@@ -1,9 +1,11 @@
-"""Train the model: the default biased matrix factorization on sparse row updates, or the seed cosine model.
+"""Train the model: the default biased matrix factorization (ALS, or Adagrad on sparse row updates), or the seed
+cosine model.
 
 Both are Keras models with the same layer names (`user_embedding`, `anime_embedding`, `rating`; the
 biased one adds `user_bias`, `anime_bias`), so that saving, serving and the numpy recommender treat
-them alike. The seed trains with `model.fit`; the default with `SparseTrainer`, which reads and
-writes only the embedding rows of each batch.
+them alike. The seed trains with `model.fit`; the default by alternating least squares (pipeline/als.py, whose
+factors become the Keras model's weights) or with `SparseTrainer`, which reads and writes only the embedding rows
+of each batch.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
+from pipeline.als import Factors, fit_als
 from pipeline.matrix import UtilityMatrix
 from pipeline.settings import TrainingConfig
 
@@ -29,7 +32,7 @@ EVAL_BATCH = 65_536
 @dataclass
 class TrainedModel:
     model: keras.Model
-    history: dict[str, list[float]]  # per epoch: loss, val_loss, rmse, val_rmse, ratings_per_s
+    history: dict[str, list[float]]  # per epoch: loss, val_loss, rmse, val_rmse, ratings_per_s (ALS: and l2)
     epochs_run: int
     best_epoch: int  # 1-based epoch whose weights were kept
 
@@ -245,6 +248,7 @@ def _fit_sparse(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfi
     rng = np.random.default_rng(config.seed)
     history: dict[str, list[float]] = {"loss": [], "val_loss": [], "rmse": [], "val_rmse": [], "ratings_per_s": []}
     best_loss, best_weights, waited = np.inf, model.get_weights(), 0
+    tolerance = (1 - config.min_improvement) ** 2  # on the loss (MSE), i.e. on RMSE without the square
     for epoch in range(config.epochs):
         order = rng.permutation(matrix.split_sizes["train"]).astype(np.int32)
         started = time.perf_counter()
@@ -260,13 +264,36 @@ def _fit_sparse(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfi
             callback.on_epoch_end(epoch, logs)
         log(f"epoch {epoch + 1}/{config.epochs}: loss {loss:.5f} val_loss {val_loss:.5f} "
             f"({rate:,.0f} ratings/s)")
+        improved = val_loss < best_loss * tolerance
         if val_loss < best_loss:
-            best_loss, best_weights, waited = val_loss, model.get_weights(), 0
-        else:
-            waited += 1
-            if waited >= config.early_stopping_patience:
-                break
+            best_loss, best_weights = val_loss, model.get_weights()
+        waited = 0 if improved else waited + 1
+        if not improved and waited >= config.early_stopping_patience:
+            break
     model.set_weights(best_weights)
+    return history
+
+
+def _fit_als(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfig, global_mean: float,
+             callbacks: Sequence[keras.callbacks.Callback], log: Callable[[str], None]) -> dict[str, list[float]]:
+    """ALS from the Keras model's initial weights; the best factors become its weights (output layer: identity
+    plus the train mean, as the factors assume)."""
+    tables = {name: model.get_layer(name).get_weights()[0] for name in USER_TABLES + ANIME_TABLES}
+    start = Factors(tables["user_embedding"], tables["user_bias"][:, 0].copy(), tables["anime_embedding"],
+                    tables["anime_bias"][:, 0].copy(), global_mean)
+
+    def on_sweep(epoch: int, logs: dict[str, float]) -> None:
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, logs)
+        log(f"sweep {epoch + 1}/{config.epochs} (L2 {logs['l2']:.4g}): loss {logs['loss']:.5f} "
+            f"val_loss {logs['val_loss']:.5f} ({logs['ratings_per_s']:,.0f} ratings/s)")
+
+    best, history = fit_als(matrix.split("train"), matrix.split("validation"), start, config, on_sweep)
+    for name, values in (("user_embedding", best.users), ("anime_embedding", best.anime),
+                         ("user_bias", best.user_bias[:, None]), ("anime_bias", best.anime_bias[:, None])):
+        model.get_layer(name).set_weights([values])
+    model.get_layer("head").get_layer("rating").set_weights([np.ones((1, 1), np.float32),
+                                                             np.array([global_mean], np.float32)])
     return history
 
 
@@ -276,9 +303,12 @@ def train_model(matrix: UtilityMatrix, config: TrainingConfig,
     keras.utils.set_random_seed(config.seed)
     train_mean = (matrix.train_mean_rating - matrix.scale.minimum) / (matrix.scale.maximum - matrix.scale.minimum)
     model = build_model(matrix.n_users, matrix.n_anime, config, global_mean=train_mean)
+    log = print if verbose else lambda line: None
     if config.architecture == "seed_cosine":
         logs = _fit_seed(model, matrix, config, callbacks or [], verbose)
+    elif config.solver == "als":
+        logs = _fit_als(model, matrix, config, train_mean, callbacks or [], log)
     else:
-        logs = _fit_sparse(model, matrix, config, callbacks or [], print if verbose else lambda line: None)
+        logs = _fit_sparse(model, matrix, config, callbacks or [], log)
     best_epoch = int(np.argmin(logs["val_loss"])) + 1
     return TrainedModel(model=model, history=logs, epochs_run=len(logs["loss"]), best_epoch=best_epoch)

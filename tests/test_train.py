@@ -1,8 +1,10 @@
 import keras
 import numpy as np
+import pyarrow as pa
 import pytest
 import tensorflow as tf
 
+from pipeline.als import Factors, RatingsByRow, fit_als, sweep
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
 from pipeline.settings import TrainingConfig
@@ -49,9 +51,10 @@ def test_dataset_batches_cover_every_row_once(matrix):
     np.testing.assert_array_equal(rows[np.lexsort(rows.T[::-1])], expected[np.lexsort(expected.T[::-1])])
 
 
-@pytest.mark.parametrize("architecture", ["biased_mf", "seed_cosine"])
-def test_training_lowers_validation_loss_and_keeps_best_epoch(matrix, settings, architecture):
-    config = settings.training.model_copy(update={"architecture": architecture})
+@pytest.mark.parametrize(("architecture", "solver"), [("biased_mf", "als"), ("biased_mf", "adagrad"),
+                                                      ("seed_cosine", "als")])
+def test_training_lowers_validation_loss_and_keeps_best_epoch(matrix, settings, architecture, solver):
+    config = settings.training.model_copy(update={"architecture": architecture, "solver": solver})
     trained = train_model(matrix, config, verbose=0)
     history = trained.history
     assert trained.epochs_run == len(history["loss"]) >= 2
@@ -82,3 +85,52 @@ def test_sparse_step_updates_only_the_rows_in_the_batch():
         np.testing.assert_array_equal(changed, touched)
         accumulator = trainer.accumulators[name].numpy()[:, 0]
         np.testing.assert_array_equal(np.flatnonzero(accumulator > accumulator.min()), touched)
+
+
+def _random_factors(rng, n_users: int, n_anime: int, dim: int, mean: float = 0.5) -> Factors:
+    return Factors((rng.standard_normal((n_users, dim)) * 0.3).astype(np.float32), np.zeros(n_users, np.float32),
+                   (rng.standard_normal((n_anime, dim)) * 0.3).astype(np.float32), np.zeros(n_anime, np.float32), mean)
+
+
+def test_als_half_sweep_solves_each_users_ridge_regression_exactly():
+    """With as many CG steps as unknowns, the user half gives numpy's closed-form solution for every user."""
+    rng = np.random.default_rng(3)
+    n_users, n_anime, dim, l2 = 12, 30, 4, 0.05
+    pairs = rng.choice(n_users * n_anime, 200, replace=False)
+    train = pa.table({"user_index": (pairs // n_anime).astype(np.int32), "anime_index": (pairs % n_anime).astype(
+        np.int32), "scaled_rating": rng.uniform(0, 1, 200).astype(np.float32)})
+    factors = _random_factors(rng, n_users, n_anime, dim)
+    anime, anime_bias = factors.anime.copy(), factors.anime_bias.copy()
+    sweep(RatingsByRow.of(train, n_users, n_anime), factors, l2, cg_steps=dim + 1)
+    for user in range(n_users):
+        rows = np.flatnonzero(train["user_index"].to_numpy() == user)
+        items = train["anime_index"].to_numpy()[rows]
+        features = np.hstack([anime[items], np.ones((len(rows), 1))]).astype(np.float64)
+        target = train["scaled_rating"].to_numpy()[rows] - factors.mean - anime_bias[items]
+        expected = np.linalg.solve(features.T @ features + l2 * len(rows) * np.eye(dim + 1), features.T @ target)
+        np.testing.assert_allclose(np.append(factors.users[user], factors.user_bias[user]), expected, atol=2e-4)
+
+
+def test_als_walks_l2_down_while_validation_improves_and_keeps_the_best_sweep(matrix, settings):
+    config = settings.training.model_copy(update={"epochs": 40})
+    rng = np.random.default_rng(0)
+    start = _random_factors(rng, matrix.n_users, matrix.n_anime, config.embedding_dim, 0.5)
+    seen = []
+    best, history = fit_als(matrix.split("train"), matrix.split("validation"), start, config,
+                            lambda epoch, logs: seen.append(epoch))
+    assert seen == list(range(len(history["val_rmse"])))
+    assert len(seen) < config.epochs  # it stopped by itself
+    l2 = history["l2"]
+    assert l2[0] == config.l2 and len(set(l2)) >= 2
+    steps = [later / earlier for earlier, later in zip(l2, l2[1:], strict=False) if later != earlier]
+    np.testing.assert_allclose(steps, 1 / config.l2_step)
+    validation = matrix.split("validation")
+    kept = np.sqrt(np.mean((best.predict(validation["user_index"].to_numpy(), validation["anime_index"].to_numpy())
+                            - validation["scaled_rating"].to_numpy()) ** 2))
+    assert kept == pytest.approx(min(history["val_rmse"]), rel=1e-5)
+    assert kept < history["val_rmse"][0]
+    # the last λ tried did not improve on the best before it: the path ended on validation, not on the cap
+    last = l2[-1]
+    before_last = min(v for v, lam in zip(history["val_rmse"], l2, strict=True) if lam != last)
+    assert min(v for v, lam in zip(history["val_rmse"], l2, strict=True) if lam == last) >= before_last * (
+        1 - config.min_improvement)

@@ -122,17 +122,16 @@ KILL_DURING_TRAINING = """
 import sys, time
 from pathlib import Path
 from flows.retrain import retrain
-from pipeline import train
+from pipeline import als
 
-train_epoch = train.SparseTrainer.train_epoch
+sweep = als.sweep
 
-def epoch_then_wait(self, split, order):
-    loss = train_epoch(self, split, order)
-    Path(sys.argv[2]).touch()  # an epoch is done: kill me now
+def sweep_then_wait(*args, **kwargs):
+    sweep(*args, **kwargs)
+    Path(sys.argv[2]).touch()  # an epoch (ALS sweep) is done: kill me now
     time.sleep(120)
-    return loss
 
-train.SparseTrainer.train_epoch = epoch_then_wait
+als.sweep = sweep_then_wait
 retrain(data_dir=Path(sys.argv[1]))
 """
 
