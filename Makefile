@@ -39,7 +39,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## benchmarks → BENCHMARKS.md: PARTS=accuracy,ranking,speed,serving,stages,dask,time-to-model,scale SIZE=… LAYOUT=…
+bench: $(BENCH_STAMP) ## benchmarks → BENCHMARKS.md: PARTS=accuracy,…,scale (default) or full SIZE=… LAYOUT=…
 	$(CLI) bench $(call opt,PARTS,parts) $(call opt,SIZE,size) $(call opt,LAYOUT,layout)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over the local store (PORT=…)

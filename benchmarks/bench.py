@@ -37,7 +37,8 @@ from pipeline.settings import PROJECT_ROOT, Settings, TrainingConfig
 from pipeline.train import TrainedModel, predict_scaled, train_model
 from pipeline.validate import validate
 
-PARTS = ("accuracy", "ranking", "speed", "serving", "stages", "dask", "time-to-model", "scale")
+PARTS = ("accuracy", "ranking", "speed", "serving", "stages", "dask", "time-to-model", "scale", "full")
+DEFAULT_PARTS = PARTS[:-1]  # `full` (the whole retrain flow at full scale, the longest) only when named
 DEFAULT_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "anime-sample"
 REPORT = PROJECT_ROOT / "BENCHMARKS.md"
 
@@ -118,6 +119,8 @@ class SampleRuns:
     seed_seconds: float
     default: TrainedModel
     default_seconds: float
+    adagrad: TrainedModel  # the biased model by its other solver (the default before ALS)
+    adagrad_seconds: float
     ranking: RankingFit
 
     def served(self) -> Recommender:
@@ -128,8 +131,10 @@ def train_sample_models(sample: Path, work: Path) -> SampleRuns:
     matrix, settings = build_sample_matrix(sample, work)
     seed, seed_seconds = fit_keras(matrix, TrainingConfig.seed_cosine())
     default, default_seconds = fit_keras(matrix, TrainingConfig())
+    adagrad, adagrad_seconds = fit_keras(matrix, TrainingConfig(solver="adagrad"))
     ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
-    return SampleRuns(matrix, settings, seed, seed_seconds, default, default_seconds, ranking)
+    return SampleRuns(matrix, settings, seed, seed_seconds, default, default_seconds, adagrad, adagrad_seconds,
+                      ranking)
 
 
 def accuracy_part(runs: SampleRuns) -> Table:
@@ -137,8 +142,10 @@ def accuracy_part(runs: SampleRuns) -> Table:
 
     matrix = runs.matrix
     rows = [
-        ("default (biased MF, sparse row-wise Adagrad)", test_scores(keras_predictor(runs.default, matrix), matrix),
+        ("default (biased MF, ALS along an L2 path)", test_scores(keras_predictor(runs.default, matrix), matrix),
          runs.default_seconds),
+        ("biased MF, sparse row-wise Adagrad (solver='adagrad')",
+         test_scores(keras_predictor(runs.adagrad, matrix), matrix), runs.adagrad_seconds),
         ("seed (cosine → Dense sigmoid, BCE, Adam)", test_scores(keras_predictor(runs.seed, matrix), matrix),
          runs.seed_seconds),
     ]
@@ -152,7 +159,7 @@ def accuracy_part(runs: SampleRuns) -> Table:
                  svd_all_seconds))
     mean = float(np.mean(matrix.split("train")["rating"].to_numpy()))
     rows.append(("global mean", test_scores(lambda u, a: np.full(len(u), mean), matrix), 0.0))
-    reference = rows[2][1].rmse
+    reference = rows[3][1].rmse
     sizes = matrix.split_sizes
     return Table(
         f"Accuracy on the anime sample (test split, {sizes['test']:,} ratings; 1–10 scale)",
@@ -162,8 +169,11 @@ def accuracy_part(runs: SampleRuns) -> Table:
         [f"Same split for every model: {sizes['train']:,} train / {sizes['validation']:,} validation / "
          f"{sizes['test']:,} test rated rows (seed {runs.settings.split_seed}). Keras models fit on train and use "
          "validation only for early stopping; Surprise fits on train (and, in one row, on train + validation).",
-         f"Default: best epoch {runs.default.best_epoch} of {runs.default.epochs_run}; "
-         f"seed: best epoch {runs.seed.best_epoch} of {runs.seed.epochs_run}."])
+         f"Default: best sweep {runs.default.best_epoch} of {runs.default.epochs_run} (L2 "
+         f"{runs.default.history['l2'][runs.default.best_epoch - 1]:.4g}); Adagrad: best epoch "
+         f"{runs.adagrad.best_epoch} of {runs.adagrad.epochs_run}; seed: best epoch {runs.seed.best_epoch} of "
+         f"{runs.seed.epochs_run}. Fit times include the first call's compilation (XLA for the Keras models; "
+         "numba's is cached on disk after the first run)."])
 
 
 @dataclass(frozen=True)
@@ -289,7 +299,7 @@ def ranking_part(runs: SampleRuns) -> Table:
 
 
 def speed_part(runs: SampleRuns) -> Table:
-    """Ratings per second of the training pass, per epoch (the first epoch includes tracing/compiling)."""
+    """Ratings per second of the training pass, per epoch or ALS sweep (the first includes tracing/compiling)."""
     def median_rate(trained: TrainedModel) -> float:
         rates = trained.history["ratings_per_s"]
         return float(np.median(rates[1:] if len(rates) > 1 else rates))
@@ -300,14 +310,18 @@ def speed_part(runs: SampleRuns) -> Table:
     table.rows.append(["seed: Keras fit, dense Adam", str(TrainingConfig.seed_cosine().batch_size),
                        f"{seed_rate:,.0f}", "1.00"])
     for batch_size in (1024, 4096, 16384):
-        config = TrainingConfig(batch_size=batch_size, epochs=3, early_stopping_patience=3)
-        trained = runs.default if batch_size == TrainingConfig().batch_size else train_model(
+        config = TrainingConfig(solver="adagrad", batch_size=batch_size, epochs=3, early_stopping_patience=3)
+        trained = runs.adagrad if batch_size == TrainingConfig().batch_size else train_model(
             runs.matrix, config, verbose=0)
         rate = median_rate(trained)
-        label = "default: sparse row-wise Adagrad, XLA step" + (" (default)" if trained is runs.default else "")
-        table.rows.append([label, str(batch_size), f"{rate:,.0f}", f"{rate / seed_rate:.2f}"])
-    table.notes.append("ratings/s = train rows / time of the epoch's training pass (validation excluded), median "
-                       "over epochs after the first.")
+        table.rows.append(["biased MF: sparse row-wise Adagrad, XLA step", str(batch_size), f"{rate:,.0f}",
+                           f"{rate / seed_rate:.2f}"])
+    rate = median_rate(runs.default)
+    table.rows.append(["default: biased MF by ALS (one sweep: every user's row, then every anime's)", "–",
+                       f"{rate:,.0f}", f"{rate / seed_rate:.2f}"])
+    table.notes.append("ratings/s = train rows / time of the epoch's training pass or the ALS sweep (validation "
+                       "excluded), median over epochs after the first. An ALS sweep does more per rating than an "
+                       "epoch (3 conjugate-gradient steps per row and side) and needs far fewer of them.")
     return table
 
 
@@ -349,35 +363,66 @@ def serving_part(runs: SampleRuns) -> Table:
                   "`top_n_batch` over 20,000 users in chunks of 1,024."])
 
 
+def retrain_child(work: Path, *args: str) -> tuple[dict, float]:
+    """`benchmarks.stage_timing` (the retrain flow in its own process) with Prefect, data and MLflow under `work`:
+    its JSON and its wall time."""
+    env = os.environ | {"PREFECT_HOME": str(work / "prefect"), "ANIMEREC_DATA_ROOT": str(work / "data"),
+                        "ANIMEREC_MLRUNS_DIR": str(work / "mlruns")}
+    Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    child = subprocess.run([sys.executable, "-m", "benchmarks.stage_timing", *args], env=env, capture_output=True,
+                           text=True, cwd=PROJECT_ROOT)
+    wall = time.perf_counter() - started
+    if child.returncode:
+        raise RuntimeError(f"retrain in a child process failed:\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1]), wall
+
+
+def stage_rows(timing: dict, wall: float) -> list[list[str]]:
+    rows = [[name, f"{seconds:.1f}", f"{seconds / wall:.1%}"] for name, seconds in timing["tasks"]]
+    prefect = timing["flow_seconds"] - sum(seconds for _, seconds in timing["tasks"])
+    startup = wall - timing["flow_seconds"]
+    return rows + [["Prefect (local server start, orchestration, task bookkeeping)", f"{prefect:.1f}",
+                    f"{prefect / wall:.1%}"],
+                   ["process start and imports", f"{startup:.1f}", f"{startup / wall:.1%}"],
+                   ["total (wall, like `time make pipeline`)", f"{wall:.1f}", "100%"]]
+
+
+def full_part(size: str, work: Path) -> Table:
+    """The whole retrain flow (`make pipeline DATA=…`) on the generated data set of `size`, in its own process:
+    wall time per stage, peak RSS and the run's scores."""
+    from benchmarks.full_scale import generated_data
+
+    data_dir = generated_data(size, work)
+    with tempfile.TemporaryDirectory(prefix="full-", dir=work) as tmp:
+        timing, wall = retrain_child(Path(tmp), "--data", str(data_dir))
+    scores = timing["scores"]
+    table = Table(f"The whole retrain flow at full scale ({size}: {scores['n_users']:,} users × "
+                  f"{scores['n_anime']:,} anime, {scores['rows_in']:,} rating rows; {repository_path(data_dir)})",
+                  ["stage", "seconds", "share of the run"], stage_rows(timing, wall))
+    table.notes += [
+        f"Peak RSS of the run's process: **{timing['peak_rss_gb']:.2f} GB** (the Prefect server is a process of its "
+        "own). Like `make pipeline DATA=" + repository_path(data_dir) + "` with a fresh Prefect home, data root and "
+        "MLflow store (so the matrix is built, both models trained, evaluated and the version registered).",
+        f"Rating model: {scores['epochs_run']} ALS sweeps (best {scores['best_epoch']}) on {scores['train']:,} train "
+        f"ratings; test RMSE {scores['test_rmse']:.4f} (bias baseline {scores['baseline_bias_rmse']:.4f}). Lists: "
+        f"NDCG@10 {scores['ndcg_at_10']:.4f} (most popular {scores['popularity_ndcg_at_10']:.4f}), coverage "
+        f"{scores['catalog_coverage_at_10']:.3f}."]
+    return table
+
+
 def stages_part(work: Path) -> Table:
     """`make pipeline` on the built-in demo data, in child processes: time per task and Prefect's share.
 
     Run twice on one PREFECT_HOME: the table is the second run (an existing Prefect database, as on any
     run after the first); the first run's total is noted.
     """
-    env = os.environ | {"PREFECT_HOME": str(work / "stages" / "prefect"),
-                        "ANIMEREC_DATA_ROOT": str(work / "stages" / "data"),
-                        "ANIMEREC_MLRUNS_DIR": str(work / "stages" / "mlruns")}
-    Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     walls, timing = [], {}
     for _ in range(2):
-        started = time.perf_counter()
-        child = subprocess.run([sys.executable, "-m", "benchmarks.stage_timing"], env=env, capture_output=True,
-                               text=True, cwd=PROJECT_ROOT)
-        walls.append(time.perf_counter() - started)
-        if child.returncode:
-            raise RuntimeError(f"stage timing failed:\n{child.stderr[-3000:]}")
-        timing = json.loads(child.stdout.strip().splitlines()[-1])
-    wall = walls[-1]
-    table = Table("`make pipeline` on the built-in demo data: time per stage", ["stage", "seconds", "share of the run"])
-    for name, seconds in timing["tasks"]:
-        table.rows.append([name, f"{seconds:.1f}", f"{seconds / wall:.1%}"])
-    prefect = timing["flow_seconds"] - sum(seconds for _, seconds in timing["tasks"])
-    startup = wall - timing["flow_seconds"]
-    table.rows += [["Prefect (local server start, orchestration, task bookkeeping)", f"{prefect:.1f}",
-                    f"{prefect / wall:.1%}"],
-                   ["process start and imports", f"{startup:.1f}", f"{startup / wall:.1%}"],
-                   ["total (wall, like `time make pipeline`)", f"{wall:.1f}", "100%"]]
+        timing, wall = retrain_child(work / "stages")
+        walls.append(wall)
+    table = Table("`make pipeline` on the built-in demo data: time per stage", ["stage", "seconds", "share of the run"],
+                  stage_rows(timing, walls[-1]))
     table.notes.append("Task times are Prefect's own task-run durations; Prefect's share is the flow call's wall "
                        "time minus its tasks. Second of two runs on one PREFECT_HOME (the first, which also "
                        f"creates Prefect's database, took {walls[0]:.1f} s).")
@@ -397,9 +442,9 @@ def time_to_model_part(sample: Path, run_dir: Path, work: Path) -> Table:
     the sample's size (fixed costs such as XLA compilation weigh most) and at a generated tenth of Kaggle 2020."""
     from surprise import SVD
 
-    table = Table("Time to a rating model: the default (biased MF) against Surprise SVD (defaults), same split",
-                  ["data", "train ratings", "ours: fit s", "epochs (best)", "ours: test RMSE", "SVD: fit s",
-                   "SVD: test RMSE", "fit time ours / SVD"])
+    table = Table("Time to a rating model: the default (biased MF by ALS) against Surprise SVD (defaults), same split",
+                  ["data", "train ratings", "ours: fit s", "sweeps (best)", "L2 kept", "ours: test RMSE",
+                   "SVD: fit s", "SVD: test RMSE", "fit time ours / SVD"])
     for label, matrix in (("anime sample", build_sample_matrix(sample, run_dir)[0]),
                           ("generated, tenth of Kaggle 2020", generated_matrix("tenth", work))):
         ours, ours_seconds = fit_keras(matrix, TrainingConfig())
@@ -407,35 +452,35 @@ def time_to_model_part(sample: Path, run_dir: Path, work: Path) -> Table:
         ours_rmse = test_scores(keras_predictor(ours, matrix), matrix).rmse
         svd_rmse = test_scores(surprise_predictor(svd), matrix).rmse
         table.rows.append([label, f"{matrix.split_sizes['train']:,}", f"{ours_seconds:.1f}",
-                           f"{ours.epochs_run} ({ours.best_epoch})", f"{ours_rmse:.4f}", f"{svd_seconds:.1f}",
+                           f"{ours.epochs_run} ({ours.best_epoch})", f"{ours.history['l2'][ours.best_epoch - 1]:.4g}",
+                           f"{ours_rmse:.4f}", f"{svd_seconds:.1f}",
                            f"{svd_rmse:.4f}", f"{ours_seconds / svd_seconds:.2f}"])
-    table.notes.append("Fit times: our `train_model` call (graph tracing and XLA compilation, every epoch and its "
-                       "validation pass); Surprise's `fit` (building its trainset not counted). Goal (issue 14): "
+    table.notes.append("Fit times: our `train_model` call (building the Keras model, grouping the ratings by user "
+                       "and by anime, every sweep and its validation pass, numba's compiled code loaded from its "
+                       "disk cache); Surprise's `fit` (building its trainset not counted). Goal (issue 14): "
                        "≤ 1.0 at the larger size with a better RMSE than SVD.")
     return table
 
 
-DASK_SPACE = {"learning_rate": [0.01, 0.02], "l2": [0.02, 0.03]}  # 4 rating-model trials
-DASK_EPOCHS = 10  # per trial, so that the part takes minutes
 
 
 def dask_part(sample: Path, work: Path) -> Table:
-    """The same rating-model sweep on the sample run one trial after another in this process, then as tasks on a
-    local Dask cluster (one worker process per core, started by the flow): wall time of each, same results."""
+    """The default rating-model sweep (`make sweep`'s space) on the sample run one trial after another in this
+    process, then as tasks on a local Dask cluster (one worker process per core, started by the flow): wall time of
+    each, same results."""
     from flows.sweep import sweep, sweep_on_dask
 
     settings = Settings(data_root=work / "dask" / "data", mlruns_dir=work / "dask" / "mlruns")
-    settings.training.epochs = DASK_EPOCHS
     timed = {}
     for label, run in (("one process, trials one after another", sweep), ("local Dask cluster", sweep_on_dask)):
         started = time.perf_counter()
-        summary = run(settings=settings, data_dir=sample, space=DASK_SPACE)
+        summary = run(settings=settings, data_dir=sample)
         timed[label] = (time.perf_counter() - started, summary)
     (base_seconds, base), (_, other) = timed.values()
     same = ({str(t.changed): t.validation_score for t in base.trials}
             == {str(t.changed): t.validation_score for t in other.trials})
-    table = Table(f"Sweep trials on Dask: {len(base.trials)} rating-model trials of at most {DASK_EPOCHS} epochs on "
-                  "the sample", ["path", "wall s", "ratio vs one process"])
+    table = Table(f"Sweep trials on Dask: the {len(base.trials)} rating-model trials of `make sweep` on the sample",
+                  ["path", "wall s", "ratio vs one process"])
     table.rows += [[label, f"{seconds:.1f}", f"{seconds / base_seconds:.2f}"] for label, (seconds, _) in timed.items()]
     table.notes.append(f"Workers: {os.cpu_count()} (one per core). Wall times include ingest, validation and the "
                        "matrix (the flow's own, the same in both) and, on Dask, starting the cluster and each worker's "
@@ -459,8 +504,8 @@ def repository_path(path: str | Path) -> str:
 
 
 def scale_part(size: str, work: Path, layout: str = "cooperunion") -> list[Table]:
-    """Full scale in child processes, each with its own peak RSS: the data path and two epochs of the rating
-    model; the ranking model's fit; then serving from the saved bundle in a fresh process."""
+    """Full scale in child processes, each with its own peak RSS: the data path and the rating model's fit; the
+    ranking model's fit; then serving from the saved bundle in a fresh process."""
     result = child_json("benchmarks.full_scale", "--size", size, "--work", str(work), "--layout", layout)
     rows_in = result["rows_in"]
     data = Table(f"Full scale ({size}, {layout} layout: {result['n_users']:,} users × {result['n_anime']:,} anime, "
@@ -471,15 +516,14 @@ def scale_part(size: str, work: Path, layout: str = "cooperunion") -> list[Table
         data.rows.append([step, f"{seconds:.1f}", f"{rows_in / seconds:,.0f}", f"{result['rss_gb'][step]:.2f}"])
     total = sum(result["seconds"][step] for step in ("ingest", "validate", "matrix"))
     data.rows.append(["ingest + validate + matrix", f"{total:.1f}", f"{rows_in / total:,.0f}", ""])
-    for epoch, (seconds, rate) in enumerate(zip(result["epoch_seconds"], result["epoch_rates"], strict=True), 1):
-        note = " (includes XLA compile)" if epoch == 1 else ""
-        data.rows.append([f"rating model, training epoch {epoch}{note}", f"{seconds:.1f}", f"{rate:,.0f}",
-                          f"{result['rss_gb'][f'epoch{epoch}']:.2f}"])
+    data.rows.append([f"rating model: whole ALS fit, {result['sweeps']} sweeps (best {result['best_sweep']}, L2 "
+                      f"{result['l2']:.4g}); rows/s: median per sweep", f"{result['seconds']['train']:.1f}",
+                      f"{result['ratings_per_s']:,.0f}", f"{result['rss_gb']['train']:.2f}"])
     ranking = child_json("benchmarks.ranking_scale", "--matrix", result["matrix"], "--rating-model",
                          result["rating_model"], "--bundle", str(work / f"{size}-bundle"))
     data.rows.append([f"ranking model fit ({len(ranking['trials'])} λ on validation + the final fit)",
                       f"{ranking['fit_seconds']:.1f}", "", f"peak {ranking['peak_rss_gb']:.2f}"])
-    data.notes += [f"Peak RSS of the data path and rating-model run (ingest → validate → matrix → 2 epochs): "
+    data.notes += [f"Peak RSS of the data path and rating-model run (ingest → validate → matrix → the fit): "
                    f"**{result['peak_rss_gb']:.2f} GB**; of the ranking model's fit (its own process, from the "
                    f"matrix folder): **{ranking['peak_rss_gb']:.2f} GB**. Parquet matrix folder: "
                    f"{result['parquet_mb']:,.0f} MB (CSV in: {result['csv_mb']:,.0f} MB); data generation "
@@ -492,7 +536,7 @@ def scale_part(size: str, work: Path, layout: str = "cooperunion") -> list[Table
     served = child_json("benchmarks.serving_latency", ranking["bundle"])
     serving = Table(f"Serving latency at full scale ({size})", SERVING_COLUMNS, [served],
                     ["A fresh process loading the saved bundle (both models) as a server does; lists from the "
-                     "ranking model, the rating model after two epochs."])
+                     "ranking model, predicted ratings from the rating model fitted above."])
     return [data, serving]
 
 
@@ -537,13 +581,16 @@ def run_benchmarks(parts: list[str], size: str = "kaggle2020", layout: str = "co
             tables.append(time_to_model_part(sample, run_dir, work))
     if "scale" in parts:
         tables += scale_part(size, work, layout)
+    if "full" in parts:
+        tables.append(full_part(size, work))
     for table in tables:
         print(table.markdown(), end="\n\n")
-    command = "make bench" + (f" PARTS={','.join(parts)}" if parts != list(PARTS) else "") + (
-        f" SIZE={size}" if size != "kaggle2020" and "scale" in parts else "") + (
+    command = "make bench" + (f" PARTS={','.join(parts)}" if parts != list(DEFAULT_PARTS) else "") + (
+        f" SIZE={size}" if size != "kaggle2020" and {"scale", "full"} & set(parts) else "") + (
         f" LAYOUT={layout}" if layout != "cooperunion" and "scale" in parts else "")
     layout_note = f", {layout} layout" if layout != "cooperunion" else ""
-    write_report(f"Parts: {', '.join(parts)}" + (f" (size {size}{layout_note})" if "scale" in parts else ""), command,
+    write_report(f"Parts: {', '.join(parts)}" + (f" (size {size}{layout_note})" if {"scale", "full"} & set(parts)
+                                                 else ""), command,
                  tables)
     print(f"written to {REPORT.name}")
     return 0

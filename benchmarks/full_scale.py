@@ -1,4 +1,5 @@
-"""Child process of the bench's `scale` part: the data path and rating-model training at Kaggle-2020 size, as JSON.
+"""Child process of the bench's `scale` part: the data path and the rating model's whole fit at Kaggle-2020 size,
+as JSON.
 
 Run alone so that its peak RSS (VmHWM) is this run's own. The generated data set is kept in the work
 folder and reused by later runs (generation is not part of what is measured).
@@ -19,7 +20,7 @@ from pipeline.generate import KAGGLE_2020_LIST_SPEC, KAGGLE_2020_SPEC, generate_
 from pipeline.ingest import ingest
 from pipeline.matrix import build_utility_matrix
 from pipeline.settings import Settings, TrainingConfig
-from pipeline.train import SparseTrainer, SplitTensors, build_model
+from pipeline.train import train_model
 from pipeline.validate import validate
 
 SPECS = {"kaggle2020": KAGGLE_2020_SPEC,
@@ -73,27 +74,14 @@ def main() -> None:
     del validated
     gc.collect()
 
-    config = TrainingConfig()
-    scale = matrix.scale
-    model = build_model(matrix.n_users, matrix.n_anime, config,
-                        global_mean=(matrix.train_mean_rating - scale.minimum) / (scale.maximum - scale.minimum))
-    trainer = SparseTrainer(model, config)
-    train = SplitTensors.of(matrix.split("train"))
-    rng = np.random.default_rng(config.seed)
-    epoch_seconds, epoch_rates = [], []
-    for epoch in (1, 2):
-        order = rng.permutation(matrix.split_sizes["train"]).astype(np.int32)
-        begun = time.perf_counter()
-        trainer.train_epoch(train, order)
-        epoch_seconds.append(time.perf_counter() - begun)
-        epoch_rates.append(len(order) / epoch_seconds[-1])
-        rss[f"epoch{epoch}"] = memory_gb("VmRSS")
+    trained = timed("train", train_model, matrix, TrainingConfig(), None, 0)
     rating_model = args.work / f"{args.size}-rating.keras"
-    model.save(rating_model)
+    trained.model.save(rating_model)
     print(json.dumps({
         "data_dir": str(data_dir), "n_users": matrix.n_users, "n_anime": matrix.n_anime, "rows_in": rows_in,
-        "seconds": seconds, "rss_gb": rss, "peak_rss_gb": memory_gb("VmHWM"), "epoch_seconds": epoch_seconds,
-        "epoch_rates": epoch_rates, "parquet_mb": folder_mb(matrix.path),
+        "seconds": seconds, "rss_gb": rss, "peak_rss_gb": memory_gb("VmHWM"), "sweeps": trained.epochs_run,
+        "best_sweep": trained.best_epoch, "l2": trained.history["l2"][trained.best_epoch - 1],
+        "ratings_per_s": float(np.median(trained.history["ratings_per_s"])), "parquet_mb": folder_mb(matrix.path),
         "csv_mb": folder_mb(data_dir), "generate_seconds": generate_seconds, "matrix": str(matrix.path),
         "rating_model": str(rating_model),
     }))

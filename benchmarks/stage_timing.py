@@ -1,9 +1,12 @@
-"""Child process of the bench's `stages` part: run the retrain flow on the demo data, print task timings as JSON."""
+"""Child process of the bench's `stages` and `full` parts: run the retrain flow (on the demo data, or on `--data`),
+print task timings, peak RSS and the run's scores as JSON."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
+from pathlib import Path
 
 from flows.retrain import retrain  # first: flows/ sets Prefect's environment defaults before Prefect reads them
 
@@ -13,15 +16,26 @@ def main() -> None:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import FlowRunSort
 
+    from benchmarks.full_scale import memory_gb
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path)
+    args = parser.parse_args()
     started = time.perf_counter()
-    retrain()
+    summary = retrain(data_dir=args.data)
     flow_seconds = time.perf_counter() - started
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
     task_runs.sort(key=lambda run: run.start_time)
     tasks = [(run.name.rsplit("-", 1)[0], run.total_run_time.total_seconds()) for run in task_runs]
-    print(json.dumps({"flow_seconds": flow_seconds, "tasks": tasks}))
+    outcome = summary.outcome
+    scores = {} if outcome is None else {
+        "rows_in": summary.counts.rows_in, "n_users": outcome.matrix.n_users, "n_anime": outcome.matrix.n_anime,
+        "train": outcome.matrix.split_sizes["train"], "epochs_run": outcome.epochs_run,
+        "best_epoch": outcome.best_epoch, **outcome.evaluation.as_metrics()}
+    print(json.dumps({"flow_seconds": flow_seconds, "tasks": tasks, "peak_rss_gb": memory_gb("VmHWM"),
+                      "scores": scores}))
 
 
 if __name__ == "__main__":
