@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv from pyproject.toml
 
-pipeline: $(STAMP) ## retrain: DATA=folder or .zip, RATING_SCALE=1-5, DATASET_NAME=…, MODEL_NAME=…, EPOCHS=n
-	$(CLI) retrain $(DATA_OPTIONS) $(call opt,EPOCHS,epochs)
+pipeline: $(STAMP) ## retrain: DATA=folder or .zip, RATING_SCALE=1-5, DATASET_NAME=…, MODEL_NAME=…, EPOCHS=n, DASK=local|tcp://…
+	$(CLI) retrain $(DATA_OPTIONS) $(call opt,EPOCHS,epochs) $(call opt,DASK,dask)
 
 test: $(STAMP) ## run the test suite, one worker process per core (at most 4)
 	$(PY) -m pytest -n auto --maxprocesses 4

@@ -43,13 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(retrain)
     retrain.add_argument("--epochs", type=int, help="maximum rating-model epochs (early stopping may end sooner)")
     retrain.add_argument("--skip-unchanged", action="store_true", help="stop if the data set's data are unchanged")
+    retrain.add_argument("--dask", nargs="?", const="local", help="validation batches as tasks on Dask: 'local' "
+                         "(a local cluster, one worker process per core; the default of a bare --dask) or an existing "
+                         "cluster's scheduler (tcp://host:8786)")
 
     sweep = commands.add_parser("sweep", help="grid search of one model's settings, best on validation")
     _data_options(sweep)
     sweep.add_argument("--kind", choices=["rating", "ranking"], default="rating", help="which model to sweep")
     sweep.add_argument("--space", type=json.loads, help='grid as JSON, e.g. \'{"l2": [0.01, 0.02]}\'')
-    sweep.add_argument("--dask", help="scheduler of an existing Dask cluster (tcp://host:8786); default: a local "
-                       "cluster, one worker process per core")
+    sweep.add_argument("--dask", help="scheduler of an existing Dask cluster (tcp://host:8786); default (or "
+                       "'local'): a local cluster, one worker process per core")
 
     serve = commands.add_parser("serve", help="Prefect server (if none answers) + retrain on a cron schedule")
     _data_options(serve)
@@ -113,12 +116,16 @@ def _quiet_flow_errors(command: str) -> None:
 
 
 def _retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.cluster import on_dask
     from flows.retrain import retrain
 
     _quiet_flow_errors("retrain")
     if args.epochs:
         settings.training.epochs = args.epochs
-    summary = retrain(data_dir=args.data, skip_unchanged=args.skip_unchanged, settings=settings,
+    if args.dask:
+        settings.dask_address = args.dask
+    run = on_dask(retrain, settings) if settings.dask_address else retrain
+    summary = run(data_dir=args.data, skip_unchanged=args.skip_unchanged, settings=settings,
                       rating_scale=args.rating_scale, dataset_name=args.dataset_name)
     print(summary.format(settings.registered_model_name))
     return 0

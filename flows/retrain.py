@@ -2,7 +2,9 @@
 evaluate → register → archive inbox.
 
 Thin wiring only: each task calls one `pipeline` stage (and logs what it produced to MLflow).
-Run it with `make pipeline`, `animerec retrain --data DIR`, or on a schedule (`make serve`).
+Run it with `make pipeline`, `animerec retrain --data DIR`, or on a schedule (`make serve`). On a Dask cluster
+(`make pipeline DASK=local` or `DASK=tcp://host:8786`: `on_dask(retrain, settings)`), the validation batches run as
+tasks on it; everything else stays in the flow's process.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.cluster import batch_map
 from pipeline import tracking
 from pipeline.errors import RegistryUnavailableError
 from pipeline.evaluate import EvaluationReport, evaluate_model
@@ -53,7 +56,7 @@ def ingest_task(data_dir: Path, settings: Settings) -> RawData:
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(raw: RawData, settings: Settings) -> ValidatedData:
-    validated = validate(raw, settings)
+    validated = validate(raw, settings, batch_map())
     get_run_logger().info("Great Expectations:\n%s", validated.summary())
     if validated.scale.warning:
         get_run_logger().warning(validated.scale.warning)

@@ -4,15 +4,14 @@
 (validation NDCG@10). Each trial is a Prefect task and an MLflow run nested under the sweep's run
 (experiment `<name>-sweep`), with its configuration as params and its validation score as a metric. The
 winner is chosen on validation only; its test score is reported, never used. Run it with
-`make sweep DATA=DIR [KIND=ranking]` (`animerec sweep`): its trials run as tasks on a Dask cluster
-(`dask_task_runner`), a local one by default, an existing one with `DASK=tcp://host:8786`; called directly, `sweep`
-runs them one after the other. Trials only fit: the flow logs each to MLflow as it comes back, so workers need the
-matrix folder (a shared file system on a real cluster), not the MLflow store.
+`make sweep DATA=DIR [KIND=ranking]` (`animerec sweep`): its trials run as tasks on a Dask cluster (flows/cluster.py),
+a local one by default, an existing one with `DASK=tcp://host:8786`, and so do its validation batches; called
+directly, `sweep` runs them one after the other. Trials only fit: the flow logs each to MLflow as it comes back, so
+workers need the matrix folder (a shared file system on a real cluster), not the MLflow store.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect_dask import DaskTaskRunner
 from pydantic import BaseModel
 
+from flows.cluster import on_dask
 from flows.retrain import build_matrix_task, generate_demo_data_task, ingest_task, validate_task
 from pipeline import tracking
 from pipeline.matrix import UtilityMatrix
@@ -44,16 +43,6 @@ from pipeline.sweep import (
 def trial_task(matrix: UtilityMatrix, changed: dict[str, Any], config: BaseModel,
                settings: Settings) -> tuple[TrialResult, Any]:
     return run_trial(matrix, changed, config, settings)
-
-
-def dask_task_runner(settings: Settings) -> DaskTaskRunner:
-    """The cluster at `settings.dask_address`, or a local one on 127.0.0.1 (no dashboard): one single-threaded worker
-    process per core unless `settings.dask_workers` says otherwise."""
-    if settings.dask_address:
-        return DaskTaskRunner(address=settings.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers or os.cpu_count() or 1,
-                                          "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
-                                          "dashboard_address": None})
 
 
 @flow(name="sweep", task_runner=ThreadPoolTaskRunner(max_workers=1))
@@ -90,4 +79,4 @@ def sweep(data_dir: Path | None = None, settings: Settings | None = None,
 
 def sweep_on_dask(settings: Settings, **arguments: Any) -> SweepSummary:
     """`sweep` with its trials on the Dask cluster the settings name (a local one by default)."""
-    return sweep.with_options(task_runner=dask_task_runner(settings))(settings=settings, **arguments)
+    return on_dask(sweep, settings)(settings=settings, **arguments)

@@ -115,8 +115,9 @@ class Settings(BaseSettings):
                                                          "unrated_weight": [0.25, 0.5, 1.0],
                                                          "neighbours": [100, 200, 400]}
 
-    # Where sweep trials run (`animerec sweep`): an existing Dask cluster's scheduler (DASK=tcp://host:8786), else a
-    # local cluster of `dask_workers` single-threaded worker processes (default: one per core).
+    # Where sweep trials and validation batches run: an existing Dask cluster's scheduler (DASK=tcp://host:8786), else
+    # ("local", or unset for `animerec sweep`) a local cluster of `dask_workers` single-threaded worker processes
+    # (default: one per core). `animerec retrain` uses Dask only when this is set (or --dask is given).
     dask_address: str | None = None
     dask_workers: int | None = Field(None, ge=1)
 

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,49 +174,88 @@ def _batches(table: pa.Table, key_column: str | None, batch_rows: int) -> list[n
     return np.split(order, np.searchsorted(labels[order], np.arange(1, n_batches)))
 
 
+@dataclass(frozen=True)
+class SuiteBatch:
+    """One batch of a suite's validation, self-contained so that it can run in another process (a Dask worker)."""
+
+    suite_path: Path
+    source: str
+    parameters: dict[str, Any]
+    table: pa.Table  # the batch's rows
+    rows: np.ndarray  # their row numbers in the whole table
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """Per expectation, in the order of GX's results (the same for every batch of a suite): what it is, the
+    failing row numbers (of the whole table), GX's unexpected count and success; and GX's own result for the batch
+    (per-row lists dropped)."""
+
+    expectations: list[tuple[str, str, str, str | None]]  # type, column, on_failure, quarantine reason
+    failing: list[np.ndarray]
+    unexpected: list[int]
+    success: list[bool]
+    gx_result: dict[str, Any]
+
+
+BatchMap = Callable[[Iterator[SuiteBatch]], list[BatchOutcome]]  # runs validate_batch on each, results in order
+
+
+def validate_batch(batch: SuiteBatch) -> BatchOutcome:
+    """Run the suite on one batch; a failing `stop` expectation (or one GX could not evaluate) raises the one-line
+    PipelineInputError naming the source and column."""
+    suite = _load_suite(batch.suite_path)
+    batch_definition = (_gx_context().data_sources.add_or_update_pandas(f"{suite.name}-source")
+                        .add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe("all"))
+    gx_batch = batch_definition.get_batch(batch_parameters={"dataframe": _as_pandas(batch.table)})
+    result = gx_batch.validate(suite, expectation_parameters=batch.parameters, result_format="COMPLETE")
+    expectations, failing, unexpected, success = [], [], [], []
+    for item in result.results:
+        config = item.expectation_config
+        meta = config.meta or {}
+        expectations.append((config.type, _column_of(config.kwargs), meta.get("on_failure", "stop"),
+                             meta.get("reason")))
+        raised = (item.exception_info or {}).get("raised_exception")
+        if raised or (not item.success and (config.meta or {}).get("on_failure", "stop") == "stop"):
+            detail = item.exception_info.get("exception_message") if raised else item.result.get("observed_value")
+            raise PipelineInputError(f"{batch.source}: column '{_column_of(config.kwargs)}' failed {config.type} "
+                                     f"({detail})")
+        failing.append(batch.rows[np.asarray(item.result.get("unexpected_index_list") or [], dtype=np.int64)])
+        unexpected.append(int(item.result.get("unexpected_count") or 0))
+        success.append(bool(item.success))
+    return BatchOutcome(expectations, failing, unexpected, success, _compact(result.to_json_dict()))
+
+
+def validate_batches_here(batches: Iterator[SuiteBatch]) -> list[BatchOutcome]:
+    """One batch after another in this process (one batch's dataframe in memory at a time)."""
+    return [validate_batch(batch) for batch in batches]
+
+
 def run_suite(table: pa.Table, suite_path: Path, source: str, parameters: dict[str, Any] | None = None,
-              batch_rows: int = 4_000_000) -> tuple[SuiteReport, pa.Array]:
+              batch_rows: int = 4_000_000, map_batches: BatchMap = validate_batches_here,
+              ) -> tuple[SuiteReport, pa.Array]:
     """Validate `table` against a JSON suite; return the report and a per-row quarantine reason (null = ok).
 
     Large tables are validated in batches of about `batch_rows` (split by the suite's `meta.batch_key`
-    column) so that memory follows the batch, not the table.
+    column) so that memory follows the batch, not the table; `map_batches` runs them (here, one after another, or
+    as tasks on a Dask cluster: flows/dask.py). Batches are split by key, so the result does not depend on how many.
     """
     suite = _load_suite(suite_path)
-    batch_definition = (_gx_context().data_sources.add_or_update_pandas(f"{suite.name}-source")
-                        .add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe("all"))
-    failing_rows: dict[int, list[np.ndarray]] = {}
-    unexpected: dict[int, int] = {}
-    success: dict[int, bool] = {}
-    gx_results = []
-    for rows in _batches(table, (suite.meta or {}).get("batch_key"), batch_rows):
-        batch = batch_definition.get_batch(batch_parameters={"dataframe": _as_pandas(table.take(rows))})
-        result = batch.validate(suite, expectation_parameters=parameters or {}, result_format="COMPLETE")
-        gx_results.append(_compact(result.to_json_dict()))
-        for number, item in enumerate(result.results):
-            config = item.expectation_config
-            raised = (item.exception_info or {}).get("raised_exception")
-            if raised or (not item.success and (config.meta or {}).get("on_failure", "stop") == "stop"):
-                detail = item.exception_info.get("exception_message") if raised else item.result.get("observed_value")
-                raise PipelineInputError(f"{source}: column '{_column_of(config.kwargs)}' failed {config.type} "
-                                         f"({detail})")
-            batch_failing = np.asarray(item.result.get("unexpected_index_list") or [], dtype=np.int64)
-            failing_rows.setdefault(number, []).append(rows[batch_failing])
-            unexpected[number] = unexpected.get(number, 0) + int(item.result.get("unexpected_count") or 0)
-            success[number] = success.get(number, True) and bool(item.success)
-
+    batches = (SuiteBatch(suite_path, source, parameters or {}, table.take(rows), rows)
+               for rows in _batches(table, (suite.meta or {}).get("batch_key"), batch_rows))
+    results = map_batches(batches)
     reason = pa.nulls(table.num_rows, pa.string())
     outcomes = []
-    for number, item in enumerate(result.results):
-        config = item.expectation_config
-        failing = np.concatenate(failing_rows[number])
+    for number, (kind, column, on_failure, why) in enumerate(results[0].expectations):
+        failing = np.concatenate([result.failing[number] for result in results])
         if failing.size:
             mask = np.zeros(table.num_rows, dtype=bool)
             mask[failing] = True
-            reason = pc.if_else(mask, pc.binary_join_element_wise(
-                reason, config.meta["reason"], "; ", null_handling="skip"), reason)
-        outcomes.append(ExpectationOutcome(config.type, _column_of(config.kwargs), success[number],
-                                           unexpected[number], (config.meta or {}).get("on_failure", "stop")))
+            reason = pc.if_else(mask, pc.binary_join_element_wise(reason, why, "; ", null_handling="skip"), reason)
+        outcomes.append(ExpectationOutcome(kind, column, all(result.success[number] for result in results),
+                                           sum(result.unexpected[number] for result in results), on_failure))
     quarantined = int(pc.sum(pc.is_valid(reason)).as_py() or 0)
+    gx_results = [result.gx_result for result in results]
     gx_result = gx_results[0] if len(gx_results) == 1 else {"success": all(r["success"] for r in gx_results),
                                                             "batches": gx_results}
     report = SuiteReport(suite.name, source, table.num_rows, quarantined, outcomes, gx_result)
@@ -245,7 +285,8 @@ def _newest_per_pair(ratings: pa.Table, valid: np.ndarray) -> np.ndarray:
     return keep
 
 
-def _watch_list_rows(raw: RawData, settings: Settings) -> tuple[pa.Table, pa.Array, SuiteReport] | None:
+def _watch_list_rows(raw: RawData, settings: Settings,
+                     map_batches: BatchMap) -> tuple[pa.Table, pa.Array, SuiteReport] | None:
     """The Kaggle 2020 list entries, validated, as source 0 (oldest): a rating of the same pair in any rating
     file supersedes them."""
     if raw.watch_list is None:
@@ -255,7 +296,7 @@ def _watch_list_rows(raw: RawData, settings: Settings) -> tuple[pa.Table, pa.Arr
     report, reason = run_suite(table.select(["user_id", "anime_id", "rating", "watching_status"]),
                                settings.expectations_dir / "animelist.json", raw.layout.watch_list_file,
                                {"allowed_scores": allowed, "statuses": sorted(set(WATCHING_STATUSES) - {0})},
-                               settings.validation_batch_rows)
+                               settings.validation_batch_rows, map_batches)
     rows = pa.table({"user_id": table["user_id"], "anime_id": table["anime_id"], "rating": table["rating"],
                      "watching_status": pc.cast(pc.fill_null(table["watching_status"], 0), pa.int8()),
                      "row_number": table["row_number"], "source_rank": pa.array(np.zeros(table.num_rows, np.int32))})
@@ -277,8 +318,9 @@ def _check_quarantine_share(source: str, reasons: pa.Array | pa.ChunkedArray, se
                                  f"{listed}")
 
 
-def validate(raw: RawData, settings: Settings) -> ValidatedData:
+def validate(raw: RawData, settings: Settings, map_batches: BatchMap = validate_batches_here) -> ValidatedData:
     """Apply the suites; quarantine failing rows; fail if too large a share of rows is quarantined.
+    `map_batches` runs the rating files' and the watch list's batches (see run_suite).
 
     Every row ends in exactly one of: accepted rating, interaction without a rating, quarantine, or
     superseded (a newer file has the same pair), and the counts reconcile file by file.
@@ -286,14 +328,14 @@ def validate(raw: RawData, settings: Settings) -> ValidatedData:
     allowed = [settings.unrated_value, *range(settings.rating_min, settings.rating_max + 1)]
     rating_report, rating_reason = run_suite(
         raw.ratings.select(SUITE_RATING_COLUMNS), settings.expectations_dir / "ratings.json",
-        " + ".join(raw.sources), {"allowed_ratings": allowed}, settings.validation_batch_rows)
+        " + ".join(raw.sources), {"allowed_ratings": allowed}, settings.validation_batch_rows, map_batches)
     rating_reason = pc.coalesce(raw.ratings["parse_error"], rating_reason)
     anime_report, anime_reason = run_suite(
         raw.anime.drop_columns(["row_number", "parse_error"]), settings.expectations_dir / "anime.json", ANIME_FILE)
     anime_reason = pc.coalesce(raw.anime["parse_error"], anime_reason)
     _check_quarantine_share(" + ".join(raw.sources), rating_reason, settings)
 
-    watch_list = _watch_list_rows(raw, settings)
+    watch_list = _watch_list_rows(raw, settings, map_batches)
     offset = 0 if watch_list is None else 1
     rows = pa.table({
         "user_id": raw.ratings["user_id"], "anime_id": raw.ratings["anime_id"], "rating": raw.ratings["rating"],

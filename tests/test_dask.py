@@ -1,18 +1,30 @@
-"""Sweep trials on Dask through Prefect's DaskTaskRunner: a local cluster of 2 worker processes, and a real
-`dask scheduler` + 2 `dask worker` processes on 127.0.0.1, each giving what the single-process sweep gives."""
+"""Sweep trials and validation batches on Dask through Prefect's DaskTaskRunner: a local cluster of 2 worker
+processes, and a real `dask scheduler` + 2 `dask worker` processes on 127.0.0.1, each giving what the single-process
+path gives."""
 
+import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 from conftest import free_port
 from distributed import Client
+from prefect import flow
 
+import flows.cluster
 import flows.sweep
+import pipeline.validate
+from flows.cluster import on_dask
+from flows.retrain import ingest_task, retrain, validate_task
 from flows.sweep import sweep, sweep_on_dask
+from pipeline.ingest import ingest
+from pipeline.validate import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 SPACE = {"rating_weight_power": [0, 2], "neighbours": [5, 100]}  # the ranking model: quick trials
@@ -80,3 +92,57 @@ def test_sweep_trials_on_a_local_cluster_and_on_a_real_one_give_the_single_proce
     remote = sweep_on_dask(settings, data_dir=small_data, space=SPACE, model="ranking")
     _same_sweep(remote, reference)
     assert _tasks_seen(client) - before >= len(reference.trials)  # the trials went through this scheduler
+
+
+def _with_bad_rows(source: Path, folder: Path) -> Path:
+    """The small data set plus rows each expectation quarantines (the bad-input cases of tests/reliability)."""
+    shutil.copytree(source, folder)
+    anime = pacsv.read_csv(folder / "anime.csv")["anime_id"].to_pylist()
+    bad = [[-4, anime[0], 5], [4, -10, 5], [5, anime[1], 11], [5, anime[2], 0], [6, anime[3], ""],
+           [6, anime[4], "abc"], [7, anime[5], 7], [7, anime[5], 9], [8, "10.5", 5], [9, anime[6], "7.5"]]
+    with (folder / "rating.csv").open("a") as handle:
+        handle.writelines(",".join(map(str, row)) + "\n" for row in bad)
+    return folder
+
+
+@flow
+def validation_flow(data_dir: Path, settings):
+    return validate_task(ingest_task(data_dir, settings), settings)
+
+
+def _same_validation(counts, data_version, quarantine, reference) -> None:
+    assert dataclasses.asdict(counts) == dataclasses.asdict(reference.counts)
+    assert data_version == reference.data_version
+    assert quarantine.sort_by([("source", "ascending"), ("row_number", "ascending")]).equals(
+        reference.quarantine.sort_by([("source", "ascending"), ("row_number", "ascending")]))
+
+
+def test_validation_batches_on_a_local_cluster_and_on_a_real_one_give_the_single_process_result(
+        small_data, settings, tmp_path, dask_cluster, monkeypatch):
+    data = _with_bad_rows(small_data, tmp_path / "with-bad-rows")
+    settings.max_quarantine_share = 1.0
+    settings.validation_batch_rows = 3_000  # 12k rows: several batches
+    reference = validate(ingest(data), settings)  # this process, one batch after another
+    assert reference.counts.quarantined >= 10 and len(reference.reports[0].gx_result["batches"]) >= 4
+
+    test_process, validate_batch = os.getpid(), flows.cluster.validate_batch
+
+    def not_in_this_process(batch):  # travels to the workers with the task (cloudpickle, by value)
+        assert os.getpid() != test_process, "a validation batch ran in the test process, not on a Dask worker"
+        return validate_batch(batch)
+
+    monkeypatch.setattr(flows.cluster, "validate_batch", not_in_this_process)
+    monkeypatch.setattr(pipeline.validate, "validate_batch", not_in_this_process)  # the in-process path fails
+
+    settings.dask_address, settings.dask_workers = "local", 2
+    local = on_dask(validation_flow, settings)(data, settings)
+    _same_validation(local.counts, local.data_version, local.quarantine, reference)
+    assert local.summary() == reference.summary()
+
+    address, client = dask_cluster
+    settings.dask_address = address
+    before = _tasks_seen(client)
+    summary = on_dask(retrain, settings)(data_dir=data, settings=settings)  # the whole flow, as `make pipeline DASK=`
+    quarantine = pq.read_table(summary.outcome.matrix.path / "quarantine.parquet")
+    _same_validation(summary.counts, summary.data_version, quarantine, reference)
+    assert _tasks_seen(client) - before >= len(reference.reports[0].gx_result["batches"])

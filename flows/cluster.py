@@ -1,0 +1,52 @@
+"""Dask as the scale-out engine, through Prefect's DaskTaskRunner: which cluster a flow's tasks go to, and the
+validation batches as tasks on it. Training stays in the flow's process (Keras has no multi-worker path)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TypeVar
+
+from prefect import Flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect_dask import DaskTaskRunner
+
+from pipeline.settings import Settings
+from pipeline.validate import BatchMap, BatchOutcome, SuiteBatch, validate_batch, validate_batches_here
+
+LOCAL = "local"  # DASK=local: a local cluster (the default of `sweep`)
+F = TypeVar("F", bound=Flow)
+
+
+def dask_task_runner(settings: Settings) -> DaskTaskRunner:
+    """The cluster at `settings.dask_address`, or a local one on 127.0.0.1 (no dashboard): one single-threaded worker
+    process per core unless `settings.dask_workers` says otherwise."""
+    if settings.dask_address and settings.dask_address != LOCAL:
+        return DaskTaskRunner(address=settings.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers or os.cpu_count() or 1,
+                                          "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
+                                          "dashboard_address": None})
+
+
+def on_dask(flow: F, settings: Settings) -> F:
+    """The flow with its submitted tasks on the Dask cluster the settings name (a local one by default)."""
+    return flow.with_options(task_runner=dask_task_runner(settings))
+
+
+@task(name="validate-batch", cache_policy=NO_CACHE, task_run_name="validate {batch.source} rows of batch")
+def validate_batch_task(batch: SuiteBatch) -> BatchOutcome:
+    return validate_batch(batch)
+
+
+def _validate_batches_as_tasks(batches: Iterator[SuiteBatch]) -> list[BatchOutcome]:
+    futures = [validate_batch_task.submit(batch) for batch in batches]
+    return [future.result() for future in futures]  # in batch order: the first failing batch's error is raised
+
+
+def batch_map() -> BatchMap:
+    """Validation batches as tasks on the flow's Dask cluster when the flow runs on one; else one after another in
+    this process (one batch's dataframe in memory at a time)."""
+    context = FlowRunContext.get()
+    on_cluster = context is not None and isinstance(context.task_runner, DaskTaskRunner)
+    return _validate_batches_as_tasks if on_cluster else validate_batches_here
