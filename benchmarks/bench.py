@@ -516,6 +516,14 @@ def scale_part(size: str, work: Path, layout: str = "cooperunion") -> list[Table
         data.rows.append([step, f"{seconds:.1f}", f"{rows_in / seconds:,.0f}", f"{result['rss_gb'][step]:.2f}"])
     total = sum(result["seconds"][step] for step in ("ingest", "validate", "matrix"))
     data.rows.append(["ingest + validate + matrix", f"{total:.1f}", f"{rows_in / total:,.0f}", ""])
+    with tempfile.TemporaryDirectory(prefix="dask-validation-", dir=work) as tmp:
+        dask = child_json("benchmarks.dask_validation", "--data", result["data_dir"], "--work", tmp)
+    for label, seconds in ((f"validate, this process again ({dask['batches']} batches one after another)",
+                            dask["here_seconds"]),
+                           (f"validate on a local Dask cluster ({dask['workers']} worker processes; ratio "
+                            f"{dask['dask_seconds'] / dask['here_seconds']:.2f} to the row above; same result: "
+                            f"{dask['same']})", dask["dask_seconds"])):
+        data.rows.append([label, f"{seconds:.1f}", f"{dask['rows_in'] / seconds:,.0f}", ""])
     data.rows.append([f"rating model: whole ALS fit, {result['sweeps']} sweeps (best {result['best_sweep']}, L2 "
                       f"{result['l2']:.4g}); rows/s: median per sweep", f"{result['seconds']['train']:.1f}",
                       f"{result['ratings_per_s']:,.0f}", f"{result['rss_gb']['train']:.2f}"])

@@ -1,0 +1,48 @@
+"""Child process of the bench's `scale` part: validation of the full-scale data in this process, then as tasks on a
+local Dask cluster (the flow's DaskTaskRunner, as `make pipeline DASK=local` runs it); seconds of each as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from flows.cluster import on_dask  # first: flows/ sets Prefect's environment defaults before Prefect reads them
+from flows.retrain import ingest_task, validate_task
+from pipeline.ingest import ingest
+from pipeline.settings import Settings
+from pipeline.validate import validate
+
+
+def main() -> None:
+    from prefect import flow
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--work", type=Path, required=True)
+    args = parser.parse_args()
+    settings = Settings(data_root=args.work / "data", mlruns_dir=args.work / "mlruns", dask_address="local", dataset_name="bench")
+
+    raw = ingest(args.data)
+    begun = time.perf_counter()
+    here = validate(raw, settings)
+    here_seconds = time.perf_counter() - begun
+    del raw
+
+    @flow(name="validate-on-dask")
+    def validation_on_dask(data_dir: Path) -> tuple[object, float]:
+        raw = ingest_task(data_dir, settings)
+        begun = time.perf_counter()  # the cluster is up: it starts with the flow
+        return validate_task(raw, settings), time.perf_counter() - begun
+
+    on_cluster, dask_seconds = on_dask(validation_on_dask, settings)(args.data)
+    print(json.dumps({"rows_in": here.counts.rows_in, "batches": len(here.reports[0].gx_result.get("batches", [0])),
+                      "workers": os.cpu_count(), "here_seconds": here_seconds, "dask_seconds": dask_seconds,
+                      "same": (on_cluster.counts == here.counts and on_cluster.data_version == here.data_version
+                               and on_cluster.quarantine.equals(here.quarantine))}))
+
+
+if __name__ == "__main__":
+    main()
