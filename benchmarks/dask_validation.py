@@ -23,7 +23,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--work", type=Path, required=True)
     args = parser.parse_args()
-    settings = Settings(data_root=args.work / "data", mlruns_dir=args.work / "mlruns", dask_address="local", dataset_name="bench")
+    settings = Settings(data_root=args.work / "data", mlruns_dir=args.work / "mlruns", dask_address="local",
+                        dataset_name="bench")
 
     raw = ingest(args.data)
     begun = time.perf_counter()

@@ -34,7 +34,7 @@ def on_dask(flow: F, settings: Settings) -> F:
     return flow.with_options(task_runner=dask_task_runner(settings))
 
 
-@task(name="validate-batch", cache_policy=NO_CACHE, task_run_name="validate {batch.source} rows of batch")
+@task(name="validate-batch", cache_policy=NO_CACHE, task_run_name="validate {batch.label}")
 def validate_batch_task(batch: SuiteBatch) -> BatchOutcome:
     return validate_batch(batch)
 

@@ -136,7 +136,7 @@ def publish_artifacts_task(summary: RetrainSummary, model_name: str) -> None:
 
 def architecture(settings: Settings) -> str:
     """What the registered bundle holds, in a few words (a version tag)."""
-    return f"{settings.training.architecture} ratings + EASE lists"
+    return f"{settings.training.method} ratings + EASE lists"
 
 
 def _register_with_retries(model_uri: str, run_id: str, report: EvaluationReport, matrix: UtilityMatrix,
@@ -163,7 +163,7 @@ def _train_and_register(raw: RawData, validated: ValidatedData, lineage: Lineage
         model_uri = log_model_task(trained, ranking_fit, matrix, settings, run_id)
         report = evaluate_task(trained, ranking_fit, matrix, settings, run_id)
         decision = _register_with_retries(model_uri, run_id, report, matrix, lineage, settings)
-    return TrainingOutcome(run_id, tracking.run_url(settings, run_id), matrix, settings.training.architecture,
+    return TrainingOutcome(run_id, tracking.run_url(settings, run_id), matrix, settings.training.method,
                            trained.epochs_run, trained.best_epoch, ranking_fit, report, decision)
 
 

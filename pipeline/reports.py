@@ -25,12 +25,16 @@ class TrainingOutcome:
     mlflow_run_id: str
     mlflow_run_url: str
     matrix: UtilityMatrix
-    architecture: str
+    architecture: str  # TrainingConfig.method: "biased_mf by als", "seed_cosine", …
     epochs_run: int
     best_epoch: int
     ranking_fit: RankingFit
     evaluation: EvaluationReport
     decision: PromotionDecision
+
+    @property
+    def epoch_word(self) -> str:
+        return "sweep" if self.architecture.endswith("by als") else "epoch"
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,8 @@ class RetrainSummary:
             f"Retrain finished (MLflow run {o.mlflow_run_id})", *lines,
             f"  matrix            {o.matrix.n_users:,} users x {o.matrix.n_anime:,} anime; "
             f"train {sizes['train']:,} / validation {sizes['validation']:,} / test {sizes['test']:,}",
-            f"  rating model      {o.architecture}: {o.epochs_run} epochs run, weights of epoch {o.best_epoch} kept",
+            f"  rating model      {o.architecture}: {o.epochs_run} {o.epoch_word}s run, weights of {o.epoch_word} "
+            f"{o.best_epoch} kept",
             f"  ranking model     EASE, lambda {o.ranking_fit.model.l2:.4g} ({chosen.relative_l2:g} x mean "
             f"interactions per anime; {walk}), {o.ranking_fit.fit_seconds:.1f} s",
             f"  {f'test scores ({self.rating_scale} scale)':<29}RMSE     MAE",

@@ -48,6 +48,11 @@ class TrainingConfig(BaseModel):
     early_stopping_patience: int = Field(3, ge=0)
     seed: int = 42
 
+    @property
+    def method(self) -> str:
+        """What the rating model is and how it is fitted, as reports and registry tags name it."""
+        return self.architecture if self.architecture == "seed_cosine" else f"{self.architecture} by {self.solver}"
+
     @classmethod
     def seed_cosine(cls, **overrides) -> TrainingConfig:
         """The issue-2 pipeline's model and training, exactly (Keras' default Adam rate, 20 epochs)."""

@@ -183,6 +183,7 @@ class SuiteBatch:
     parameters: dict[str, Any]
     table: pa.Table  # the batch's rows
     rows: np.ndarray  # their row numbers in the whole table
+    label: str = ""  # which batch, for logs and task names: "rating.csv, batch 3 of 15"
 
 
 @dataclass(frozen=True)
@@ -241,8 +242,9 @@ def run_suite(table: pa.Table, suite_path: Path, source: str, parameters: dict[s
     as tasks on a Dask cluster: flows/dask.py). Batches are split by key, so the result does not depend on how many.
     """
     suite = _load_suite(suite_path)
-    batches = (SuiteBatch(suite_path, source, parameters or {}, table.take(rows), rows)
-               for rows in _batches(table, (suite.meta or {}).get("batch_key"), batch_rows))
+    split = _batches(table, (suite.meta or {}).get("batch_key"), batch_rows)
+    batches = (SuiteBatch(suite_path, source, parameters or {}, table.take(rows), rows,
+                          f"{source}, batch {number} of {len(split)}") for number, rows in enumerate(split, 1))
     results = map_batches(batches)
     reason = pa.nulls(table.num_rows, pa.string())
     outcomes = []
