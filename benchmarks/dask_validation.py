@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+from benchmarks.full_scale import memory_gb
 from flows.cluster import on_dask  # first: flows/ sets Prefect's environment defaults before Prefect reads them
 from flows.retrain import ingest_task, validate_task
 from pipeline.ingest import ingest
@@ -30,7 +31,9 @@ def main() -> None:
     begun = time.perf_counter()
     here = validate(raw, settings)
     here_seconds = time.perf_counter() - begun
-    del raw
+    rows_in, batches = here.counts.rows_in, len(here.reports[0].gx_result.get("batches", [0]))
+    expected = (here.counts, here.data_version, here.quarantine)
+    del raw, here
 
     @flow(name="validate-on-dask")
     def validation_on_dask(data_dir: Path) -> tuple[object, float]:
@@ -39,10 +42,9 @@ def main() -> None:
         return validate_task(raw, settings), time.perf_counter() - begun
 
     on_cluster, dask_seconds = on_dask(validation_on_dask, settings)(args.data)
-    print(json.dumps({"rows_in": here.counts.rows_in, "batches": len(here.reports[0].gx_result.get("batches", [0])),
-                      "workers": os.cpu_count(), "here_seconds": here_seconds, "dask_seconds": dask_seconds,
-                      "same": (on_cluster.counts == here.counts and on_cluster.data_version == here.data_version
-                               and on_cluster.quarantine.equals(here.quarantine))}))
+    same = (on_cluster.counts, on_cluster.data_version) == expected[:2] and on_cluster.quarantine.equals(expected[2])
+    print(json.dumps({"rows_in": rows_in, "batches": batches, "workers": os.cpu_count(), "here_seconds": here_seconds,
+                      "dask_seconds": dask_seconds, "peak_rss_gb": memory_gb("VmHWM"), "same": same}))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ validation batches as tasks on it. Training stays in the flow's process (Keras h
 
 from __future__ import annotations
 
+import functools
 import os
+from collections import deque
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -39,14 +41,23 @@ def validate_batch_task(batch: SuiteBatch) -> BatchOutcome:
     return validate_batch(batch)
 
 
-def _validate_batches_as_tasks(batches: Iterator[SuiteBatch]) -> list[BatchOutcome]:
-    futures = [validate_batch_task.submit(batch) for batch in batches]
-    return [future.result() for future in futures]  # in batch order: the first failing batch's error is raised
+def _validate_batches_as_tasks(batches: Iterator[SuiteBatch], in_flight: int) -> list[BatchOutcome]:
+    """Each batch a task; at most `in_flight` submitted and not yet read, so that this process and the workers hold
+    a few batches at a time, not a copy of the whole table. Results in batch order: the first failing batch's error
+    is the one raised."""
+    pending: deque = deque()
+    results = []
+    for batch in batches:
+        if len(pending) >= in_flight:
+            results.append(pending.popleft().result())
+        pending.append(validate_batch_task.submit(batch))
+    return results + [future.result() for future in pending]
 
 
-def batch_map() -> BatchMap:
+def batch_map(settings: Settings) -> BatchMap:
     """Validation batches as tasks on the flow's Dask cluster when the flow runs on one; else one after another in
     this process (one batch's dataframe in memory at a time)."""
     context = FlowRunContext.get()
-    on_cluster = context is not None and isinstance(context.task_runner, DaskTaskRunner)
-    return _validate_batches_as_tasks if on_cluster else validate_batches_here
+    if context is None or not isinstance(context.task_runner, DaskTaskRunner):
+        return validate_batches_here
+    return functools.partial(_validate_batches_as_tasks, in_flight=settings.validation_batches_in_flight)

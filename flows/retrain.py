@@ -56,7 +56,7 @@ def ingest_task(data_dir: Path, settings: Settings) -> RawData:
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(raw: RawData, settings: Settings) -> ValidatedData:
-    validated = validate(raw, settings, batch_map())
+    validated = validate(raw, settings, batch_map(settings))
     get_run_logger().info("Great Expectations:\n%s", validated.summary())
     if validated.scale.warning:
         get_run_logger().warning(validated.scale.warning)
@@ -117,8 +117,8 @@ def register_task(model_uri: str, run_id: str, report: EvaluationReport, matrix:
 
 
 @task(name="archive-inbox", cache_policy=NO_CACHE)
-def archive_inbox_task(raw: RawData, settings: Settings) -> list[Path]:
-    moved = archive_incoming(raw.incoming, settings.archive_dir)
+def archive_inbox_task(incoming: tuple[Path, ...], settings: Settings) -> list[Path]:
+    moved = archive_incoming(incoming, settings.archive_dir)
     if moved:
         get_run_logger().info("archived %d inbox file(s): %s", len(moved), ", ".join(p.name for p in moved))
     return moved
@@ -153,16 +153,12 @@ def _register_with_retries(model_uri: str, run_id: str, report: EvaluationReport
             f"attempts ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
 
-def _train_and_register(raw: RawData, validated: ValidatedData, lineage: Lineage, settings: Settings
-                        ) -> TrainingOutcome:
-    with tracking.ended(tracking.start_run(settings, lineage)) as run_id:
-        tracking.log_validation(run_id, validated)
-        matrix = build_matrix_task(validated, settings, raw.source_sha256, run_id)
-        trained = train_task(matrix, settings, run_id)
-        ranking_fit = train_ranking_task(matrix, settings, run_id)
-        model_uri = log_model_task(trained, ranking_fit, matrix, settings, run_id)
-        report = evaluate_task(trained, ranking_fit, matrix, settings, run_id)
-        decision = _register_with_retries(model_uri, run_id, report, matrix, lineage, settings)
+def _train_and_register(matrix: UtilityMatrix, lineage: Lineage, run_id: str, settings: Settings) -> TrainingOutcome:
+    trained = train_task(matrix, settings, run_id)
+    ranking_fit = train_ranking_task(matrix, settings, run_id)
+    model_uri = log_model_task(trained, ranking_fit, matrix, settings, run_id)
+    report = evaluate_task(trained, ranking_fit, matrix, settings, run_id)
+    decision = _register_with_retries(model_uri, run_id, report, matrix, lineage, settings)
     return TrainingOutcome(run_id, tracking.run_url(settings, run_id), matrix, settings.training.method,
                            trained.epochs_run, trained.best_epoch, ranking_fit, report, decision)
 
@@ -180,16 +176,21 @@ def retrain(data_dir: Path | None = None, skip_unchanged: bool = False, settings
         settings, origins = for_dataset(settings, data_dir, rating_scale, dataset_name)
         raw = ingest_task(data_dir, settings)
         validated = validate_task(raw, settings)
-        data_version = validated.data_version
+        data_version, incoming, layout = validated.data_version, raw.incoming, raw.layout.name
+        counts, validation_summary, scale_warning = validated.counts, validated.summary(), validated.scale.warning
         outcome = None
         if skip_unchanged and (data_version, settings.rating_scale) == tracking.last_trained_data(settings):
             get_run_logger().info("data version %s unchanged since the last trained run: not retraining", data_version)
         else:
             lineage = Lineage(settings.dataset_name, data_version, data_dir, raw.source_sha256)
-            outcome = _train_and_register(raw, validated, lineage, settings)
-        archived = archive_inbox_task(raw, settings)
-    summary = RetrainSummary(data_dir, data_version, validated.counts, validated.summary(), archived, outcome,
-                             settings.dataset_name, origins.name, raw.layout.name, settings.rating_scale,
-                             origins.rating_scale, settings.relevant_rating, validated.scale.warning)
+            with tracking.ended(tracking.start_run(settings, lineage)) as run_id:
+                tracking.log_validation(run_id, validated)
+                matrix = build_matrix_task(validated, settings, raw.source_sha256, run_id)
+                del raw, validated  # the matrix folder holds what training needs: free the tables (GBs at scale)
+                outcome = _train_and_register(matrix, lineage, run_id, settings)
+        archived = archive_inbox_task(incoming, settings)
+    summary = RetrainSummary(data_dir, data_version, counts, validation_summary, archived, outcome,
+                             settings.dataset_name, origins.name, layout, settings.rating_scale,
+                             origins.rating_scale, settings.relevant_rating, scale_warning)
     publish_artifacts_task(summary, settings.registered_model_name)
     return summary

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     unrated_value: int = -1  # Kaggle CooperUnion: watched but not rated
     max_quarantine_share: float = Field(0.05, ge=0, le=1)  # more bad rows than this fails the run
     validation_batch_rows: int = Field(4_000_000, ge=1)  # GX validates larger rating tables in batches of this
+    # On Dask: batches submitted and not yet read, at most (each is held here and on a worker until it is read)
+    validation_batches_in_flight: int = Field(4, ge=1)
 
     test_fraction: float = Field(0.1, gt=0, lt=1)
     validation_fraction: float = Field(0.1, gt=0, lt=1)  # of what remains after the test split

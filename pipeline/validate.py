@@ -322,7 +322,7 @@ def _check_quarantine_share(source: str, reasons: pa.Array | pa.ChunkedArray, se
 
 def validate(raw: RawData, settings: Settings, map_batches: BatchMap = validate_batches_here) -> ValidatedData:
     """Apply the suites; quarantine failing rows; fail if too large a share of rows is quarantined.
-    `map_batches` runs the rating files' and the watch list's batches (see run_suite).
+    `map_batches` runs the batches of every suite (see run_suite).
 
     Every row ends in exactly one of: accepted rating, interaction without a rating, quarantine, or
     superseded (a newer file has the same pair), and the counts reconcile file by file.
@@ -333,7 +333,8 @@ def validate(raw: RawData, settings: Settings, map_batches: BatchMap = validate_
         " + ".join(raw.sources), {"allowed_ratings": allowed}, settings.validation_batch_rows, map_batches)
     rating_reason = pc.coalesce(raw.ratings["parse_error"], rating_reason)
     anime_report, anime_reason = run_suite(
-        raw.anime.drop_columns(["row_number", "parse_error"]), settings.expectations_dir / "anime.json", ANIME_FILE)
+        raw.anime.drop_columns(["row_number", "parse_error"]), settings.expectations_dir / "anime.json", ANIME_FILE,
+        map_batches=map_batches)
     anime_reason = pc.coalesce(raw.anime["parse_error"], anime_reason)
     _check_quarantine_share(" + ".join(raw.sources), rating_reason, settings)
 
