@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.full_scale import memory_gb
 from flows.cluster import on_dask  # first: flows/ sets Prefect's environment defaults before Prefect reads them
-from flows.retrain import ingest_task, validate_task
+from flows.retrain import ingest_task, validate_stage
 from pipeline.ingest import ingest
 from pipeline.settings import Settings
 from pipeline.validate import validate
@@ -39,7 +39,7 @@ def main() -> None:
     def validation_on_dask(data_dir: Path) -> tuple[object, float]:
         raw = ingest_task(data_dir, settings)
         begun = time.perf_counter()  # the cluster is up: it starts with the flow
-        return validate_task(raw, settings), time.perf_counter() - begun
+        return validate_stage(raw, settings), time.perf_counter() - begun
 
     on_cluster, dask_seconds = on_dask(validation_on_dask, settings)(args.data)
     same = (on_cluster.counts, on_cluster.data_version) == expected[:2] and on_cluster.quarantine.equals(expected[2])

@@ -9,24 +9,37 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TypeVar
 
+from distributed import LocalCluster
 from prefect import Flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect_dask import DaskTaskRunner
 
 from pipeline.settings import Settings
-from pipeline.validate import BatchMap, BatchOutcome, SuiteBatch, validate_batch, validate_batches_here
+from pipeline.validate import BatchMap, BatchOutcome, SuiteBatch, validate_batch
 
 LOCAL = "local"  # DASK=local: a local cluster (the default of `sweep`)
 F = TypeVar("F", bound=Flow)
 
 
+def _local_cluster(**cluster_kwargs) -> LocalCluster:
+    """A LocalCluster whose workers report their task runs to the flow's own Prefect API: with no server configured,
+    the flow runs on a temporary one, which workers would not know of (each would start one of its own, and the
+    Prefect UI would not show their task runs)."""
+    with get_client(sync_client=True) as client:
+        api_url = str(client.api_url)
+    return LocalCluster(env={"PREFECT_API_URL": api_url}, **cluster_kwargs)
+
+
 def dask_task_runner(settings: Settings) -> DaskTaskRunner:
-    """The cluster at `settings.dask_address`, or a local one on 127.0.0.1 (no dashboard): one single-threaded worker
-    process per core unless `settings.dask_workers` says otherwise."""
+    """The cluster at `settings.dask_address` (its workers need PREFECT_API_URL of a Prefect server), or a local one
+    on 127.0.0.1 (no dashboard): one single-threaded worker process per core unless `settings.dask_workers` says
+    otherwise."""
     if settings.dask_address and settings.dask_address != LOCAL:
         return DaskTaskRunner(address=settings.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers or os.cpu_count() or 1,
+    return DaskTaskRunner(cluster_class=_local_cluster,
+                          cluster_kwargs={"n_workers": settings.dask_workers or os.cpu_count() or 1,
                                           "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
                                           "dashboard_address": None})
 
@@ -54,10 +67,13 @@ def _validate_batches_as_tasks(batches: Iterator[SuiteBatch], in_flight: int) ->
     return results + [future.result() for future in pending]
 
 
-def batch_map(settings: Settings) -> BatchMap:
-    """Validation batches as tasks on the flow's Dask cluster when the flow runs on one; else one after another in
-    this process (one batch's dataframe in memory at a time)."""
+def on_cluster() -> bool:
+    """Whether the running flow's tasks go to a Dask cluster."""
     context = FlowRunContext.get()
-    if context is None or not isinstance(context.task_runner, DaskTaskRunner):
-        return validate_batches_here
+    return context is not None and isinstance(context.task_runner, DaskTaskRunner)
+
+
+def batches_as_tasks(settings: Settings) -> BatchMap:
+    """Validation batches as tasks on the flow's Dask cluster. Call it from the flow, not from inside a task: a task
+    submitted from another carries the outer task's parameters (the whole table) to every worker."""
     return functools.partial(_validate_batches_as_tasks, in_flight=settings.validation_batches_in_flight)

@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.cluster import batch_map
+from flows.cluster import batches_as_tasks, on_cluster
 from pipeline import tracking
 from pipeline.errors import RegistryUnavailableError
 from pipeline.evaluate import EvaluationReport, evaluate_model
@@ -54,12 +54,26 @@ def ingest_task(data_dir: Path, settings: Settings) -> RawData:
     return raw
 
 
-@task(name="validate", cache_policy=NO_CACHE)
-def validate_task(raw: RawData, settings: Settings) -> ValidatedData:
-    validated = validate(raw, settings, batch_map(settings))
+def _log_validation(validated: ValidatedData) -> None:
     get_run_logger().info("Great Expectations:\n%s", validated.summary())
     if validated.scale.warning:
         get_run_logger().warning(validated.scale.warning)
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate_task(raw: RawData, settings: Settings) -> ValidatedData:
+    validated = validate(raw, settings)
+    _log_validation(validated)
+    return validated
+
+
+def validate_stage(raw: RawData, settings: Settings) -> ValidatedData:
+    """The validate task in this process; on a Dask cluster, the suites' batches as `validate-batch` tasks on it,
+    submitted from the flow."""
+    if not on_cluster():
+        return validate_task(raw, settings)
+    validated = validate(raw, settings, batches_as_tasks(settings))
+    _log_validation(validated)
     return validated
 
 
@@ -175,7 +189,7 @@ def retrain(data_dir: Path | None = None, skip_unchanged: bool = False, settings
         data_dir = Path(data_dir) if data_dir else generate_demo_data_task(settings.demo_data_dir)
         settings, origins = for_dataset(settings, data_dir, rating_scale, dataset_name)
         raw = ingest_task(data_dir, settings)
-        validated = validate_task(raw, settings)
+        validated = validate_stage(raw, settings)
         data_version, incoming, layout = validated.data_version, raw.incoming, raw.layout.name
         counts, validation_summary, scale_warning = validated.counts, validated.summary(), validated.scale.warning
         outcome = None

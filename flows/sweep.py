@@ -22,7 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from flows.cluster import on_dask
-from flows.retrain import build_matrix_task, generate_demo_data_task, ingest_task, validate_task
+from flows.retrain import build_matrix_task, generate_demo_data_task, ingest_task, validate_stage
 from pipeline import tracking
 from pipeline.matrix import UtilityMatrix
 from pipeline.reports import SweepSummary, format_trials, trial_line
@@ -58,7 +58,7 @@ def sweep(data_dir: Path | None = None, settings: Settings | None = None,
     settings = for_dataset(settings, data_dir, rating_scale, dataset_name)[0]
     with tracking.ended(tracking.start_sweep_run(settings, data_dir, space, model)) as run_id:
         raw = ingest_task(data_dir, settings)
-        matrix = build_matrix_task(validate_task(raw, settings), settings, raw.source_sha256, run_id)
+        matrix = build_matrix_task(validate_stage(raw, settings), settings, raw.source_sha256, run_id)
         trials = [trial_task.submit(matrix, changed, config, settings)
                   for changed, config in grid_configs(base_config(settings, model), space)]
         results, best_fitted = [], None

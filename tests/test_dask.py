@@ -16,12 +16,14 @@ import pytest
 from conftest import free_port
 from distributed import Client
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 import flows.cluster
 import flows.sweep
 import pipeline.validate
 from flows.cluster import on_dask
-from flows.retrain import ingest_task, retrain, validate_task
+from flows.retrain import ingest_task, retrain, validate_stage
 from flows.sweep import sweep, sweep_on_dask
 from pipeline.ingest import ingest
 from pipeline.validate import validate
@@ -107,7 +109,7 @@ def _with_bad_rows(source: Path, folder: Path) -> Path:
 
 @flow
 def validation_flow(data_dir: Path, settings):
-    return validate_task(ingest_task(data_dir, settings), settings)
+    return validate_stage(ingest_task(data_dir, settings), settings)
 
 
 def _same_validation(counts, data_version, quarantine, reference) -> None:
@@ -135,9 +137,16 @@ def test_validation_batches_on_a_local_cluster_and_on_a_real_one_give_the_single
     monkeypatch.setattr(pipeline.validate, "validate_batch", not_in_this_process)  # the in-process path fails
 
     settings.dask_address, settings.dask_workers = "local", 2
-    local = on_dask(validation_flow, settings)(data, settings)
+    state = on_dask(validation_flow, settings)(data, settings, return_state=True)
+    local = state.result()
     _same_validation(local.counts, local.data_version, local.quarantine, reference)
     assert local.summary() == reference.summary()
+    with get_client(sync_client=True) as client:  # the workers' task runs are in the flow's Prefect API (its UI)
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
+            any_=[state.state_details.flow_run_id])))
+    batches = [run for run in task_runs if run.name.startswith("validate rating.csv, batch")]
+    assert len(batches) == len(reference.reports[0].gx_result["batches"])
+    assert all(run.state.is_completed() for run in batches)
 
     address, client = dask_cluster
     settings.dask_address = address
