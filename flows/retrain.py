@@ -174,7 +174,8 @@ def _train_and_register(matrix: UtilityMatrix, lineage: Lineage, run_id: str, se
     report = evaluate_task(trained, ranking_fit, matrix, settings, run_id)
     decision = _register_with_retries(model_uri, run_id, report, matrix, lineage, settings)
     return TrainingOutcome(run_id, tracking.run_url(settings, run_id), matrix, settings.training.method,
-                           trained.epochs_run, trained.best_epoch, ranking_fit, report, decision)
+                           trained.epochs_run, trained.best_epoch, ranking_fit, report, decision,
+                           settings.training.step_name)
 
 
 @flow(name="retrain")

@@ -31,10 +31,7 @@ class TrainingOutcome:
     ranking_fit: RankingFit
     evaluation: EvaluationReport
     decision: PromotionDecision
-
-    @property
-    def epoch_word(self) -> str:
-        return "sweep" if self.architecture.endswith("by als") else "epoch"
+    step_name: str  # TrainingConfig.step_name: what one pass of training is called ("sweep" for ALS)
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,7 @@ class RetrainSummary:
             f"Retrain finished (MLflow run {o.mlflow_run_id})", *lines,
             f"  matrix            {o.matrix.n_users:,} users x {o.matrix.n_anime:,} anime; "
             f"train {sizes['train']:,} / validation {sizes['validation']:,} / test {sizes['test']:,}",
-            f"  rating model      {o.architecture}: {o.epochs_run} {o.epoch_word}s run, weights of {o.epoch_word} "
+            f"  rating model      {o.architecture}: {o.epochs_run} {o.step_name}s run, weights of {o.step_name} "
             f"{o.best_epoch} kept",
             f"  ranking model     EASE, lambda {o.ranking_fit.model.l2:.4g} ({chosen.relative_l2:g} x mean "
             f"interactions per anime; {walk}), {o.ranking_fit.fit_seconds:.1f} s",

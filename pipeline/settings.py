@@ -53,6 +53,11 @@ class TrainingConfig(BaseModel):
         """What the rating model is and how it is fitted, as reports and registry tags name it."""
         return self.architecture if self.architecture == "seed_cosine" else f"{self.architecture} by {self.solver}"
 
+    @property
+    def step_name(self) -> str:
+        """What one pass of training is called in reports: an ALS sweep, or an epoch."""
+        return "sweep" if self.architecture == "biased_mf" and self.solver == "als" else "epoch"
+
     @classmethod
     def seed_cosine(cls, **overrides) -> TrainingConfig:
         """The issue-2 pipeline's model and training, exactly (Keras' default Adam rate, 20 epochs)."""

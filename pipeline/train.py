@@ -276,8 +276,8 @@ def _fit_sparse(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfi
 
 def _fit_als(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfig, global_mean: float,
              callbacks: Sequence[keras.callbacks.Callback], log: Callable[[str], None]) -> dict[str, list[float]]:
-    """ALS from the Keras model's initial weights; the best factors become its weights (output layer: identity
-    plus the train mean, as the factors assume)."""
+    """ALS from the Keras model's initial weights; the best factors become its embedding and bias weights. The
+    output layer stays as built (weight 1, bias the train mean), which is the model the factors are solved for."""
     tables = {name: model.get_layer(name).get_weights()[0] for name in USER_TABLES + ANIME_TABLES}
     start = Factors(tables["user_embedding"], tables["user_bias"][:, 0].copy(), tables["anime_embedding"],
                     tables["anime_bias"][:, 0].copy(), global_mean)
@@ -292,8 +292,6 @@ def _fit_als(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfig, 
     for name, values in (("user_embedding", best.users), ("anime_embedding", best.anime),
                          ("user_bias", best.user_bias[:, None]), ("anime_bias", best.anime_bias[:, None])):
         model.get_layer(name).set_weights([values])
-    model.get_layer("head").get_layer("rating").set_weights([np.ones((1, 1), np.float32),
-                                                             np.array([global_mean], np.float32)])
     return history
 
 

@@ -183,7 +183,7 @@ class SuiteBatch:
     parameters: dict[str, Any]
     table: pa.Table  # the batch's rows
     rows: np.ndarray  # their row numbers in the whole table
-    label: str = ""  # which batch, for logs and task names: "rating.csv, batch 3 of 15"
+    label: str  # which batch, for logs and task names: "rating.csv, batch 3 of 15"
 
 
 @dataclass(frozen=True)
