@@ -107,7 +107,11 @@ class Settings(BaseSettings):
     rating_max: int = 10
     unrated_value: int = -1  # Kaggle CooperUnion: watched but not rated
     max_quarantine_share: float = Field(0.05, ge=0, le=1)  # more bad rows than this fails the run
-    validation_batch_rows: int = Field(4_000_000, ge=1)  # GX validates larger rating tables in batches of this
+    # Who evaluates the suites in expectations/: "arrow" (pipeline/arrow_expectations.py: Arrow compute, GX-form
+    # results; a suite it cannot evaluate exactly goes to GX) or "gx" (GX's pandas engine, the reference).
+    validation_engine: Literal["arrow", "gx"] = "arrow"
+    # Rating tables larger than this are validated in batches: always on Dask, and here with the GX engine (memory)
+    validation_batch_rows: int = Field(4_000_000, ge=1)
     # On Dask: batches submitted and not yet read, at most (each is held here and on a worker until it is read)
     validation_batches_in_flight: int = Field(4, ge=1)
 

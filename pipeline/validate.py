@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.arrow_expectations import evaluates, validate_table
 from pipeline.errors import PipelineInputError
 from pipeline.hashing import multiset_digest
 from pipeline.ingest import ANIME_FILE, WATCHING_STATUSES, RawData
@@ -184,6 +185,7 @@ class SuiteBatch:
     table: pa.Table  # the batch's rows
     rows: np.ndarray  # their row numbers in the whole table
     label: str  # which batch, for logs and task names: "rating.csv, batch 3 of 15"
+    engine: str  # Settings.validation_engine
 
 
 @dataclass(frozen=True)
@@ -202,16 +204,26 @@ class BatchOutcome:
 BatchMap = Callable[[Iterator[SuiteBatch]], list[BatchOutcome]]  # runs validate_batch on each, results in order
 
 
-def validate_batch(batch: SuiteBatch) -> BatchOutcome:
-    """Run the suite on one batch; a failing `stop` expectation (or one GX could not evaluate) raises the one-line
-    PipelineInputError naming the source and column."""
-    suite = _load_suite(batch.suite_path)
+def _validate_with_gx(suite, batch: SuiteBatch):
+    """GX's pandas engine on the batch: its suite result and, per expectation, the failing positions."""
     batch_definition = (_gx_context().data_sources.add_or_update_pandas(f"{suite.name}-source")
                         .add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe("all"))
     gx_batch = batch_definition.get_batch(batch_parameters={"dataframe": _as_pandas(batch.table)})
     result = gx_batch.validate(suite, expectation_parameters=batch.parameters, result_format="COMPLETE")
+    return result, [np.asarray(item.result.get("unexpected_index_list") or [], dtype=np.int64)
+                    for item in result.results]
+
+
+def validate_batch(batch: SuiteBatch) -> BatchOutcome:
+    """Run the suite on one batch; a failing `stop` expectation (or one that could not be evaluated) raises the
+    one-line PipelineInputError naming the source and column."""
+    suite = _load_suite(batch.suite_path)
+    if batch.engine == "arrow" and evaluates(suite):
+        result, positions = validate_table(suite, batch.table, batch.parameters)
+    else:
+        result, positions = _validate_with_gx(suite, batch)
     expectations, failing, unexpected, success = [], [], [], []
-    for item in result.results:
+    for item, failing_positions in zip(result.results, positions, strict=True):
         config = item.expectation_config
         meta = config.meta or {}
         expectations.append((config.type, _column_of(config.kwargs), meta.get("on_failure", "stop"),
@@ -221,7 +233,7 @@ def validate_batch(batch: SuiteBatch) -> BatchOutcome:
             detail = item.exception_info.get("exception_message") if raised else item.result.get("observed_value")
             raise PipelineInputError(f"{batch.source}: column '{_column_of(config.kwargs)}' failed {config.type} "
                                      f"({detail})")
-        failing.append(batch.rows[np.asarray(item.result.get("unexpected_index_list") or [], dtype=np.int64)])
+        failing.append(batch.rows[failing_positions])
         unexpected.append(int(item.result.get("unexpected_count") or 0))
         success.append(bool(item.success))
     return BatchOutcome(expectations, failing, unexpected, success, _compact(result.to_json_dict()))
@@ -233,18 +245,19 @@ def validate_batches_here(batches: Iterator[SuiteBatch]) -> list[BatchOutcome]:
 
 
 def run_suite(table: pa.Table, suite_path: Path, source: str, parameters: dict[str, Any] | None = None,
-              batch_rows: int = 4_000_000, map_batches: BatchMap = validate_batches_here,
+              batch_rows: int | None = None, map_batches: BatchMap = validate_batches_here, engine: str = "arrow",
               ) -> tuple[SuiteReport, pa.Array]:
     """Validate `table` against a JSON suite; return the report and a per-row quarantine reason (null = ok).
 
-    Large tables are validated in batches of about `batch_rows` (split by the suite's `meta.batch_key`
-    column) so that memory follows the batch, not the table; `map_batches` runs them (here, one after another, or
-    as tasks on a Dask cluster: flows/dask.py). Batches are split by key, so the result does not depend on how many.
+    Tables larger than `batch_rows` (None: no limit) are validated in batches (split by the suite's
+    `meta.batch_key` column) so that GX's memory follows the batch, not the table, or so that Dask workers share
+    them; `map_batches` runs them (here, one after another, or as tasks on a Dask cluster: flows/cluster.py).
+    Batches are split by key, so the result does not depend on how many.
     """
     suite = _load_suite(suite_path)
-    split = _batches(table, (suite.meta or {}).get("batch_key"), batch_rows)
-    batches = (SuiteBatch(suite_path, source, parameters or {}, table.take(rows), rows,
-                          f"{source}, batch {number} of {len(split)}") for number, rows in enumerate(split, 1))
+    split = _batches(table, (suite.meta or {}).get("batch_key"), batch_rows or max(table.num_rows, 1))
+    batches = (SuiteBatch(suite_path, source, parameters or {}, table if len(split) == 1 else table.take(rows), rows,
+                          f"{source}, batch {number} of {len(split)}", engine) for number, rows in enumerate(split, 1))
     results = map_batches(batches)
     reason = pa.nulls(table.num_rows, pa.string())
     outcomes = []
@@ -287,18 +300,25 @@ def _newest_per_pair(ratings: pa.Table, valid: np.ndarray) -> np.ndarray:
     return keep
 
 
+def _suite_runner(settings: Settings, map_batches: BatchMap | None) -> Callable[..., tuple[SuiteReport, pa.Array]]:
+    """run_suite with the settings' engine, in batches where they help: on Dask always (workers share them), here
+    only with GX (its pandas copy of a batch is what memory follows; Arrow evaluates the table in place)."""
+    batched = map_batches is not None or settings.validation_engine == "gx"
+    return functools.partial(run_suite, batch_rows=settings.validation_batch_rows if batched else None,
+                             map_batches=map_batches or validate_batches_here, engine=settings.validation_engine)
+
+
 def _watch_list_rows(raw: RawData, settings: Settings,
-                     map_batches: BatchMap) -> tuple[pa.Table, pa.Array, SuiteReport] | None:
+                     run: Callable[..., tuple[SuiteReport, pa.Array]]) -> tuple[pa.Table, pa.Array, SuiteReport] | None:
     """The Kaggle 2020 list entries, validated, as source 0 (oldest): a rating of the same pair in any rating
     file supersedes them."""
     if raw.watch_list is None:
         return None
     table = raw.watch_list
     allowed = [0, *range(settings.rating_min, settings.rating_max + 1)]
-    report, reason = run_suite(table.select(["user_id", "anime_id", "rating", "watching_status"]),
-                               settings.expectations_dir / "animelist.json", raw.layout.watch_list_file,
-                               {"allowed_scores": allowed, "statuses": sorted(set(WATCHING_STATUSES) - {0})},
-                               settings.validation_batch_rows, map_batches)
+    report, reason = run(table.select(["user_id", "anime_id", "rating", "watching_status"]),
+                         settings.expectations_dir / "animelist.json", raw.layout.watch_list_file,
+                         {"allowed_scores": allowed, "statuses": sorted(set(WATCHING_STATUSES) - {0})})
     rows = pa.table({"user_id": table["user_id"], "anime_id": table["anime_id"], "rating": table["rating"],
                      "watching_status": pc.cast(pc.fill_null(table["watching_status"], 0), pa.int8()),
                      "row_number": table["row_number"], "source_rank": pa.array(np.zeros(table.num_rows, np.int32))})
@@ -320,25 +340,25 @@ def _check_quarantine_share(source: str, reasons: pa.Array | pa.ChunkedArray, se
                                  f"{listed}")
 
 
-def validate(raw: RawData, settings: Settings, map_batches: BatchMap = validate_batches_here) -> ValidatedData:
+def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = None) -> ValidatedData:
     """Apply the suites; quarantine failing rows; fail if too large a share of rows is quarantined.
-    `map_batches` runs the batches of every suite (see run_suite).
+    `map_batches` runs the batches of every suite elsewhere (a Dask cluster; None: here, see run_suite).
 
     Every row ends in exactly one of: accepted rating, interaction without a rating, quarantine, or
     superseded (a newer file has the same pair), and the counts reconcile file by file.
     """
     allowed = [settings.unrated_value, *range(settings.rating_min, settings.rating_max + 1)]
-    rating_report, rating_reason = run_suite(
-        raw.ratings.select(SUITE_RATING_COLUMNS), settings.expectations_dir / "ratings.json",
-        " + ".join(raw.sources), {"allowed_ratings": allowed}, settings.validation_batch_rows, map_batches)
+    run = _suite_runner(settings, map_batches)
+    rating_report, rating_reason = run(raw.ratings.select(SUITE_RATING_COLUMNS),
+                                       settings.expectations_dir / "ratings.json", " + ".join(raw.sources),
+                                       {"allowed_ratings": allowed})
     rating_reason = pc.coalesce(raw.ratings["parse_error"], rating_reason)
-    anime_report, anime_reason = run_suite(
-        raw.anime.drop_columns(["row_number", "parse_error"]), settings.expectations_dir / "anime.json", ANIME_FILE,
-        map_batches=map_batches)
+    anime_report, anime_reason = run(raw.anime.drop_columns(["row_number", "parse_error"]),
+                                     settings.expectations_dir / "anime.json", ANIME_FILE)
     anime_reason = pc.coalesce(raw.anime["parse_error"], anime_reason)
     _check_quarantine_share(" + ".join(raw.sources), rating_reason, settings)
 
-    watch_list = _watch_list_rows(raw, settings, map_batches)
+    watch_list = _watch_list_rows(raw, settings, run)
     offset = 0 if watch_list is None else 1
     rows = pa.table({
         "user_id": raw.ratings["user_id"], "anime_id": raw.ratings["anime_id"], "rating": raw.ratings["rating"],

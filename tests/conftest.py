@@ -107,6 +107,40 @@ def settings(tmp_path) -> Settings:
     return quick_settings(tmp_path, dataset_name="tests")
 
 
+def _gx_results(report) -> list:
+    """A suite report's GX results, batch by batch, without the batch id (which names the engine's batch)."""
+    return [[{**item, "expectation_config": {**item["expectation_config"], "kwargs": {
+        key: value for key, value in item["expectation_config"]["kwargs"].items() if key != "batch_id"}}}
+        for item in batch["results"]] for batch in report.gx_result.get("batches", [report.gx_result])]
+
+
+def validate_with_both_engines(raw, settings: Settings):
+    """`validate` with the Arrow engine (the default), checked against GX's own engine on the same raw data: the
+    same accepted, unrated and quarantined rows with the same reasons, the same counts, and GX results that are equal
+    expectation by expectation (config, success, counts, samples) — or the same one-line error. Returns Arrow's."""
+    from pipeline.errors import PipelineInputError
+
+    results = {}
+    for engine in ("gx", "arrow"):
+        try:
+            results[engine] = validate(raw, settings.model_copy(update={"validation_engine": engine}))
+        except PipelineInputError as exc:
+            results[engine] = str(exc)
+    reference, fast = results["gx"], results["arrow"]
+    if isinstance(reference, str) or isinstance(fast, str):
+        assert fast == reference
+        raise PipelineInputError(fast)
+    assert fast.quarantine.equals(reference.quarantine), (fast.quarantine.to_pylist(), reference.quarantine.to_pylist())
+    assert fast.anime_quarantine.equals(reference.anime_quarantine)
+    assert fast.ratings.equals(reference.ratings) and fast.unrated.equals(reference.unrated)
+    assert fast.counts == reference.counts and fast.data_version == reference.data_version
+    assert fast.summary() == reference.summary()
+    for fast_report, gx_report in zip(fast.reports, reference.reports, strict=True):
+        assert fast_report.gx_result["meta"].get("engine") == "arrow" != gx_report.gx_result["meta"].get("engine")
+        assert _gx_results(fast_report) == _gx_results(gx_report)
+    return fast
+
+
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:

@@ -26,7 +26,7 @@ from flows.cluster import on_dask
 from flows.retrain import ingest_task, retrain, validate_stage
 from flows.sweep import sweep, sweep_on_dask
 from pipeline.ingest import ingest
-from pipeline.validate import validate
+from pipeline.validate import validate, validate_batches_here
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 SPACE = {"rating_weight_power": [0, 2], "neighbours": [5, 100]}  # the ranking model: quick trials
@@ -124,7 +124,7 @@ def test_validation_batches_on_a_local_cluster_and_on_a_real_one_give_the_single
     data = _with_bad_rows(small_data, tmp_path / "with-bad-rows")
     settings.max_quarantine_share = 1.0
     settings.validation_batch_rows = 3_000  # 12k rows: several batches
-    reference = validate(ingest(data), settings)  # this process, one batch after another
+    reference = validate(ingest(data), settings, validate_batches_here)  # this process, one batch after another
     assert reference.counts.quarantined >= 10 and len(reference.reports[0].gx_result["batches"]) >= 4
 
     test_process, validate_batch = os.getpid(), flows.cluster.validate_batch

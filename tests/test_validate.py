@@ -3,12 +3,12 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import RATING_HEADER, write_csv, write_dataset
+from conftest import RATING_HEADER, validate_with_both_engines, write_csv, write_dataset
 
 import pipeline.validate
 from pipeline.errors import PipelineInputError
 from pipeline.ingest import ingest
-from pipeline.validate import run_suite, validate
+from pipeline.validate import run_suite, validate, validate_batches_here
 
 ROWS = [
     [1, 10, 8], [1, 11, 9], [2, 10, 7], [2, 12, -1],  # good: 3 ratings, 1 unrated
@@ -23,7 +23,7 @@ ROWS = [
 
 def test_rows_are_split_into_accepted_unrated_and_quarantined(tmp_path, settings):
     settings.max_quarantine_share = 1.0
-    validated = validate(ingest(write_dataset(tmp_path, ROWS)), settings)
+    validated = validate_with_both_engines(ingest(write_dataset(tmp_path, ROWS)), settings)
     counts = validated.counts
     assert counts.rows_in == len(ROWS)
     assert (counts.accepted, counts.unrated) == (3, 1)
@@ -39,14 +39,15 @@ def test_rows_are_split_into_accepted_unrated_and_quarantined(tmp_path, settings
     assert validated.unrated.to_pylist() == [{"user_id": 2, "anime_id": 12, "watching_status": 0}]
 
 
-def test_batched_validation_gives_the_same_quarantine_as_one_batch(tmp_path, settings):
-    settings.max_quarantine_share = 1.0
+@pytest.mark.parametrize("engine", ["arrow", "gx"])
+def test_batched_validation_gives_the_same_quarantine_as_one_batch(tmp_path, settings, engine):
+    settings.max_quarantine_share, settings.validation_engine = 1.0, engine
     rows = ROWS + [[user, anime, 1 + (user * anime) % 10] for user in range(8, 40) for anime in (10, 11, 12)]
     rows += [[20, 11, 3], [33, 12, 4]]  # duplicated pairs far apart in the file
     raw = ingest(write_dataset(tmp_path, rows))
     whole = validate(raw, settings)
     settings.validation_batch_rows = 7
-    batched = validate(raw, settings)
+    batched = validate(raw, settings, validate_batches_here)  # batches, one after another (as Dask workers get)
     assert batched.quarantine.to_pylist() == whole.quarantine.to_pylist()
     assert batched.counts == whole.counts and batched.data_version == whole.data_version
     assert [o.unexpected_count for o in batched.reports[0].outcomes] == [

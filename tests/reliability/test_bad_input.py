@@ -7,18 +7,18 @@ with a reason and the counts reconcile (in = accepted + unrated + quarantined + 
 from __future__ import annotations
 
 import pytest
-from conftest import ANIME_HEADER, RATING_HEADER, write_csv, write_dataset
+from conftest import ANIME_HEADER, RATING_HEADER, validate_with_both_engines, write_csv, write_dataset
 
 from pipeline.errors import PipelineInputError
 from pipeline.ingest import ingest
-from pipeline.validate import validate
 
 GOOD = [[1, 10, 8], [1, 11, 9], [2, 10, 7], [2, 12, -1], [3, 11, 6], [3, 12, 10]]
 ANIME = [[i, f"Anime {i}", "Action", "TV", 12, 7.5, 100] for i in (10, 11, 12, 13)]
 
 
 def _validated(folder, settings):
-    return validate(ingest(folder, settings.inbox_dir, settings.archive_dir), settings)
+    """Validated by the Arrow engine, checked equal to GX's own engine (conftest.validate_with_both_engines)."""
+    return validate_with_both_engines(ingest(folder, settings.inbox_dir, settings.archive_dir), settings)
 
 
 def _reconciles(counts) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.csv as pacsv
 import pytest
-from conftest import ANIME_HEADER, RATING_HEADER, write_csv, write_dataset
+from conftest import ANIME_HEADER, RATING_HEADER, validate_with_both_engines, write_csv, write_dataset
 
 from flows import cli
 from pipeline.errors import PipelineInputError
@@ -36,7 +36,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 def _validated(folder, settings):
-    return validate(ingest(folder, settings.inbox_dir, settings.archive_dir), settings)
+    """Validated by the Arrow engine, checked equal to GX's own engine (conftest.validate_with_both_engines)."""
+    return validate_with_both_engines(ingest(folder, settings.inbox_dir, settings.archive_dir), settings)
 
 
 def _plain(tmp_path, settings):
