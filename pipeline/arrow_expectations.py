@@ -10,10 +10,13 @@ tests/reliability checks that both give the same quarantine on every bad-input c
 
 from __future__ import annotations
 
+import functools
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,88 +24,145 @@ import pyarrow.compute as pc
 PARTIAL = 20  # GX's partial_unexpected_* lists hold the first 20 failing rows
 
 
-def _column_values(expectation, table: pa.Table, parameters: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(unexpected, missing) masks of a column-values expectation; nulls are missing, never unexpected."""
+def _column_values(expectation, table: pa.Table, parameters: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """(failing rows, missing count) of a column-values expectation: nulls are missing, never unexpected (but for
+    not_be_null, where they are the unexpected ones and none is missing)."""
     values = table[expectation.column]
-    missing = pc.is_null(values)
     kind = expectation.expectation_type
     if kind == "expect_column_values_to_not_be_null":
-        return _mask(missing), np.zeros(len(values), dtype=bool)
+        return (_rows(pc.is_null(values)) if values.null_count else np.zeros(0, np.int64)), 0
     if kind == "expect_column_values_to_be_between":
-        outside = pa.scalar(False)
-        if expectation.min_value is not None:
-            outside = pc.or_(outside, (pc.less_equal if expectation.strict_min else pc.less)(
-                values, _resolved(expectation.min_value, parameters)))
-        if expectation.max_value is not None:
-            outside = pc.or_(outside, (pc.greater_equal if expectation.strict_max else pc.greater)(
-                values, _resolved(expectation.max_value, parameters)))
-        return _mask(outside, len(values)), _mask(missing)
+        bounds = [(pc.less_equal if expectation.strict_min else pc.less, expectation.min_value),
+                  (pc.greater_equal if expectation.strict_max else pc.greater, expectation.max_value)]
+        tests = [compare(values, _like(values, _resolved(bound, parameters))) for compare, bound in bounds
+                 if bound is not None]
+        return (_rows(functools.reduce(pc.or_, tests)) if tests else np.zeros(0, np.int64)), values.null_count
     if kind == "expect_column_values_to_be_in_set":
         allowed = pa.array(_resolved(expectation.value_set, parameters)).cast(values.type)
-        return _mask(pc.invert(pc.is_in(values, value_set=allowed))) & ~_mask(missing), _mask(missing)
+        outside = pc.invert(pc.is_in(values, value_set=allowed))
+        return _rows(pc.and_(outside, pc.is_valid(values)) if values.null_count else outside), values.null_count
     if kind == "expect_column_values_to_be_unique":
-        return _repeated([values]) & ~_mask(missing), _mask(missing)
+        present = boolean_mask(pc.is_valid(values)) if values.null_count else None
+        return np.flatnonzero(_repeated([values], present)), values.null_count
     raise AssertionError(f"{kind} is not evaluated here (see evaluates)")
 
 
-def _compound_unique(expectation, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+def _compound_unique(expectation, table: pa.Table) -> tuple[np.ndarray, int]:
     """GX's compound uniqueness: every copy of a repeated combination fails; missing values equal each other
-    (pandas `duplicated`); rows are skipped as `ignore_row_if` says."""
+    (pandas `duplicated`); rows are skipped (and counted missing) as `ignore_row_if` says."""
     columns = [table[name] for name in expectation.column_list]
-    nulls = [_mask(pc.is_null(column)) for column in columns]
-    skip = {"all_values_are_missing": np.logical_and.reduce(nulls),
-            "any_value_is_missing": np.logical_or.reduce(nulls),
-            "never": np.zeros(table.num_rows, dtype=bool)}[expectation.ignore_row_if]
-    repeated = _repeated(columns, ~skip)
-    return repeated, skip
+    kept = None
+    if any(column.null_count for column in columns) and expectation.ignore_row_if != "never":
+        valid = [pc.is_valid(column) for column in columns]
+        any_valid = functools.reduce(pc.or_ if expectation.ignore_row_if == "all_values_are_missing" else pc.and_,
+                                     valid)
+        kept = boolean_mask(any_valid)
+    return np.flatnonzero(_repeated(columns, kept)), 0 if kept is None else int(len(kept) - kept.sum())
 
 
 def _repeated(columns: list[pa.ChunkedArray | pa.Array], rows: np.ndarray | None = None) -> np.ndarray:
-    """Rows whose combination of values occurs more than once (among `rows`; a null equals a null)."""
+    """Rows whose combination of values occurs more than once (among `rows`, None: all; a null equals a null).
+    Each combination becomes one 64-bit key (mixed radix of the columns' codes). Files sorted by user, then anime,
+    have increasing keys: that is checked a run of rows at a time, without a key per row or a sort."""
     n = len(columns[0])
-    rows = np.ones(n, dtype=bool) if rows is None else rows
+    coded = [_codes(column) for column in columns]
+    repeated = np.zeros(n, dtype=bool)
+    fits = math.prod(size for _, _, size in coded) < 2 ** 63
+    if rows is None and fits and _keys_increase(coded):
+        return repeated
     key, span = np.zeros(n, dtype=np.uint64), 1
-    for column in columns:
-        codes, size = _codes(column)
+    for values, low, size in coded:
         if span * size >= 2 ** 63:  # would overflow one 64-bit key: rank the combinations so far first
             distinct, inverse = np.unique(key, return_inverse=True)
             key, span = inverse.astype(np.uint64), len(distinct)
-        key = key * np.uint64(size) + codes
+        offset = 0
+        for chunk in _chunks(values):
+            _fold(key[offset:offset + len(chunk)], *_values(chunk), low, size)
+            offset += len(chunk)
         span *= size
-    candidates = np.flatnonzero(rows)
-    keys = key[candidates]
-    if keys.size < 2 or bool(np.all(keys[1:] > keys[:-1])):  # files sorted by user, then anime: no sort needed
-        return np.zeros(n, dtype=bool)
+    candidates = None if rows is None else np.flatnonzero(rows)
+    keys = key if candidates is None else key[candidates]
+    if keys.size < 2 or _increasing(keys):
+        return repeated
     order = np.argsort(keys)
     ordered = keys[order]
     same = ordered[1:] == ordered[:-1]
-    repeated = np.zeros(len(ordered), dtype=bool)
-    repeated[1:] |= same
-    repeated[:-1] |= same
-    result = np.zeros(n, dtype=bool)
-    result[candidates[order[repeated]]] = True
-    return result
+    in_sorted = np.zeros(len(ordered), dtype=bool)
+    in_sorted[1:] |= same
+    in_sorted[:-1] |= same
+    found = order[in_sorted]
+    repeated[found if candidates is None else candidates[found]] = True
+    return repeated
 
 
-def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, int]:
-    """Each value as a code in [0, size), null as the largest: integers offset by their minimum when they span
-    less than 2**32, other values by their position among the distinct values."""
+def _keys_increase(coded: list[tuple[pa.ChunkedArray | pa.Array, int, int]]) -> bool:
+    """Whether the rows' keys strictly increase (then no combination repeats), one run of rows at a time."""
+    previous = None
+    for batch in pa.table({str(i): values for i, (values, _, _) in enumerate(coded)}).to_batches():
+        key = np.zeros(batch.num_rows, dtype=np.uint64)
+        for column, (_, low, size) in zip(batch.columns, coded, strict=True):
+            _fold(key, *_values(column), low, size)
+        if not _increasing(key) or (previous is not None and len(key) and key[0] <= previous):
+            return False
+        previous = key[-1] if len(key) else previous
+    return True
+
+
+def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[pa.ChunkedArray | pa.Array, int, int]:
+    """(values, low, size): each value's code is value − low in [0, size − 1), a missing one size − 1. Integers
+    spanning less than 2**32 are their own codes; other values are coded by position among the distinct values."""
     if pa.types.is_integer(column.type) and column.null_count < len(column):
         bounds = pc.min_max(column).as_py()
         if bounds["max"] - bounds["min"] < 2 ** 32:
-            values = pc.fill_null(column, bounds["max"] + 1).to_numpy()
-            return (values - bounds["min"]).astype(np.uint64), bounds["max"] - bounds["min"] + 2
-    whole = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    encoded = pc.dictionary_encode(whole)
-    size = len(encoded.dictionary)
-    return pc.fill_null(encoded.indices, size).to_numpy().astype(np.uint64), size + 1
+            return column, bounds["min"], bounds["max"] - bounds["min"] + 2
+    encoded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    return encoded.indices.cast(pa.int64()), 0, len(encoded.dictionary) + 1
 
 
-def _mask(values, length: int | None = None) -> np.ndarray:
-    """A boolean Arrow result (or scalar) as a numpy mask; null counts as False."""
-    if isinstance(values, pa.Scalar):
-        return np.full(length, bool(values.as_py()), dtype=bool)
-    return pc.fill_null(values, False).to_numpy(zero_copy_only=False)
+def _chunks(values: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
+    return values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+
+
+def _values(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's values as numpy (no copy without nulls) and its present mask (empty without nulls)."""
+    if not chunk.null_count:
+        return chunk.to_numpy(), np.zeros(0, dtype=bool)
+    return pc.fill_null(chunk, 0).to_numpy(), boolean_mask(pc.is_valid(chunk))
+
+
+def _like(values: pa.ChunkedArray | pa.Array, bound: float) -> pa.Scalar:
+    """The bound in the column's type where that is exact (GX reads `min_value: 0` as 0.0, and comparing an integer
+    column with a float casts every value), else as it is."""
+    if pa.types.is_integer(values.type) and float(bound).is_integer():
+        return pa.scalar(int(bound), values.type)
+    return pa.scalar(bound)
+
+
+def _rows(test: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Row numbers where a boolean Arrow result is true."""
+    return np.flatnonzero(boolean_mask(test))
+
+
+@numba.njit(parallel=True, cache=True)
+def _fold(key: np.ndarray, values: np.ndarray, present: np.ndarray, low: int, size: int) -> None:
+    """key ← key·size + code, in place (code: value − low; size − 1 where the value is missing)."""
+    masked = len(present) > 0
+    for i in numba.prange(len(key)):
+        code = np.uint64(size - 1) if masked and not present[i] else np.uint64(values[i] - low)
+        key[i] = key[i] * np.uint64(size) + code
+
+
+@numba.njit(cache=True)
+def _increasing(keys: np.ndarray) -> bool:
+    for i in range(1, len(keys)):
+        if keys[i] <= keys[i - 1]:
+            return False
+    return True
+
+
+def boolean_mask(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A boolean Arrow result as a numpy mask; null counts as False."""
+    return (pc.fill_null(values, False) if values.null_count else values).to_numpy(zero_copy_only=False)
 
 
 def _resolved(value, parameters: dict[str, Any]):
@@ -181,13 +241,12 @@ def validate_table(suite, table: pa.Table, parameters: dict[str, Any]):
             success, outcome = observed == _arrow_type(expectation.type_), {"observed_value": str(observed)}
         else:
             if kind == "expect_compound_columns_to_be_unique":
-                unexpected, missing = _compound_unique(expectation, table)
+                rows, missing = _compound_unique(expectation, table)
                 values = table.select(names)
             else:
-                unexpected, missing = _EVALUATORS[kind](expectation, table, parameters)
+                rows, missing = _EVALUATORS[kind](expectation, table, parameters)
                 values = table[expectation.column]
-            rows = np.flatnonzero(unexpected)
-            success, outcome = _counts(expectation, kind, values, rows, int(missing.sum()), table.num_rows)
+            success, outcome = _counts(expectation, kind, values, rows, missing, table.num_rows)
         results.append(ExpectationValidationResult(success=success, expectation_config=config, result=outcome,
                                                    exception_info={"raised_exception": False,
                                                                    "exception_traceback": None,
@@ -211,7 +270,7 @@ def _counts(expectation, kind: str, values, rows: np.ndarray, missing: int, tota
     nonmissing = total - missing
     success = count == 0 if expectation.mostly >= 1 else (nonmissing == 0 or
                                                           (nonmissing - count) / nonmissing >= expectation.mostly)
-    unexpected = values.take(pa.array(rows)).to_pylist()
+    unexpected = values.take(pa.array(rows)).to_pylist() if count else []  # (take joins the chunks)
     total_percent = count / total * 100 if total else None
     if kind == "expect_column_values_to_not_be_null":  # GX counts no missing values for it
         percent = total_percent

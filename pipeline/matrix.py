@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.hashing import row_hash, unit_interval
+from pipeline.hashing import Column, aligned_chunks, fractions_above
 from pipeline.settings import Settings
 from pipeline.storage import atomic_dir
 from pipeline.validate import ValidatedData
@@ -117,30 +120,77 @@ class UtilityMatrix:
                    row_counts=meta["counts"])
 
 
-def split_assignment(user_ids: np.ndarray, anime_ids: np.ndarray, test_fraction: float,
+def split_assignment(user_ids: Column, anime_ids: Column, test_fraction: float,
                      validation_fraction: float, seed: int) -> np.ndarray:
     """Labels 0=train, 1=validation, 2=test from a seeded hash of each (user, anime) pair.
 
     A pair's label depends only on the pair and the seed: not on row order, and not on other rows,
     so a rating keeps its split when new data arrive (a test pair never leaks into training later).
     """
-    draw = unit_interval(row_hash(user_ids, anime_ids, seed=seed))
-    labels = np.zeros(len(draw), dtype=np.int8)
-    labels[draw < test_fraction + (1 - test_fraction) * validation_fraction] = 1
-    labels[draw < test_fraction] = 2
-    return labels
+    # A draw below test_fraction is below both bounds (2, test); between them, below one (1, validation).
+    return fractions_above([user_ids, anime_ids], [test_fraction + (1 - test_fraction) * validation_fraction,
+                                                   test_fraction], seed)
 
 
-def _contiguous_index(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _contiguous_index(ids: Column) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct ids and each row's position among them: by a lookup table when ids are small
-    (linear time, like MyAnimeList's), by sorting otherwise."""
-    if ids.size and 0 <= ids.min() and ids.max() < 4 * ids.size + 1_000_000:
-        present = np.zeros(int(ids.max()) + 1, dtype=bool)
-        present[ids] = True
-        position = np.cumsum(present, dtype=np.int64) - 1
-        return np.flatnonzero(present), position[ids].astype(np.int32)
-    distinct, index = np.unique(ids, return_inverse=True)
+    (linear time, like MyAnimeList's), by sorting otherwise. Arrow columns are read in place, chunk by chunk."""
+    bounds = pc.min_max(ids).as_py() if len(ids) else {"min": -1, "max": -1}
+    if len(ids) and 0 <= bounds["min"] and bounds["max"] < 4 * len(ids) + 1_000_000:
+        present = np.zeros(bounds["max"] + 1, dtype=bool)
+        for _, (values,) in aligned_chunks([ids]):
+            _mark(present, values)
+        position = (np.cumsum(present, dtype=np.int64) - 1).astype(np.int32)
+        index = np.empty(len(ids), dtype=np.int32)
+        for offset, (values,) in aligned_chunks([ids]):
+            _gather(position, values, index[offset:offset + len(values)])
+        return np.flatnonzero(present), index
+    distinct, index = np.unique(np.asarray(ids), return_inverse=True)
     return distinct, index.astype(np.int32)
+
+
+@numba.njit(parallel=True, cache=True)
+def _mark(present: np.ndarray, keys: np.ndarray) -> None:
+    for i in numba.prange(len(keys)):
+        present[keys[i]] = True
+
+
+@numba.njit(parallel=True, cache=True)
+def _gather(table: np.ndarray, keys: np.ndarray, out: np.ndarray) -> None:
+    """out ← table[keys], in parallel and into `out` (numpy's take makes an int64 copy first at 57M rows)."""
+    for i in numba.prange(len(keys)):
+        out[i] = table[keys[i]]
+
+
+def _write_split(coo: pa.Table, labels: np.ndarray, code: int, path: Path, slice_rows: int = 1 << 22) -> int:
+    """Write the rows labelled `code` to `path`, a slice of rows at a time (a split is never held whole: at 57M rows
+    the three would be 1.7 GB); the number of rows written."""
+    written = 0
+    with pq.ParquetWriter(path, coo.schema) as writer:
+        for start in range(0, coo.num_rows, slice_rows):
+            part = coo.slice(start, slice_rows).filter(pa.array(labels[start:start + slice_rows] == code))
+            writer.write_table(part)
+            written += part.num_rows
+    return written
+
+
+@numba.njit(cache=True)
+def _counts_and_sums(labels: np.ndarray, values: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and the sum of `values` per label."""
+    counts, sums = np.zeros(n_labels, np.int64), np.zeros(n_labels, np.int64)
+    for i in range(len(labels)):
+        counts[labels[i]] += 1
+        sums[labels[i]] += values[i]
+    return counts, sums
+
+
+def _ratings_and_scaled(ratings: Column, scale: RatingScale) -> tuple[np.ndarray, np.ndarray]:
+    """The ratings as int16 and scaled to [0, 1] as float32, chunk by chunk (temporaries the size of a chunk)."""
+    stored, scaled = np.empty(len(ratings), dtype=np.int16), np.empty(len(ratings), dtype=np.float32)
+    for offset, (values,) in aligned_chunks([ratings]):
+        stored[offset:offset + len(values)] = values
+        scaled[offset:offset + len(values)] = scale.scale(values)
+    return stored, scaled
 
 
 def build_utility_matrix(validated: ValidatedData, settings: Settings,
@@ -157,36 +207,32 @@ def build_utility_matrix(validated: ValidatedData, settings: Settings,
     matrix_settings = [split_params, asdict(scale), settings.unrated_value]
     split_id = hashlib.sha256(json.dumps([data_version, *matrix_settings]).encode()).hexdigest()[:16]
 
-    user_ids, user_index = _contiguous_index(ratings["user_id"].to_numpy())
-    anime_ids, anime_index = _contiguous_index(ratings["anime_id"].to_numpy())
-    rating_values = ratings["rating"].to_numpy()
-    coo = pa.table({
-        "user_index": user_index,
-        "anime_index": anime_index,
-        "user_id": ratings["user_id"],
-        "anime_id": ratings["anime_id"],
-        "rating": pa.array(rating_values.astype(np.int16)),
-        "scaled_rating": scale.scale(rating_values),
-    })
-    labels = split_assignment(ratings["user_id"].to_numpy(), ratings["anime_id"].to_numpy(), settings.test_fraction,
+    user_ids, user_index = _contiguous_index(ratings["user_id"])
+    anime_ids, anime_index = _contiguous_index(ratings["anime_id"])
+    stored, scaled = _ratings_and_scaled(ratings["rating"], scale)
+    coo = pa.table({"user_index": user_index, "anime_index": anime_index, "user_id": ratings["user_id"],
+                    "anime_id": ratings["anime_id"], "rating": stored, "scaled_rating": scaled})
+    labels = split_assignment(ratings["user_id"], ratings["anime_id"], settings.test_fraction,
                               settings.validation_fraction, settings.split_seed)
+    sizes, sums = _counts_and_sums(labels, stored, len(SPLITS))
+    split_sizes = {name: int(sizes[code]) for code, name in enumerate(SPLITS)}
+    train_mean_rating = float(sums[0]) / max(int(sizes[0]), 1)  # an exact integer sum, so numpy's mean to the bit
+    tables = {
+        USER_INDEX_FILE: pa.table({"user_id": user_ids, "user_index": np.arange(len(user_ids), dtype=np.int32)}),
+        ANIME_INDEX_FILE: pa.table({"anime_id": anime_ids, "anime_index": np.arange(len(anime_ids), dtype=np.int32)}),
+        UNRATED_FILE: validated.unrated, "quarantine.parquet": validated.quarantine,
+        "anime_quarantine.parquet": validated.anime_quarantine, ANIME_METADATA_FILE: validated.anime}
 
     target = settings.matrix_root / f"{data_version}-{split_id[:8]}"
     with atomic_dir(target) as tmp:
-        split_sizes = {}
-        for code, name in enumerate(SPLITS):
-            part = coo.filter(pa.array(labels == code))
-            split_sizes[name] = part.num_rows
-            pq.write_table(part, tmp / f"{name}.parquet")
-        train_mean_rating = float(rating_values[labels == 0].mean())
-        pq.write_table(pa.table({"user_id": user_ids, "user_index": np.arange(len(user_ids), dtype=np.int32)}),
-                       tmp / USER_INDEX_FILE)
-        pq.write_table(pa.table({"anime_id": anime_ids, "anime_index": np.arange(len(anime_ids), dtype=np.int32)}),
-                       tmp / ANIME_INDEX_FILE)
-        pq.write_table(validated.unrated, tmp / UNRATED_FILE)
-        pq.write_table(validated.quarantine, tmp / "quarantine.parquet")
-        pq.write_table(validated.anime_quarantine, tmp / "anime_quarantine.parquet")
-        pq.write_table(validated.anime, tmp / ANIME_METADATA_FILE)
+        # Parquet encodes one file on one thread and releases the GIL: the splits are written side by side.
+        with ThreadPoolExecutor(max_workers=len(SPLITS)) as pool:
+            written = [pool.submit(_write_split, coo, labels, code, tmp / f"{name}.parquet")
+                       for code, name in enumerate(SPLITS)]
+            for name, table in tables.items():
+                pq.write_table(table, tmp / name)
+            if [future.result() for future in written] != list(split_sizes.values()):
+                raise AssertionError("split files do not hold the split's rows")
         metadata = {
             "data_version": data_version, "split_id": split_id, "split": split_params, "split_sizes": split_sizes,
             "n_users": len(user_ids), "n_anime": len(anime_ids), "scale": asdict(scale),

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.arrow_expectations import evaluates, validate_table
+from pipeline.arrow_expectations import boolean_mask, evaluates, validate_table
 from pipeline.errors import PipelineInputError
 from pipeline.hashing import multiset_digest
 from pipeline.ingest import ANIME_FILE, WATCHING_STATUSES, RawData
@@ -123,10 +123,10 @@ class ValidatedData:
 def data_version_of(ratings: pa.Table, unrated: pa.Table | None = None) -> str:
     """Content hash of the accepted ratings and of the interactions without a rating (the ranking model learns
     from both), independent of row order in the source files."""
-    digest = multiset_digest(*(ratings[name].to_numpy() for name in RATING_COLUMNS))
+    digest = multiset_digest(*(ratings[name] for name in RATING_COLUMNS))
     if unrated is None or unrated.num_rows == 0:
         return digest[:16]
-    listed = multiset_digest(*(unrated[name].to_numpy() for name in ("user_id", "anime_id", "watching_status")))
+    listed = multiset_digest(*(unrated[name] for name in ("user_id", "anime_id", "watching_status")))
     return hashlib.sha256(f"{digest}:{listed}".encode()).hexdigest()[:16]
 
 
@@ -163,12 +163,13 @@ def _as_pandas(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def _batches(table: pa.Table, key_column: str | None, batch_rows: int) -> list[np.ndarray]:
-    """Row numbers of each batch. Rows are split by their key's hash, so that every row of one key
-    lands in the same batch and a uniqueness expectation over the key stays exact batch by batch."""
+def _batches(table: pa.Table, key_column: str | None, batch_rows: int) -> list[np.ndarray | None]:
+    """Row numbers of each batch (None: one batch, the whole table). Rows are split by their key's hash, so that
+    every row of one key lands in the same batch and a uniqueness expectation over the key stays exact batch by
+    batch."""
     n_batches = -(-table.num_rows // batch_rows)
     if n_batches <= 1 or key_column is None:
-        return [np.arange(table.num_rows)]
+        return [None]
     keys = pc.fill_null(table[key_column], 0).to_numpy()
     labels = keys % n_batches
     order = np.argsort(labels, kind="stable")
@@ -183,7 +184,7 @@ class SuiteBatch:
     source: str
     parameters: dict[str, Any]
     table: pa.Table  # the batch's rows
-    rows: np.ndarray  # their row numbers in the whole table
+    rows: np.ndarray | None  # their row numbers in the whole table (None: the batch is the whole table)
     label: str  # which batch, for logs and task names: "rating.csv, batch 3 of 15"
     engine: str  # Settings.validation_engine
 
@@ -233,7 +234,7 @@ def validate_batch(batch: SuiteBatch) -> BatchOutcome:
             detail = item.exception_info.get("exception_message") if raised else item.result.get("observed_value")
             raise PipelineInputError(f"{batch.source}: column '{_column_of(config.kwargs)}' failed {config.type} "
                                      f"({detail})")
-        failing.append(batch.rows[failing_positions])
+        failing.append(failing_positions if batch.rows is None else batch.rows[failing_positions])
         unexpected.append(int(item.result.get("unexpected_count") or 0))
         success.append(bool(item.success))
     return BatchOutcome(expectations, failing, unexpected, success, _compact(result.to_json_dict()))
@@ -256,7 +257,7 @@ def run_suite(table: pa.Table, suite_path: Path, source: str, parameters: dict[s
     """
     suite = _load_suite(suite_path)
     split = _batches(table, (suite.meta or {}).get("batch_key"), batch_rows or max(table.num_rows, 1))
-    batches = (SuiteBatch(suite_path, source, parameters or {}, table if len(split) == 1 else table.take(rows), rows,
+    batches = (SuiteBatch(suite_path, source, parameters or {}, table if rows is None else table.take(rows), rows,
                           f"{source}, batch {number} of {len(split)}", engine) for number, rows in enumerate(split, 1))
     results = map_batches(batches)
     reason = pa.nulls(table.num_rows, pa.string())
@@ -322,7 +323,32 @@ def _watch_list_rows(raw: RawData, settings: Settings,
     rows = pa.table({"user_id": table["user_id"], "anime_id": table["anime_id"], "rating": table["rating"],
                      "watching_status": pc.cast(pc.fill_null(table["watching_status"], 0), pa.int8()),
                      "row_number": table["row_number"], "source_rank": pa.array(np.zeros(table.num_rows, np.int32))})
-    return rows, pc.coalesce(table["parse_error"], reason), report
+    return rows, _either(table["parse_error"], reason), report
+
+
+def _runs(ranks: pa.ChunkedArray, n_sources: int) -> np.ndarray:
+    """Where each source's rows start (and, last, the end): the rows are concatenated source by source."""
+    values, counts = (array.to_pylist() for array in pc.value_counts(ranks).flatten())
+    per_rank = dict(zip(values, counts, strict=True))
+    starts = np.concatenate([[0], np.cumsum([per_rank.get(rank, 0) for rank in range(n_sources)])]).astype(np.int64)
+    for rank in range(n_sources):
+        if per_rank.get(rank) and pc.index(ranks, rank).as_py() != starts[rank]:
+            raise AssertionError("rows are not in source order")
+    return starts
+
+
+def _where(table: pa.Table, mask: np.ndarray) -> pa.Table:
+    """The rows where `mask` is set; the table itself when that is every row (a rating file without unrated or
+    bad rows: no copy of 57M rows)."""
+    return table if mask.all() else table.filter(mask)
+
+
+def _either(first: pa.ChunkedArray, second: pa.Array) -> pa.ChunkedArray | pa.Array:
+    """The first reason a row has (read errors come before rule failures); no pass over the rows when one side
+    has none, as usual."""
+    if first.null_count == len(first):
+        return second
+    return first if second.null_count == len(second) else pc.coalesce(first, second)
 
 
 def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
@@ -352,10 +378,10 @@ def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = No
     rating_report, rating_reason = run(raw.ratings.select(SUITE_RATING_COLUMNS),
                                        settings.expectations_dir / "ratings.json", " + ".join(raw.sources),
                                        {"allowed_ratings": allowed})
-    rating_reason = pc.coalesce(raw.ratings["parse_error"], rating_reason)
+    rating_reason = _either(raw.ratings["parse_error"], rating_reason)
     anime_report, anime_reason = run(raw.anime.drop_columns(["row_number", "parse_error"]),
                                      settings.expectations_dir / "anime.json", ANIME_FILE)
-    anime_reason = pc.coalesce(raw.anime["parse_error"], anime_reason)
+    anime_reason = _either(raw.anime["parse_error"], anime_reason)
     _check_quarantine_share(" + ".join(raw.sources), rating_reason, settings)
 
     watch_list = _watch_list_rows(raw, settings, run)
@@ -363,7 +389,7 @@ def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = No
     rows = pa.table({
         "user_id": raw.ratings["user_id"], "anime_id": raw.ratings["anime_id"], "rating": raw.ratings["rating"],
         "watching_status": pa.array(np.zeros(raw.ratings.num_rows, np.int8)), "row_number": raw.ratings["row_number"],
-        "source_rank": pc.add(raw.ratings["source_rank"], np.int32(offset))})
+        "source_rank": pc.add(raw.ratings["source_rank"], np.int32(offset)) if offset else raw.ratings["source_rank"]})
     reason, reports, sources = rating_reason, [rating_report, anime_report], raw.sources
     if watch_list is not None:
         watch_rows, watch_reason, watch_report = watch_list
@@ -377,14 +403,16 @@ def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = No
     valid = ok.to_numpy(zero_copy_only=False)
     # With one source, pairs are already unique (a repeat within a file is quarantined by the suite).
     current = _newest_per_pair(rows, valid) if len(sources) > 1 else valid
-    listed = rows["source_rank"].to_numpy() < offset  # the watch list is source 0 when there is one
-    unrated_mask = current & (listed | (pc.fill_null(rows["rating"], 0).to_numpy() == settings.unrated_value))
+    unrated_mask = current & boolean_mask(pc.equal(rows["rating"], settings.unrated_value))
+    if offset:  # the watch list is source 0: its entries that are current are interactions
+        unrated_mask |= current & boolean_mask(pc.less(rows["source_rank"], offset))
     rated_mask = current & ~unrated_mask
-    ratings = rows.select(RATING_COLUMNS).filter(rated_mask)
-    unrated = rows.select(["user_id", "anime_id", "watching_status"]).filter(unrated_mask)
-    source_names = pa.array(sources).take(rows["source_rank"])
-    quarantine = (rows.select(["row_number", *RATING_COLUMNS]).add_column(0, "source", source_names)
-                  .append_column("reason", reason).filter(pc.invert(ok)))
+    ratings = _where(rows.select(RATING_COLUMNS), rated_mask)
+    unrated = _where(rows.select(["user_id", "anime_id", "watching_status"]), unrated_mask)
+    left_out = rows.select(["source_rank", "row_number", *RATING_COLUMNS]).append_column("reason", reason).filter(
+        pc.invert(ok))
+    quarantine = left_out.drop_columns(["source_rank"]).add_column(0, "source",
+                                                                    pa.array(sources).take(left_out["source_rank"]))
     anime_ok = pc.is_null(anime_reason)
     anime = raw.anime.drop_columns(["row_number", "parse_error"]).filter(anime_ok)
     anime_quarantine = (raw.anime.select(["row_number", "anime_id", "name"]).append_column("reason", anime_reason)
@@ -393,13 +421,13 @@ def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = No
     known_anime = pc.is_in(ratings["anime_id"], value_set=anime["anime_id"])
     # Each count from its own rows (never one as the remainder of the others), so that the reconciliation in
     # ValidationCounts fails if a row lands in two places or in none.
-    rank = rows["source_rank"].to_numpy().astype(np.int64)
+    starts = _runs(rows["source_rank"], len(sources))
     superseded_mask = valid & ~current  # valid, but a later file has the same pair
 
-    def per_file(mask: np.ndarray | None = None) -> np.ndarray:
-        return np.bincount(rank if mask is None else rank[mask], minlength=len(sources))
+    def per_file(mask: np.ndarray) -> list[int]:
+        return [np.count_nonzero(mask[start:end]) for start, end in zip(starts[:-1], starts[1:], strict=True)]
 
-    per_source = {"rows_in": per_file(), "accepted": per_file(rated_mask), "unrated": per_file(unrated_mask),
+    per_source = {"rows_in": np.diff(starts), "accepted": per_file(rated_mask), "unrated": per_file(unrated_mask),
                   "quarantined": per_file(~valid), "superseded": per_file(superseded_mask)}
     statuses = np.bincount(unrated["watching_status"].to_numpy().astype(np.int64), minlength=7)
     counts = ValidationCounts(
