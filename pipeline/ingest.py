@@ -18,13 +18,13 @@ becomes null and the row carries a `parse_error` that validation turns into a qu
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import html
 import os
 import re
 import zipfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -267,7 +267,7 @@ def read_csv_file(source: DataFile, columns: Columns) -> pa.Table:
     try:
         try:
             table, invalid = _read(source, names, schema, threads=True)
-            errors = pa.nulls(table.num_rows, pa.string())
+            errors = pa.nulls(table.num_rows)  # null-typed: no buffer per row while no value failed
         except pa.ArrowInvalid as exc:
             if "conversion error" not in str(exc).lower():
                 raise PipelineInputError(f"{source.name}: unparseable CSV ({str(exc).splitlines()[0]})") from exc
@@ -291,19 +291,23 @@ def read_csv_file(source: DataFile, columns: Columns) -> pa.Table:
 
 def _with_row_numbers(table: pa.Table, errors: pa.Array, invalid: _InvalidRows,
                       schema: dict[str, pa.DataType]) -> pa.Table:
-    """Number data rows from 1 (the header is line 1) and append the skipped rows, all fields null."""
+    """Number data rows from 1 (the header is line 1; int32 below 2**31 rows) and append the skipped rows, all
+    fields null."""
     skipped = [number - 1 for number, _, _ in invalid.rows]
-    numbers = np.arange(1, table.num_rows + len(skipped) + 1, dtype=np.int64)
+    n = table.num_rows + len(skipped)
+    numbers = np.arange(1, n + 1, dtype=np.int32 if n < 2 ** 31 - 1 else np.int64)
     if skipped:  # a mask, not setdiff1d: that one sorts all 57M numbers
         kept = np.ones(len(numbers), dtype=bool)
         kept[np.asarray(skipped) - 1] = False
         numbers = numbers[kept]
+    if skipped:
+        errors = errors.cast(pa.string())
     table = table.append_column("row_number", pa.array(numbers)).append_column("parse_error", errors)
     if not skipped:
         return table
     broken = pa.table({
         **{name: pa.nulls(len(skipped), table.schema.field(name).type) for name in schema},
-        "row_number": pa.array(skipped, pa.int64()),
+        "row_number": pa.array(skipped, table.schema.field("row_number").type),
         "parse_error": pa.array([f"row has {fields} fields, expected {expected}"
                                  for _, fields, expected in invalid.rows], pa.string()),
     })
@@ -345,7 +349,9 @@ def inbox_files(folder: Path | None) -> list[Path]:
 class RawData:
     """Typed source tables plus what is needed to trace them back to the files."""
 
-    ratings: pa.Table  # user_id, anime_id, rating (int64), row_number, parse_error, source_rank
+    # user_id, anime_id, rating (int64), row_number (int32, int64 past 2**31 rows), parse_error (null-typed when no row
+    # has one), source_rank
+    ratings: pa.Table
     anime: pa.Table  # anime_id, name, genre, type, episodes, rating, members, row_number, parse_error
     source_sha256: dict[str, str]
     sources: tuple[str, ...] = ("rating.csv",)  # rating sources, oldest first; source_rank indexes this
@@ -370,29 +376,34 @@ def ingest(data_dir: Path, inbox_dir: Path | None = None, archive_dir: Path | No
     rating_sources |= {f"archive/{path.name}": DataFile(path) for path in inbox_files(archive_dir)}
     incoming = inbox_files(inbox_dir)
     rating_sources |= {f"incoming/{path.name}": DataFile(path) for path in incoming}
-    tables = []
-    for rank, source in enumerate(rating_sources.values()):
-        table = read_ratings(source)
-        tables.append(table.append_column("source_rank", pa.array(np.full(table.num_rows, rank, np.int32))))
     anime_file = find_file(data_dir, ANIME_FILE)
     if anime_file is None:
         folder = data_dir if data_dir.is_dir() else data_dir.parent
         raise PipelineInputError(f"{folder / ANIME_FILE}: file not found (expected columns "
                                  f"{','.join(ANIME_COLUMNS.required)}, or MAL_ID,Name of the Kaggle 2020 layout)")
-    anime = read_anime(anime_file)
     files = {**rating_sources, ANIME_FILE: anime_file}
-    watch_list = None
-    if layout.watch_list_file is not None and (found := find_file(data_dir, layout.watch_list_file)) is not None:
-        watch_list = read_watch_list(found)
-        files[layout.watch_list_file] = found
-    for source, table in ((rating_file, tables[0]), (anime_file, anime)):
-        if table.num_rows == 0:  # an inbox file may be an empty increment; the base data may not be empty
-            raise PipelineInputError(f"{source.name}: no rows after the header")
-    container_sha256 = functools.cache(lambda path: DataFile(path).sha256())  # a .zip of several files: once
+    watch_file = None if layout.watch_list_file is None else find_file(data_dir, layout.watch_list_file)
+    if watch_file is not None:
+        files[layout.watch_list_file] = watch_file
+    # The files' sha256 (hashlib releases the GIL) is computed beside the CSV parsing; once per file on disk (a .zip
+    # holds several); never through a symbolic link (reading one stops the run first).
+    with ThreadPoolExecutor(max_workers=1) as hashing:
+        digests = {path: hashing.submit(DataFile(path).sha256) for path in {source.path for source in files.values()}
+                   if not path.is_symlink()}
+        tables = []
+        for rank, source in enumerate(rating_sources.values()):
+            table = read_ratings(source)
+            tables.append(table.append_column("source_rank", pa.array(np.full(table.num_rows, rank, np.int32))))
+        anime = read_anime(anime_file)
+        watch_list = None if watch_file is None else read_watch_list(watch_file)
+        for source, table in ((rating_file, tables[0]), (anime_file, anime)):
+            if table.num_rows == 0:  # an inbox file may be an empty increment; the base data may not be empty
+                raise PipelineInputError(f"{source.name}: no rows after the header")
+        source_sha256 = {name: digests[source.path].result() for name, source in files.items()}
     return RawData(
-        ratings=pa.concat_tables(tables),
+        ratings=pa.concat_tables(tables, promote_options="permissive"),  # files with and without read errors
         anime=anime,
-        source_sha256={name: container_sha256(source.path) for name, source in files.items()},
+        source_sha256=source_sha256,
         sources=tuple(rating_sources),
         incoming=tuple(incoming),
         layout=layout,

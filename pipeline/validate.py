@@ -260,13 +260,14 @@ def run_suite(table: pa.Table, suite_path: Path, source: str, parameters: dict[s
     batches = (SuiteBatch(suite_path, source, parameters or {}, table if rows is None else table.take(rows), rows,
                           f"{source}, batch {number} of {len(split)}", engine) for number, rows in enumerate(split, 1))
     results = map_batches(batches)
-    reason = pa.nulls(table.num_rows, pa.string())
+    reason = pa.nulls(table.num_rows)  # null-typed: no buffer per row while no row fails
     outcomes = []
     for number, (kind, column, on_failure, why) in enumerate(results[0].expectations):
         failing = np.concatenate([result.failing[number] for result in results])
         if failing.size:
             mask = np.zeros(table.num_rows, dtype=bool)
             mask[failing] = True
+            reason = reason.cast(pa.string())
             reason = pc.if_else(mask, pc.binary_join_element_wise(reason, why, "; ", null_handling="skip"), reason)
         outcomes.append(ExpectationOutcome(kind, column, all(result.success[number] for result in results),
                                            sum(result.unexpected[number] for result in results), on_failure))
@@ -351,6 +352,13 @@ def _either(first: pa.ChunkedArray, second: pa.Array) -> pa.ChunkedArray | pa.Ar
     return first if second.null_count == len(second) else pc.coalesce(first, second)
 
 
+def _with_text_reason(quarantine: pa.Table) -> pa.Table:
+    """Row numbers as int64 and reasons as text (both are narrower while no row has failed)."""
+    return quarantine.cast(pa.schema([pa.field(name, {"reason": pa.string(), "row_number": pa.int64()}.get(name, kind))
+                                      for name, kind in zip(quarantine.column_names, quarantine.schema.types,
+                                                            strict=True)]))
+
+
 def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
     return values.chunks if isinstance(values, pa.ChunkedArray) else [values]
 
@@ -394,8 +402,10 @@ def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = No
     if watch_list is not None:
         watch_rows, watch_reason, watch_report = watch_list
         _check_quarantine_share(raw.layout.watch_list_file, watch_reason, settings)
-        rows = pa.concat_tables([watch_rows, rows])
-        reason = pa.chunked_array([*_chunks(watch_reason), *_chunks(rating_reason)], pa.string())
+        rows = pa.concat_tables([watch_rows, rows], promote_options="permissive")
+        reason = pa.chunked_array([*_chunks(watch_reason), *_chunks(rating_reason)]) if (
+            watch_reason.type == rating_reason.type) else pa.chunked_array(
+            [chunk.cast(pa.string()) for chunk in (*_chunks(watch_reason), *_chunks(rating_reason))])
         reports.insert(1, watch_report)
         sources = (raw.layout.watch_list_file, *raw.sources)
 
@@ -411,12 +421,12 @@ def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = No
     unrated = _where(rows.select(["user_id", "anime_id", "watching_status"]), unrated_mask)
     left_out = rows.select(["source_rank", "row_number", *RATING_COLUMNS]).append_column("reason", reason).filter(
         pc.invert(ok))
-    quarantine = left_out.drop_columns(["source_rank"]).add_column(0, "source",
-                                                                    pa.array(sources).take(left_out["source_rank"]))
+    quarantine = _with_text_reason(left_out.drop_columns(["source_rank"]).add_column(
+        0, "source", pa.array(sources).take(left_out["source_rank"])))
     anime_ok = pc.is_null(anime_reason)
     anime = raw.anime.drop_columns(["row_number", "parse_error"]).filter(anime_ok)
-    anime_quarantine = (raw.anime.select(["row_number", "anime_id", "name"]).append_column("reason", anime_reason)
-                        .filter(pc.invert(anime_ok)))
+    anime_quarantine = _with_text_reason(raw.anime.select(["row_number", "anime_id", "name"]).append_column(
+        "reason", anime_reason).filter(pc.invert(anime_ok)))
 
     known_anime = pc.is_in(ratings["anime_id"], value_set=anime["anime_id"])
     # Each count from its own rows (never one as the remainder of the others), so that the reconciliation in
