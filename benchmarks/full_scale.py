@@ -16,23 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.data_path import memory_gb, timed_data_path
 from pipeline.generate import KAGGLE_2020_LIST_SPEC, KAGGLE_2020_SPEC, generate_demo_dataset
-from pipeline.ingest import ingest
-from pipeline.matrix import build_utility_matrix
 from pipeline.settings import Settings, TrainingConfig
 from pipeline.train import train_model
-from pipeline.validate import validate
 
 SPECS = {"kaggle2020": KAGGLE_2020_SPEC,
          "tenth": dataclasses.replace(KAGGLE_2020_SPEC, n_users=31_000, n_ratings=5_700_000)}
 LIST_SPECS = {"kaggle2020": KAGGLE_2020_LIST_SPEC,  # --layout kaggle2020: the 2020 data set's files, list included
               "tenth": dataclasses.replace(KAGGLE_2020_LIST_SPEC, n_users=32_500, n_ratings=6_700_000)}
-
-
-def memory_gb(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak) of this process, in GB."""
-    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
-    return int(line.split()[1]) / 2**20
 
 
 def folder_mb(path: Path) -> float:
@@ -57,29 +49,18 @@ def main() -> None:
     data_dir = generated_data(args.size, args.work, args.layout)
     generate_seconds = time.perf_counter() - started
     settings = Settings(data_root=args.work / f"{args.size}-run", mlruns_dir=args.work / f"{args.size}-run" / "mlruns")
-    seconds, rss = {}, {}
-
-    def timed(step: str, stage, *stage_args):
-        begun = time.perf_counter()
-        result = stage(*stage_args)
-        seconds[step] = time.perf_counter() - begun
-        rss[step] = memory_gb("VmRSS")
-        return result
-
-    raw = timed("ingest", ingest, data_dir)
-    rows_in = raw.rows_in
-    validated = timed("validate", validate, raw, settings)
-    del raw
-    matrix = timed("matrix", build_utility_matrix, validated, settings)
-    del validated
+    matrix, data_path = timed_data_path(data_dir, settings)
+    seconds, rss = data_path["seconds"], data_path["rss_gb"]
     gc.collect()
-
-    trained = timed("train", train_model, matrix, TrainingConfig(), None, 0)
+    begun = time.perf_counter()
+    trained = train_model(matrix, TrainingConfig(), None, 0)
+    seconds["train"], rss["train"] = time.perf_counter() - begun, memory_gb("VmRSS")
     rating_model = args.work / f"{args.size}-rating.keras"
     trained.model.save(rating_model)
     print(json.dumps({
-        "data_dir": str(data_dir), "n_users": matrix.n_users, "n_anime": matrix.n_anime, "rows_in": rows_in,
-        "seconds": seconds, "rss_gb": rss, "peak_rss_gb": memory_gb("VmHWM"), "sweeps": trained.epochs_run,
+        "data_dir": str(data_dir), "n_users": matrix.n_users, "n_anime": matrix.n_anime,
+        "rows_in": data_path["rows_in"], "seconds": seconds, "rss_gb": rss, "peak_rss_gb": memory_gb("VmHWM"),
+        "sweeps": trained.epochs_run,
         "best_sweep": trained.best_epoch, "l2": trained.history["l2"][trained.best_epoch - 1],
         "ratings_per_s": float(np.median(trained.history["ratings_per_s"])), "parquet_mb": folder_mb(matrix.path),
         "csv_mb": folder_mb(data_dir), "generate_seconds": generate_seconds, "matrix": str(matrix.path),

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from benchmarks.full_scale import memory_gb
+from benchmarks.data_path import memory_gb
 from pipeline.matrix import UtilityMatrix
 from pipeline.ranking import train_ranking_model
 from pipeline.serving import save_bundle
