@@ -64,8 +64,8 @@ class UtilityMatrix:
     train_mean_rating: float
     row_counts: dict[str, object]  # validation counts of the data it was built from (per file: nested)
 
-    def split(self, name: str) -> pa.Table:
-        return pq.read_table(self.path / f"{name}.parquet")
+    def split(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.path / f"{name}.parquet", columns=columns)
 
     @property
     def user_index_path(self) -> Path:
@@ -98,7 +98,7 @@ class UtilityMatrix:
         """Every (user_index, anime_index, rating, watching_status) a user rated in `splits` or has without a
         rating (rating = `unrated_value`, with its watching status; 0 = not given). Pairs of users or anime
         with no accepted rating are left out, as the models have no row for them."""
-        parts = [self.split(name).select(["user_index", "anime_index", "rating"]).append_column(
+        parts = [self.split(name, ["user_index", "anime_index", "rating"]).append_column(
             "watching_status", pa.array(np.zeros(self.split_sizes[name], np.int8))) for name in splits]
         unrated = self.unrated()
         users = lookup_indices(unrated["user_id"].to_numpy(), pq.read_table(self.user_index_path), "user_id",

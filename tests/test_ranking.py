@@ -41,14 +41,21 @@ def test_gram_matrix_equals_the_dense_product_across_column_blocks():
     np.testing.assert_allclose(gram_matrix(history, block=17), dense.T @ dense, rtol=1e-5, atol=1e-5)
 
 
-def test_block_inverse_matches_numpy_in_place():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inverse_in_place_matches_numpy(dtype):
     rng = np.random.default_rng(1)
     factors = rng.standard_normal((300, 500))
-    matrix = (factors @ factors.T / 500 + 0.5 * np.eye(300)).astype(np.float32)
+    matrix = (factors @ factors.T / 500 + 0.5 * np.eye(300)).astype(dtype)
     expected = np.linalg.inv(matrix.astype(np.float64))
     work = matrix.copy()
-    invert_spd_in_place(work, leaf=37)  # several levels of recursion, odd sizes
-    np.testing.assert_allclose(work, expected, rtol=1e-3, atol=1e-4)
+    invert_spd_in_place(work, block=37)  # mirrored in blocks of odd sizes
+    np.testing.assert_allclose(work, expected, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(work, work.T)
+
+
+def test_inverse_of_a_matrix_that_is_not_positive_definite_fails():
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        invert_spd_in_place(np.array([[1.0, 2.0], [2.0, 1.0]], dtype=np.float32))
 
 
 def test_item_weights_meet_the_ease_optimality_conditions():
