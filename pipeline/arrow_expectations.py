@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import numba
@@ -208,25 +207,21 @@ def _resolved(value, parameters: dict[str, Any]):
     return value
 
 
-_EVALUATORS: dict[str, Callable] = {
-    "expect_column_values_to_not_be_null": _column_values,
-    "expect_column_values_to_be_between": _column_values,
-    "expect_column_values_to_be_in_set": _column_values,
-    "expect_column_values_to_be_unique": _column_values,
-}
+COLUMN_VALUE_KINDS = ("expect_column_values_to_not_be_null", "expect_column_values_to_be_between",
+                      "expect_column_values_to_be_in_set", "expect_column_values_to_be_unique")  # _column_values
 
 
 def evaluates(suite) -> bool:
     """Whether every expectation of the (GX-parsed) suite is one this module evaluates as GX does."""
     for expectation in suite.expectations:
         kind = expectation.expectation_type
-        if kind in ("expect_column_to_exist",):
+        if kind == "expect_column_to_exist":
             if getattr(expectation, "column_index", None) is not None:
                 return False
         elif kind == "expect_column_values_to_be_of_type":
             if _arrow_type(expectation.type_) is None:
                 return False
-        elif kind not in (*_EVALUATORS, "expect_compound_columns_to_be_unique"):
+        elif kind not in (*COLUMN_VALUE_KINDS, "expect_compound_columns_to_be_unique"):
             return False
         if getattr(expectation, "row_condition", None) or getattr(expectation, "condition_parser", None):
             return False
@@ -280,7 +275,7 @@ def validate_table(suite, table: pa.Table, parameters: dict[str, Any]):
                 rows, missing = _compound_unique(expectation, table)
                 values = table.select(names)
             else:
-                rows, missing = _EVALUATORS[kind](expectation, table, parameters)
+                rows, missing = _column_values(expectation, table, parameters)
                 values = table[expectation.column]
             success, outcome = _counts(expectation, kind, values, rows, missing, table.num_rows)
         results.append(ExpectationValidationResult(success=success, expectation_config=config, result=outcome,

@@ -2,6 +2,9 @@
 accepted ratings, interactions without a rating (−1 rows; the Kaggle 2020 list entries with their
 watching status) and quarantine (each quarantined row with its reason).
 
+The suites are evaluated by Arrow compute (pipeline/arrow_expectations.py, results in GX's form) or, with
+`validation_engine = "gx"` or for a suite that engine does not evaluate, by GX's own pandas engine.
+
 Every expectation in a suite says what its failure means (`meta.on_failure`): `stop` fails the run
 with one line naming file and column; `quarantine` moves the failing rows aside with `meta.reason`.
 """

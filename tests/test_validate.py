@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 from conftest import RATING_HEADER, validate_with_both_engines, write_csv, write_dataset
 
+import pipeline.arrow_expectations
 import pipeline.validate
 from pipeline.errors import PipelineInputError
 from pipeline.ingest import ingest
@@ -130,3 +131,47 @@ def test_quarantine_names_the_file_of_each_row(tmp_path, settings):
     assert [(r["source"], r["row_number"]) for r in rows] == [("incoming/new.csv", 1), ("incoming/new.csv", 2),
                                                                ("incoming/new.csv", 3)]
     assert "outside the rating scale" in rows[0]["reason"] and "more than once in the same file" in rows[1]["reason"]
+
+
+def test_a_suite_the_arrow_engine_does_not_evaluate_is_left_to_gx(tmp_path):
+    suite = {"name": "other", "meta": {}, "expectations": [
+        {"type": "expect_column_values_to_not_be_in_set", "kwargs": {"column": "anime_id", "value_set": [13]},
+         "meta": {"on_failure": "quarantine", "reason": "anime 13 is withdrawn"}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "user_id"},
+         "meta": {"on_failure": "quarantine", "reason": "user_id is missing"}}]}
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(suite))
+    table = pa.table({"user_id": [1, None, 3], "anime_id": [12, 13, 13]})
+    report, reason = run_suite(table, path, "rating.csv", engine="arrow")
+    assert report.gx_result["meta"].get("engine") != "arrow"  # GX's own result
+    assert reason.to_pylist() == [None, "anime 13 is withdrawn; user_id is missing", "anime 13 is withdrawn"]
+    known = dict(suite, expectations=suite["expectations"][1:])  # only what the Arrow engine evaluates
+    path.write_text(json.dumps(known))
+    report, reason = run_suite(table, path, "rating.csv", engine="arrow")
+    assert report.gx_result["meta"]["engine"] == "arrow" and reason.to_pylist() == [None, "user_id is missing", None]
+
+
+@pytest.mark.parametrize("case", ["sorted", "shuffled", "wide ids", "nulls", "four columns past 64 bits"])
+def test_arrow_uniqueness_agrees_with_pandas_duplicated(case):
+    """The compound key of pipeline/arrow_expectations.py (increasing-run check, radix sort, ranking when a 64-bit
+    key would overflow) against pandas' `duplicated(keep=False)`, which GX's pandas engine uses."""
+    rng = np.random.default_rng(4)
+    n = 60_000
+    columns = {"user_id": np.sort(rng.integers(0, 3_000, n)), "anime_id": rng.integers(0, 500, n)}
+    if case == "sorted":
+        order = np.lexsort((columns["anime_id"], columns["user_id"]))
+        columns = {name: values[order] for name, values in columns.items()}
+    if case == "shuffled":
+        columns = {name: rng.permutation(values) for name, values in columns.items()}
+    if case == "wide ids":
+        columns["user_id"] = columns["user_id"] * (2 ** 40) - 2 ** 61  # spans more than 2**32: coded by rank
+    if case == "four columns past 64 bits":
+        columns = {f"c{i}": rng.integers(0, 100_000, n) for i in range(4)}  # 100,001⁴ codes > 2**63
+        for values in columns.values():
+            values[n // 2:n // 2 + n // 4] = values[:n // 4]  # a quarter of the rows repeat another quarter
+    table = pa.table(columns)
+    if case == "nulls":
+        table = table.set_column(1, "anime_id", pa.array(columns["anime_id"], mask=rng.random(n) < 0.3))
+    expected = table.to_pandas().duplicated(keep=False).to_numpy()
+    assert 0 < expected.sum() < n or case == "sorted"
+    assert np.array_equal(pipeline.arrow_expectations._repeated(list(table.columns)), expected)
