@@ -382,14 +382,19 @@ def retrain_child(work: Path, *args: str) -> tuple[dict, float]:
     return json.loads(child.stdout.strip().splitlines()[-1]), wall
 
 
+STAGE_COLUMNS = ["stage", "seconds", "share of the run", "peak RSS during it, GB"]
+
+
 def stage_rows(timing: dict, wall: float) -> list[list[str]]:
-    rows = [[name, f"{seconds:.1f}", f"{seconds / wall:.1%}"] for name, seconds in timing["tasks"]]
-    prefect = timing["flow_seconds"] - sum(seconds for _, seconds in timing["tasks"])
+    rows = [[name, f"{seconds:.1f}", f"{seconds / wall:.1%}", "" if peak is None else f"{peak:.2f}"]
+            for name, seconds, peak in timing["tasks"]]
+    prefect = timing["flow_seconds"] - sum(seconds for _, seconds, _ in timing["tasks"])
     startup = wall - timing["flow_seconds"]
     return rows + [["Prefect (local server start, orchestration, task bookkeeping)", f"{prefect:.1f}",
-                    f"{prefect / wall:.1%}"],
-                   ["process start and imports", f"{startup:.1f}", f"{startup / wall:.1%}"],
-                   ["total (wall, like `time make pipeline`)", f"{wall:.1f}", "100%"]]
+                    f"{prefect / wall:.1%}", ""],
+                   ["process start and imports", f"{startup:.1f}", f"{startup / wall:.1%}", ""],
+                   ["total (wall, like `time make pipeline`)", f"{wall:.1f}", "100%",
+                    f"{timing['peak_rss_gb']:.2f}"]]
 
 
 def full_part(size: str, work: Path) -> Table:
@@ -403,7 +408,7 @@ def full_part(size: str, work: Path) -> Table:
     scores = timing["scores"]
     table = Table(f"The whole retrain flow at full scale ({size}: {scores['n_users']:,} users × "
                   f"{scores['n_anime']:,} anime, {scores['rows_in']:,} rating rows; {repository_path(data_dir)})",
-                  ["stage", "seconds", "share of the run"], stage_rows(timing, wall))
+                  STAGE_COLUMNS, stage_rows(timing, wall))
     table.notes += [
         f"Peak RSS of the run's process: **{timing['peak_rss_gb']:.2f} GB** (the Prefect server is a process of its "
         "own). Like `make pipeline DATA=" + repository_path(data_dir) + "` with a fresh Prefect home, data root and "
@@ -425,7 +430,7 @@ def stages_part(work: Path) -> Table:
     for _ in range(2):
         timing, wall = retrain_child(work / "stages")
         walls.append(wall)
-    table = Table("`make pipeline` on the built-in demo data: time per stage", ["stage", "seconds", "share of the run"],
+    table = Table("`make pipeline` on the built-in demo data: time per stage", STAGE_COLUMNS,
                   stage_rows(timing, walls[-1]))
     table.notes.append("Task times are Prefect's own task-run durations; Prefect's share is the flow call's wall "
                        "time minus its tasks. Second of two runs on one PREFECT_HOME (the first, which also "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path)
     args = parser.parse_args()
+    samples: list[tuple[float, float]] = []  # (time, RSS GB) every 0.2 s: each stage's peak
+
+    def sample_rss() -> None:
+        while True:
+            samples.append((time.time(), memory_gb("VmRSS")))
+            time.sleep(0.2)
+
+    threading.Thread(target=sample_rss, daemon=True).start()
     started = time.perf_counter()
     summary = retrain(data_dir=args.data)
     flow_seconds = time.perf_counter() - started
@@ -28,7 +37,9 @@ def main() -> None:
         flow_run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
     task_runs.sort(key=lambda run: run.start_time)
-    tasks = [(run.name.rsplit("-", 1)[0], run.total_run_time.total_seconds()) for run in task_runs]
+    tasks = [(run.name.rsplit("-", 1)[0], run.total_run_time.total_seconds(),
+              max((rss for at, rss in samples if run.start_time.timestamp() <= at <= run.end_time.timestamp()),
+                  default=None)) for run in task_runs]
     outcome = summary.outcome
     scores = {} if outcome is None else {
         "rows_in": summary.counts.rows_in, "n_users": outcome.matrix.n_users, "n_anime": outcome.matrix.n_anime,

@@ -116,7 +116,7 @@ def evaluate_ranking(recommender: Recommender, matrix: UtilityMatrix, relevance_
     """Top-10 of the served lists, of the rating model ranked alone, and of the most-rated anime, on the
     same test users. Candidates are the anime a user has not rated or watched in train/validation."""
     users, relevant = judged_users(matrix, relevance_threshold)
-    rated = np.bincount(matrix.split("train")["anime_index"].to_numpy(), minlength=matrix.n_anime)
+    rated = np.bincount(matrix.split("train", ["anime_index"])["anime_index"].to_numpy(), minlength=matrix.n_anime)
 
     def report(top: np.ndarray) -> RankingReport:
         return ranking_report(top, users, relevant, matrix.n_anime)
@@ -135,6 +135,8 @@ def evaluate_model(model: keras.Model, ranking: ItemToItemModel, matrix: Utility
     recommender = Recommender.from_matrix(model, ranking, matrix, unrated_value, splits=SEEN_SPLITS)
     test = matrix.split("test")
     predicted = recommender.predict_pairs(test["user_id"].to_numpy(), test["anime_id"].to_numpy())
-    report = evaluate_predictions(matrix.split("train"), test, predicted, matrix.n_users, matrix.n_anime)
+    train = matrix.split("train", ["user_index", "anime_index", "rating"])  # what the bias baseline is fitted on
+    report = evaluate_predictions(train, test, predicted, matrix.n_users, matrix.n_anime)
+    del train
     return EvaluationReport(report.model, report.global_mean, report.bias, report.n_test,
                             evaluate_ranking(recommender, matrix, relevance_threshold))
