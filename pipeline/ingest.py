@@ -300,8 +300,7 @@ def _with_row_numbers(table: pa.Table, errors: pa.Array, invalid: _InvalidRows,
         kept = np.ones(len(numbers), dtype=bool)
         kept[np.asarray(skipped) - 1] = False
         numbers = numbers[kept]
-    if skipped:
-        errors = errors.cast(pa.string())
+        errors = errors.cast(pa.string())  # the skipped rows get a text reason below
     table = table.append_column("row_number", pa.array(numbers)).append_column("parse_error", errors)
     if not skipped:
         return table

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.arrow_expectations import boolean_mask, evaluates, validate_table
+from pipeline.arrow_expectations import boolean_mask, chunks_of, evaluates, validate_table
 from pipeline.errors import PipelineInputError
 from pipeline.hashing import multiset_digest
 from pipeline.ingest import ANIME_FILE, WATCHING_STATUSES, RawData
@@ -363,7 +363,7 @@ def _where(table: pa.Table, mask: np.ndarray) -> pa.Table:
 
 def _either(first: pa.ChunkedArray, second: pa.Array) -> pa.ChunkedArray | pa.Array:
     """The first reason a row has (read errors come before rule failures); no pass over the rows when one side
-    has none, as usual."""
+    has none (the usual case)."""
     if first.null_count == len(first):
         return second
     return first if second.null_count == len(second) else pc.coalesce(first, second)
@@ -374,10 +374,6 @@ def _with_text_reason(quarantine: pa.Table) -> pa.Table:
     return quarantine.cast(pa.schema([pa.field(name, {"reason": pa.string(), "row_number": pa.int64()}.get(name, kind))
                                       for name, kind in zip(quarantine.column_names, quarantine.schema.types,
                                                             strict=True)]))
-
-
-def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
-    return values.chunks if isinstance(values, pa.ChunkedArray) else [values]
 
 
 def _check_quarantine_share(source: str, reasons: pa.Array | pa.ChunkedArray, settings: Settings) -> None:
@@ -420,9 +416,9 @@ def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = No
         watch_rows, watch_reason, watch_report = watch_list
         _check_quarantine_share(raw.layout.watch_list_file, watch_reason, settings)
         rows = pa.concat_tables([watch_rows, rows], promote_options="permissive")
-        reason = pa.chunked_array([*_chunks(watch_reason), *_chunks(rating_reason)]) if (
-            watch_reason.type == rating_reason.type) else pa.chunked_array(
-            [chunk.cast(pa.string()) for chunk in (*_chunks(watch_reason), *_chunks(rating_reason))])
+        parts = [*chunks_of(watch_reason), *chunks_of(rating_reason)]
+        same_type = watch_reason.type == rating_reason.type  # else one side is null-typed: no row failed there
+        reason = pa.chunked_array(parts if same_type else [part.cast(pa.string()) for part in parts])
         reports.insert(1, watch_report)
         sources = (raw.layout.watch_list_file, *raw.sources)
 
