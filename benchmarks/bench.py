@@ -382,19 +382,22 @@ def retrain_child(work: Path, *args: str) -> tuple[dict, float]:
     return json.loads(child.stdout.strip().splitlines()[-1]), wall
 
 
-STAGE_COLUMNS = ["stage", "seconds", "share of the run", "peak RSS during it, GB"]
+STAGE_COLUMNS = ["stage", "seconds", "share of the run", "peak RSS during it, GB", "RSS at its end, GB"]
 
 
 def stage_rows(timing: dict, wall: float) -> list[list[str]]:
-    rows = [[name, f"{seconds:.1f}", f"{seconds / wall:.1%}", "" if peak is None else f"{peak:.2f}"]
-            for name, seconds, peak in timing["tasks"]]
-    prefect = timing["flow_seconds"] - sum(seconds for _, seconds, _ in timing["tasks"])
+    def gb(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    rows = [[name, f"{seconds:.1f}", f"{seconds / wall:.1%}", gb(peak), gb(end)]
+            for name, seconds, peak, end in timing["tasks"]]
+    prefect = timing["flow_seconds"] - sum(task[1] for task in timing["tasks"])
     startup = wall - timing["flow_seconds"]
     return rows + [["Prefect (local server start, orchestration, task bookkeeping)", f"{prefect:.1f}",
-                    f"{prefect / wall:.1%}", ""],
-                   ["process start and imports", f"{startup:.1f}", f"{startup / wall:.1%}", ""],
+                    f"{prefect / wall:.1%}", "", ""],
+                   ["process start and imports", f"{startup:.1f}", f"{startup / wall:.1%}", "", ""],
                    ["total (wall, like `time make pipeline`)", f"{wall:.1f}", "100%",
-                    f"{timing['peak_rss_gb']:.2f}"]]
+                    f"{timing['peak_rss_gb']:.2f}", ""]]
 
 
 def full_part(size: str, work: Path) -> Table:

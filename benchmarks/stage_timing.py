@@ -22,7 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path)
     args = parser.parse_args()
-    samples: list[tuple[float, float]] = []  # (time, RSS GB) every 0.2 s: each stage's peak
+    samples: list[tuple[float, float]] = []  # (time, RSS GB) every 0.2 s: each stage's peak and end
 
     def sample_rss() -> None:
         while True:
@@ -37,9 +37,13 @@ def main() -> None:
         flow_run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
     task_runs.sort(key=lambda run: run.start_time)
-    tasks = [(run.name.rsplit("-", 1)[0], run.total_run_time.total_seconds(),
-              max((rss for at, rss in samples if run.start_time.timestamp() <= at <= run.end_time.timestamp()),
-                  default=None)) for run in task_runs]
+
+    def during(run) -> list[float]:
+        return [rss for at, rss in samples if run.start_time.timestamp() <= at <= run.end_time.timestamp()]
+
+    # (name, seconds, peak RSS during it, RSS at its end: what it left for the next stages)
+    tasks = [(run.name.rsplit("-", 1)[0], run.total_run_time.total_seconds(), max(during(run), default=None),
+              during(run)[-1] if during(run) else None) for run in task_runs]
     outcome = summary.outcome
     scores = {} if outcome is None else {
         "rows_in": summary.counts.rows_in, "n_users": outcome.matrix.n_users, "n_anime": outcome.matrix.n_anime,

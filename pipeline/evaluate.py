@@ -45,11 +45,14 @@ def fit_bias_model(train: pa.Table, n_users: int, n_anime: int, user_reg: float 
     user_count = np.bincount(users, minlength=n_users)
     anime_count = np.bincount(anime, minlength=n_anime)
     # Two buffers reused by every iteration (at 46M ratings each temporary is 370 MB): residual = (r − μ) − bias.
+    # take's mode="clip" (the indices are valid) writes into `out`; the default mode buffers a copy of it.
     residual, gathered = np.empty_like(ratings), np.empty_like(ratings)
     for _ in range(iterations):
-        np.subtract(np.subtract(ratings, mu, out=residual), np.take(user_bias, users, out=gathered), out=residual)
+        np.subtract(np.subtract(ratings, mu, out=residual), np.take(user_bias, users, out=gathered, mode="clip"),
+                    out=residual)
         anime_bias = np.bincount(anime, weights=residual, minlength=n_anime) / (anime_reg + anime_count)
-        np.subtract(np.subtract(ratings, mu, out=residual), np.take(anime_bias, anime, out=gathered), out=residual)
+        np.subtract(np.subtract(ratings, mu, out=residual), np.take(anime_bias, anime, out=gathered, mode="clip"),
+                    out=residual)
         user_bias = np.bincount(users, weights=residual, minlength=n_users) / (user_reg + user_count)
     return BiasModel(mu, user_bias, anime_bias)
 

@@ -56,7 +56,16 @@ class InteractionWeights:
     unrated_value: int
     status_weights: dict[int, float] = field(default_factory=dict)  # other watching statuses (dropped, …)
 
-    def of(self, ratings: np.ndarray, statuses: np.ndarray | None = None) -> np.ndarray:
+    def of(self, ratings: np.ndarray, statuses: np.ndarray | None = None, chunk: int = 1 << 20) -> np.ndarray:
+        """Each interaction's weight (float32), `chunk` rows at a time: the formula's float64 temporaries of a
+        whole 51M-row history were 2 GB."""
+        weights = np.empty(len(ratings), dtype=np.float32)
+        for start in range(0, len(ratings), chunk):
+            weights[start:start + chunk] = self._weights(
+                ratings[start:start + chunk], None if statuses is None else statuses[start:start + chunk])
+        return weights
+
+    def _weights(self, ratings: np.ndarray, statuses: np.ndarray | None) -> np.ndarray:
         ratings = np.asarray(ratings, dtype=np.float64)
         rated = ((ratings - self.rating_min + 1) / (self.rating_max - self.rating_min + 1)).clip(0, None) ** self.power
         unrated = np.full(len(ratings), self.unrated_weight)

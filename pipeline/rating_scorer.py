@@ -72,11 +72,16 @@ class RatingScorer:
         """`score_users` for a block of user indices."""
         return self.score_users(self.user_vectors[users], self.user_bias[users])
 
-    def predict(self, users: np.ndarray, anime: np.ndarray) -> np.ndarray:
-        """Served predicted ratings (clipped to the scale) of index pairs."""
-        interaction = (np.einsum("ij,ij->i", self.user_vectors[users], self.anime_vectors[anime])
-                       + self.user_bias[users] + self.anime_bias[anime])
-        return self.scale.unscale(np.clip(self.trained_output(interaction), 0.0, 1.0))
+    def predict(self, users: np.ndarray, anime: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+        """Served predicted ratings (clipped to the scale) of index pairs, `chunk` pairs at a time: the gathered
+        vectors are pairs × dim (5.8 GB for a 5.7M-pair test split at 128 dims, the full-scale flow's peak)."""
+        predicted = np.empty(len(users), dtype=np.float64)
+        for start in range(0, len(users), chunk):
+            some_users, some_anime = users[start:start + chunk], anime[start:start + chunk]
+            interaction = (np.einsum("ij,ij->i", self.user_vectors[some_users], self.anime_vectors[some_anime])
+                           + self.user_bias[some_users] + self.anime_bias[some_anime])
+            predicted[start:start + chunk] = self.scale.unscale(np.clip(self.trained_output(interaction), 0.0, 1.0))
+        return predicted
 
     def fold_in(self, anime: np.ndarray, ratings: np.ndarray, steps: int = 300) -> tuple[np.ndarray, float]:
         """Vector and bias for a user not in the data, from ratings of the anime indices `anime`, with the anime

@@ -123,6 +123,7 @@ def test_watching_status_sets_what_an_entry_counts_in_the_ranking_model():
     statuses = np.array([0, 1, 2, 3, 4, 6, 0])
     values = weights.of(np.array([-1, -1, -1, -1, -1, -1, 10]), statuses)
     assert values == pytest.approx([0.5, 0.5, 0.5, 0.3, 0.05, 0.2, 1.0])  # a rating counts by its value
+    np.testing.assert_array_equal(weights.of(np.array([-1, -1, -1, -1, -1, -1, 10]), statuses, chunk=3), values)
     loaded = InteractionWeights.from_json(json.loads(json.dumps(asdict(weights))))  # as saved with the model
     assert loaded == weights
 

@@ -60,6 +60,9 @@ def test_scores_match_the_keras_model(trained):
     keras_scaled = predict_scaled(model, test["user_index"].to_numpy(), test["anime_index"].to_numpy())
     np.testing.assert_allclose(recommender.predict_pairs(test["user_id"].to_numpy(), test["anime_id"].to_numpy()),
                                matrix.scale.unscale(keras_scaled), atol=1e-4)
+    assert test.num_rows > 2 * 397  # a chunk size that leaves a partial last chunk
+    np.testing.assert_allclose(recommender.rating.predict(test["user_index"].to_numpy(), test["anime_index"].to_numpy(),
+                                                          chunk=397), matrix.scale.unscale(keras_scaled), atol=1e-4)
 
 
 def test_filters_restrict_the_candidates(trained):
