@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -96,6 +97,20 @@ class InteractionWeights:
         return cls(**{**config, "status_weights": {int(k): v for k, v in config.get("status_weights", {}).items()}})
 
 
+@numba.njit(parallel=True, cache=True)
+def _add_rows_times_weights(history_indptr, history_indices, history_data, weights_indptr, weights_indices,
+                            weights_data, out):  # pragma: no cover (compiled)
+    """out += history × weights, both CSR, into a dense `out`: each row is the sum of the weight rows of its
+    history (a sparse × sparse product with a dense result; scipy's builds a sparse one first: 0.23 s against
+    0.06 s for 1,024 users at 17.5k anime, 200 neighbours).
+    Summed in scipy's order, so the result is scipy's to the bit (tests/test_ranking.py)."""
+    for row in numba.prange(len(history_indptr) - 1):
+        for position in range(history_indptr[row], history_indptr[row + 1]):
+            anime, weight = history_indices[position], history_data[position]
+            for neighbour in range(weights_indptr[anime], weights_indptr[anime + 1]):
+                out[row, weights_indices[neighbour]] += weight * weights_data[neighbour]
+
+
 @dataclass(frozen=True)
 class ItemToItemModel:
     weights: sp.csr_matrix  # (anime × anime) B, pruned: row j = how much having watched j adds to each anime
@@ -114,7 +129,10 @@ class ItemToItemModel:
     def scores(self, history: sp.csr_matrix) -> np.ndarray:
         """Dense scores (rows of `history` × anime): each user's weighted row times B; −inf for anime the
         model does not cover (it cannot recommend them)."""
-        scores = (history @ self.weights).toarray()
+        history = sp.csr_matrix(history)
+        scores = np.zeros((history.shape[0], self.n_anime), np.result_type(history.dtype, self.weights.dtype))
+        _add_rows_times_weights(history.indptr, history.indices, history.data, self.weights.indptr,
+                                self.weights.indices, self.weights.data, scores)
         scores[:, self._not_modelled] = -np.inf
         return scores
 

@@ -3,9 +3,10 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
+import scipy.sparse as sp
 
 from pipeline.evaluate import fit_bias_model
-from pipeline.metrics import Scores, mae, ranking_report, rmse
+from pipeline.metrics import Scores, mae, ranking_report, rmse, top_n_lists
 
 
 def test_rmse_and_mae_follow_their_definitions():
@@ -86,3 +87,28 @@ def test_places_left_empty_count_as_misses_and_never_as_anime():
     assert report.precision == pytest.approx((1 / 4 + 1 / 4) / 2)
     assert report.coverage == pytest.approx(4 / 6)  # anime 0..3 listed; -1 is not an anime
     assert report.personalization == pytest.approx(1 - 2 / 4)  # the two lists share anime 1 and 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_top_n_lists_match_a_sort_of_every_unseen_candidate(dtype):
+    """Best first, ties to the lower index, never a seen (stored, even as 0), −inf or NaN column; −1 pads a row
+    with fewer candidates; across chunk boundaries."""
+    rng = np.random.default_rng(7)
+    n_users, n_anime, n = 37, 60, 10
+    scores = rng.integers(0, 12, (n_users, n_anime)).astype(dtype)  # few values: many ties
+    if dtype != np.int64:
+        scores[rng.random(scores.shape) < 0.1] = -np.inf
+        scores[rng.random(scores.shape) < 0.05] = np.nan
+    seen = sp.random(n_users, n_anime, density=0.3, format="lil", random_state=3)
+    seen[4, :] = 1.0  # a user who has seen everything
+    seen = seen.tocsr()
+    seen.data[:5] = 0.0  # stored zeros are seen too
+    users = rng.permutation(n_users)
+    top = top_n_lists(lambda block: scores[block], users, seen, n, chunk=8)
+    for row, user in zip(top, users, strict=True):
+        seen_here = set(seen[user].indices)
+        candidates = [c for c in range(n_anime) if c not in seen_here and scores[user, c] > -np.inf]
+        expected = sorted(candidates, key=lambda c: (-scores[user, c], c))[:n]
+        assert row.tolist() == expected + [-1] * (n - len(expected))
+    broadcast = top_n_lists(lambda block: np.broadcast_to(scores[0], (len(block), n_anime)), users, seen, n)
+    assert broadcast.shape == (n_users, n) and (broadcast[users == 4] == -1).all()

@@ -189,6 +189,16 @@ def test_saved_model_loads_back_identical(matrix, settings, tmp_path):
     np.testing.assert_array_equal(loaded.scores(history), model.scores(history))
 
 
+def test_scores_are_the_history_times_the_weights(matrix, settings):
+    model = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold).model
+    history = model.interaction.matrix(matrix.interactions(("train",), settings.unrated_value), matrix.n_users,
+                                       matrix.n_anime)
+    expected = (history @ model.weights).toarray()
+    expected[:, model.precision_diagonal <= 0] = -np.inf
+    np.testing.assert_array_equal(model.scores(history), expected)  # scipy's product, to the bit
+    assert model.scores(history[:0]).shape == (0, matrix.n_anime)
+
+
 def test_past_max_anime_only_the_most_watched_are_modelled(matrix, settings):
     config = settings.ranking.model_copy(update={"max_anime": 60, "l2_max_trials": 1})
     model = train_ranking_model(matrix, config, settings.unrated_value, settings.relevance_threshold).model
