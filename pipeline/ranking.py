@@ -40,7 +40,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from pipeline.matrix import UtilityMatrix, lookup_indices
-from pipeline.metrics import K, RankingReport, ranking_report, relevant_pairs, top_n_lists
+from pipeline.metrics import K, RankingReport, ranking_report, relevant_pairs, threads_for, top_n_lists
 from pipeline.settings import RankingConfig
 
 WEIGHTS_FILE, DIAGONAL_FILE, CONFIG_FILE = "weights.parquet", "diagonal.parquet", "config.json"
@@ -131,8 +131,9 @@ class ItemToItemModel:
         model does not cover (it cannot recommend them)."""
         history = sp.csr_matrix(history)
         scores = np.zeros((history.shape[0], self.n_anime), np.result_type(history.dtype, self.weights.dtype))
-        _add_rows_times_weights(history.indptr, history.indices, history.data, self.weights.indptr,
-                                self.weights.indices, self.weights.data, scores)
+        with threads_for(history.shape[0]):
+            _add_rows_times_weights(history.indptr, history.indices, history.data, self.weights.indptr,
+                                    self.weights.indices, self.weights.data, scores)
         scores[:, self._not_modelled] = -np.inf
         return scores
 

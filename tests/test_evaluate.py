@@ -112,3 +112,19 @@ def test_top_n_lists_match_a_sort_of_every_unseen_candidate(dtype):
         assert row.tolist() == expected + [-1] * (n - len(expected))
     broadcast = top_n_lists(lambda block: np.broadcast_to(scores[0], (len(block), n_anime)), users, seen, n)
     assert broadcast.shape == (n_users, n) and (broadcast[users == 4] == -1).all()
+
+
+def test_a_few_rows_run_on_the_calling_thread_and_the_pool_comes_back():
+    import numba
+
+    from pipeline.metrics import threads_for
+
+    threads = numba.get_num_threads()
+    with threads_for(1):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == threads
+    with pytest.raises(RuntimeError), threads_for(1):
+        raise RuntimeError("the pool is restored even so")
+    assert numba.get_num_threads() == threads
+    with threads_for(64 * threads):
+        assert numba.get_num_threads() == threads
