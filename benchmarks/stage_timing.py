@@ -37,13 +37,11 @@ def main() -> None:
         flow_run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
     task_runs.sort(key=lambda run: run.start_time)
-
-    def during(run) -> list[float]:
-        return [rss for at, rss in samples if run.start_time.timestamp() <= at <= run.end_time.timestamp()]
-
-    # (name, seconds, peak RSS during it, RSS at its end: what it left for the next stages)
-    tasks = [(run.name.rsplit("-", 1)[0], run.total_run_time.total_seconds(), max(during(run), default=None),
-              during(run)[-1] if during(run) else None) for run in task_runs]
+    tasks = []  # (name, seconds, peak RSS during it, RSS at its end: what it left for the next stages)
+    for run in task_runs:
+        during = [rss for at, rss in samples if run.start_time.timestamp() <= at <= run.end_time.timestamp()]
+        tasks.append((run.name.rsplit("-", 1)[0], run.total_run_time.total_seconds(), max(during, default=None),
+                      during[-1] if during else None))
     outcome = summary.outcome
     scores = {} if outcome is None else {
         "rows_in": summary.counts.rows_in, "n_users": outcome.matrix.n_users, "n_anime": outcome.matrix.n_anime,
