@@ -341,7 +341,7 @@ def choose_l2(solve: Solver, history: sp.csr_matrix, validation: pa.Table, confi
 
 def modelled_anime(history: sp.csr_matrix, max_anime: int) -> np.ndarray:
     """The anime the model solves for: all of them, or the `max_anime` most interacted with (the dense
-    anime × anime solve's memory grows with n²: a 17,500-anime fit peaked at 7.00 GB in `make bench`)."""
+    anime × anime solve's memory grows with n²: a 17,500-anime fit peaked at 4.93 GB in `make bench`)."""
     n = history.shape[1]
     if n <= max_anime:
         return np.arange(n)
