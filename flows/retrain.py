@@ -210,7 +210,7 @@ def retrain(data_dir: Path | None = None, skip_unchanged: bool = False, settings
         else:
             lineage = Lineage(settings.dataset_name, data_version, data_dir, raw.source_sha256)
             with tracking.ended(tracking.start_run(settings, lineage)) as run_id:
-                tracking.log_validation(run_id, validated)
+                tracking.log_validation(run_id, validated, settings.validation_engine)
                 matrix = build_matrix_task(validated, settings, raw.source_sha256, run_id)
                 del raw, validated  # the matrix folder holds what training needs: free the tables (GBs at scale)
                 _release_arrow_memory()

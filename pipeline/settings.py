@@ -7,9 +7,9 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import PipelineInputError
@@ -19,39 +19,75 @@ DATASET_FILE = "dataset.toml"  # beside the data: what the data say about themse
 DATASET_KEYS = ("name", "rating_scale", "unrated_value")
 
 
-class TrainingConfig(BaseModel):
-    """Hyperparameters of the model; `TrainingConfig.seed_cosine()` is the issue-2 seed model, kept for comparison.
-    ALS defaults, judged on validation RMSE: `make sweep` on the anime sample ranks the path's start `l2` 0.01 first
-    (1.1490) and 0.02 next (1.1505); on the bench's generated tenth of Kaggle 2020 0.02 gives 0.6410 and 0.01
-    0.6526. 0.02 is kept, as the start that does well on both; a larger one (0.04) runs into the sweep cap.
+class KerasPart(BaseModel):
+    """A Keras building block named in the settings: the name Keras knows it by and its arguments.
 
-    - `biased_mf`: user and anime biases + dot product of embeddings, squared error on the [0, 1]
-      scale with L2 per rating on the rows it touches; `solver="als"` (default) fits it by alternating least
-      squares along an L2 path chosen on validation (pipeline/als.py), `solver="adagrad"` by row-wise Adagrad on
-      sparse updates (XLA; `learning_rate`, `batch_size`).
+    Written as a name (`"Adam"`) or as `{"name": "CosineDecay", "args": {"warmup_epochs": 1}}` (in the environment:
+    `ANIMEREC_TRAINING__INITIALIZER='{"name": "RandomNormal", "args": {"stddev": 0.02}}'`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    args: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    def __str__(self) -> str:
+        return self.name + (f"({', '.join(f'{k}={v}' for k, v in self.args.items())})" if self.args else "")
+
+
+class TrainingConfig(BaseModel):
+    """Hyperparameters of the rating model; `TrainingConfig.seed_cosine()` is the seed model, kept for comparison.
+
+    - `biased_mf` (default): user and anime biases + dot product of embeddings, squared error on the [0, 1] scale
+      with L2 per rating on the rows it touches. `solver="keras"` (default) trains it with Keras' `model.fit`: the
+      `optimizer`'s steps update only the embedding rows a batch touches (pipeline/optimizers.py), from the
+      `initializer`, at the `learning_rate` shaped by `learning_rate_schedule`. `solver="als"` fits it by
+      alternating least squares along an L2 path chosen on validation (pipeline/als.py): the fast CPU option.
     - `seed_cosine`: cosine of the embeddings → Dense(1, sigmoid), binary cross-entropy, Keras Adam.
+
+    The defaults are the best on validation of `make bench`'s initializer × learning-rate table (BENCHMARKS.md).
     """
 
     architecture: Literal["biased_mf", "seed_cosine"] = "biased_mf"
-    solver: Literal["als", "adagrad"] = "als"  # biased_mf only
+    solver: Literal["keras", "als"] = "keras"  # biased_mf only
     embedding_dim: int = Field(128, ge=1)
-    batch_size: int = Field(4096, ge=1)
-    epochs: int = Field(40, ge=1)  # at most (ALS: sweeps in all); early stopping on validation loss decides
-    learning_rate: float = Field(0.01, gt=0)
+    batch_size: int = Field(16384, ge=1)
+    epochs: int = Field(40, ge=1)  # at most (ALS: sweeps in all); early stopping on validation RMSE decides
+    # Keras fit: its length, as the optimizer updates the average user's row gets. A data set with more ratings per
+    # user needs fewer epochs (on the anime sample 25 epochs, at Kaggle 2020 size 4); schedules decay over it.
+    updates_per_user: int = Field(500, ge=1)
+    # The optimizer (pipeline/optimizers.py): "Adam", "AdamW" or "Adagrad" with Keras' arguments of that class.
+    optimizer: KerasPart = KerasPart(name="Adam")
+    learning_rate: float = Field(0.002, gt=0)
+    # How the learning rate moves (pipeline/learning_rate.py): "constant", a keras.optimizers.schedules class
+    # (ExponentialDecay, CosineDecay, PiecewiseConstantDecay, …; `*_epochs` arguments are counted in epochs), or
+    # "ReduceLROnPlateau" (the Keras callback, on validation RMSE).
+    learning_rate_schedule: KerasPart = KerasPart(name="CosineDecay", args={"warmup_epochs": 1})
+    # Where the embeddings start (pipeline/initializers.py): any keras.initializers class by name with its
+    # arguments, or "als": a warm start from a short ALS solve (`sweeps`, 5 by default).
+    initializer: KerasPart = KerasPart(name="RandomNormal", args={"stddev": 0.01})
     # biased_mf: per-rating L2 on the embedding and bias rows it touches (ALS: where its path starts)
     l2: float = Field(0.02, ge=0)
     l2_step: float = Field(2 ** 0.5, gt=1)  # ALS: λ is divided by this while validation RMSE improves
     cg_steps: int = Field(3, ge=1)  # ALS: conjugate-gradient steps per row and half-sweep (warm-started)
     # Smallest relative improvement of validation RMSE that counts: early stopping's patience and ALS's path
     min_improvement: float = Field(3e-5, ge=0)
-    init_std: float = Field(0.05, gt=0)  # biased_mf: normal initializer of the embeddings
     early_stopping_patience: int = Field(3, ge=0)
     seed: int = 42
 
     @property
     def method(self) -> str:
         """What the rating model is and how it is fitted, as reports and registry tags name it."""
-        return self.architecture if self.architecture == "seed_cosine" else f"{self.architecture} by {self.solver}"
+        if self.architecture == "seed_cosine":
+            return "seed_cosine by Keras (Adam)"
+        if self.solver == "als":
+            return f"{self.architecture} by ALS"
+        return (f"{self.architecture} by Keras fit ({self.optimizer} at {self.learning_rate:g}, "
+                f"{self.learning_rate_schedule}; initializer {self.initializer})")
 
     @property
     def step_name(self) -> str:
@@ -60,8 +96,12 @@ class TrainingConfig(BaseModel):
 
     @classmethod
     def seed_cosine(cls, **overrides) -> TrainingConfig:
-        """The issue-2 pipeline's model and training, exactly (Keras' default Adam rate, 20 epochs)."""
-        return cls(**{"architecture": "seed_cosine", "epochs": 20, "learning_rate": 0.001, **overrides})
+        """The seed pipeline's model and training, exactly: Keras' default Adam rate and embedding initializer,
+        20 epochs, batch 4096."""
+        return cls(**{"architecture": "seed_cosine", "epochs": 20, "learning_rate": 0.001, "optimizer": "Adam",
+                      "learning_rate_schedule": "constant",
+                      "initializer": {"name": "RandomUniform", "args": {"minval": -0.05, "maxval": 0.05}},
+                      **overrides})
 
 
 class RankingConfig(BaseModel):
@@ -107,9 +147,11 @@ class Settings(BaseSettings):
     rating_max: int = 10
     unrated_value: int = -1  # Kaggle CooperUnion: watched but not rated
     max_quarantine_share: float = Field(0.05, ge=0, le=1)  # more bad rows than this fails the run
-    # Who evaluates the suites in expectations/: "arrow" (pipeline/arrow_expectations.py: Arrow compute, GX-form
-    # results; a suite it cannot evaluate exactly goes to GX) or "gx" (GX's pandas engine, the reference).
-    validation_engine: Literal["arrow", "gx"] = "arrow"
+    # Who evaluates the suites in expectations/: "gx" (Great Expectations' own pandas engine, in batches of
+    # `validation_batch_rows`) or "arrow", an accelerator for files of tens of millions of rows
+    # (pipeline/arrow_expectations.py: Arrow compute, results in GX's form; a suite it cannot evaluate exactly goes
+    # to GX; tests hold it to GX's results).
+    validation_engine: Literal["gx", "arrow"] = "gx"
     # Rating tables larger than this are validated in batches: always on Dask, and here with the GX engine (memory)
     validation_batch_rows: int = Field(4_000_000, ge=1)
     # On Dask: batches submitted and not yet read, at most (each is held here and on a worker until it is read)
@@ -123,9 +165,18 @@ class Settings(BaseSettings):
 
     training: TrainingConfig = TrainingConfig()  # the rating model: predicted ratings, judged by RMSE
     ranking: RankingConfig = RankingConfig()  # the ranking model: what to recommend, judged by NDCG@10
-    # `make sweep`: every combination is trained on the same split and judged on validation RMSE.
-    sweep_space: dict[str, list[int | float]] = {"l2": [0.01, 0.02, 0.04], "l2_step": [1.41, 2.0],
-                                                 "embedding_dim": [64, 128]}
+    # `make sweep`: every combination is trained on the same split and judged on validation RMSE (its default: the
+    # initializer × learning-rate function table of `make bench`).
+    sweep_space: dict[str, list[Any]] = {
+        "initializer": [{"name": "RandomNormal", "args": {"stddev": 0.01}},
+                        {"name": "RandomNormal", "args": {"stddev": 0.05}},
+                        {"name": "RandomUniform", "args": {"minval": -0.05, "maxval": 0.05}},
+                        "GlorotUniform", {"name": "als", "args": {"sweeps": 5}}],
+        "learning_rate_schedule": ["constant", {"name": "ExponentialDecay", "args": {"decay_rate": 0.8}},
+                                   {"name": "CosineDecay", "args": {"warmup_epochs": 1}},
+                                   {"name": "PiecewiseConstantDecay",
+                                    "args": {"boundary_fractions": [0.5, 0.75], "factors": [1, 0.3, 0.1]}},
+                                   "ReduceLROnPlateau"]}
     # `make sweep MODEL=ranking`: each combination fitted (with its own λ walk) and judged on validation NDCG@10.
     ranking_sweep_space: dict[str, list[int | float]] = {"rating_weight_power": [0, 1, 2, 3],
                                                          "unrated_weight": [0.25, 0.5, 1.0],

@@ -46,14 +46,17 @@ class TrialResult:
     changed: dict[str, Any]  # the grid values of this trial (what differs from the base configuration)
     validation_score: float  # validation RMSE on the rating scale, or validation NDCG@10
     fit_seconds: float
-    details: dict[str, float]  # rating: best_epoch, ratings_per_s; ranking: relative_l2_chosen
+    details: dict[str, float]  # rating: best_epoch, epochs_run, ratings_per_s; ranking: relative_l2_chosen
 
 
 def grid_configs(base: BaseModel, space: dict[str, list[Any]]) -> list[tuple[dict[str, Any], BaseModel]]:
-    """Every combination of the space's values applied to `base` (validated like any configuration)."""
+    """Every combination of the space's values applied to `base` (validated like any configuration), each with the
+    values it changed as the configuration holds them (a Keras part as a KerasPart)."""
     names = sorted(space)
     combos = [dict(zip(names, values, strict=True)) for values in itertools.product(*(space[n] for n in names))]
-    return [(combo, type(base)(**(base.model_dump() | combo))) for combo in combos]
+    configs = [type(base)(**(base.model_dump() | combo)) for combo in combos]
+    return [({name: getattr(config, name) for name in combo}, config) for combo, config in zip(combos, configs,
+                                                                                             strict=True)]
 
 
 def split_rmse(model, matrix: UtilityMatrix, split: str) -> float:
@@ -83,7 +86,7 @@ def run_trial(matrix: UtilityMatrix, changed: dict[str, Any], config: BaseModel,
     trained = train_model(matrix, config, verbose=0)
     return TrialResult(config, changed, split_rmse(trained.model, matrix, "validation"),
                        time.perf_counter() - started,
-                       {"best_epoch": trained.best_epoch,
+                       {"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run,
                         "ratings_per_s": float(np.median(trained.history["ratings_per_s"]))}), trained.model
 
 

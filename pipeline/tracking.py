@@ -27,6 +27,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.types import ColSpec, Schema
+from pydantic import BaseModel
 
 from pipeline.evaluate import EvaluationReport
 from pipeline.matrix import UtilityMatrix
@@ -102,6 +103,11 @@ def start_sweep_run(settings: Settings, data_dir: Path, space: dict[str, list], 
     return run.info.run_id
 
 
+def config_params(config: BaseModel) -> dict[str, str]:
+    """A configuration's fields as MLflow params, a Keras part as it reads: "CosineDecay(warmup_epochs=1)"."""
+    return {name: str(getattr(config, name)) for name in type(config).model_fields}
+
+
 def log_trial(parent_run_id: str, result: TrialResult, objective: Objective) -> str:
     """One nested run per trial: its whole configuration as params, its validation score as metrics."""
     client = MlflowClient()
@@ -109,7 +115,7 @@ def log_trial(parent_run_id: str, result: TrialResult, objective: Objective) -> 
     name = " ".join(f"{key}={value}" for key, value in sorted(result.changed.items()))
     run_id = client.create_run(parent.info.experiment_id, run_name=name,
                                tags={"mlflow.parentRunId": parent_run_id}).info.run_id
-    for key, value in result.config.model_dump().items():
+    for key, value in config_params(result.config).items():
         client.log_param(run_id, key, value)
     for key, value in {objective.metric: result.validation_score, "fit_seconds": result.fit_seconds,
                        **result.details}.items():
@@ -121,7 +127,7 @@ def log_trial(parent_run_id: str, result: TrialResult, objective: Objective) -> 
 def log_sweep_outcome(parent_run_id: str, best: TrialResult, objective: Objective, test_score: float,
                       table: str) -> None:
     client = MlflowClient()
-    for key, value in best.config.model_dump().items():
+    for key, value in config_params(best.config).items():
         client.log_param(parent_run_id, f"best_{key}", value)
     client.log_metric(parent_run_id, f"best_{objective.metric}", best.validation_score)
     client.log_metric(parent_run_id, f"best_{objective.metric.replace('validation', 'test')}", test_score)
@@ -151,8 +157,10 @@ def resumed(run_id: str) -> Iterator[None]:
     MlflowClient().update_run(run_id, status="RUNNING")
 
 
-def log_validation(run_id: str, validated: ValidatedData) -> None:
+def log_validation(run_id: str, validated: ValidatedData, engine: str) -> None:
+    """Row counts, the GX results and which engine evaluated the suites (param `validation_engine`)."""
     client = MlflowClient()
+    client.log_param(run_id, "validation_engine", engine)
     for name, value in asdict(validated.counts).items():
         if isinstance(value, int):
             client.log_metric(run_id, f"rows_{name}", value)
@@ -192,14 +200,19 @@ class EpochLogger(keras.callbacks.Callback):
                                                     for name, value in (logs or {}).items()])
 
 
-def learning_curves_figure(history: dict[str, list[float]], best_epoch: int) -> plt.Figure:
-    figure, axis = plt.subplots(figsize=(7, 4))
+def learning_curves_figure(history: dict[str, list[float]], best_epoch: int, step_name: str) -> plt.Figure:
+    """Train and validation RMSE per epoch (ALS: per sweep) with the kept one marked; below, the learning rate (Keras)
+    or the L2 (ALS) each ran with."""
+    figure, (axis, below) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(3, 1))
     epochs = np.arange(1, len(history["loss"]) + 1)
-    axis.plot(epochs, history["loss"], marker="o", label="train loss")
-    axis.plot(epochs, history["val_loss"], marker="o", label="validation loss")
-    axis.axvline(best_epoch, color="grey", linestyle="--", label=f"kept: epoch {best_epoch}")
-    axis.set(xlabel="epoch", ylabel="training loss (BCE for the seed model, MSE otherwise)", title="Learning curves")
+    axis.plot(epochs, history["rmse"], marker="o", label="train RMSE")
+    axis.plot(epochs, history["val_rmse"], marker="o", label="validation RMSE")
+    axis.axvline(best_epoch, color="grey", linestyle="--", label=f"kept: {step_name} {best_epoch}")
+    axis.set(ylabel="RMSE on the [0, 1] scale", title="Learning curves")
     axis.legend()
+    knob = "learning_rate" if "learning_rate" in history else "l2"
+    below.plot(epochs, history.get(knob, [np.nan] * len(epochs)), marker=".", color="tab:green")
+    below.set(xlabel=step_name, ylabel=knob.replace("_", " "), yscale="log")
     figure.tight_layout()
     return figure
 
@@ -214,14 +227,16 @@ def model_pip_requirements() -> list[str]:
 
 
 def log_rating_model(run_id: str, trained: TrainedModel, config: TrainingConfig, matrix: UtilityMatrix) -> None:
-    """The rating model's params, epochs and learning curves."""
+    """The rating model's params (its optimizer, initializer and learning-rate function among them), epochs and
+    learning curves."""
     client = MlflowClient()
-    for name, value in config.model_dump().items():
+    for name, value in config_params(config).items():
         client.log_param(run_id, name, value)
+    client.log_param(run_id, "trainer", config.method)
     client.log_param(run_id, "train_mean_rating", round(matrix.train_mean_rating, 6))
     client.log_metric(run_id, "epochs_run", trained.epochs_run)
     client.log_metric(run_id, "best_epoch", trained.best_epoch)
-    figure = learning_curves_figure(trained.history, trained.best_epoch)
+    figure = learning_curves_figure(trained.history, trained.best_epoch, config.step_name)
     client.log_figure(run_id, figure, "learning_curves.png")
     plt.close(figure)
 

@@ -6,6 +6,7 @@ real Prefect engine (the session's temporary server).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -52,7 +53,8 @@ def _child_env(settings) -> dict[str, str]:
 
     return os.environ | {"ANIMEREC_DATA_ROOT": str(settings.data_root), "ANIMEREC_MLRUNS_DIR": str(
         settings.mlruns_dir), "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(PROJECT_ROOT),
-        **{f"ANIMEREC_TRAINING__{k.upper()}": str(v) for k, v in settings.training.model_dump().items()}}
+        **{f"ANIMEREC_TRAINING__{k.upper()}": json.dumps(v) if isinstance(v, dict) else str(v)
+           for k, v in settings.training.model_dump().items()}}
 
 
 def _kill_when(marker: Path, child: subprocess.Popen, timeout: float = 240) -> None:
@@ -122,16 +124,16 @@ KILL_DURING_TRAINING = """
 import sys, time
 from pathlib import Path
 from flows.retrain import retrain
-from pipeline import als
+from pipeline import keras_fit
 
-sweep = als.sweep
+epoch_end = keras_fit.KeepBestWeights.on_epoch_end
 
-def sweep_then_wait(*args, **kwargs):
-    sweep(*args, **kwargs)
-    Path(sys.argv[2]).touch()  # an epoch (ALS sweep) is done: kill me now
+def epoch_end_then_wait(self, epoch, logs=None):
+    epoch_end(self, epoch, logs)
+    Path(sys.argv[2]).touch()  # an epoch is done: kill me now
     time.sleep(120)
 
-als.sweep = sweep_then_wait
+keras_fit.KeepBestWeights.on_epoch_end = epoch_end_then_wait
 retrain(data_dir=Path(sys.argv[1]))
 """
 
