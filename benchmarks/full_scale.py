@@ -53,15 +53,16 @@ def main() -> None:
     seconds, rss = data_path["seconds"], data_path["rss_gb"]
     gc.collect()
     begun = time.perf_counter()
-    trained = train_model(matrix, TrainingConfig(), None, 0)
+    config = TrainingConfig()
+    trained = train_model(matrix, config, None, 0)
     seconds["train"], rss["train"] = time.perf_counter() - begun, memory_gb("VmRSS")
     rating_model = args.work / f"{args.size}-rating.keras"
     trained.model.save(rating_model)
     print(json.dumps({
         "data_dir": str(data_dir), "n_users": matrix.n_users, "n_anime": matrix.n_anime,
         "rows_in": data_path["rows_in"], "seconds": seconds, "rss_gb": rss, "peak_rss_gb": memory_gb("VmHWM"),
-        "sweeps": trained.epochs_run,
-        "best_sweep": trained.best_epoch, "l2": trained.history["l2"][trained.best_epoch - 1],
+        "trainer": config.method, "step_name": config.step_name, "epochs": trained.epochs_run,
+        "best_epoch": trained.best_epoch,
         "ratings_per_s": float(np.median(trained.history["ratings_per_s"])), "parquet_mb": folder_mb(matrix.path),
         "csv_mb": folder_mb(data_dir), "generate_seconds": generate_seconds, "matrix": str(matrix.path),
         "rating_model": str(rating_model),

@@ -46,6 +46,7 @@ def main() -> None:
     scores = {} if outcome is None else {
         "rows_in": summary.counts.rows_in, "n_users": outcome.matrix.n_users, "n_anime": outcome.matrix.n_anime,
         "train": outcome.matrix.split_sizes["train"], "epochs_run": outcome.epochs_run,
+        "trainer": outcome.architecture, "step_name": outcome.step_name,
         "best_epoch": outcome.best_epoch, **outcome.evaluation.as_metrics()}
     print(json.dumps({"flow_seconds": flow_seconds, "tasks": tasks, "peak_rss_gb": memory_gb("VmHWM"),
                       "scores": scores}))
