@@ -87,7 +87,7 @@ def keras_predictor(trained: TrainedModel, matrix: UtilityMatrix):
 
 def fit_keras(matrix: UtilityMatrix, config: TrainingConfig) -> tuple[TrainedModel, float]:
     started = time.perf_counter()
-    trained = train_model(matrix, config, verbose=0)
+    trained = train_model(matrix, config)
     return trained, time.perf_counter() - started
 
 
@@ -319,7 +319,7 @@ def speed_part(runs: SampleRuns) -> Table:
     default = TrainingConfig()
     for batch_size in (4096, default.batch_size, 65536):
         trained = runs.default if batch_size == default.batch_size else train_model(
-            runs.matrix, default.model_copy(update={"batch_size": batch_size, "epochs": 3}), verbose=0)
+            runs.matrix, default.model_copy(update={"batch_size": batch_size, "epochs": 3}))
         rate = median_rate(trained)
         table.rows.append([f"biased MF: Keras fit, sparse {default.optimizer.name} (XLA step)"
                            + (" (default)" if batch_size == default.batch_size else ""), str(batch_size),
@@ -482,22 +482,25 @@ def time_to_model_part(sample: Path, run_dir: Path, work: Path) -> Table:
     return table
 
 
+DASK_SPACE = {"learning_rate": [0.001, 0.002], "learning_rate_schedule": ["constant", "CosineDecay"]}
+
+
 def dask_part(sample: Path, work: Path) -> Table:
-    """The default rating-model sweep (`make sweep`'s space) on the sample run one trial after another in this
-    process, then as tasks on a local Dask cluster (one worker process per core, started by the flow): wall time of
-    each, same results."""
+    """A rating-model sweep on the sample (four trials of learning rate × schedule) run one trial after another in
+    this process, then as tasks on a local Dask cluster (one worker process per core, started by the flow): wall
+    time of each, same results."""
     from flows.sweep import sweep, sweep_on_dask
 
     settings = Settings(data_root=work / "dask" / "data", mlruns_dir=work / "dask" / "mlruns")
     timed = {}
     for label, run in (("one process, trials one after another", sweep), ("local Dask cluster", sweep_on_dask)):
         started = time.perf_counter()
-        summary = run(settings=settings, data_dir=sample)
+        summary = run(settings=settings, data_dir=sample, space=DASK_SPACE)
         timed[label] = (time.perf_counter() - started, summary)
     (base_seconds, base), (_, other) = timed.values()
     same = ({str(t.changed): t.validation_score for t in base.trials}
             == {str(t.changed): t.validation_score for t in other.trials})
-    table = Table(f"Sweep trials on Dask: the {len(base.trials)} rating-model trials of `make sweep` on the sample",
+    table = Table(f"Sweep trials on Dask: {len(base.trials)} rating-model trials of `make sweep` on the sample",
                   ["path", "wall s", "ratio vs one process"])
     table.rows += [[label, f"{seconds:.1f}", f"{seconds / base_seconds:.2f}"] for label, (seconds, _) in timed.items()]
     table.notes.append(f"Workers: {os.cpu_count()} (one per core). Wall times include ingest, validation and the "

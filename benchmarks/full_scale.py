@@ -54,7 +54,7 @@ def main() -> None:
     gc.collect()
     begun = time.perf_counter()
     config = TrainingConfig()
-    trained = train_model(matrix, config, None, 0)
+    trained = train_model(matrix, config)
     seconds["train"], rss["train"] = time.perf_counter() - begun, memory_gb("VmRSS")
     rating_model = args.work / f"{args.size}-rating.keras"
     trained.model.save(rating_model)

@@ -90,7 +90,8 @@ def build_matrix_task(validated: ValidatedData, settings: Settings, source_sha25
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> TrainedModel:
     """The rating model (predicted ratings, judged by RMSE)."""
-    trained = train_model(matrix, settings.training, callbacks=[tracking.EpochLogger(run_id)], verbose=2)
+    trained = train_model(matrix, settings.training, callbacks=[tracking.EpochLogger(run_id)],
+                          log=get_run_logger().info)
     tracking.log_rating_model(run_id, trained, settings.training, matrix)
     return trained
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -148,6 +148,20 @@ class LearningRateLog(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
+class EpochLines(keras.callbacks.Callback):
+    """One line per epoch for a logger: the losses, the learning rate and the speed."""
+
+    def __init__(self, log: Callable[[str], None]):
+        super().__init__()
+        self.log = log
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.log(f"epoch {epoch + 1}/{self.params['epochs']}: loss {logs.get('loss', np.nan):.5f} val_loss "
+                 f"{logs.get('val_loss', np.nan):.5f}, learning rate {logs.get('learning_rate', np.nan):.3g} "
+                 f"({logs.get('ratings_per_s', np.nan):,.0f} ratings/s)")
+
+
 class KeepBestWeights(keras.callbacks.EarlyStopping):
     """Keras' early stopping on validation RMSE with the best weights restored, where the weights the fit started
     from count as epoch 0: a warm start that no epoch improves on is kept as it was."""
@@ -168,12 +182,15 @@ class KeepBestWeights(keras.callbacks.EarlyStopping):
 
 
 def fit_epochs(model: keras.Model, train: RatingBatches, validation: RatingBatches, epochs: int,
-               callbacks: Sequence[keras.callbacks.Callback], verbose: int | str) -> tuple[dict[str, list[float]], int]:
+               callbacks: Sequence[keras.callbacks.Callback],
+               log: Callable[[str], None] | None) -> tuple[dict[str, list[float]], int]:
     """`model.fit` with the shared callbacks around the given ones (which see `ratings_per_s` and
-    `learning_rate` in their logs); return the history and the epoch whose weights were kept."""
+    `learning_rate` in their logs), a line per epoch to `log`; return the history and the epoch whose weights were
+    kept."""
     keep_best = next(c for c in callbacks if isinstance(c, KeepBestWeights))
-    history = model.fit(train, validation_data=validation, epochs=epochs, verbose=verbose, shuffle=False,
-                        callbacks=[EpochSpeed(len(train.target)), LearningRateLog(), *callbacks])
+    lines = [EpochLines(log)] if log else []
+    history = model.fit(train, validation_data=validation, epochs=epochs, verbose=0, shuffle=False,
+                        callbacks=[EpochSpeed(len(train.target)), LearningRateLog(), *callbacks, *lines])
     return {key: [float(v) for v in values] for key, values in history.history.items()}, keep_best.kept_epoch
 
 

@@ -83,7 +83,7 @@ def run_trial(matrix: UtilityMatrix, changed: dict[str, Any], config: BaseModel,
         fit = train_ranking_model(matrix, config, settings.unrated_value, settings.relevance_threshold)
         return TrialResult(config, changed, fit.chosen.validation.ndcg, time.perf_counter() - started,
                            {"relative_l2_chosen": fit.chosen.relative_l2}), fit.model
-    trained = train_model(matrix, config, verbose=0)
+    trained = train_model(matrix, config)
     return TrialResult(config, changed, split_rmse(trained.model, matrix, "validation"),
                        time.perf_counter() - started,
                        {"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run,

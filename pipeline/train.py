@@ -135,15 +135,17 @@ def _fit_als(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfig, 
 
 
 def _fit_seed(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfig,
-              callbacks: Sequence[keras.callbacks.Callback], verbose: int | str) -> tuple[dict[str, list[float]], int]:
+              callbacks: Sequence[keras.callbacks.Callback],
+              log: Callable[[str], None] | None) -> tuple[dict[str, list[float]], int]:
     """The seed model's own compiled loss and Adam, through the shared fit."""
     return fit_epochs(model, RatingBatches(matrix.split("train", SPLIT_COLUMNS), config.batch_size, config.seed),
                       RatingBatches(matrix.split("validation", SPLIT_COLUMNS), VALIDATION_BATCH), config.epochs,
-                      [KeepBestWeights(config.early_stopping_patience), *callbacks], verbose)
+                      [KeepBestWeights(config.early_stopping_patience), *callbacks], log)
 
 
 def _fit_keras(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfig, global_mean: float,
-               callbacks: Sequence[keras.callbacks.Callback], verbose: int | str) -> tuple[dict[str, list[float]], int]:
+               callbacks: Sequence[keras.callbacks.Callback],
+               log: Callable[[str], None] | None) -> tuple[dict[str, list[float]], int]:
     """The biased model by `model.fit` of its FactorizationTrainer: the settings' optimizer, learning-rate function
     and initializer (an ALS warm start counts as epoch 0: kept if no epoch improves on it), for the epochs of the
     `updates_per_user` budget."""
@@ -160,21 +162,21 @@ def _fit_keras(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfig
         warm_start_from_als(model, matrix, config, global_mean)
         start_rmse = validation_rmse(trainer, validation)
     return fit_epochs(trainer, train, validation, epochs,
-                      [*rate.callbacks, KeepBestWeights(config.early_stopping_patience, start_rmse), *callbacks],
-                      verbose)
+                      [*rate.callbacks, KeepBestWeights(config.early_stopping_patience, start_rmse), *callbacks], log)
 
 
-def train_model(matrix: UtilityMatrix, config: TrainingConfig,
-                callbacks: list[keras.callbacks.Callback] | None = None, verbose: int | str = "auto") -> TrainedModel:
-    """Fit with early stopping on validation RMSE, keeping the best epoch's weights."""
+def train_model(matrix: UtilityMatrix, config: TrainingConfig, callbacks: list[keras.callbacks.Callback] | None = None,
+                log: Callable[[str], None] | None = None) -> TrainedModel:
+    """Fit with early stopping on validation RMSE, keeping the best epoch's weights; a line per epoch (ALS: sweep)
+    to `log`, when given."""
     keras.utils.set_random_seed(config.seed)
     train_mean = (matrix.train_mean_rating - matrix.scale.minimum) / (matrix.scale.maximum - matrix.scale.minimum)
     model = build_model(matrix.n_users, matrix.n_anime, config, global_mean=train_mean)
     if config.architecture == "seed_cosine":
-        logs, kept = _fit_seed(model, matrix, config, callbacks or [], verbose)
+        logs, kept = _fit_seed(model, matrix, config, callbacks or [], log)
     elif config.solver == "als":
-        logs = _fit_als(model, matrix, config, train_mean, callbacks or [], print if verbose else lambda line: None)
+        logs = _fit_als(model, matrix, config, train_mean, callbacks or [], log or (lambda line: None))
         kept = int(np.argmin(logs["val_loss"])) + 1
     else:
-        logs, kept = _fit_keras(model, matrix, config, train_mean, callbacks or [], verbose)
+        logs, kept = _fit_keras(model, matrix, config, train_mean, callbacks or [], log)
     return TrainedModel(model=model, history=logs, epochs_run=len(logs["loss"]), best_epoch=kept)

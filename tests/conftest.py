@@ -71,7 +71,7 @@ def small_models(small_data, tmp_path_factory) -> SmallModels:
     """Trained once per session: tests that log, register or serve a model share these instead of retraining."""
     settings = quick_settings(tmp_path_factory.mktemp("small-models"), dataset_name="tests")
     matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
-    return SmallModels(matrix, train_model(matrix, settings.training, verbose=0),
+    return SmallModels(matrix, train_model(matrix, settings.training),
                        train_ranking_model(matrix, settings.ranking, settings.unrated_value,
                                            settings.relevance_threshold))
 

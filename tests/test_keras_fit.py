@@ -12,7 +12,7 @@ from pipeline.initializers import embedding_initializer, warm_start_from_als
 from pipeline.keras_fit import ANIME_INPUT, TABLES, USER_INPUT, FactorizationTrainer, RatingBatches, epoch_budget
 from pipeline.matrix import build_utility_matrix
 from pipeline.optimizers import SparseAdam
-from pipeline.settings import KerasPart, TrainingConfig
+from pipeline.settings import KerasPart, Settings, TrainingConfig
 from pipeline.train import build_model, predict_scaled, train_model
 from pipeline.validate import validate
 
@@ -71,7 +71,7 @@ def test_a_warm_start_no_epoch_improves_on_is_kept(matrix, settings):
     config = settings.training.model_copy(update={
         "initializer": KerasPart(name="als", args={"sweeps": 3}), "learning_rate": 5.0, "epochs": 3,
         "early_stopping_patience": 1})
-    trained = train_model(matrix, config, verbose=0)
+    trained = train_model(matrix, config)
     assert trained.best_epoch == 0 and trained.epochs_run >= 1
     reference = build_model(matrix.n_users, matrix.n_anime, config, global_mean=float(
         trained.model.get_layer("head").get_layer("rating").get_weights()[1][0]))
@@ -113,3 +113,14 @@ def test_epoch_budget_gives_users_the_same_number_of_updates_whatever_the_data_s
         budgets.append(epochs)
     assert budgets[1] < budgets[0]
     assert epoch_budget(RatingBatches(_split(40_000), 4096), 1_000, 500, most=3) == 3
+
+
+def test_keras_parts_read_from_a_name_json_or_the_environment_and_print_as_they_read(monkeypatch):
+    assert KerasPart.model_validate("Adam") == KerasPart(name="Adam")
+    monkeypatch.setenv("ANIMEREC_TRAINING__LEARNING_RATE_SCHEDULE",
+                       '{"name": "CosineDecay", "args": {"warmup_epochs": 2, "alpha": 0.1}}')
+    monkeypatch.setenv("ANIMEREC_TRAINING__OPTIMIZER", '"AdamW"')
+    training = Settings().training
+    assert training.learning_rate_schedule == KerasPart(name="CosineDecay", args={"warmup_epochs": 2, "alpha": 0.1})
+    assert str(training.learning_rate_schedule) == "CosineDecay(warmup_epochs=2, alpha=0.1)"
+    assert training.optimizer.name == "AdamW" and str(training.optimizer) == "AdamW"

@@ -22,7 +22,7 @@ def test_default_model_beats_the_bias_baseline_and_the_seed_model(tmp_path):
     ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
 
     def evaluate(config: TrainingConfig):
-        return evaluate_model(train_model(matrix, config, verbose=0).model, ranking.model, matrix,
+        return evaluate_model(train_model(matrix, config).model, ranking.model, matrix,
                               settings.unrated_value, settings.relevance_threshold)
 
     default, seed = evaluate(settings.training), evaluate(TrainingConfig.seed_cosine())

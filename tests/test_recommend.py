@@ -26,7 +26,7 @@ def trained(tmp_path_factory, request):
         architecture=request.param, embedding_dim=32, batch_size=512, epochs=20, learning_rate=0.02,
         early_stopping_patience=2))
     matrix = build_utility_matrix(validate(ingest(data), settings), settings)
-    model = train_model(matrix, settings.training, verbose=0).model
+    model = train_model(matrix, settings.training).model
     ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold).model
     return matrix, model, Recommender.from_matrix(model, ranking, matrix, settings.unrated_value)
 

@@ -41,7 +41,7 @@ def test_biased_architecture_adds_biases_to_one_dot_per_row_and_serves_the_scale
                                                       ("seed_cosine", "keras")])
 def test_training_lowers_validation_loss_and_keeps_best_epoch(matrix, settings, architecture, solver):
     config = settings.training.model_copy(update={"architecture": architecture, "solver": solver})
-    trained = train_model(matrix, config, verbose=0)
+    trained = train_model(matrix, config)
     history = trained.history
     assert trained.epochs_run == len(history["loss"]) >= 2
     assert len(history["ratings_per_s"]) == trained.epochs_run and min(history["ratings_per_s"]) > 0

@@ -267,7 +267,7 @@ def test_an_anime_missing_from_anime_csv_is_null_in_served_json(small_data, sett
     matrix = build_utility_matrix(validate(ingest(folder), settings), settings)
     served = RecommenderModel()
     served.recommender = Recommender.from_matrix(
-        train_model(matrix, settings.training, verbose=0).model,
+        train_model(matrix, settings.training).model,
         train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold).model,
         matrix, settings.unrated_value)
     users = served.recommender.user_ids[:20]
