@@ -66,10 +66,11 @@ class TrainingConfig(BaseModel):
     # How the learning rate moves (pipeline/learning_rate.py): "constant", a keras.optimizers.schedules class
     # (ExponentialDecay, CosineDecay, PiecewiseConstantDecay, …; `*_epochs` arguments are counted in epochs), or
     # "ReduceLROnPlateau" (the Keras callback, on validation RMSE).
-    learning_rate_schedule: KerasPart = KerasPart(name="CosineDecay", args={"warmup_epochs": 1})
+    learning_rate_schedule: KerasPart = KerasPart(name="PiecewiseConstantDecay", args={
+        "boundary_fractions": [0.5, 0.75], "factors": [1, 0.3, 0.1]})
     # Where the embeddings start (pipeline/initializers.py): any keras.initializers class by name with its
     # arguments, or "als": a warm start from a short ALS solve (`sweeps`, 5 by default).
-    initializer: KerasPart = KerasPart(name="RandomNormal", args={"stddev": 0.01})
+    initializer: KerasPart = KerasPart(name="GlorotUniform")
     # biased_mf: per-rating L2 on the embedding and bias rows it touches (ALS: where its path starts)
     l2: float = Field(0.02, ge=0)
     l2_step: float = Field(2 ** 0.5, gt=1)  # ALS: λ is divided by this while validation RMSE improves
