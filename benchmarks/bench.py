@@ -37,8 +37,8 @@ from pipeline.settings import PROJECT_ROOT, Settings, TrainingConfig
 from pipeline.train import TrainedModel, predict_scaled, train_model
 from pipeline.validate import validate
 
-PARTS = ("accuracy", "init-schedule", "ranking", "speed", "serving", "stages", "dask", "time-to-model", "data-path",
-         "scale", "full")
+PARTS = ("accuracy", "init-schedule", "optimizers", "ranking", "speed", "serving", "stages", "dask", "time-to-model",
+         "data-path", "scale", "full")
 DEFAULT_PARTS = PARTS[:-1]  # `full` (the whole retrain flow at full scale, the longest) only when named
 DEFAULT_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "anime-sample"
 REPORT = PROJECT_ROOT / "BENCHMARKS.md"
@@ -633,13 +633,14 @@ def run_benchmarks(parts: list[str], size: str = "kaggle2020", layout: str = "co
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="run-", dir=work) as tmp:
         run_dir = Path(tmp)
-        if {"accuracy", "init-schedule", "ranking", "speed", "serving"} & set(parts):
-            from benchmarks.training_grid import init_schedule_part
+        if {"accuracy", "init-schedule", "optimizers", "ranking", "speed", "serving"} & set(parts):
+            from benchmarks.training_grid import init_schedule_part, optimizers_part
 
             runs = train_sample_models(sample, run_dir)
             tables += [part(runs) for name, part in (("accuracy", accuracy_part), ("init-schedule", init_schedule_part),
-                                                     ("ranking", ranking_part), ("ranking", inverse_part),
-                                                     ("speed", speed_part), ("serving", serving_part))
+                                                     ("optimizers", optimizers_part), ("ranking", ranking_part),
+                                                     ("ranking", inverse_part), ("speed", speed_part),
+                                                     ("serving", serving_part))
                        if name in parts]
         if "stages" in parts:
             tables.append(stages_part(run_dir))

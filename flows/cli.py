@@ -99,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", required=True, help="why (recorded on the version)")
 
     bench = commands.add_parser("bench", help="benchmarks → BENCHMARKS.md (needs the bench extra)")
-    bench.add_argument("--parts", help="comma-separated subset of accuracy, init-schedule, ranking, speed, serving, "
-                       "stages, dask, time-to-model, data-path, scale (all of these by default), and full (the whole "
-                       "retrain flow at --size)")
+    bench.add_argument("--parts", help="comma-separated subset of accuracy, init-schedule, optimizers, ranking, "
+                       "speed, serving, stages, dask, time-to-model, data-path, scale (all of these by default), and "
+                       "full (the whole retrain flow at --size)")
     bench.add_argument("--size", choices=["kaggle2020", "tenth"], default="kaggle2020", help="size of the scale part")
     bench.add_argument("--layout", choices=["cooperunion", "kaggle2020"], default="cooperunion",
                        help="file layout of the scale part's generated data")

@@ -10,6 +10,7 @@ compiled by XLA (`jit_compile`), and runs on a GPU when TensorFlow sees one.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -189,9 +190,24 @@ def fit_epochs(model: keras.Model, train: RatingBatches, validation: RatingBatch
     kept."""
     keep_best = next(c for c in callbacks if isinstance(c, KeepBestWeights))
     lines = [EpochLines(log)] if log else []
+    _quiet_expected_retracing()
     history = model.fit(train, validation_data=validation, epochs=epochs, verbose=0, shuffle=False,
                         callbacks=[EpochSpeed(len(train.target)), LearningRateLog(), *callbacks, *lines])
     return {key: [float(v) for v in values] for key, values in history.history.items()}, keep_best.kept_epoch
+
+
+class _ExpectedRetracing(logging.Filter):
+    """Every fit compiles its own model's step: TensorFlow's warning about functions traced again (several fits in
+    one process, as a sweep runs them) is expected here, not a fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _quiet_expected_retracing() -> None:
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _ExpectedRetracing) for f in logger.filters):
+        logger.addFilter(_ExpectedRetracing())
 
 
 def validation_rmse(trainer: FactorizationTrainer, validation: RatingBatches) -> float:

@@ -38,6 +38,8 @@ class KerasPart(BaseModel):
     def __str__(self) -> str:
         return self.name + (f"({', '.join(f'{k}={v}' for k, v in self.args.items())})" if self.args else "")
 
+    __repr__ = __str__  # as it reads, in sweep trial names and logs
+
 
 class TrainingConfig(BaseModel):
     """Hyperparameters of the rating model; `TrainingConfig.seed_cosine()` is the seed model, kept for comparison.
