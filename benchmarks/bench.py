@@ -1,6 +1,6 @@
 """`make bench`: accuracy, training speed, serving latency, full-scale data path and stage timing.
 
-Every table compares against a baseline measured in the same process (the issue-2 seed model, or
+Every table compares against a baseline measured in the same process (the seed model, or
 Surprise SVD for accuracy). Nothing here is asserted: the numbers are printed and written to the
 `BENCHMARKS.md` section named after the parts run, with the machine and the exact command.
 
@@ -26,16 +26,16 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from benchmarks.reference_ease import fit_reference_ease, reference_scores
+from pipeline.data.ingest import ingest
 from pipeline.errors import PipelineInputError
-from pipeline.evaluate import SEEN_SPLITS, evaluate_ranking
-from pipeline.ingest import ingest
-from pipeline.matrix import UtilityMatrix, build_utility_matrix
-from pipeline.metrics import RankingReport, Scores, ranking_report, relevant_pairs, top_n_lists
-from pipeline.ranking import RankingFit, train_ranking_model
-from pipeline.recommend import Recommender
+from pipeline.evaluation.evaluate import SEEN_SPLITS, evaluate_ranking
+from pipeline.evaluation.metrics import RankingReport, Scores, ranking_report, relevant_pairs, top_n_lists
+from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
+from pipeline.models.ranking.fit import RankingFit, train_ranking_model
+from pipeline.models.rating.train import TrainedModel, predict_scaled, train_model
+from pipeline.serving.recommend import Recommender
 from pipeline.settings import PROJECT_ROOT, Settings, TrainingConfig
-from pipeline.train import TrainedModel, predict_scaled, train_model
-from pipeline.validate import validate
+from pipeline.validation.validate import validate
 
 PARTS = ("accuracy", "init-schedule", "optimizers", "ranking", "speed", "serving", "stages", "dask", "time-to-model",
          "data-path", "scale", "full")
@@ -241,7 +241,7 @@ def inverse_part(runs: SampleRuns) -> Table:
     judged against numpy's float64 inverse."""
     import tensorflow as tf
 
-    from pipeline.ranking import InteractionWeights, gram_matrix, invert_spd_in_place
+    from pipeline.models.ranking.ease import InteractionWeights, gram_matrix, invert_spd_in_place
 
     settings, matrix = runs.settings, runs.matrix
     weights = InteractionWeights.of_config(settings.ranking, matrix.scale.minimum, matrix.scale.maximum,
@@ -477,7 +477,7 @@ def time_to_model_part(sample: Path, run_dir: Path, work: Path) -> Table:
     table.notes.append("Fit times: our `train_model` call (building the Keras model, every epoch or ALS sweep and its "
                        "validation pass, XLA's compilation; numba's compiled ALS loaded from its disk cache); "
                        "Surprise's `fit` (building its trainset not counted). Epochs (kept): epochs or ALS sweeps run, "
-                       "and the one whose weights were kept. Goal (issue 23): the default ≤ 1.5× SVD at the tenth "
+                       "and the one whose weights were kept. Goal: the default ≤ 1.5× SVD at the tenth "
                        "(1.0× the aim).")
     return table
 
@@ -555,8 +555,8 @@ def data_path_part(size: str, work: Path) -> Table:
                            f"RSS Arrow {runs['arrow']['peak_rss_gb']:.2f} GB, GX {runs['gx']['peak_rss_gb']:.2f} GB; "
                            f"same data version, counts and splits from both engines: {same}.")
     table.notes.append("Each engine in its own child process (its own peak RSS), one after the other on the same "
-                       "files; imports before the clock, numba's compiled-code cache loaded inside it. Goal (issue "
-                       "14): ≥ 3,000,000 rows/s through ingest + validate + matrix at 57M rows, peak RSS ≤ 8 GB.")
+                       "files; imports before the clock, numba's compiled-code cache loaded inside it. Goal: "
+                       "≥ 3,000,000 rows/s through ingest + validate + matrix at 57M rows, peak RSS ≤ 8 GB.")
     return table
 
 

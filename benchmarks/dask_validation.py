@@ -12,9 +12,9 @@ from pathlib import Path
 from benchmarks.data_path import memory_gb
 from flows.cluster import on_dask  # first: flows/ sets Prefect's environment defaults before Prefect reads them
 from flows.retrain import ingest_task, validate_stage
-from pipeline.ingest import ingest
+from pipeline.data.ingest import ingest
 from pipeline.settings import Settings
-from pipeline.validate import validate
+from pipeline.validation.validate import validate
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from pipeline.ingest import ingest
-from pipeline.matrix import UtilityMatrix, build_utility_matrix
+from pipeline.data.ingest import ingest
+from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
 from pipeline.settings import Settings
-from pipeline.validate import validate
+from pipeline.validation.validate import validate
 
 STEPS = ("ingest", "validate", "matrix")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.data_path import memory_gb, timed_data_path
-from pipeline.generate import KAGGLE_2020_LIST_SPEC, KAGGLE_2020_SPEC, generate_demo_dataset
+from pipeline.data.generate import KAGGLE_2020_LIST_SPEC, KAGGLE_2020_SPEC, generate_demo_dataset
+from pipeline.models.rating.train import train_model
 from pipeline.settings import Settings, TrainingConfig
-from pipeline.train import train_model
 
 SPECS = {"kaggle2020": KAGGLE_2020_SPEC,
          "tenth": dataclasses.replace(KAGGLE_2020_SPEC, n_users=31_000, n_ratings=5_700_000)}

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from benchmarks.data_path import memory_gb
-from pipeline.matrix import UtilityMatrix
-from pipeline.ranking import train_ranking_model
-from pipeline.serving import save_bundle
+from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.models.ranking.fit import train_ranking_model
+from pipeline.serving.bundle import save_bundle
 from pipeline.settings import Settings
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.bench import latency_rows
-from pipeline.serving import load_bundle
+from pipeline.serving.bundle import load_bundle
 
 
 def main() -> None:

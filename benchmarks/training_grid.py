@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from benchmarks.bench import SampleRuns, Table
 from pipeline.settings import TrainingConfig
-from pipeline.sweep import OBJECTIVES, best_trial, grid_configs, run_trial, split_rmse
+from pipeline.tuning.sweep import OBJECTIVES, best_trial, grid_configs, run_trial, split_rmse
 
 
 def init_schedule_part(runs: SampleRuns) -> Table:

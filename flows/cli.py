@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.metrics import K
+from pipeline.evaluation.metrics import K
 from pipeline.settings import Settings
 
 DEFAULT_UI_PORT, DEFAULT_MODEL_PORT, DEFAULT_PREFECT_PORT = 5000, 5001, 4200
@@ -172,9 +172,11 @@ def _serve_model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import commands, tracking
+    from pipeline import commands
+    from pipeline.registry.versions import registry_chart_name
+    from pipeline.tracking.runs import configure_tracking
 
-    tracking.configure_tracking(settings)
+    configure_tracking(settings)
     if args.command == "recommend":
         return commands.recommend(settings, args.model, args.user_id, args.ratings, args.top, args.genre, args.type,
                                   args.min_ratings)
@@ -183,7 +185,7 @@ def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "similar-users":
         return commands.similar_users(settings, args.model, args.user_id, args.top)
     if args.command == "compare":
-        return commands.compare(settings, args.chart or settings.mlruns_dir / tracking.registry_chart_name(
+        return commands.compare(settings, args.chart or settings.mlruns_dir / registry_chart_name(
             settings.registered_model_name))
     return commands.promote(settings, args.version, args.reason)
 
@@ -215,7 +217,7 @@ def _expected_errors(command: str) -> tuple[type[BaseException], ...]:
         return (PipelineInputError,)
     from mlflow.exceptions import MlflowException
 
-    from pipeline.catalog import UnknownIdError
+    from pipeline.serving.catalog import UnknownIdError
 
     return PipelineInputError, UnknownIdError, MlflowException, ValueError, LookupError, OSError
 

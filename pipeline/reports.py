@@ -12,14 +12,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from pipeline.evaluate import EvaluationReport
-from pipeline.ingest import RawData
-from pipeline.matrix import UtilityMatrix
-from pipeline.ranking import RankingFit
-from pipeline.registry import CHALLENGER, CHAMPION, PromotionDecision
+from pipeline.data.ingest import RawData
+from pipeline.evaluation.evaluate import EvaluationReport
+from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.models.ranking.fit import RankingFit
+from pipeline.registry.promotion import CHALLENGER, CHAMPION, PromotionDecision
 from pipeline.settings import Settings
-from pipeline.sweep import OBJECTIVES, Objective, SweptModel, TrialResult
-from pipeline.validate import ValidationCounts
+from pipeline.tuning.sweep import OBJECTIVES, Objective, SweptModel, TrialResult
+from pipeline.validation.results import ValidationCounts
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,14 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 import prefect.main  # noqa: E402, F401
 import pytest  # noqa: E402
 
-from pipeline.generate import DemoSpec, generate_demo_dataset  # noqa: E402
-from pipeline.ingest import ingest  # noqa: E402
-from pipeline.matrix import UtilityMatrix, build_utility_matrix  # noqa: E402
-from pipeline.ranking import RankingFit, train_ranking_model  # noqa: E402
-from pipeline.registry import Lineage  # noqa: E402
+from pipeline.data.generate import DemoSpec, generate_demo_dataset  # noqa: E402
+from pipeline.data.ingest import ingest  # noqa: E402
+from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix  # noqa: E402
+from pipeline.models.ranking.fit import RankingFit, train_ranking_model  # noqa: E402
+from pipeline.models.rating.train import TrainedModel, train_model  # noqa: E402
+from pipeline.registry.promotion import Lineage  # noqa: E402
 from pipeline.settings import Settings, TrainingConfig  # noqa: E402
-from pipeline.train import TrainedModel, train_model  # noqa: E402
-from pipeline.validate import validate  # noqa: E402
+from pipeline.validation.validate import validate  # noqa: E402
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "anime-sample"
 SMALL_SPEC = DemoSpec(n_users=300, n_anime=200, n_ratings=12_000, seed=3)

@@ -3,8 +3,8 @@
 import pytest
 from conftest import SHARED_SAMPLE
 
-from pipeline.ingest import ingest
-from pipeline.validate import validate
+from pipeline.data.ingest import ingest
+from pipeline.validation.validate import validate
 
 pytestmark = [pytest.mark.skipif(not (SHARED_SAMPLE / "rating.csv").exists(), reason="../shared sample not present"),
               pytest.mark.slow]

@@ -7,6 +7,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from pipeline.serving import RecommenderModel
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -17,7 +19,7 @@ def test_a_bundle_saved_before_the_stage_packages_serves_the_same_answers():
 
     answer = model.predict(request, params={"n": 5})
 
-    assert type(model.unwrap_python_model()).__module__ == "pipeline.serving"
+    assert isinstance(model.unwrap_python_model(), RecommenderModel)
     assert set(answer["request"]) == set(range(len(request)))
     assert len(answer) == len(expected)
     for column in ("request", "user_id", "rank", "anime_id", "name", "because_you_watched"):

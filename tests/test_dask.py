@@ -21,12 +21,15 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 import flows.cluster
 import flows.sweep
-import pipeline.validate
+import pipeline.validation.results
+import pipeline.validation.suites
+import pipeline.validation.validate
 from flows.cluster import on_dask
 from flows.retrain import ingest_task, retrain, validate_stage
 from flows.sweep import sweep, sweep_on_dask
-from pipeline.ingest import ingest
-from pipeline.validate import validate, validate_batches_here
+from pipeline.data.ingest import ingest
+from pipeline.validation.suites import validate_batches_here
+from pipeline.validation.validate import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 SPACE = {"rating_weight_power": [0, 2], "neighbours": [5, 100]}  # the ranking model: quick trials
@@ -134,7 +137,7 @@ def test_validation_batches_on_a_local_cluster_and_on_a_real_one_give_the_single
         return validate_batch(batch)
 
     monkeypatch.setattr(flows.cluster, "validate_batch", not_in_this_process)
-    monkeypatch.setattr(pipeline.validate, "validate_batch", not_in_this_process)  # the in-process path fails
+    monkeypatch.setattr(pipeline.validation.suites, "validate_batch", not_in_this_process)  # the in-process path fails
 
     settings.dask_address, settings.dask_workers = "local", 2
     state = on_dask(validation_flow, settings)(data, settings, return_state=True)

@@ -1,7 +1,7 @@
 import numpy as np
 import pyarrow.csv as pacsv
 
-from pipeline.generate import DemoSpec, generate_demo_dataset
+from pipeline.data.generate import DemoSpec, generate_demo_dataset
 
 
 def _read(folder):

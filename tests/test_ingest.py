@@ -4,8 +4,9 @@ import pyarrow as pa
 import pytest
 from conftest import ANIME_HEADER, write_csv, write_dataset
 
+from pipeline.data.csv_reading import read_anime, read_ratings
+from pipeline.data.ingest import ingest
 from pipeline.errors import PipelineInputError
-from pipeline.ingest import ingest, read_anime, read_ratings
 
 
 def test_ingest_reads_typed_tables_and_hashes_sources(small_data):

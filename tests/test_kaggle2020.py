@@ -16,13 +16,15 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SMALL_SPEC, validate_with_both_engines
 
+from pipeline.data.csv_reading import read_anime
+from pipeline.data.generate import KAGGLE_2020_ANIME_HEADER, generate_demo_dataset
+from pipeline.data.ingest import ingest
+from pipeline.data.layouts import KAGGLE_2020, WATCHING_STATUSES
 from pipeline.errors import PipelineInputError
-from pipeline.generate import KAGGLE_2020_ANIME_HEADER, generate_demo_dataset
-from pipeline.ingest import KAGGLE_2020, WATCHING_STATUSES, ingest, read_anime
-from pipeline.matrix import build_utility_matrix
-from pipeline.ranking import InteractionWeights
+from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.models.ranking.ease import InteractionWeights
 from pipeline.settings import RankingConfig
-from pipeline.validate import validate
+from pipeline.validation.validate import validate
 
 HEAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "kaggle2020-head"
 

@@ -6,15 +6,22 @@ import pyarrow as pa
 import pytest
 import tensorflow as tf
 
+from pipeline.data.ingest import ingest
 from pipeline.errors import PipelineInputError
-from pipeline.ingest import ingest
-from pipeline.initializers import embedding_initializer, warm_start_from_als
-from pipeline.keras_fit import ANIME_INPUT, TABLES, USER_INPUT, FactorizationTrainer, RatingBatches, epoch_budget
-from pipeline.matrix import build_utility_matrix
-from pipeline.optimizers import SparseAdam
+from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.models.rating.initializers import embedding_initializer, warm_start_from_als
+from pipeline.models.rating.keras_fit import (
+    ANIME_INPUT,
+    TABLES,
+    USER_INPUT,
+    FactorizationTrainer,
+    RatingBatches,
+    epoch_budget,
+)
+from pipeline.models.rating.optimizers import SparseAdam
+from pipeline.models.rating.train import build_model, predict_scaled, train_model
 from pipeline.settings import KerasPart, Settings, TrainingConfig
-from pipeline.train import build_model, predict_scaled, train_model
-from pipeline.validate import validate
+from pipeline.validation.validate import validate
 
 
 @pytest.fixture

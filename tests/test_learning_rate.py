@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineInputError
-from pipeline.learning_rate import learning_rate_function
+from pipeline.models.rating.learning_rate import learning_rate_function
 from pipeline.settings import KerasPart
 
 STEPS, EPOCHS = 10, 6  # steps per epoch, epochs of the fit

@@ -21,10 +21,11 @@ from conftest import (
 from mlflow import MlflowClient
 
 from flows.retrain import retrain
+from pipeline.data.dataset_config import DATASET_FILE, for_dataset
+from pipeline.data.generate import DemoSpec, generate_demo_dataset
 from pipeline.errors import PipelineInputError
-from pipeline.generate import DemoSpec, generate_demo_dataset
-from pipeline.registry import CHALLENGER, CHAMPION, VERSION_TAGS
-from pipeline.settings import DATASET_FILE, for_dataset
+from pipeline.registry.promotion import CHALLENGER, CHAMPION
+from pipeline.registry.registration import VERSION_TAGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.ingest import ingest
-from pipeline.matrix import RatingScale, build_utility_matrix, lookup_indices, split_assignment
-from pipeline.validate import data_version_of, validate
+from pipeline.data.ingest import ingest
+from pipeline.matrix.utility_matrix import RatingScale, build_utility_matrix, lookup_indices, split_assignment
+from pipeline.validation.results import data_version_of
+from pipeline.validation.validate import validate
 
 
 @pytest.fixture

@@ -3,14 +3,14 @@ and the ranking model must turn it into lists far better than the most popular a
 
 import pytest
 
-from pipeline.evaluate import evaluate_model
-from pipeline.generate import DemoSpec, generate_demo_dataset
-from pipeline.ingest import ingest
-from pipeline.matrix import build_utility_matrix
-from pipeline.ranking import train_ranking_model
+from pipeline.data.generate import DemoSpec, generate_demo_dataset
+from pipeline.data.ingest import ingest
+from pipeline.evaluation.evaluate import evaluate_model
+from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.models.ranking.fit import train_ranking_model
+from pipeline.models.rating.train import train_model
 from pipeline.settings import Settings, TrainingConfig
-from pipeline.train import train_model
-from pipeline.validate import validate
+from pipeline.validation.validate import validate
 
 pytestmark = pytest.mark.slow  # trains full-size models
 

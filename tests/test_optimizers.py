@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline.errors import PipelineInputError
-from pipeline.optimizers import SparseAdagrad, SparseAdam, SparseAdamW, build_optimizer
+from pipeline.models.rating.optimizers import SparseAdagrad, SparseAdam, SparseAdamW, build_optimizer
 from pipeline.settings import KerasPart
 
 N_ROWS, DIM = 12, 4

@@ -7,9 +7,9 @@ import pyarrow.compute as pc
 import pytest
 import scipy.sparse as sp
 
-from pipeline.ingest import ingest
-from pipeline.matrix import build_utility_matrix
-from pipeline.ranking import (
+from pipeline.data.ingest import ingest
+from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.models.ranking.ease import (
     InteractionWeights,
     ItemToItemModel,
     gram_matrix,
@@ -17,9 +17,9 @@ from pipeline.ranking import (
     keep_strongest,
     solve_item_weights,
     top_n_for_history,
-    train_ranking_model,
 )
-from pipeline.validate import validate
+from pipeline.models.ranking.fit import train_ranking_model
+from pipeline.validation.validate import validate
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,8 @@ def test_interaction_weights_grow_with_the_rating_and_count_watched_rows():
 
 def test_ranking_model_recovers_planted_taste_far_better_than_popularity(matrix, settings):
     """The generated users watch what their hidden taste favours: the lists must find it."""
-    from pipeline.evaluate import judged_users
-    from pipeline.metrics import ranking_report
+    from pipeline.evaluation.evaluate import judged_users
+    from pipeline.evaluation.metrics import ranking_report
 
     fit = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
     users, relevant = judged_users(matrix, settings.relevance_threshold)

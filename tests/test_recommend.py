@@ -6,16 +6,16 @@ import pyarrow.compute as pc
 import pytest
 from conftest import SMALL_SPEC
 
-from pipeline.catalog import UnknownIdError, normalize_title
-from pipeline.generate import generate_demo_dataset
-from pipeline.ingest import ingest
-from pipeline.matrix import build_utility_matrix
-from pipeline.ranking import train_ranking_model
-from pipeline.recommend import Recommender
-from pipeline.serving import load_bundle, save_bundle
+from pipeline.data.generate import generate_demo_dataset
+from pipeline.data.ingest import ingest
+from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.models.ranking.fit import train_ranking_model
+from pipeline.models.rating.train import predict_scaled, train_model
+from pipeline.serving.bundle import load_bundle, save_bundle
+from pipeline.serving.catalog import UnknownIdError, normalize_title
+from pipeline.serving.recommend import Recommender
 from pipeline.settings import Settings, TrainingConfig
-from pipeline.train import predict_scaled, train_model
-from pipeline.validate import validate
+from pipeline.validation.validate import validate
 
 
 @pytest.fixture(scope="module", params=["biased_mf", "seed_cosine"])

@@ -8,25 +8,18 @@ from conftest import lineage_of
 from mlflow import MlflowClient
 
 from flows.cli import main as cli_main
-from pipeline import tracking
-from pipeline.evaluate import EvaluationReport, RankingReports, evaluate_model
-from pipeline.ingest import ingest
-from pipeline.matrix import build_utility_matrix
-from pipeline.metrics import RankingReport, Scores
-from pipeline.registry import (
-    CHALLENGER,
-    CHAMPION,
-    OTHER_DATASET,
-    VERSION_TAGS,
-    Tolerances,
-    VersionScores,
-    decide_promotion,
-    list_versions,
-    promote_manually,
-    register_and_decide,
-    score_version_on_split,
-)
-from pipeline.validate import validate
+from pipeline.data.ingest import ingest
+from pipeline.evaluation.evaluate import EvaluationReport, RankingReports, evaluate_model
+from pipeline.evaluation.metrics import RankingReport, Scores
+from pipeline.evaluation.rescoring import score_version_on_split
+from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.registry.promotion import CHALLENGER, CHAMPION, OTHER_DATASET, Tolerances, VersionScores, decide_promotion
+from pipeline.registry.registration import VERSION_TAGS, promote_manually, register_and_decide
+from pipeline.registry.versions import list_versions, registry_chart_name
+from pipeline.tracking.model_logging import log_model_bundle, log_rating_model
+from pipeline.tracking.runs import finish_run, start_run
+from pipeline.tracking.stage_logging import log_matrix
+from pipeline.validation.validate import validate
 
 NO_TOLERANCE = Tolerances(rmse=0.0, ndcg=0.0)
 ARCHITECTURE = "biased_mf ratings + EASE lists"
@@ -75,12 +68,12 @@ def trained_run(small_models, small_data, settings):
     """The session's trained models logged as one real run to this test's temp sqlite MLflow store."""
     matrix, trained, ranking = small_models.matrix, small_models.trained, small_models.ranking
     lineage = lineage_of(settings, small_data, matrix)
-    run_id = tracking.start_run(settings, lineage)
-    tracking.log_rating_model(run_id, trained, settings.training, matrix)
-    model_uri = tracking.log_model_bundle(run_id, trained.model, ranking.model, matrix, settings.unrated_value,
+    run_id = start_run(settings, lineage)
+    log_rating_model(run_id, trained, settings.training, matrix)
+    model_uri = log_model_bundle(run_id, trained.model, ranking.model, matrix, settings.unrated_value,
                                          settings.training.l2)
-    tracking.log_matrix(run_id, matrix)
-    tracking.finish_run(run_id, True)
+    log_matrix(run_id, matrix)
+    finish_run(run_id, True)
     return matrix, (trained, ranking), run_id, model_uri, lineage
 
 
@@ -178,7 +171,7 @@ def test_compare_lists_every_version_by_data_set_with_its_aliases(trained_run, s
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(settings.experiment_name).experiment_id],
                                       filter_string="tags.purpose = 'registry-comparison'")
-    assert [a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)] == [tracking.registry_chart_name(name)]
+    assert [a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)] == [registry_chart_name(name)]
 
 
 def test_a_champion_is_compared_within_its_data_set_only(trained_run, settings, small_data, tmp_path):

@@ -12,10 +12,11 @@ import pytest
 from conftest import free_port, lineage_of, quick_settings, wait_until_answers
 
 from flows.cli import main as cli_main
-from pipeline import tracking
-from pipeline.evaluate import evaluate_model
-from pipeline.registry import register_and_decide
-from pipeline.serving import load_recommender
+from pipeline.evaluation.evaluate import evaluate_model
+from pipeline.registry.registration import register_and_decide
+from pipeline.serving.bundle import load_recommender
+from pipeline.tracking.model_logging import log_model_bundle
+from pipeline.tracking.runs import finish_run, start_run
 
 pytestmark = pytest.mark.slow  # trains models and starts the MLflow scoring server
 
@@ -27,12 +28,12 @@ def store(small_models, small_data, tmp_path_factory):
     settings = quick_settings(tmp_path_factory.mktemp("serving"), dataset_name="tests")
     matrix, trained, ranking = small_models.matrix, small_models.trained.model, small_models.ranking.model
     lineage = lineage_of(settings, small_data, matrix)
-    run_id = tracking.start_run(settings, lineage)
-    uri = tracking.log_model_bundle(run_id, trained, ranking, matrix, settings.unrated_value, settings.training.l2)
+    run_id = start_run(settings, lineage)
+    uri = log_model_bundle(run_id, trained, ranking, matrix, settings.unrated_value, settings.training.l2)
     report = evaluate_model(trained, ranking, matrix, settings.unrated_value, settings.relevance_threshold)
     decision = register_and_decide(settings.registered_model_name, uri, run_id, report, matrix,
                                    settings.relevance_threshold, lineage, "test bundle")
-    tracking.finish_run(run_id, True)
+    finish_run(run_id, True)
     assert decision.promoted
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))

@@ -7,7 +7,7 @@ from mlflow import MlflowClient
 
 from flows.sweep import sweep
 from pipeline.settings import TrainingConfig
-from pipeline.sweep import grid_configs
+from pipeline.tuning.sweep import grid_configs
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -3,12 +3,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.als import Factors, RatingsByRow, fit_als, sweep
-from pipeline.ingest import ingest
-from pipeline.matrix import build_utility_matrix
+from pipeline.data.ingest import ingest
+from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.models.rating.als import Factors, RatingsByRow, fit_als, sweep
+from pipeline.models.rating.train import build_model, predict_scaled, train_model
 from pipeline.settings import TrainingConfig
-from pipeline.train import build_model, predict_scaled, train_model
-from pipeline.validate import validate
+from pipeline.validation.validate import validate
 
 
 @pytest.fixture

@@ -5,11 +5,15 @@ import pyarrow as pa
 import pytest
 from conftest import RATING_HEADER, validate_with_both_engines, write_csv, write_dataset
 
-import pipeline.arrow_expectations
-import pipeline.validate
+import pipeline.validation.arrow_engine
+import pipeline.validation.arrow_kernels
+import pipeline.validation.results
+import pipeline.validation.suites
+import pipeline.validation.validate
+from pipeline.data.ingest import ingest
 from pipeline.errors import PipelineInputError
-from pipeline.ingest import ingest
-from pipeline.validate import run_suite, validate, validate_batches_here
+from pipeline.validation.suites import run_suite, validate_batches_here
+from pipeline.validation.validate import validate
 
 ROWS = [
     [1, 10, 8], [1, 11, 9], [2, 10, 7], [2, 12, -1],  # good: 3 ratings, 1 unrated
@@ -117,7 +121,8 @@ def test_counts_reconcile_only_when_every_row_lands_in_exactly_one_place(tmp_pat
     raw = ingest(folder, inbox_dir=tmp_path / "incoming")
     counts = validate(raw, settings).counts
     assert (counts.accepted, counts.quarantined, counts.superseded) == (2, 1, 1)
-    monkeypatch.setattr(pipeline.validate, "_newest_per_pair", lambda rows, valid: np.ones(rows.num_rows, bool))
+    monkeypatch.setattr(pipeline.validation.validate, "_newest_per_pair",
+                        lambda rows, valid: np.ones(rows.num_rows, bool))
     with pytest.raises(AssertionError, match="counts of all files do not reconcile"):
         validate(raw, settings)
 
@@ -153,7 +158,7 @@ def test_a_suite_the_arrow_engine_does_not_evaluate_is_left_to_gx(tmp_path):
 
 @pytest.mark.parametrize("case", ["sorted", "shuffled", "wide ids", "nulls", "four columns past 64 bits"])
 def test_arrow_uniqueness_agrees_with_pandas_duplicated(case):
-    """The compound key of pipeline/arrow_expectations.py (increasing-run check, radix sort, ranking when a 64-bit
+    """The compound key of pipeline/validation/arrow_engine.py (increasing-run check, radix sort, ranking when a 64-bit
     key would overflow) against pandas' `duplicated(keep=False)`, which GX's pandas engine uses."""
     rng = np.random.default_rng(4)
     n = 60_000
@@ -174,4 +179,4 @@ def test_arrow_uniqueness_agrees_with_pandas_duplicated(case):
         table = table.set_column(1, "anime_id", pa.array(columns["anime_id"], mask=rng.random(n) < 0.3))
     expected = table.to_pandas().duplicated(keep=False).to_numpy()
     assert 0 < expected.sum() < n or case == "sorted"
-    assert np.array_equal(pipeline.arrow_expectations._repeated(list(table.columns)), expected)
+    assert np.array_equal(pipeline.validation.arrow_kernels._repeated(list(table.columns)), expected)

@@ -1,7 +1,7 @@
 """Where the rating model's embeddings start: any `keras.initializers` class by name with its arguments, or a warm
 start from a short ALS solve (`"als"`).
 
-The warm start runs `sweeps` alternations of pipeline/als.py from a small random start, at the fit's `l2` (and
+The warm start runs `sweeps` alternations of ALS (als.py) from a small random start, at the fit's `l2` (and
 along its L2 path if validation keeps improving), and hands the best factors to the Keras model as its starting
 weights; Keras' fit then goes on from there.
 """
@@ -14,9 +14,9 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from pipeline.als import Factors, fit_als
 from pipeline.errors import PipelineInputError
-from pipeline.matrix import UtilityMatrix
+from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.models.rating.als import Factors, fit_als
 from pipeline.settings import KerasPart, TrainingConfig
 
 ALS_WARM_START = "als"

@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import pyarrow as pa
 
-from pipeline.matrix import UtilityMatrix
-from pipeline.metrics import K, RankingReport, Scores, ranking_report, relevant_pairs
-from pipeline.ranking import ItemToItemModel
-from pipeline.recommend import Recommender
+from pipeline.evaluation.metrics import K, RankingReport, Scores, ranking_report, relevant_pairs
+from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.models.ranking.ease import ItemToItemModel
+from pipeline.serving.recommend import Recommender
 
 SEEN_SPLITS = ("train", "validation")  # what a user had rated when the test ratings were held out
 

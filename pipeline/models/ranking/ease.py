@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -39,13 +37,11 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from pipeline.matrix import UtilityMatrix, lookup_indices
-from pipeline.metrics import K, RankingReport, ranking_report, relevant_pairs, threads_for, top_n_lists
+from pipeline.evaluation.metrics import K, threads_for, top_n_lists
+from pipeline.matrix.utility_matrix import lookup_indices
 from pipeline.settings import RankingConfig
 
 WEIGHTS_FILE, DIAGONAL_FILE, CONFIG_FILE = "weights.parquet", "diagonal.parquet", "config.json"
-
-
 @dataclass(frozen=True)
 class InteractionWeights:
     """How a user's ratings and unrated interactions become the model's input row."""
@@ -101,8 +97,7 @@ class InteractionWeights:
 def _add_rows_times_weights(history_indptr, history_indices, history_data, weights_indptr, weights_indices,
                             weights_data, out):  # pragma: no cover (compiled)
     """out += history × weights, both CSR, into a dense `out`: each row is the sum of the weight rows of its
-    history (a sparse × sparse product with a dense result; scipy's builds a sparse one first: 0.23 s against
-    0.06 s for 1,024 users at 17.5k anime, 200 neighbours).
+    history (a sparse × sparse product with a dense result, where scipy's builds a sparse one first).
     Summed in scipy's order, so the result is scipy's to the bit (tests/test_ranking.py)."""
     for row in numba.prange(len(history_indptr) - 1):
         for position in range(history_indptr[row], history_indptr[row + 1]):
@@ -223,9 +218,9 @@ def gram_matrix(history: sp.csr_matrix, block: int = 2048) -> np.ndarray:
 def invert_spd_in_place(matrix: np.ndarray, block: int = 2048) -> None:
     """Invert a symmetric positive definite (C-ordered) matrix in its own memory: LAPACK's Cholesky factorization
     and inverse (potrf, potri) run on the matrix's transpose — the same symmetric matrix, Fortran-ordered, so no copy
-    — then the triangle they fill is mirrored a block at a time. No n² temporaries (the Schur-complement inverse in
-    TensorFlow matmuls that it replaces held ~1 GB of them at 17.5k anime, the fit's peak), and more accurate in
-    float32 (tests/test_ranking.py)."""
+    — then the triangle they fill is mirrored a block at a time. No n² temporaries, where a blocked inverse by
+    matrix products holds several (`make bench PARTS=ranking` compares both), and accurate in float32
+    (tests/test_ranking.py)."""
     fortran = matrix.T
     potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (fortran,))
     factor, info = potrf(fortran, lower=1, overwrite_a=1, clean=0)
@@ -276,112 +271,3 @@ def solve_item_weights(gram: np.ndarray, l2: float, neighbours: int) -> tuple[sp
 def top_n_for_history(model: ItemToItemModel, history: sp.csr_matrix, n: int = K) -> np.ndarray:
     """Top-n anime per history row, never one in the row (rated or watched)."""
     return top_n_lists(lambda rows: model.scores(history[rows]), np.arange(history.shape[0]), history, n)
-
-
-@dataclass(frozen=True)
-class L2Trial:
-    relative_l2: float  # λ / mean of diag(XᵀX)
-    l2: float  # the λ that was fitted
-    validation: RankingReport  # top-10 on the validation split of the model fitted on train + watched rows
-
-
-@dataclass(frozen=True)
-class RankingFit:
-    model: ItemToItemModel
-    trials: list[L2Trial]  # in the order tried; the chosen λ is the best validation NDCG@10
-    fit_seconds: float
-
-    @property
-    def chosen(self) -> L2Trial:
-        return best_l2(self.trials)
-
-
-def best_l2(trials: list[L2Trial]) -> L2Trial:
-    """The highest validation NDCG@10; the earlier trial wins a tie."""
-    return max(trials, key=lambda trial: trial.validation.ndcg)
-
-
-Solver = Callable[[float, int], tuple[sp.csr_matrix, np.ndarray, float]]  # (relative λ, neighbours) → B, diag P, λ
-
-
-def choose_l2(solve: Solver, history: sp.csr_matrix, validation: pa.Table, config: RankingConfig,
-              interaction: InteractionWeights, relevance_threshold: float) -> list[L2Trial]:
-    """Walk the relative λ from `config.relative_l2` by factors of `l2_step` (up first; down if the first step
-    up does not help) while validation NDCG@10 improves, at most `l2_max_trials` fits."""
-    relevant = relevant_pairs(validation, relevance_threshold)
-    users = np.unique(relevant["user_index"].to_numpy())
-    if len(users) > config.validation_users:
-        users = np.sort(np.random.default_rng(0).choice(users, config.validation_users, replace=False))
-        relevant = relevant.filter(pa.array(np.isin(relevant["user_index"].to_numpy(), users)))
-    rows = history[users]
-
-    def trial(relative_l2: float) -> L2Trial:
-        weights, diagonal, l2 = solve(relative_l2, config.neighbours)
-        model = ItemToItemModel(weights, diagonal, interaction, l2)
-        return L2Trial(relative_l2, l2, ranking_report(top_n_for_history(model, rows), users, relevant,
-                                                       history.shape[1]))
-
-    trials = [trial(config.relative_l2)]
-    if not len(users):
-        return trials
-    step = config.l2_step
-    candidate = config.relative_l2 * step
-    while len(trials) < config.l2_max_trials:
-        trials.append(trial(candidate))
-        best = best_l2(trials)
-        if best is trials[-1]:
-            candidate = best.relative_l2 * step
-        elif len(trials) == 2 and step > 1:  # the first step up did not help: try downwards
-            step = 1 / step
-            candidate = config.relative_l2 * step
-        else:
-            break
-    return trials
-
-
-def modelled_anime(history: sp.csr_matrix, max_anime: int) -> np.ndarray:
-    """The anime the model solves for: all of them, or the `max_anime` most interacted with (the dense
-    anime × anime solve's memory grows with n²: a 17,500-anime fit peaked at 4.93 GB in `make bench`)."""
-    n = history.shape[1]
-    if n <= max_anime:
-        return np.arange(n)
-    return np.sort(np.argsort(-np.diff(history.tocsc().indptr), kind="stable")[:max_anime])
-
-
-def solve_on(history: sp.csr_matrix, anime: np.ndarray) -> Solver:
-    """`solve(relative λ, neighbours)` → (B, diag(P), λ) for the item weights over `anime` only, laid out over
-    every anime (the others get no weights: never recommended, never contributing), with the Gram matrix
-    computed once for all λ."""
-    gram = gram_matrix(history[:, anime] if len(anime) < history.shape[1] else history)
-    mean_diagonal = float(np.mean(gram.diagonal(), dtype=np.float64))
-    n = history.shape[1]
-
-    def solve(relative_l2: float, neighbours: int) -> tuple[sp.csr_matrix, np.ndarray, float]:
-        l2 = relative_l2 * mean_diagonal
-        weights, diagonal = solve_item_weights(gram, l2, neighbours)
-        if len(anime) == n:
-            return weights, diagonal, l2
-        coo = weights.tocoo()
-        full_diagonal = np.zeros(n, dtype=np.float32)  # the others: not modelled
-        full_diagonal[anime] = diagonal
-        return sp.csr_matrix((coo.data, (anime[coo.row], anime[coo.col])), shape=(n, n)), full_diagonal, l2
-
-    return solve
-
-
-def train_ranking_model(matrix: UtilityMatrix, config: RankingConfig, unrated_value: int,
-                        relevance_threshold: float) -> RankingFit:
-    """Choose λ on validation (fitted on train + watched rows), then fit on train + validation + watched."""
-    started = time.perf_counter()
-    interaction = InteractionWeights.of_config(config, matrix.scale.minimum, matrix.scale.maximum, unrated_value)
-    history = interaction.matrix(matrix.interactions(("train",), unrated_value), matrix.n_users, matrix.n_anime)
-    anime = modelled_anime(history, config.max_anime)
-    trials = choose_l2(solve_on(history, anime), history, matrix.split("validation"), config, interaction,
-                       relevance_threshold)
-    chosen = best_l2(trials)
-    del history  # the final fit's history replaces it (memory)
-    history = interaction.matrix(matrix.interactions(("train", "validation"), unrated_value), matrix.n_users,
-                                 matrix.n_anime)
-    weights, diagonal, l2 = solve_on(history, anime)(chosen.relative_l2, config.neighbours)
-    model = ItemToItemModel(weights, diagonal, interaction, l2)
-    return RankingFit(model, trials, time.perf_counter() - started)

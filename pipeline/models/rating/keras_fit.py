@@ -4,7 +4,7 @@ the callbacks every fit shares (speed, learning rate, early stopping with the be
 The biased model is trained through `FactorizationTrainer`, a `keras.Model` around it whose `train_step` computes
 the model's training objective on a batch (squared error on the [0, 1] scale + L2 on the rows the batch
 touches), takes its gradients with `tf.GradientTape` and hands them to the optimizer. The embedding lookups give
-sparse gradients, so the optimizer's step touches only the batch's rows (pipeline/optimizers.py); the step is
+sparse gradients, so the optimizer's step touches only the batch's rows (optimizers.py); the step is
 compiled by XLA (`jit_compile`), and runs on a GPU when TensorFlow sees one.
 """
 

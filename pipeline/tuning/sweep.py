@@ -16,12 +16,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
-from pipeline.evaluate import SEEN_SPLITS, judged_users
-from pipeline.matrix import UtilityMatrix
-from pipeline.metrics import ranking_report, rmse
-from pipeline.ranking import ItemToItemModel, top_n_for_history, train_ranking_model
+from pipeline.evaluation.evaluate import SEEN_SPLITS, judged_users
+from pipeline.evaluation.metrics import ranking_report, rmse
+from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.models.ranking.ease import ItemToItemModel, top_n_for_history
+from pipeline.models.ranking.fit import train_ranking_model
+from pipeline.models.rating.train import predict_scaled, train_model
 from pipeline.settings import RankingConfig, Settings, TrainingConfig
-from pipeline.train import predict_scaled, train_model
 
 SweptModel = Literal["rating", "ranking"]
 

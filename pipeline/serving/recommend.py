@@ -1,9 +1,9 @@
 """Recommend: the ranking model decides what to list, the rating model says how much the user would like it.
 
-Lists come from the ranking model (pipeline/ranking.py): a user's history times its anime-to-anime weights, with
+Lists come from the ranking model (pipeline/models/ranking/): a user's history times its anime-to-anime weights, with
 the one or two watched anime that added most shown as "because you watched". Each listed anime shows the rating
-model's predicted rating (pipeline/rating_scorer.py); names, genres and filters come from the catalog
-(pipeline/catalog.py). A recommender over a registered bundle (pipeline/serving.py) without a ranking model
+model's predicted rating (pipeline/serving/rating_scorer.py); names, genres and filters come from the catalog
+(pipeline/serving/catalog.py). A recommender over a registered bundle (bundle.py) without a ranking model
 (registered before there was one) lists by predicted rating, as it did then.
 """
 
@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from pipeline.catalog import Catalog, UnknownIdError
-from pipeline.matrix import SPLITS, RatingScale, UtilityMatrix, lookup_indices
-from pipeline.metrics import K, top_n_lists
-from pipeline.ranking import ItemToItemModel
-from pipeline.rating_scorer import FOLD_IN_L2, RatingScorer
+from pipeline.evaluation.metrics import K, top_n_lists
+from pipeline.matrix.utility_matrix import SPLITS, RatingScale, UtilityMatrix, lookup_indices
+from pipeline.models.ranking.ease import ItemToItemModel
+from pipeline.serving.catalog import Catalog, UnknownIdError
+from pipeline.serving.rating_scorer import FOLD_IN_L2, RatingScorer
 
 
 @dataclass

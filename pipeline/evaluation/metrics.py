@@ -104,7 +104,7 @@ def ranking_report(top: np.ndarray, user_indices: np.ndarray, relevant: pa.Table
 def threads_for(rows: int, rows_per_thread: int = 64) -> Iterator[None]:
     """Numba's threads for a parallel kernel over `rows` rows: one (the calling thread) for a handful, such as one
     user's request. Waking the pool costs more than a few rows, and milliseconds when another pool (BLAS after a
-    matrix product) still spins on the cores: a served top-10 took 3.2 ms instead of 0.26 ms that way."""
+    matrix product) still spins on the cores (`make bench PARTS=serving` measures a served top-10)."""
     threads = numba.get_num_threads()
     numba.set_num_threads(max(1, min(threads, rows // rows_per_thread)))
     try:
@@ -119,8 +119,8 @@ def top_n_unseen(scores: np.ndarray, seen_indptr: np.ndarray, seen_indices: np.n
     """Column indices of the n best scores per row, best first (a tie: the lower index first), never a column
     stored in that row of the CSR structure `seen_indptr`/`seen_indices`, nor a −inf or NaN score; −1 fills the
     places of a row with fewer candidates. One pass over each row keeping its n best in order: no sort, no copy of
-    `scores` (which may be read-only or broadcast); 0.02 s for 1,024 × 17.5k scores, where a float64 copy,
-    argpartition and sort took 0.24 s."""
+    `scores` (which may be read-only or broadcast), where a float64 copy, argpartition and sort would copy and
+    sort every row."""
     n_rows, n_columns = scores.shape
     top = np.full((n_rows, n), -1, np.int64)
     for row in numba.prange(n_rows):

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from pipeline.matrix import RatingScale, lookup_indices
+from pipeline.matrix.utility_matrix import RatingScale, lookup_indices
 from pipeline.settings import TrainingConfig
 
 RatingKind = Literal["cosine", "biased"]
@@ -74,8 +74,7 @@ class RatingScorer:
 
     def predict(self, users: np.ndarray, anime: np.ndarray, chunk: int = 65_536) -> np.ndarray:
         """Served predicted ratings (clipped to the scale) of index pairs, `chunk` pairs at a time: the gathered
-        vectors are pairs × dim (5.8 GB for a 5.7M-pair test split at 128 dims: it was the full-scale flow's
-        peak)."""
+        vectors are pairs × dim (5.8 GB for a 5.7M-pair test split at 128 dims, in float64)."""
         predicted = np.empty(len(users), dtype=np.float64)
         for start in range(0, len(users), chunk):
             some_users, some_anime = users[start:start + chunk], anime[start:start + chunk]

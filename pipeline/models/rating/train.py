@@ -2,9 +2,9 @@
 
 Both are Keras models with the same layer names (`user_embedding`, `anime_embedding`, `rating`; the biased one adds
 `user_bias`, `anime_bias`), so that saving, serving and the numpy recommender treat them alike. Keras trains both
-with `model.fit` (pipeline/keras_fit.py): the seed model through its compiled loss, the biased one through
+with `model.fit` (pipeline/models/rating/keras_fit.py): the seed model through its compiled loss, the biased one through
 `FactorizationTrainer`'s sparse training step. `solver="als"` fits the biased model by alternating least squares
-instead (pipeline/als.py), its factors becoming the Keras model's weights.
+instead (pipeline/models/rating/als.py), its factors becoming the Keras model's weights.
 """
 
 from __future__ import annotations
@@ -17,8 +17,14 @@ import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
-from pipeline.initializers import ALS_WARM_START, embedding_initializer, solve_with_als, warm_start_from_als
-from pipeline.keras_fit import (
+from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.models.rating.initializers import (
+    ALS_WARM_START,
+    embedding_initializer,
+    solve_with_als,
+    warm_start_from_als,
+)
+from pipeline.models.rating.keras_fit import (
     ANIME_INPUT,
     SPLIT_COLUMNS,
     STEPS_PER_EXECUTION,
@@ -31,9 +37,8 @@ from pipeline.keras_fit import (
     fit_epochs,
     validation_rmse,
 )
-from pipeline.learning_rate import learning_rate_function
-from pipeline.matrix import UtilityMatrix
-from pipeline.optimizers import build_optimizer
+from pipeline.models.rating.learning_rate import learning_rate_function
+from pipeline.models.rating.optimizers import build_optimizer
 from pipeline.settings import TrainingConfig
 
 EVAL_BATCH = 65_536

@@ -24,12 +24,19 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from pipeline.catalog import UnknownIdError
-from pipeline.matrix import ANIME_INDEX_FILE, ANIME_METADATA_FILE, SPLITS, USER_INDEX_FILE, RatingScale, UtilityMatrix
-from pipeline.metrics import K
-from pipeline.ranking import ItemToItemModel
-from pipeline.rating_scorer import FOLD_IN_L2
-from pipeline.recommend import Recommender
+from pipeline.evaluation.metrics import K
+from pipeline.matrix.utility_matrix import (
+    ANIME_INDEX_FILE,
+    ANIME_METADATA_FILE,
+    SPLITS,
+    USER_INDEX_FILE,
+    RatingScale,
+    UtilityMatrix,
+)
+from pipeline.models.ranking.ease import ItemToItemModel
+from pipeline.serving.catalog import UnknownIdError
+from pipeline.serving.rating_scorer import FOLD_IN_L2
+from pipeline.serving.recommend import Recommender
 
 BUNDLE = "bundle"
 MODEL_FILE = "model.keras"
