@@ -1,16 +1,13 @@
-"""`make bench`: accuracy, training speed, serving latency, full-scale data path and stage timing.
+"""`make bench`: every part's tables against a baseline run in the same process, written to BENCHMARKS.md.
 
-Every table compares against a baseline measured in the same process (the seed model, or
-Surprise SVD for accuracy). Nothing here is asserted: the numbers are printed and written to the
-`BENCHMARKS.md` section named after the parts run, with the machine and the exact command.
-
-Options (see `animerec bench --help`): --parts (accuracy, speed, serving, stages, scale),
---size (scale part: kaggle2020 = 310k users × 17.5k anime × 57M ratings, or tenth), --sample (the
-rating set the accuracy/speed/serving parts use), --work (where generated data and matrices go).
+Nothing here is asserted: the numbers are printed and written to the `BENCHMARKS.md` section named after the parts
+run, with the machine and the exact command. Options: `python -m benchmarks --help` (--parts, --size of the
+generated full-scale data, --layout of the scale part, --sample: the rating set of the sample parts).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -611,7 +608,7 @@ def write_report(title: str, command: str, tables: list[Table]) -> None:
     section = "\n\n".join([f"## {title}", f"Machine: {machine()}.", f"Command: `{command}` "
                            f"({time.strftime('%Y-%m-%d')}).", *[t.markdown() for t in tables]]) + "\n"
     text = REPORT.read_text() if REPORT.exists() else (
-        "# Benchmarks\n\nWritten by `make bench` (see `animerec bench --help`). Each section is replaced "
+        "# Benchmarks\n\nWritten by `make bench` (see `.venv/bin/python -m benchmarks --help`). Each section is replaced "
         "by the next run of the same parts.\n")
     head, marker, rest = text.partition(f"## {title}\n")
     if marker:
@@ -667,7 +664,23 @@ def run_benchmarks(parts: list[str], size: str = "kaggle2020", layout: str = "co
     return 0
 
 
-if __name__ == "__main__":
-    from flows.cli import main
-
-    sys.exit(main(["bench", *sys.argv[1:]]))
+def main(argv: list[str] | None = None) -> int:
+    """The bench's command line (`python -m benchmarks`): the options, then the parts."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                        help=f"comma-separated subset of {', '.join(DEFAULT_PARTS)} (all of these by default), and "
+                        "full (the whole retrain flow at --size)")
+    parser.add_argument("--size", choices=["kaggle2020", "tenth"], default="kaggle2020",
+                        help="size of the generated data of the data-path, scale and full parts")
+    parser.add_argument("--layout", choices=["cooperunion", "kaggle2020"], default="cooperunion",
+                        help="file layout of the scale part's generated data")
+    parser.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE,
+                        help="the rating set of the sample parts (default: the shared anime sample)")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    try:
+        return run_benchmarks(parts, args.size, args.layout, args.sample)
+    except PipelineInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -13,6 +13,7 @@ from benchmarks.data_path import memory_gb
 from flows.cluster import on_dask  # first: flows/ sets Prefect's environment defaults before Prefect reads them
 from flows.retrain import ingest_task, validate_stage
 from pipeline.data.ingest import ingest
+from pipeline.environment import use_local_defaults
 from pipeline.settings import Settings
 from pipeline.validation.validate import validate
 
@@ -48,4 +49,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    use_local_defaults()
     main()

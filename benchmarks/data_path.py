@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from pipeline.data.ingest import ingest
+from pipeline.environment import use_local_defaults
 from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
 from pipeline.settings import Settings
 from pipeline.validation.validate import validate
@@ -91,4 +92,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    use_local_defaults()
     main()

@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks.data_path import memory_gb, timed_data_path
 from pipeline.data.generate import KAGGLE_2020_LIST_SPEC, KAGGLE_2020_SPEC, generate_demo_dataset
+from pipeline.environment import use_local_defaults
 from pipeline.models.rating.train import train_model
 from pipeline.settings import Settings, TrainingConfig
 
@@ -70,4 +71,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    use_local_defaults()
     main()

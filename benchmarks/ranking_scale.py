@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from benchmarks.data_path import memory_gb
+from pipeline.environment import use_local_defaults
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.ranking.fit import train_ranking_model
 from pipeline.serving.bundle import save_bundle
@@ -44,4 +45,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    use_local_defaults()
     main()

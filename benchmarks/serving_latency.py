@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.bench import latency_rows
+from pipeline.environment import use_local_defaults
 from pipeline.serving.bundle import load_bundle
 
 
@@ -17,4 +18,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    use_local_defaults()
     main()

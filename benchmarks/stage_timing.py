@@ -9,7 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from flows.retrain import retrain  # first: flows/ sets Prefect's environment defaults before Prefect reads them
+from flows.retrain import retrain
+from pipeline.environment import use_local_defaults
 
 
 def main() -> None:
@@ -53,4 +54,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    use_local_defaults()
     main()

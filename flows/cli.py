@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
+from pipeline.environment import use_local_defaults
 from pipeline.evaluation.metrics import K
-from pipeline.settings import Settings
+from pipeline.settings import PROJECT_ROOT, Settings
 
 DEFAULT_UI_PORT, DEFAULT_MODEL_PORT, DEFAULT_PREFECT_PORT = 5000, 5001, 4200
 
@@ -99,19 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", required=True, help="why (recorded on the version)")
 
     bench = commands.add_parser("bench", help="benchmarks → BENCHMARKS.md (needs the bench extra)")
-    bench.add_argument("--parts", help="comma-separated subset of accuracy, init-schedule, optimizers, ranking, "
-                       "speed, serving, stages, dask, time-to-model, data-path, scale (all of these by default), and "
-                       "full (the whole retrain flow at --size)")
-    bench.add_argument("--size", choices=["kaggle2020", "tenth"], default="kaggle2020", help="size of the scale part")
-    bench.add_argument("--layout", choices=["cooperunion", "kaggle2020"], default="cooperunion",
-                       help="file layout of the scale part's generated data")
+    bench.add_argument("--parts", help="comma-separated parts (default: all but full); the list and what each "
+                       "measures: python -m benchmarks --help")
+    bench.add_argument("--size", help="size of the generated data: kaggle2020 (default) or tenth")
+    bench.add_argument("--layout", help="file layout of the scale part's generated data: cooperunion or kaggle2020")
     return parser
 
 
 def _quiet_flow_errors(command: str) -> None:
     """After the flow module is imported (Prefect's logging is set up then, and `serve` points Prefect at its server
     before that): the expected errors leave Prefect's console log, the one `error:` line stays."""
-    from flows import quiet_expected_errors
+
+    from flows.console import quiet_expected_errors
 
     quiet_expected_errors(*_expected_errors(command))
 
@@ -191,10 +192,10 @@ def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from benchmarks.bench import DEFAULT_PARTS, run_benchmarks
-
-    parts = [p.strip() for p in (args.parts or ",".join(DEFAULT_PARTS)).split(",") if p.strip()]
-    return run_benchmarks(parts, args.size, args.layout)
+    """The bench is not part of the product: it runs as its own module, in its own process."""
+    options = [f"--{name}={value}" for name, value in (("parts", args.parts), ("size", args.size),
+                                                        ("layout", args.layout)) if value]
+    return subprocess.call([sys.executable, "-m", "benchmarks", *options], cwd=PROJECT_ROOT)
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
@@ -245,6 +246,7 @@ def _quiet_native_stderr(quiet: bool) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_local_defaults()
     args = build_parser().parse_args(argv)
     settings = Settings()
     with _quiet_native_stderr(quiet=not args.verbose and args.command in ANSWER_COMMANDS):

@@ -29,13 +29,10 @@ def compare(settings: Settings, chart_path: Path) -> int:
     rows = list_versions(settings.registered_model_name)
     print(format_versions(settings.registered_model_name, rows))
     if rows:
-        import matplotlib.pyplot as plt
-
         figure = versions_chart(settings.registered_model_name, rows)
         chart_path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(chart_path, dpi=100)
         run_id = log_registry_chart(settings, figure)
-        plt.close(figure)
         print(f"chart: {chart_path} (also in MLflow run {run_id}: "
               f"{registry_chart_name(settings.registered_model_name)})")
     return 0

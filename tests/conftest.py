@@ -9,9 +9,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.environment import use_local_defaults
+
 _STATE = Path(tempfile.mkdtemp(prefix="anime-rec-tests-"))
-os.environ["PREFECT_HOME"] = str(_STATE / "prefect")  # before flows/ sets its project default
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect")  # the tests' own Prefect state, not the project's
+use_local_defaults()
 
 # Prefect sets up its logging when `prefect.main` is first imported (`import prefect` alone is lazy): done here,
 # under pytest's session-long capture, its console handler writes to that stream, not to the one of whichever test

@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import matplotlib
-import matplotlib.pyplot as plt
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -21,7 +22,7 @@ def registry_chart_name(model_name: str) -> str:
     return f"{model_name}-versions.png"
 
 
-def log_registry_chart(settings: Settings, figure: plt.Figure) -> str:
+def log_registry_chart(settings: Settings, figure: Figure) -> str:
     """Keep the latest chart of the registered model's versions in one standing run of the experiment (a file per
     registered model); return the run's id."""
     experiment_id = configure_tracking(settings)
@@ -115,16 +116,13 @@ def format_versions(name: str, rows: list[VersionRow]) -> str:
     return "\n".join(lines)
 
 
-def versions_chart(name: str, rows: list[VersionRow]):
+def versions_chart(name: str, rows: list[VersionRow]) -> Figure:
     """Test RMSE (with the bias baseline) and NDCG@10 per version side by side, one colour per data set, the
     champion outlined."""
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (rmse_axis, ndcg_axis) = plt.subplots(1, 2, figsize=(max(8.0, 1.0 * len(rows) + 4), 4.2))
+    figure = Figure(figsize=(max(8.0, 1.0 * len(rows) + 4), 4.2))
+    rmse_axis, ndcg_axis = figure.subplots(1, 2)
     datasets = list(dict.fromkeys(r.dataset for r in rows))
-    colours = {dataset: plt.get_cmap("tab10")(i % 10) for i, dataset in enumerate(datasets)}
+    colours = {dataset: colormaps["tab10"](i % 10) for i, dataset in enumerate(datasets)}
     labels = [f"v{r.version}" for r in rows]
     style = {"color": [colours[r.dataset] for r in rows], "edgecolor": ["black" if r.is_champion else "none"
                                                                          for r in rows], "linewidth": 2.5}
@@ -138,8 +136,8 @@ def versions_chart(name: str, rows: list[VersionRow]):
     ndcg_axis.bar(labels, [0.0 if math.isnan(r.ndcg) else r.ndcg for r in rows], **style)
     ndcg_axis.set(xlabel="registered version", ylabel="NDCG@10 of its lists, higher is better", title="NDCG@10",
                   ylim=(0, 1.3 * max([0.05] + [r.ndcg for r in rows if not math.isnan(r.ndcg)])))
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[d]) for d in datasets]
-    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", linewidth=2.5))
+    handles = [Rectangle((0, 0), 1, 1, color=colours[d]) for d in datasets]
+    handles.append(Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", linewidth=2.5))
     figure.legend(handles, [f"data set {d}" for d in datasets] + ["champion"], loc="lower center",
                   ncols=min(len(handles), 4), frameon=False)
     figure.suptitle(f"{name}: registered versions (compare within a data set)")

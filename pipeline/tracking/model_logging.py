@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import keras
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
@@ -39,10 +39,11 @@ class EpochLogger(keras.callbacks.Callback):
                                                     for name, value in (logs or {}).items()])
 
 
-def learning_curves_figure(history: dict[str, list[float]], best_epoch: int, step_name: str) -> plt.Figure:
+def learning_curves_figure(history: dict[str, list[float]], best_epoch: int, step_name: str) -> Figure:
     """Train and validation RMSE per epoch (ALS: per sweep) with the kept one marked; below, the learning rate (Keras)
     or the L2 (ALS) each ran with."""
-    figure, (axis, below) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(3, 1))
+    figure = Figure(figsize=(7, 5.5))
+    axis, below = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     epochs = np.arange(1, len(history["loss"]) + 1)
     axis.plot(epochs, history["rmse"], marker="o", label="train RMSE")
     axis.plot(epochs, history["val_rmse"], marker="o", label="validation RMSE")
@@ -77,7 +78,6 @@ def log_rating_model(run_id: str, trained: TrainedModel, config: TrainingConfig,
     client.log_metric(run_id, "best_epoch", trained.best_epoch)
     figure = learning_curves_figure(trained.history, trained.best_epoch, config.step_name)
     client.log_figure(run_id, figure, "learning_curves.png")
-    plt.close(figure)
 
 
 def log_ranking_model(run_id: str, fit: RankingFit, config: RankingConfig) -> None:

@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import matplotlib
 import mlflow
 from mlflow import MlflowClient
 from mlflow.types import ColSpec, Schema
@@ -21,7 +20,6 @@ from pydantic import BaseModel
 from pipeline.registry.promotion import CHALLENGER, CHAMPION, Lineage
 from pipeline.settings import Settings
 
-matplotlib.use("Agg")
 ID_MAPS_DIR = "id_maps"
 RETRAIN_RUN_PREFIX = "retrain"
 

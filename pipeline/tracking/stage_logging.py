@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
 from pipeline.evaluation.evaluate import EvaluationReport
@@ -45,9 +45,10 @@ def log_matrix(run_id: str, matrix: UtilityMatrix) -> None:
     client.log_artifact(run_id, str(matrix.metadata_path), "data")
 
 
-def ranking_figure(reports: list[tuple[str, RankingReport]], relevant_rating: int) -> plt.Figure:
+def ranking_figure(reports: list[tuple[str, RankingReport]], relevant_rating: int) -> Figure:
     """P@10 and NDCG@10 of the served lists beside the rating model's and popularity's, on the test split."""
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure = Figure(figsize=(7, 4))
+    axis = figure.subplots()
     positions = np.arange(len(reports))
     for offset, (metric, label) in zip((-0.2, 0.2), (("precision", "P@10"), ("ndcg", "NDCG@10")), strict=True):
         values = [getattr(report, metric) for _, report in reports]
@@ -70,4 +71,3 @@ def log_evaluation(run_id: str, report: EvaluationReport, relevant_rating: int) 
     if report.ranking is not None and report.ranking.served.n_users:
         figure = ranking_figure(report.ranking.labelled(), relevant_rating)
         client.log_figure(run_id, figure, "ranking.png")
-        plt.close(figure)
