@@ -608,8 +608,8 @@ def write_report(title: str, command: str, tables: list[Table]) -> None:
     section = "\n\n".join([f"## {title}", f"Machine: {machine()}.", f"Command: `{command}` "
                            f"({time.strftime('%Y-%m-%d')}).", *[t.markdown() for t in tables]]) + "\n"
     text = REPORT.read_text() if REPORT.exists() else (
-        "# Benchmarks\n\nWritten by `make bench` (see `.venv/bin/python -m benchmarks --help`). Each section is replaced "
-        "by the next run of the same parts.\n")
+        "# Benchmarks\n\nWritten by `make bench` (see `.venv/bin/python -m benchmarks --help`). Each section is "
+        "replaced by the next run of the same parts.\n")
     head, marker, rest = text.partition(f"## {title}\n")
     if marker:
         following = rest.find("\n## ")

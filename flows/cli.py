@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's start-up lines")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_pipeline_commands(commands)
+    _add_answer_commands(commands)
+    return parser
+
+
+def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
+    """The commands that run or serve the pipeline and its tools."""
     retrain = commands.add_parser("retrain", help="ingest, validate, train both models, evaluate, register")
     _data_options(retrain)
     retrain.add_argument("--epochs", type=int, help="maximum rating-model epochs (early stopping may end sooner)")
@@ -72,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve_model.add_argument("--host", default="127.0.0.1")
     serve_model.add_argument("--port", type=int, default=DEFAULT_MODEL_PORT)
 
+    bench = commands.add_parser("bench", help="benchmarks → BENCHMARKS.md (needs the bench extra)")
+    bench.add_argument("--parts", help="comma-separated parts (default: all but full); the list and what each "
+                       "measures: python -m benchmarks --help")
+    bench.add_argument("--size", help="size of the generated data: kaggle2020 (default) or tenth")
+    bench.add_argument("--layout", help="file layout of the scale part's generated data: cooperunion or kaggle2020")
+
+
+def _add_answer_commands(commands: argparse._SubParsersAction) -> None:
+    """The commands that answer from a registered model or the registry."""
     recommend = commands.add_parser("recommend", help="top-N unseen anime for a user, or for your own ratings")
     who = recommend.add_mutually_exclusive_group(required=True)
     who.add_argument("--user-id", type=int, help="a user id from the data")
@@ -99,13 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     promote = commands.add_parser("promote", help="make a version champion by hand, with a reason")
     promote.add_argument("--version", required=True)
     promote.add_argument("--reason", required=True, help="why (recorded on the version)")
-
-    bench = commands.add_parser("bench", help="benchmarks → BENCHMARKS.md (needs the bench extra)")
-    bench.add_argument("--parts", help="comma-separated parts (default: all but full); the list and what each "
-                       "measures: python -m benchmarks --help")
-    bench.add_argument("--size", help="size of the generated data: kaggle2020 (default) or tenth")
-    bench.add_argument("--layout", help="file layout of the scale part's generated data: cooperunion or kaggle2020")
-    return parser
 
 
 def _quiet_flow_errors(command: str) -> None:

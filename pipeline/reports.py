@@ -57,7 +57,8 @@ class RetrainSummary:
         return [("rows in", c.rows_in), ("accepted", c.accepted), ("unrated", c.unrated),
                 ("quarantined", c.quarantined), ("superseded", c.superseded)]
 
-    def format(self, model_name: str) -> str:
+    def _data_lines(self) -> list[str]:
+        """What was read: the data set, its scale and version, and every row's fate."""
         c = self.counts
         lines = [f"  data set          {self.dataset} ({self.dataset_origin})",
                  f"  data              {self.data_dir}" + (f" + {len(self.archived)} inbox file(s), now archived"
@@ -79,6 +80,10 @@ class RetrainSummary:
                                                              c.unrated_by_status.items()))
         lines.append(f"  anime.csv         {c.anime_rows_in:,} rows, {c.anime_quarantined:,} quarantined; "
                      f"{c.ratings_without_metadata:,} ratings of anime missing from anime.csv (kept)")
+        return lines
+
+    def format(self, model_name: str) -> str:
+        lines = self._data_lines()
         if self.outcome is None:
             return "\n".join(["Retrain skipped: data unchanged since the last trained run", *lines])
         o, e, d = self.outcome, self.outcome.evaluation, self.outcome.decision

@@ -33,6 +33,29 @@ def dataset_name_of(text: str, where: str) -> str:
     return name
 
 
+def _declared(path: Path) -> dict:
+    """The settings `dataset.toml` at `path` declares (none when there is no such file), checked."""
+    if not path.is_file():
+        return {}
+    try:
+        declared = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PipelineInputError(f"{path}: not valid TOML ({exc})") from exc
+    unknown = sorted(set(declared) - set(DATASET_KEYS))
+    if unknown:
+        raise PipelineInputError(f"{path}: unknown key {', '.join(unknown)} (known: {', '.join(DATASET_KEYS)})")
+    update: dict = {}
+    if "name" in declared:
+        update["dataset_name"] = dataset_name_of(declared["name"], str(path))
+    if "rating_scale" in declared:
+        update["rating_min"], update["rating_max"] = parse_rating_scale(declared["rating_scale"], str(path))
+    if "unrated_value" in declared:
+        if not isinstance(declared["unrated_value"], int):
+            raise PipelineInputError(f"{path}: unrated_value must be a whole number")
+        update["unrated_value"] = declared["unrated_value"]
+    return update
+
+
 @dataclass(frozen=True)
 class DatasetOrigins:
     """Where a run's data set name and rating scale came from (printed beside them)."""
@@ -52,25 +75,11 @@ def for_dataset(settings: Settings, data: Path, rating_scale: str | None = None,
     folder_name = data.stem if data.suffix.lower() == ".zip" else data.name
     update["dataset_name"] = (dataset_name_of(settings.dataset_name, "ANIMEREC_DATASET_NAME") if settings.dataset_name
                               else dataset_name_of(folder_name, str(data)))
-    folder = data if data.is_dir() else data.parent
-    path = folder / DATASET_FILE
-    if path.is_file():
-        try:
-            declared = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise PipelineInputError(f"{path}: not valid TOML ({exc})") from exc
-        unknown = sorted(set(declared) - set(DATASET_KEYS))
-        if unknown:
-            raise PipelineInputError(f"{path}: unknown key {', '.join(unknown)} (known: {', '.join(DATASET_KEYS)})")
-        if "name" in declared:
-            update["dataset_name"], name_origin = dataset_name_of(declared["name"], str(path)), str(path)
-        if "rating_scale" in declared:
-            update["rating_min"], update["rating_max"] = parse_rating_scale(declared["rating_scale"], str(path))
-            scale_origin = str(path)
-        if "unrated_value" in declared:
-            if not isinstance(declared["unrated_value"], int):
-                raise PipelineInputError(f"{path}: unrated_value must be a whole number")
-            update["unrated_value"] = declared["unrated_value"]
+    path = (data if data.is_dir() else data.parent) / DATASET_FILE
+    declared = _declared(path)
+    update.update(declared)
+    name_origin = str(path) if "dataset_name" in declared else name_origin
+    scale_origin = str(path) if "rating_min" in declared else scale_origin
     if rating_scale:
         update["rating_min"], update["rating_max"] = parse_rating_scale(rating_scale, "RATING_SCALE")
         scale_origin = "RATING_SCALE"

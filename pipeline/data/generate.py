@@ -178,6 +178,32 @@ def _kaggle_2020_anime(table: pa.Table) -> pa.Table:
     return pa.table({name: given.get(name, pa.array(["Unknown"] * n)) for name in KAGGLE_2020_ANIME_HEADER})
 
 
+def _blocks(spec: DemoSpec, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each block's first user, its rows and its rated rows: in proportion to its users' activity."""
+    n_rows = round(spec.n_ratings / (1 - spec.unrated_share))
+    block_starts = np.arange(0, spec.n_users, spec.users_per_block)
+    row_bounds = np.round(np.cumsum(np.append(0.0, np.add.reduceat(activity, block_starts))) * n_rows)
+    row_bounds[-1] = n_rows
+    rated_rows = np.diff(np.round(row_bounds * spec.n_ratings / n_rows).astype(np.int64))
+    return block_starts, np.diff(row_bounds.astype(np.int64)), rated_rows
+
+
+def _write_list_entries(rng: np.random.Generator, users: np.ndarray, anime_ids: np.ndarray, ratings: np.ndarray,
+                        ratings_out: pacsv.CSVWriter, watch_list_out: pacsv.CSVWriter) -> None:
+    """A block in the Kaggle 2020 layout: every entry in the watch list with a watching status (rating 0 = not
+    scored), the completed and scored ones in the ratings file too."""
+    is_rated = ratings > 0
+    status = np.where(is_rated, rng.choice(SCORED_STATUSES[0], len(users), p=SCORED_STATUSES[1]),
+                      rng.choice(UNSCORED_STATUSES[0], len(users), p=UNSCORED_STATUSES[1]))
+    complete = is_rated & (status == 2)
+    ratings_out.write_table(pa.table({"user_id": users[complete], "anime_id": anime_ids[complete],
+                                      "rating": ratings[complete]}, schema=RATING_SCHEMA))
+    watch_list_out.write_table(pa.table({
+        "user_id": users, "anime_id": anime_ids, "rating": np.where(is_rated, ratings, 0),
+        "watching_status": status, "watched_episodes": np.where(status == 6, 0, rng.integers(1, 26, len(users))),
+    }, schema=WATCH_LIST_SCHEMA))
+
+
 def generate_demo_dataset(out_dir: Path, spec: DemoSpec = DemoSpec(), layout: Layout = "cooperunion") -> Path:
     """Write `rating.csv` and `anime.csv` to `out_dir` (deterministic for a given spec); with layout
     "kaggle2020", that data set's files instead: `rating_complete.csv` (completed, scored entries), `animelist.csv`
@@ -189,18 +215,13 @@ def generate_demo_dataset(out_dir: Path, spec: DemoSpec = DemoSpec(), layout: La
     """
     rng = np.random.default_rng(spec.seed)
     world = _World.draw(rng, spec)
-    n_rows = round(spec.n_ratings / (1 - spec.unrated_share))
     calibration_users = rng.choice(spec.n_users, CALIBRATION_PAIRS, p=world.activity)
     calibration = world.latent(rng, calibration_users,
                                world.watched_anime(rng, calibration_users, spec.taste_strength))
     cut_points = np.quantile(calibration, np.cumsum(RATING_SHARES)[:-1])
     # MyAnimeList-like sparse anime ids, so nothing downstream may assume ids are contiguous.
     anime_ids = np.sort(rng.choice(np.arange(1, 6 * spec.n_anime), size=spec.n_anime, replace=False))
-    block_starts = np.arange(0, spec.n_users, spec.users_per_block)
-    row_bounds = np.round(np.cumsum(np.append(0.0, np.add.reduceat(world.activity, block_starts))) * n_rows)
-    row_bounds[-1] = n_rows  # each block gets rows in proportion to its users' activity
-    block_rows = np.diff(row_bounds.astype(np.int64))
-    rated_rows = np.diff(np.round(row_bounds * spec.n_ratings / n_rows).astype(np.int64))
+    block_starts, block_rows, rated_rows = _blocks(spec, world.activity)
     counts, sums, members = (np.zeros(spec.n_anime, dtype=np.int64) for _ in range(3))
     out_dir.mkdir(parents=True, exist_ok=True)
     kaggle_2020 = layout == "kaggle2020"
@@ -224,16 +245,7 @@ def generate_demo_dataset(out_dir: Path, spec: DemoSpec = DemoSpec(), layout: La
                 ratings_out.write_table(pa.table({"user_id": users + 1, "anime_id": anime_ids[anime],
                                                   "rating": ratings}, schema=RATING_SCHEMA))
                 continue
-            status = np.where(is_rated, rng.choice(SCORED_STATUSES[0], len(users), p=SCORED_STATUSES[1]),
-                              rng.choice(UNSCORED_STATUSES[0], len(users), p=UNSCORED_STATUSES[1]))
-            complete = is_rated & (status == 2)
-            ratings_out.write_table(pa.table({"user_id": users[complete], "anime_id": anime_ids[anime[complete]],
-                                              "rating": ratings[complete]}, schema=RATING_SCHEMA))
-            watch_list_out.write_table(pa.table({
-                "user_id": users, "anime_id": anime_ids[anime], "rating": np.where(is_rated, ratings, 0),
-                "watching_status": status,
-                "watched_episodes": np.where(status == 6, 0, rng.integers(1, 26, len(users))),
-            }, schema=WATCH_LIST_SCHEMA))
+            _write_list_entries(rng, users, anime_ids[anime], ratings, ratings_out, watch_list_out)
     anime_table = _anime_table(rng, spec, anime_ids, counts, sums, members)
     with atomic_file(out_dir / "anime.csv") as tmp:
         pacsv.write_csv(_kaggle_2020_anime(anime_table) if kaggle_2020 else anime_table, tmp, CSV_OPTIONS)

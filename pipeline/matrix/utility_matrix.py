@@ -195,6 +195,14 @@ def _ratings_and_scaled(ratings: Column, scale: RatingScale) -> tuple[np.ndarray
     return stored, scaled
 
 
+def _dictionary_columns(n_users: int, n_anime: int, scale: RatingScale) -> list[str]:
+    """Dictionary encoding pays for columns of few values (anime, ratings); for user columns (300k values at full
+    scale) it only costs time when writing."""
+    distinct = {"user_index": n_users, "user_id": n_users, "anime_index": n_anime, "anime_id": n_anime,
+                "rating": scale.maximum - scale.minimum + 1, "scaled_rating": scale.maximum - scale.minimum + 1}
+    return [name for name, count in distinct.items() if count <= DICTIONARY_MAX_VALUES]
+
+
 def build_utility_matrix(validated: ValidatedData, settings: Settings,
                          source_sha256: dict[str, str] | None = None) -> UtilityMatrix:
     """Write the versioned matrix folder (atomically) and return a handle on it."""
@@ -216,12 +224,7 @@ def build_utility_matrix(validated: ValidatedData, settings: Settings,
                     "anime_id": ratings["anime_id"], "rating": stored, "scaled_rating": scaled})
     labels = split_assignment(ratings["user_id"], ratings["anime_id"], settings.test_fraction,
                               settings.validation_fraction, settings.split_seed)
-    # Dictionary encoding pays for columns of few values (anime, ratings); for user columns (300k values at full
-    # scale) it only costs time when writing.
-    distinct = {"user_index": len(user_ids), "user_id": len(user_ids), "anime_index": len(anime_ids),
-                "anime_id": len(anime_ids), "rating": scale.maximum - scale.minimum + 1,
-                "scaled_rating": scale.maximum - scale.minimum + 1}
-    dictionary = [name for name, count in distinct.items() if count <= DICTIONARY_MAX_VALUES]
+    dictionary = _dictionary_columns(len(user_ids), len(anime_ids), scale)
     sizes, sums = _counts_and_sums(labels, stored, len(SPLITS))
     split_sizes = {name: int(sizes[code]) for code, name in enumerate(SPLITS)}
     train_mean_rating = float(sums[0]) / max(int(sizes[0]), 1)  # an exact integer sum, so numpy's mean to the bit

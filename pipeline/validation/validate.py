@@ -2,8 +2,8 @@
 accepted ratings, interactions without a rating (−1 rows; the Kaggle 2020 list entries with their
 watching status) and quarantine (each quarantined row with its reason).
 
-The suites are evaluated by Arrow compute (pipeline/validation/arrow_engine.py, results in GX's form) or, with
-`validation_engine = "gx"` or for a suite that engine does not evaluate, by GX's own pandas engine.
+The suites are evaluated by GX's own pandas engine (the default) or, with `validation_engine = "arrow"`, by
+Arrow compute (arrow_engine.py, results in GX's form; a suite it does not evaluate exactly goes to GX's engine).
 
 Every expectation in a suite says what its failure means (`meta.on_failure`): `stop` fails the run
 with one line naming file and column; `quarantine` moves the failing rows aside with `meta.reason`.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -117,15 +118,21 @@ def _check_quarantine_share(source: str, reasons: pa.Array | pa.ChunkedArray, se
                                  f"{listed}")
 
 
-def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = None) -> ValidatedData:
-    """Apply the suites; quarantine failing rows; fail if too large a share of rows is quarantined.
-    `map_batches` runs the batches of every suite elsewhere (a Dask cluster; None: here, see run_suite).
+@dataclass(frozen=True)
+class _CheckedRows:
+    """Every rating row of every file (the watch list first when there is one) with its reason, null if valid."""
 
-    Every row ends in exactly one of: accepted rating, interaction without a rating, quarantine, or
-    superseded (a newer file has the same pair), and the counts reconcile file by file.
-    """
+    rows: pa.Table
+    reason: pa.ChunkedArray | pa.Array
+    sources: tuple[str, ...]
+    reports: list[SuiteReport]
+    anime_reason: pa.ChunkedArray | pa.Array
+    watch_list_sources: int  # 1 when source 0 is the watch list, whose current entries are interactions
+
+
+def _checked_rows(raw: RawData, settings: Settings, run: Callable[..., tuple[SuiteReport, pa.Array]]) -> _CheckedRows:
+    """The suites run on every file; a file with too many bad rows stops the run."""
     allowed = [settings.unrated_value, *range(settings.rating_min, settings.rating_max + 1)]
-    run = _suite_runner(settings, map_batches)
     rating_report, rating_reason = run(raw.ratings.select(SUITE_RATING_COLUMNS),
                                        settings.expectations_dir / "ratings.json", " + ".join(raw.sources),
                                        {"allowed_ratings": allowed})
@@ -141,58 +148,87 @@ def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = No
         "user_id": raw.ratings["user_id"], "anime_id": raw.ratings["anime_id"], "rating": raw.ratings["rating"],
         "watching_status": pa.array(np.zeros(raw.ratings.num_rows, np.int8)), "row_number": raw.ratings["row_number"],
         "source_rank": pc.add(raw.ratings["source_rank"], np.int32(offset)) if offset else raw.ratings["source_rank"]})
-    reason, reports, sources = rating_reason, [rating_report, anime_report], raw.sources
-    if watch_list is not None:
-        watch_rows, watch_reason, watch_report = watch_list
-        _check_quarantine_share(raw.layout.watch_list_file, watch_reason, settings)
-        rows = pa.concat_tables([watch_rows, rows], promote_options="permissive")
-        parts = [*chunks_of(watch_reason), *chunks_of(rating_reason)]
-        same_type = watch_reason.type == rating_reason.type  # else one side is null-typed: no row failed there
-        reason = pa.chunked_array(parts if same_type else [part.cast(pa.string()) for part in parts])
-        reports.insert(1, watch_report)
-        sources = (raw.layout.watch_list_file, *raw.sources)
+    if watch_list is None:
+        return _CheckedRows(rows, rating_reason, raw.sources, [rating_report, anime_report], anime_reason, 0)
+    watch_rows, watch_reason, watch_report = watch_list
+    _check_quarantine_share(raw.layout.watch_list_file, watch_reason, settings)
+    parts = [*chunks_of(watch_reason), *chunks_of(rating_reason)]
+    same_type = watch_reason.type == rating_reason.type  # else one side is null-typed: no row failed there
+    return _CheckedRows(pa.concat_tables([watch_rows, rows], promote_options="permissive"),
+                        pa.chunked_array(parts if same_type else [part.cast(pa.string()) for part in parts]),
+                        (raw.layout.watch_list_file, *raw.sources), [rating_report, watch_report, anime_report],
+                        anime_reason, 1)
 
-    ok = pc.is_null(reason)
-    valid = ok.to_numpy(zero_copy_only=False)
+
+@dataclass(frozen=True)
+class _RowFates:
+    """Where each row of `_CheckedRows.rows` goes: exactly one of accepted, unrated, quarantined, superseded."""
+
+    valid: np.ndarray
+    rated: np.ndarray
+    unrated: np.ndarray
+    superseded: np.ndarray
+
+
+def _fates(checked: _CheckedRows, unrated_value: int) -> _RowFates:
+    rows = checked.rows
+    valid = pc.is_null(checked.reason).to_numpy(zero_copy_only=False)
     # With one source, pairs are already unique (a repeat within a file is quarantined by the suite).
-    current = _newest_per_pair(rows, valid) if len(sources) > 1 else valid
-    unrated_mask = current & boolean_mask(pc.equal(rows["rating"], settings.unrated_value))
-    if offset:  # the watch list is source 0: its entries that are current are interactions
-        unrated_mask |= current & boolean_mask(pc.less(rows["source_rank"], offset))
-    rated_mask = current & ~unrated_mask
-    ratings = _where(rows.select(RATING_COLUMNS), rated_mask)
-    unrated = _where(rows.select(["user_id", "anime_id", "watching_status"]), unrated_mask)
-    left_out = rows.select(["source_rank", "row_number", *RATING_COLUMNS]).append_column("reason", reason).filter(
-        pc.invert(ok))
-    quarantine = _with_text_reason(left_out.drop_columns(["source_rank"]).add_column(
-        0, "source", pa.array(sources).take(left_out["source_rank"])))
-    anime_ok = pc.is_null(anime_reason)
-    anime = raw.anime.drop_columns(["row_number", "parse_error"]).filter(anime_ok)
-    anime_quarantine = _with_text_reason(raw.anime.select(["row_number", "anime_id", "name"]).append_column(
-        "reason", anime_reason).filter(pc.invert(anime_ok)))
+    current = _newest_per_pair(rows, valid) if len(checked.sources) > 1 else valid
+    unrated = current & boolean_mask(pc.equal(rows["rating"], unrated_value))
+    if checked.watch_list_sources:  # the watch list's current entries are interactions
+        unrated |= current & boolean_mask(pc.less(rows["source_rank"], checked.watch_list_sources))
+    return _RowFates(valid, current & ~unrated, unrated, valid & ~current)
 
-    known_anime = pc.is_in(ratings["anime_id"], value_set=anime["anime_id"])
-    # Each count from its own rows (never one as the remainder of the others), so that the reconciliation in
-    # ValidationCounts fails if a row lands in two places or in none.
-    starts = _runs(rows["source_rank"], len(sources))
-    superseded_mask = valid & ~current  # valid, but a later file has the same pair
+
+def _counts(raw: RawData, checked: _CheckedRows, fates: _RowFates, tables: dict[str, pa.Table]) -> ValidationCounts:
+    """Each count from its own rows (never one as the remainder of the others), so that the reconciliation in
+    ValidationCounts fails if a row lands in two places or in none."""
+    starts = _runs(checked.rows["source_rank"], len(checked.sources))
 
     def per_file(mask: np.ndarray) -> list[int]:
         return [np.count_nonzero(mask[start:end]) for start, end in zip(starts[:-1], starts[1:], strict=True)]
 
-    per_source = {"rows_in": np.diff(starts), "accepted": per_file(rated_mask), "unrated": per_file(unrated_mask),
-                  "quarantined": per_file(~valid), "superseded": per_file(superseded_mask)}
-    statuses = np.bincount(unrated["watching_status"].to_numpy().astype(np.int64), minlength=7)
-    counts = ValidationCounts(
-        rows_in=raw.rows_in, accepted=ratings.num_rows, unrated=unrated.num_rows, quarantined=quarantine.num_rows,
-        superseded=int(superseded_mask.sum()),
-        anime_rows_in=raw.anime.num_rows, anime_accepted=anime.num_rows, anime_quarantined=anime_quarantine.num_rows,
+    per_source = {"rows_in": np.diff(starts), "accepted": per_file(fates.rated), "unrated": per_file(fates.unrated),
+                  "quarantined": per_file(~fates.valid), "superseded": per_file(fates.superseded)}
+    statuses = np.bincount(tables["unrated"]["watching_status"].to_numpy().astype(np.int64), minlength=7)
+    known_anime = pc.is_in(tables["ratings"]["anime_id"], value_set=tables["anime"]["anime_id"])
+    return ValidationCounts(
+        rows_in=raw.rows_in, accepted=tables["ratings"].num_rows, unrated=tables["unrated"].num_rows,
+        quarantined=tables["quarantine"].num_rows, superseded=int(fates.superseded.sum()),
+        anime_rows_in=raw.anime.num_rows, anime_accepted=tables["anime"].num_rows,
+        anime_quarantined=tables["anime_quarantine"].num_rows,
         ratings_without_metadata=int(pc.sum(pc.invert(known_anime)).as_py() or 0),
         per_source={name: {key: int(column[i]) for key, column in per_source.items()}
-                    for i, name in enumerate(sources)},
+                    for i, name in enumerate(checked.sources)},
         unrated_by_status={WATCHING_STATUSES[code]: int(statuses[code]) for code in WATCHING_STATUSES
                            if statuses[code]},
     )
+
+
+def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = None) -> ValidatedData:
+    """Apply the suites; quarantine failing rows; fail if too large a share of rows is quarantined.
+    `map_batches` runs the batches of every suite elsewhere (a Dask cluster; None: here, see run_suite).
+
+    Every row ends in exactly one of: accepted rating, interaction without a rating, quarantine, or
+    superseded (a newer file has the same pair), and the counts reconcile file by file.
+    """
+    checked = _checked_rows(raw, settings, _suite_runner(settings, map_batches))
+    fates = _fates(checked, settings.unrated_value)
+    rows = checked.rows
+    left_out = rows.select(["source_rank", "row_number", *RATING_COLUMNS]).append_column(
+        "reason", checked.reason).filter(pc.is_valid(checked.reason))
+    anime_ok = pc.is_null(checked.anime_reason)
+    tables = {
+        "ratings": _where(rows.select(RATING_COLUMNS), fates.rated),
+        "unrated": _where(rows.select(["user_id", "anime_id", "watching_status"]), fates.unrated),
+        "quarantine": _with_text_reason(left_out.drop_columns(["source_rank"]).add_column(
+            0, "source", pa.array(checked.sources).take(left_out["source_rank"]))),
+        "anime": raw.anime.drop_columns(["row_number", "parse_error"]).filter(anime_ok),
+        "anime_quarantine": _with_text_reason(raw.anime.select(["row_number", "anime_id", "name"]).append_column(
+            "reason", checked.anime_reason).filter(pc.invert(anime_ok))),
+    }
+    ratings = tables["ratings"]
     observed = pc.min_max(ratings["rating"]).as_py() if ratings.num_rows else {"min": None, "max": None}
-    scale = ScaleCheck(settings.rating_min, settings.rating_max, observed["min"], observed["max"])
-    return ValidatedData(ratings, unrated, quarantine, anime, anime_quarantine, counts, reports, scale)
+    return ValidatedData(**tables, counts=_counts(raw, checked, fates, tables), reports=checked.reports,
+                         scale=ScaleCheck(settings.rating_min, settings.rating_max, observed["min"], observed["max"]))

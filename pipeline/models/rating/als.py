@@ -60,6 +60,67 @@ class RatingsByRow:
         return cls(by_user, by_user.tocsc())
 
 
+@numba.njit(fastmath=True, cache=True)
+def _residual(start, end, indices, targets, fixed, fixed_bias, x, reg, mean):  # pragma: no cover
+    """b − A x of one row's normal equations, over its ratings start:end."""
+    k = fixed.shape[1]
+    residual = np.zeros(k + 1, np.float32)
+    for j in range(start, end):
+        i = indices[j]
+        error = targets[j] - mean - fixed_bias[i] - x[k]
+        for f in range(k):
+            error -= fixed[i, f] * x[f]
+        for f in range(k):
+            residual[f] += error * fixed[i, f]
+        residual[k] += error
+    for f in range(k + 1):
+        residual[f] -= reg * x[f]
+    return residual
+
+
+@numba.njit(fastmath=True, cache=True)
+def _times_normal_matrix(start, end, indices, fixed, direction, reg, product):  # pragma: no cover
+    """product ← A · direction, with A = Σ_j z_j z_jᵀ + reg·I over the row's ratings start:end."""
+    k = fixed.shape[1]
+    for f in range(k + 1):
+        product[f] = reg * direction[f]
+    for j in range(start, end):
+        i = indices[j]
+        along = direction[k]
+        for f in range(k):
+            along += fixed[i, f] * direction[f]
+        for f in range(k):
+            product[f] += along * fixed[i, f]
+        product[k] += along
+
+
+@numba.njit(fastmath=True, cache=True)
+def _conjugate_gradient(start, end, indices, fixed, x, residual, reg, cg_steps):  # pragma: no cover
+    """At most `cg_steps` conjugate-gradient steps on A x = b from x (updated in place), given b − A x."""
+    direction = residual.copy()
+    norm = np.float32(0.0)
+    for f in range(x.size):
+        norm += residual[f] * residual[f]
+    product = np.empty(x.size, np.float32)
+    for _ in range(cg_steps):
+        if norm < 1e-12:
+            break
+        _times_normal_matrix(start, end, indices, fixed, direction, reg, product)
+        curvature = np.float32(0.0)
+        for f in range(x.size):
+            curvature += direction[f] * product[f]
+        alpha = norm / curvature
+        new_norm = np.float32(0.0)
+        for f in range(x.size):
+            x[f] += alpha * direction[f]
+            residual[f] -= alpha * product[f]
+            new_norm += residual[f] * residual[f]
+        beta = new_norm / norm
+        for f in range(x.size):
+            direction[f] = residual[f] + beta * direction[f]
+        norm = new_norm
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def _solve_rows(indptr, indices, targets, fixed, fixed_bias, rows, bias, l2, mean, cg_steps):  # pragma: no cover
     """For every row r (in parallel): x = [rows[r], bias[r]] ← a few CG steps on
@@ -75,48 +136,8 @@ def _solve_rows(indptr, indices, targets, fixed, fixed_bias, rows, bias, l2, mea
         x = np.empty(k + 1, np.float32)
         x[:k] = rows[r]
         x[k] = bias[r]
-        residual = np.zeros(k + 1, np.float32)  # b − A x
-        for j in range(start, end):
-            i = indices[j]
-            error = targets[j] - mean - fixed_bias[i] - x[k]
-            for f in range(k):
-                error -= fixed[i, f] * x[f]
-            for f in range(k):
-                residual[f] += error * fixed[i, f]
-            residual[k] += error
-        for f in range(k + 1):
-            residual[f] -= reg * x[f]
-        direction = residual.copy()
-        norm = np.float32(0.0)
-        for f in range(k + 1):
-            norm += residual[f] * residual[f]
-        product = np.empty(k + 1, np.float32)
-        for _ in range(cg_steps):
-            if norm < 1e-12:
-                break
-            for f in range(k + 1):
-                product[f] = reg * direction[f]
-            for j in range(start, end):
-                i = indices[j]
-                along = direction[k]
-                for f in range(k):
-                    along += fixed[i, f] * direction[f]
-                for f in range(k):
-                    product[f] += along * fixed[i, f]
-                product[k] += along
-            curvature = np.float32(0.0)
-            for f in range(k + 1):
-                curvature += direction[f] * product[f]
-            alpha = norm / curvature
-            new_norm = np.float32(0.0)
-            for f in range(k + 1):
-                x[f] += alpha * direction[f]
-                residual[f] -= alpha * product[f]
-                new_norm += residual[f] * residual[f]
-            beta = new_norm / norm
-            for f in range(k + 1):
-                direction[f] = residual[f] + beta * direction[f]
-            norm = new_norm
+        residual = _residual(start, end, indices, targets, fixed, fixed_bias, x, reg, mean)
+        _conjugate_gradient(start, end, indices, fixed, x, residual, reg, cg_steps)
         rows[r, :] = x[:k]
         bias[r] = x[k]
 
