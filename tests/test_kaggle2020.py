@@ -141,12 +141,13 @@ def test_a_generated_kaggle_2020_download_runs_end_to_end_from_its_zip(tmp_path,
             archive.write(path, path.name)
     summary = retrain(data_dir=download, settings=settings)
     files = {name: len(_rows(folder / name)) for name in ("rating_complete.csv", "animelist.csv")}
-    per_source = summary.counts.per_source
+    per_source = summary.data.counts.per_source
     assert {name: counts["rows_in"] for name, counts in per_source.items()} == files
     for c in per_source.values():
         assert c["rows_in"] == c["accepted"] + c["unrated"] + c["quarantined"] + c["superseded"]
     assert per_source["rating_complete.csv"]["accepted"] == files["rating_complete.csv"]
-    assert summary.counts.unrated_by_status.keys() >= {"watching", "completed", "on hold", "dropped", "plan to watch"}
+    statuses = summary.data.counts.unrated_by_status.keys()
+    assert statuses >= {"watching", "completed", "on hold", "dropped", "plan to watch"}
     outcome = summary.outcome
     assert outcome.decision.promoted and outcome.evaluation.ranking.served.ndcg > \
         outcome.evaluation.ranking.popularity.ndcg

@@ -11,14 +11,14 @@ from flows.cli import main as cli_main
 from pipeline.data.ingest import ingest
 from pipeline.evaluation.evaluate import EvaluationReport, RankingReports, evaluate_model
 from pipeline.evaluation.metrics import RankingReport, Scores
-from pipeline.evaluation.rescoring import score_version_on_split
+from pipeline.evaluation.rescoring import score_champion, score_version_on_split
 from pipeline.matrix.utility_matrix import build_utility_matrix
 from pipeline.registry.promotion import CHALLENGER, CHAMPION, OTHER_DATASET, Tolerances, VersionScores, decide_promotion
 from pipeline.registry.registration import VERSION_TAGS, promote_manually, register_and_decide
 from pipeline.registry.versions import list_versions, registry_chart_name
 from pipeline.tracking.model_logging import log_model_bundle, log_rating_model
 from pipeline.tracking.runs import finish_run, start_run
-from pipeline.tracking.stage_logging import log_matrix
+from pipeline.tracking.stage_logging import log_champion_scores, log_matrix
 from pipeline.validation.validate import validate
 
 NO_TOLERANCE = Tolerances(rmse=0.0, ndcg=0.0)
@@ -80,8 +80,11 @@ def trained_run(small_models, small_data, settings):
 def _register(trained_run, settings, report, matrix=None, lineage=None):
     """Register the trained run's model with `report` as its evaluation (on `matrix`, of `lineage`)."""
     trained_matrix, _, run_id, model_uri, trained_lineage = trained_run
-    return register_and_decide(settings.registered_model_name, model_uri, run_id, report, matrix or trained_matrix,
-                               settings.relevance_threshold, lineage or trained_lineage, ARCHITECTURE)
+    matrix, lineage = matrix or trained_matrix, lineage or trained_lineage
+    champion = score_champion(settings.registered_model_name, lineage.dataset, matrix, settings.relevance_threshold)
+    log_champion_scores(run_id, champion)
+    return register_and_decide(settings.registered_model_name, model_uri, run_id, report, champion, matrix, lineage,
+                               ARCHITECTURE)
 
 
 def _aliases(name):

@@ -35,7 +35,7 @@ def test_inbox_is_merged_archived_and_unchanged_data_skip_training(small_data, s
               [[1, first_anime, 10], [999_001, first_anime, 7], [999_001, second_anime, 9]])
     summary = retrain(data_dir=small_data, skip_unchanged=True, settings=settings)
 
-    assert summary.counts.rows_in == base_rows + 3
+    assert summary.data.counts.rows_in == base_rows + 3
     assert list(settings.inbox_dir.iterdir()) == []
     assert [p.name for p in settings.archive_dir.iterdir()] == ["000001-2026-11-27.csv"]
     user_ids = pacsv.read_csv(small_data / "rating.csv")["user_id"].to_pylist()
@@ -43,15 +43,15 @@ def test_inbox_is_merged_archived_and_unchanged_data_skip_training(small_data, s
     assert len(_versions(settings)) == 1
 
     again = retrain(data_dir=small_data, skip_unchanged=True, settings=settings)
-    assert again.outcome is None and again.data_version == summary.data_version
-    assert again.counts.rows_in == base_rows + 3  # archived files stay part of the data, applied once
+    assert again.outcome is None and again.data.data_version == summary.data.data_version
+    assert again.data.counts.rows_in == base_rows + 3  # archived files stay part of the data, applied once
     assert len(_versions(settings)) == 1
     assert "Retrain skipped" in again.format(settings.registered_model_name)
 
     write_csv(settings.inbox_dir / "2026-11-28.csv", RATING_HEADER, [[999_001, first_anime, 2]])
     changed = retrain(data_dir=small_data, skip_unchanged=True, settings=settings)
-    assert changed.outcome is not None and changed.data_version != summary.data_version
-    assert changed.counts.superseded == again.counts.superseded + 1  # 999_001 re-rated: the newest rating won
+    assert changed.outcome is not None and changed.data.data_version != summary.data.data_version
+    assert changed.data.counts.superseded == again.data.counts.superseded + 1  # 999_001 re-rated: the newest rating won
     assert [p.name for p in sorted(settings.archive_dir.iterdir())] == ["000001-2026-11-27.csv",
                                                                         "000002-2026-11-28.csv"]
 
@@ -73,7 +73,7 @@ def test_crash_before_commit_leaves_the_inbox_for_the_next_run(small_data, setti
     summary = retrain(data_dir=small_data, settings=settings)
     assert not inbox_file.exists()
     assert [p.name for p in settings.archive_dir.iterdir()] == ["000001-late.csv"]
-    assert summary.counts.rows_in == pacsv.read_csv(small_data / "rating.csv").num_rows + 1
+    assert summary.data.counts.rows_in == pacsv.read_csv(small_data / "rating.csv").num_rows + 1
     assert [str(v.version) for v in _versions(settings)] == ["1"]
 
 

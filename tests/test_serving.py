@@ -13,6 +13,7 @@ from conftest import free_port, lineage_of, quick_settings, wait_until_answers
 
 from flows.cli import main as cli_main
 from pipeline.evaluation.evaluate import evaluate_model
+from pipeline.evaluation.rescoring import ChampionScores
 from pipeline.registry.registration import register_and_decide
 from pipeline.serving.bundle import load_recommender
 from pipeline.tracking.model_logging import log_model_bundle
@@ -31,8 +32,8 @@ def store(small_models, small_data, tmp_path_factory):
     run_id = start_run(settings, lineage)
     uri = log_model_bundle(run_id, trained, ranking, matrix, settings.unrated_value, settings.training.l2)
     report = evaluate_model(trained, ranking, matrix, settings.unrated_value, settings.relevance_threshold)
-    decision = register_and_decide(settings.registered_model_name, uri, run_id, report, matrix,
-                                   settings.relevance_threshold, lineage, "test bundle")
+    decision = register_and_decide(settings.registered_model_name, uri, run_id, report, ChampionScores(), matrix,
+                                   lineage, "test bundle")
     finish_run(run_id, True)
     assert decision.promoted
     with pytest.MonkeyPatch.context() as env:

@@ -15,15 +15,13 @@ description; everything else stays in its training run.
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from pipeline.evaluation.evaluate import EvaluationReport
-from pipeline.evaluation.rescoring import score_version_on_split
+from pipeline.evaluation.rescoring import ChampionScores, current_champion
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.registry.promotion import (
     CHALLENGER,
@@ -36,32 +34,11 @@ from pipeline.registry.promotion import (
     decide_promotion,
     other_dataset_reason,
     score_tag,
-    tagged_score,
 )
 
 # The tags on a registered version: what the registry page shows in one line per version.
 VERSION_TAGS = ("dataset", "data_version", "rating_scale", "test_rmse", "ndcg_at_10", "baseline_bias_rmse",
                 "architecture", "decision")
-
-
-def current_champion(name: str) -> mlflow.entities.model_registry.ModelVersion | None:
-    try:
-        return MlflowClient().get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
-
-
-def _run_tags(run_id: str | None) -> dict[str, str]:
-    """The tags of a version's training run (none if that run was deleted)."""
-    try:
-        return MlflowClient().get_run(run_id).data.tags if run_id else {}
-    except MlflowException:
-        return {}
-
-
-def _tagged_scores(version: mlflow.entities.model_registry.ModelVersion) -> VersionScores:
-    ndcg = tagged_score(version.tags.get("ndcg_at_10"))
-    return VersionScores(tagged_score(version.tags["test_rmse"]), None if math.isnan(ndcg) else ndcg)
 
 
 def describe_version(lineage: Lineage, matrix: UtilityMatrix, report: EvaluationReport, architecture: str,
@@ -80,26 +57,12 @@ def describe_version(lineage: Lineage, matrix: UtilityMatrix, report: Evaluation
             f"{reason}. Training run {run_id}.")
 
 
-def register_and_decide(name: str, model_uri: str, run_id: str, report: EvaluationReport, matrix: UtilityMatrix,
-                        relevance_threshold: float, lineage: Lineage, architecture: str) -> PromotionDecision:
-    """Register the model, tag and describe it, set `challenger`, and move `champion` if it wins."""
+def register_and_decide(name: str, model_uri: str, run_id: str, report: EvaluationReport, champion: ChampionScores,
+                        matrix: UtilityMatrix, lineage: Lineage, architecture: str) -> PromotionDecision:
+    """Register the model, tag and describe it, set `challenger`, and move `champion` if it wins against the
+    champion's scores on the same split."""
     client = MlflowClient()
-    champion = current_champion(name)
-    champion_scores, rescored, no_champion_reason = None, False, "no champion yet"
-    same_lineage = champion is None or champion.tags.get("dataset") == lineage.dataset
-    if champion is not None and same_lineage:
-        if _run_tags(champion.run_id).get("split_id") == matrix.split_id:
-            champion_scores = _tagged_scores(champion)
-        else:
-            try:
-                champion_scores = score_version_on_split(name, champion.version, matrix, relevance_threshold)
-                rescored = True
-                client.log_metric(run_id, "champion_test_rmse_rescored", champion_scores.rmse)
-                client.log_metric(run_id, "champion_ndcg_at_10_rescored", champion_scores.ndcg)
-            except Exception as exc:  # a damaged champion artifact must not block every later retrain
-                no_champion_reason = (f"champion v{champion.version} could not be loaded "
-                                      f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
-
+    same_lineage = champion.version is None or champion.dataset == lineage.dataset
     ndcg = None if report.ranking is None else report.ranking.served.measured_ndcg
     tags = {"dataset": lineage.dataset, "data_version": lineage.data_version,
             "rating_scale": f"{matrix.scale.minimum}-{matrix.scale.maximum}",
@@ -109,12 +72,12 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
     version = str(mlflow.register_model(model_uri, name, tags=tags).version)
     challenger = VersionScores.rounded(report.model.rmse, ndcg)
     if same_lineage:
-        promoted, reason = decide_promotion(challenger, report.bias.rmse, champion_scores, Tolerances.of(report),
-                                            no_champion_reason)
+        promoted, reason = decide_promotion(challenger, report.bias.rmse, champion.scores, Tolerances.of(report),
+                                            champion.missing)
         decision = CHAMPION if promoted else CHALLENGER
     else:
         promoted, decision = False, OTHER_DATASET
-        reason = other_dataset_reason(name, version, lineage, str(champion.version), champion.tags.get("dataset"))
+        reason = other_dataset_reason(name, version, lineage, champion.version, champion.dataset)
     client.set_registered_model_alias(name, CHALLENGER, version)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
@@ -123,8 +86,8 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
     client.update_model_version(name, version, description=describe_version(
         lineage, matrix, report, architecture, run_id, promoted, reason))
     return PromotionDecision(version=version, promoted=promoted, reason=reason, challenger=challenger,
-                             champion_version=None if champion is None else str(champion.version),
-                             champion=champion_scores, champion_rescored=rescored, same_dataset=same_lineage)
+                             champion_version=champion.version, champion=champion.scores,
+                             champion_rescored=champion.rescored, same_dataset=same_lineage)
 
 
 def promote_manually(name: str, version: str, reason: str, who: str) -> str | None:

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from pipeline.evaluation.evaluate import EvaluationReport
 from pipeline.evaluation.metrics import RankingReport
+from pipeline.evaluation.rescoring import ChampionScores
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.tracking.runs import ID_MAPS_DIR
 from pipeline.validation.results import ValidatedData
@@ -71,3 +72,12 @@ def log_evaluation(run_id: str, report: EvaluationReport, relevant_rating: int) 
     if report.ranking is not None and report.ranking.served.n_users:
         figure = ranking_figure(report.ranking.labelled(), relevant_rating)
         client.log_figure(run_id, figure, "ranking.png")
+
+
+def log_champion_scores(run_id: str, champion: ChampionScores) -> None:
+    """The champion's scores when it was re-scored on this run's split (its registered ones are on its version)."""
+    if champion.rescored and champion.scores is not None:
+        client = MlflowClient()
+        client.log_metric(run_id, "champion_test_rmse_rescored", champion.scores.rmse)
+        if champion.scores.ndcg is not None:
+            client.log_metric(run_id, "champion_ndcg_at_10_rescored", champion.scores.ndcg)
