@@ -40,14 +40,6 @@ def small_data(tmp_path_factory) -> Path:
     return generate_demo_dataset(tmp_path_factory.mktemp("small-data"), SMALL_SPEC)
 
 
-def pytest_collection_modifyitems(items):
-    """A test that runs flows on the Prefect test server is slow (seconds to a minute): `pytest -m "not slow"`
-    leaves those out; modules that train full models or start other servers mark themselves."""
-    for item in items:
-        if "prefect_server" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.slow)
-
-
 @pytest.fixture(scope="session")
 def prefect_server() -> str:
     """The real Prefect engine against a temporary local API server (started once, stopped at the end); its API

@@ -4,7 +4,7 @@ out(w · (u · a + b_user + b_anime) + b), unscaled to the rating scale.
 - `cosine` (the seed model): unit user and anime vectors (u · a is their cosine), no biases, out = sigmoid.
 - `biased` (biased MF, the default): raw vectors and biases, trained unclipped, served clipped to [0, 1].
 
-tests/test_recommend.py pins this form to the Keras model's own predictions.
+tests/serving/test_recommend.py pins this form to the Keras model's own predictions.
 """
 
 from __future__ import annotations

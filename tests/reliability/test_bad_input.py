@@ -247,6 +247,7 @@ def test_a_feed_with_too_many_bad_rows_fails_validation(tmp_path, settings, wher
         _validated(folder, settings)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 @pytest.mark.parametrize("where, case", [("rating.csv", "renamed column"), ("inbox", "wrong delimiter"),
                                          ("anime.csv", "empty file")])

@@ -31,7 +31,7 @@ from pipeline.registry.promotion import CHAMPION
 from pipeline.serving.bundle import load_recommender
 from pipeline.validation.validate import validate
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -198,6 +198,7 @@ def test_a_rerun_with_another_scale_writes_its_own_matrix_folder(tmp_path, setti
     assert build_utility_matrix(validated, settings).path not in (ten.path, five.path)
 
 
+@pytest.mark.slow
 def test_a_five_point_data_set_prints_its_scale_and_real_top_10_numbers(tmp_path, prefect_server, monkeypatch,
                                                                         capsys):
     """`animerec retrain` as a user runs it (what it prints and what Prefect logs are both checked), here in this

@@ -19,7 +19,7 @@ from pipeline.models.rating.train import build_model
 from pipeline.serving.bundle import MODEL_FILE, load_bundle, save_bundle
 from pipeline.validation.validate import validate
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVER_COMMANDS = ("ui", "serve-model", "serve")
 

@@ -98,7 +98,7 @@ def _add_rows_times_weights(history_indptr, history_indices, history_data, weigh
                             weights_data, out):  # pragma: no cover (compiled)
     """out += history × weights, both CSR, into a dense `out`: each row is the sum of the weight rows of its
     history (a sparse × sparse product with a dense result, where scipy's builds a sparse one first).
-    Summed in scipy's order, so the result is scipy's to the bit (tests/test_ranking.py)."""
+    Summed in scipy's order, so the result is scipy's to the bit (tests/models/ranking/test_ranking.py)."""
     for row in numba.prange(len(history_indptr) - 1):
         for position in range(history_indptr[row], history_indptr[row + 1]):
             anime, weight = history_indices[position], history_data[position]
@@ -220,7 +220,7 @@ def invert_spd_in_place(matrix: np.ndarray, block: int = 2048) -> None:
     and inverse (potrf, potri) run on the matrix's transpose — the same symmetric matrix, Fortran-ordered, so no copy
     — then the triangle they fill is mirrored a block at a time. No n² temporaries, where a blocked inverse by
     matrix products holds several (`make bench PARTS=ranking` compares both), and accurate in float32
-    (tests/test_ranking.py)."""
+    (tests/models/ranking/test_ranking.py)."""
     fortran = matrix.T
     potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (fortran,))
     factor, info = potrf(fortran, lower=1, overwrite_a=1, clean=0)

@@ -10,7 +10,7 @@ the gradient only ("lazy" updates, as TensorFlow Addons' LazyAdam and PyTorch's 
 A row named several times in one gradient is handled as Keras' dense path handles it: its gradients are summed
 (and, for the second moments and Adagrad's accumulator, their squares). `SparseAdagrad` equals
 `keras.optimizers.Adagrad` exactly; `SparseAdam` equals `keras.optimizers.Adam` on every row a batch touches and
-leaves the others as they are (tests/test_optimizers.py).
+leaves the others as they are (tests/models/rating/test_optimizers.py).
 """
 
 from __future__ import annotations

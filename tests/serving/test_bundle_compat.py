@@ -9,7 +9,7 @@ import pandas as pd
 
 from pipeline.serving import RecommenderModel
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def test_a_bundle_saved_before_the_stage_packages_serves_the_same_answers():

@@ -16,7 +16,7 @@ import flows.retrain
 from flows.retrain import retrain
 from pipeline.storage import LockBusyError, exclusive_lock
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 
 def _versions(settings):

@@ -12,7 +12,7 @@ from pipeline.errors import PipelineInputError
 from pipeline.registry.promotion import CHALLENGER, CHAMPION
 from pipeline.settings import Settings
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 
 def test_retrain_twice_registers_two_versions(small_data, settings):

@@ -16,7 +16,8 @@ from mlflow import MlflowClient
 
 from flows.serve import DEPLOYMENT_NAME
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # starts a Prefect server and runs a deployment
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ from flows.sweep import sweep
 from pipeline.settings import TrainingConfig
 from pipeline.tuning.sweep import grid_configs
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 
 def test_grid_applies_every_combination_to_the_base_configuration():

@@ -27,9 +27,9 @@ from pipeline.errors import PipelineInputError
 from pipeline.registry.promotion import CHALLENGER, CHAMPION
 from pipeline.registry.registration import VERSION_TAGS
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 
 @pytest.fixture(scope="module")

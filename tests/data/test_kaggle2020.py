@@ -26,7 +26,7 @@ from pipeline.models.ranking.ease import InteractionWeights
 from pipeline.settings import RankingConfig
 from pipeline.validation.validate import validate
 
-HEAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "kaggle2020-head"
+HEAD = Path(__file__).resolve().parents[3] / "shared" / "data" / "kaggle2020-head"
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -130,6 +130,7 @@ def test_watching_status_sets_what_an_entry_counts_in_the_ranking_model():
     assert loaded == weights
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_a_generated_kaggle_2020_download_runs_end_to_end_from_its_zip(tmp_path, settings):
     from flows.retrain import retrain
