@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from benchmarks.data_path import memory_gb
+from benchmarks.children.data_path import memory_gb
 from pipeline.environment import use_local_defaults
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.ranking.fit import train_ranking_model

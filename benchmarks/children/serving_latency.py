@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.bench import latency_rows
+from benchmarks.parts.serving import latency_rows
 from pipeline.environment import use_local_defaults
 from pipeline.serving.bundle import load_bundle
 

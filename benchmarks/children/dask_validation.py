@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from benchmarks.data_path import memory_gb
+from benchmarks.children.data_path import memory_gb
 from flows.cluster import on_dask  # first: flows/ sets Prefect's environment defaults before Prefect reads them
 from flows.retrain import ingest_task, validate_stage
 from pipeline.data.ingest import ingest

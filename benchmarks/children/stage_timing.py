@@ -18,7 +18,7 @@ def main() -> None:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import FlowRunSort
 
-    from benchmarks.data_path import memory_gb
+    from benchmarks.children.data_path import memory_gb
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path)

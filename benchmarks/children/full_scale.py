@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.data_path import memory_gb, timed_data_path
+from benchmarks.children.data_path import memory_gb, timed_data_path
 from pipeline.data.generate import KAGGLE_2020_LIST_SPEC, KAGGLE_2020_SPEC, generate_demo_dataset
 from pipeline.environment import use_local_defaults
 from pipeline.models.rating.train import train_model
