@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+import pipeline
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.ranking.ease import ItemToItemModel
 from pipeline.models.ranking.fit import RankingFit
@@ -108,5 +109,5 @@ def log_model_bundle(run_id: str, model: keras.Model, ranking: ItemToItemModel, 
             name=MODEL_ARTIFACT, python_model=RecommenderModel(), artifacts={BUNDLE: str(bundle)},
             signature=SIGNATURE, pip_requirements=model_pip_requirements(),
             input_example=pd.DataFrame({"user_id": [int(matrix.user_ids()[0])]}),
-            code_paths=[str(Path(__file__).resolve().parent)])
+            code_paths=[str(Path(pipeline.__file__).resolve().parent)])  # the whole library, as imported
     return info.model_uri
