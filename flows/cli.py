@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.metrics import K
-from pipeline.settings import Settings
+from pipeline.environment import use_local_defaults
+from pipeline.evaluation.metrics import K
+from pipeline.settings import PROJECT_ROOT, Settings
 
 DEFAULT_UI_PORT, DEFAULT_MODEL_PORT, DEFAULT_PREFECT_PORT = 5000, 5001, 4200
 
@@ -39,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's start-up lines")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_pipeline_commands(commands)
+    _add_answer_commands(commands)
+    return parser
+
+
+def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
+    """The commands that run or serve the pipeline and its tools."""
     retrain = commands.add_parser("retrain", help="ingest, validate, train both models, evaluate, register")
     _data_options(retrain)
     retrain.add_argument("--epochs", type=int, help="maximum rating-model epochs (early stopping may end sooner)")
@@ -70,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve_model.add_argument("--host", default="127.0.0.1")
     serve_model.add_argument("--port", type=int, default=DEFAULT_MODEL_PORT)
 
+    bench = commands.add_parser("bench", help="benchmarks → BENCHMARKS.md (needs the bench extra)")
+    bench.add_argument("--parts", help="comma-separated parts (default: all but full); the list and what each "
+                       "measures: python -m benchmarks --help")
+    bench.add_argument("--size", help="size of the generated data: kaggle2020 (default) or tenth")
+    bench.add_argument("--layout", help="file layout of the scale part's generated data: cooperunion or kaggle2020")
+
+
+def _add_answer_commands(commands: argparse._SubParsersAction) -> None:
+    """The commands that answer from a registered model or the registry."""
     recommend = commands.add_parser("recommend", help="top-N unseen anime for a user, or for your own ratings")
     who = recommend.add_mutually_exclusive_group(required=True)
     who.add_argument("--user-id", type=int, help="a user id from the data")
@@ -98,20 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--version", required=True)
     promote.add_argument("--reason", required=True, help="why (recorded on the version)")
 
-    bench = commands.add_parser("bench", help="benchmarks → BENCHMARKS.md (needs the bench extra)")
-    bench.add_argument("--parts", help="comma-separated subset of accuracy, init-schedule, optimizers, ranking, "
-                       "speed, serving, stages, dask, time-to-model, data-path, scale (all of these by default), and "
-                       "full (the whole retrain flow at --size)")
-    bench.add_argument("--size", choices=["kaggle2020", "tenth"], default="kaggle2020", help="size of the scale part")
-    bench.add_argument("--layout", choices=["cooperunion", "kaggle2020"], default="cooperunion",
-                       help="file layout of the scale part's generated data")
-    return parser
-
 
 def _quiet_flow_errors(command: str) -> None:
     """After the flow module is imported (Prefect's logging is set up then, and `serve` points Prefect at its server
     before that): the expected errors leave Prefect's console log, the one `error:` line stays."""
-    from flows import quiet_expected_errors
+
+    from flows.console import quiet_expected_errors
 
     quiet_expected_errors(*_expected_errors(command))
 
@@ -172,9 +182,11 @@ def _serve_model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import commands, tracking
+    from pipeline import commands
+    from pipeline.registry.versions import registry_chart_name
+    from pipeline.tracking.runs import configure_tracking
 
-    tracking.configure_tracking(settings)
+    configure_tracking(settings)
     if args.command == "recommend":
         return commands.recommend(settings, args.model, args.user_id, args.ratings, args.top, args.genre, args.type,
                                   args.min_ratings)
@@ -183,16 +195,16 @@ def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "similar-users":
         return commands.similar_users(settings, args.model, args.user_id, args.top)
     if args.command == "compare":
-        return commands.compare(settings, args.chart or settings.mlruns_dir / tracking.registry_chart_name(
+        return commands.compare(settings, args.chart or settings.mlruns_dir / registry_chart_name(
             settings.registered_model_name))
     return commands.promote(settings, args.version, args.reason)
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from benchmarks.bench import DEFAULT_PARTS, run_benchmarks
-
-    parts = [p.strip() for p in (args.parts or ",".join(DEFAULT_PARTS)).split(",") if p.strip()]
-    return run_benchmarks(parts, args.size, args.layout)
+    """The bench is not part of the product: it runs as its own module, in its own process."""
+    options = [f"--{name}={value}" for name, value in (("parts", args.parts), ("size", args.size),
+                                                        ("layout", args.layout)) if value]
+    return subprocess.call([sys.executable, "-m", "benchmarks", *options], cwd=PROJECT_ROOT)
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
@@ -215,7 +227,7 @@ def _expected_errors(command: str) -> tuple[type[BaseException], ...]:
         return (PipelineInputError,)
     from mlflow.exceptions import MlflowException
 
-    from pipeline.catalog import UnknownIdError
+    from pipeline.serving.catalog import UnknownIdError
 
     return PipelineInputError, UnknownIdError, MlflowException, ValueError, LookupError, OSError
 
@@ -243,6 +255,7 @@ def _quiet_native_stderr(quiet: bool) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_local_defaults()
     args = build_parser().parse_args(argv)
     settings = Settings()
     with _quiet_native_stderr(quiet=not args.verbose and args.command in ANSWER_COMMANDS):

@@ -17,7 +17,7 @@ from prefect.context import FlowRunContext
 from prefect_dask import DaskTaskRunner
 
 from pipeline.settings import Settings
-from pipeline.validate import BatchMap, BatchOutcome, SuiteBatch, validate_batch
+from pipeline.validation.suites import BatchMap, BatchOutcome, SuiteBatch, validate_batch
 
 LOCAL = "local"  # DASK=local: a local cluster (the default of `sweep`)
 F = TypeVar("F", bound=Flow)

@@ -17,15 +17,19 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.cluster import batches_as_tasks, on_cluster
-from pipeline import tracking
+from pipeline.data.dataset_config import for_dataset
+from pipeline.data.generate import generate_demo_dataset
+from pipeline.data.ingest import RawData, archive_incoming, inbox_files, ingest
 from pipeline.errors import RegistryUnavailableError
-from pipeline.evaluate import EvaluationReport, evaluate_model
-from pipeline.generate import generate_demo_dataset
-from pipeline.ingest import RawData, archive_incoming, inbox_files, ingest
-from pipeline.matrix import UtilityMatrix, build_utility_matrix
-from pipeline.ranking import RankingFit, train_ranking_model
-from pipeline.registry import Lineage, PromotionDecision, register_and_decide
+from pipeline.evaluation.evaluate import EvaluationReport, evaluate_model
+from pipeline.evaluation.rescoring import ChampionScores, score_champion
+from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
+from pipeline.models.ranking.fit import RankingFit, train_ranking_model
+from pipeline.models.rating.train import TrainedModel, train_model
+from pipeline.registry.promotion import Lineage, PromotionDecision
+from pipeline.registry.registration import register_and_decide
 from pipeline.reports import (
+    DataReport,
     RetrainSummary,
     TrainingOutcome,
     decision_line,
@@ -34,10 +38,13 @@ from pipeline.reports import (
     ranking_fit_line,
     retrain_artifacts,
 )
-from pipeline.settings import Settings, for_dataset
+from pipeline.settings import Settings
 from pipeline.storage import exclusive_lock
-from pipeline.train import TrainedModel, train_model
-from pipeline.validate import ValidatedData, validate
+from pipeline.tracking.model_logging import EpochLogger, log_model_bundle, log_ranking_model, log_rating_model
+from pipeline.tracking.runs import ended, last_trained_data, log_decision, run_url, start_run
+from pipeline.tracking.stage_logging import log_champion_scores, log_evaluation, log_matrix, log_validation
+from pipeline.validation.results import ValidatedData
+from pipeline.validation.validate import validate
 
 
 @task(name="generate-demo-data", cache_policy=NO_CACHE)
@@ -82,7 +89,7 @@ def validate_stage(raw: RawData, settings: Settings) -> ValidatedData:
 def build_matrix_task(validated: ValidatedData, settings: Settings, source_sha256: dict[str, str],
                       run_id: str) -> UtilityMatrix:
     matrix = build_utility_matrix(validated, settings, source_sha256)
-    tracking.log_matrix(run_id, matrix)
+    log_matrix(run_id, matrix)
     get_run_logger().info("utility matrix %s at %s", matrix.data_version, matrix.path)
     return matrix
 
@@ -90,9 +97,9 @@ def build_matrix_task(validated: ValidatedData, settings: Settings, source_sha25
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> TrainedModel:
     """The rating model (predicted ratings, judged by RMSE)."""
-    trained = train_model(matrix, settings.training, callbacks=[tracking.EpochLogger(run_id)],
+    trained = train_model(matrix, settings.training, callbacks=[EpochLogger(run_id)],
                           log=get_run_logger().info)
-    tracking.log_rating_model(run_id, trained, settings.training, matrix)
+    log_rating_model(run_id, trained, settings.training, matrix)
     return trained
 
 
@@ -100,7 +107,7 @@ def train_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> Traine
 def train_ranking_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> RankingFit:
     """The ranking model (what to recommend, judged by NDCG@10), its λ chosen on validation."""
     fit = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
-    tracking.log_ranking_model(run_id, fit, settings.ranking)
+    log_ranking_model(run_id, fit, settings.ranking)
     get_run_logger().info(ranking_fit_line(fit))
     return fit
 
@@ -109,7 +116,7 @@ def train_ranking_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -
 def log_model_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix, settings: Settings,
                    run_id: str) -> str:
     """Both models in one bundle, logged as the run's pyfunc model."""
-    return tracking.log_model_bundle(run_id, trained.model, fit.model, matrix, settings.unrated_value,
+    return log_model_bundle(run_id, trained.model, fit.model, matrix, settings.unrated_value,
                                      settings.training.l2)
 
 
@@ -117,17 +124,25 @@ def log_model_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix
 def evaluate_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix, settings: Settings,
                   run_id: str) -> EvaluationReport:
     report = evaluate_model(trained.model, fit.model, matrix, settings.unrated_value, settings.relevance_threshold)
-    tracking.log_evaluation(run_id, report, settings.relevant_rating)
+    log_evaluation(run_id, report, settings.relevant_rating)
     get_run_logger().info(evaluation_line(report))
     return report
 
 
+@task(name="score-champion", cache_policy=NO_CACHE)
+def score_champion_task(matrix: UtilityMatrix, lineage: Lineage, settings: Settings, run_id: str) -> ChampionScores:
+    """The data set's champion on this run's test split, for the registry to compare with."""
+    champion = score_champion(settings.registered_model_name, lineage.dataset, matrix, settings.relevance_threshold)
+    log_champion_scores(run_id, champion)
+    return champion
+
+
 @task(name="register", cache_policy=NO_CACHE)
-def register_task(model_uri: str, run_id: str, report: EvaluationReport, matrix: UtilityMatrix, lineage: Lineage,
-                  settings: Settings) -> PromotionDecision:
-    decision = register_and_decide(settings.registered_model_name, model_uri, run_id, report, matrix,
-                                   settings.relevance_threshold, lineage, architecture(settings))
-    tracking.log_decision(run_id, decision.as_dict())
+def register_task(model_uri: str, run_id: str, report: EvaluationReport, champion: ChampionScores,
+                  matrix: UtilityMatrix, lineage: Lineage, settings: Settings) -> PromotionDecision:
+    decision = register_and_decide(settings.registered_model_name, model_uri, run_id, report, champion, matrix,
+                                   lineage, architecture(settings))
+    log_decision(run_id, decision.as_dict())
     get_run_logger().info(decision_line(decision))
     return decision
 
@@ -155,14 +170,14 @@ def architecture(settings: Settings) -> str:
     return f"{settings.training.method} ratings + EASE lists"
 
 
-def _register_with_retries(model_uri: str, run_id: str, report: EvaluationReport, matrix: UtilityMatrix,
-                           lineage: Lineage, settings: Settings) -> PromotionDecision:
+def _register_with_retries(model_uri: str, run_id: str, report: EvaluationReport, champion: ChampionScores,
+                           matrix: UtilityMatrix, lineage: Lineage, settings: Settings) -> PromotionDecision:
     """The register task with exponential backoff on store errors; aliases move only after evaluation,
     so however this ends, `champion` never points at a version that did not finish evaluation."""
     delays = [settings.registry_retry_delay_seconds * 2**attempt for attempt in range(settings.registry_retries)]
     try:
         return register_task.with_options(retries=settings.registry_retries, retry_delay_seconds=delays)(
-            model_uri, run_id, report, matrix, lineage, settings)
+            model_uri, run_id, report, champion, matrix, lineage, settings)
     except Exception as exc:
         raise RegistryUnavailableError(
             f"{settings.tracking_uri}: registering the model failed after {settings.registry_retries + 1} "
@@ -170,8 +185,8 @@ def _register_with_retries(model_uri: str, run_id: str, report: EvaluationReport
 
 
 def _release_arrow_memory() -> None:
-    """Between stages: Arrow's memory pool keeps what freed tables used for reuse (1.8 GB after one 46M-row split
-    was read and dropped), which would stay resident under every later stage's peak."""
+    """Between stages: Arrow's memory pool keeps what freed tables used for reuse (gigabytes after a full-scale
+    split was read and dropped), which would stay resident under every later stage's peak."""
     pa.default_memory_pool().release_unused()
 
 
@@ -184,10 +199,10 @@ def _train_and_register(matrix: UtilityMatrix, lineage: Lineage, run_id: str, se
     _release_arrow_memory()
     report = evaluate_task(trained, ranking_fit, matrix, settings, run_id)
     _release_arrow_memory()
-    decision = _register_with_retries(model_uri, run_id, report, matrix, lineage, settings)
-    return TrainingOutcome(run_id, tracking.run_url(settings, run_id), matrix, settings.training.method,
-                           trained.epochs_run, trained.best_epoch, ranking_fit, report, decision,
-                           settings.training.step_name)
+    champion = score_champion_task(matrix, lineage, settings, run_id)
+    decision = _register_with_retries(model_uri, run_id, report, champion, matrix, lineage, settings)
+    return TrainingOutcome(run_id, run_url(settings, run_id), matrix, trained, settings.training, ranking_fit,
+                           report, decision)
 
 
 @flow(name="retrain")
@@ -203,22 +218,20 @@ def retrain(data_dir: Path | None = None, skip_unchanged: bool = False, settings
         settings, origins = for_dataset(settings, data_dir, rating_scale, dataset_name)
         raw = ingest_task(data_dir, settings)
         validated = validate_stage(raw, settings)
-        data_version, incoming, layout = validated.data_version, raw.incoming, raw.layout.name
-        counts, validation_summary, scale_warning = validated.counts, validated.summary(), validated.scale.warning
+        data, incoming = DataReport.of(data_dir, raw, validated), raw.incoming
         outcome = None
-        if skip_unchanged and (data_version, settings.rating_scale) == tracking.last_trained_data(settings):
-            get_run_logger().info("data version %s unchanged since the last trained run: not retraining", data_version)
+        if skip_unchanged and (data.data_version, settings.rating_scale) == last_trained_data(settings):
+            get_run_logger().info("data version %s unchanged since the last trained run: not retraining",
+                                  data.data_version)
         else:
-            lineage = Lineage(settings.dataset_name, data_version, data_dir, raw.source_sha256)
-            with tracking.ended(tracking.start_run(settings, lineage)) as run_id:
-                tracking.log_validation(run_id, validated, settings.validation_engine)
+            lineage = Lineage(settings.dataset_name, data.data_version, data_dir, raw.source_sha256)
+            with ended(start_run(settings, lineage)) as run_id:
+                log_validation(run_id, validated, settings.validation_engine)
                 matrix = build_matrix_task(validated, settings, raw.source_sha256, run_id)
                 del raw, validated  # the matrix folder holds what training needs: free the tables (GBs at scale)
                 _release_arrow_memory()
                 outcome = _train_and_register(matrix, lineage, run_id, settings)
         archived = archive_inbox_task(incoming, settings)
-    summary = RetrainSummary(data_dir, data_version, counts, validation_summary, archived, outcome,
-                             settings.dataset_name, origins.name, layout, settings.rating_scale,
-                             origins.rating_scale, settings.relevant_rating, scale_warning)
+    summary = RetrainSummary(data, settings, origins, archived, outcome)
     publish_artifacts_task(summary, settings.registered_model_name)
     return summary

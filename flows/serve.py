@@ -70,7 +70,7 @@ def serve_on_schedule(host: str, port: int, cron: str, data: Path | None, rating
     try:
         from prefect.deployments.runner import EntrypointType
 
-        from flows import quiet_expected_errors
+        from flows.console import quiet_expected_errors
         from flows.retrain import retrain
         from pipeline.errors import PipelineInputError, RegistryUnavailableError
         from pipeline.storage import LockBusyError

@@ -23,11 +23,13 @@ from pydantic import BaseModel
 
 from flows.cluster import on_dask
 from flows.retrain import build_matrix_task, generate_demo_data_task, ingest_task, validate_stage
-from pipeline import tracking
-from pipeline.matrix import UtilityMatrix
+from pipeline.data.dataset_config import for_dataset
+from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.reports import SweepSummary, format_trials, trial_line
-from pipeline.settings import Settings, for_dataset
-from pipeline.sweep import (
+from pipeline.settings import Settings
+from pipeline.tracking.runs import ended
+from pipeline.tracking.sweeps import log_sweep_outcome, log_trial, start_sweep_run
+from pipeline.tuning.sweep import (
     OBJECTIVES,
     SweptModel,
     TrialResult,
@@ -56,7 +58,7 @@ def sweep(data_dir: Path | None = None, settings: Settings | None = None,
     objective = OBJECTIVES[model]
     data_dir = Path(data_dir) if data_dir else generate_demo_data_task(settings.demo_data_dir)
     settings = for_dataset(settings, data_dir, rating_scale, dataset_name)[0]
-    with tracking.ended(tracking.start_sweep_run(settings, data_dir, space, model)) as run_id:
+    with ended(start_sweep_run(settings, data_dir, space, model)) as run_id:
         raw = ingest_task(data_dir, settings)
         matrix = build_matrix_task(validate_stage(raw, settings), settings, raw.source_sha256, run_id)
         trials = [trial_task.submit(matrix, changed, config, settings)
@@ -64,14 +66,14 @@ def sweep(data_dir: Path | None = None, settings: Settings | None = None,
         results, best_fitted = [], None
         while trials:  # each future dropped once read: its fitted model is freed unless it is the best so far
             result, fitted = trials.pop(0).result()
-            tracking.log_trial(run_id, result, objective)
+            log_trial(run_id, result, objective)
             get_run_logger().info(trial_line(result, objective))
             results.append(result)
             if best_trial(results, objective) is result:
                 best_fitted = fitted  # only the best model so far stays in memory
         best = best_trial(results, objective)
         summary = SweepSummary(model, results, best, score_on_test(best_fitted, matrix, settings), run_id)
-        tracking.log_sweep_outcome(run_id, best, objective, summary.test_score, format_trials(results, best, objective))
+        log_sweep_outcome(run_id, best, objective, summary.test_score, format_trials(results, best, objective))
         create_markdown_artifact(key="sweep-result", description="Sweep trials, best on validation",
                                  markdown=summary.markdown())
     return summary

@@ -12,10 +12,16 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from pipeline import tracking
-from pipeline.catalog import NOT_IN_METADATA, UnknownIdError
-from pipeline.recommend import Recommender
-from pipeline.registry import format_versions, list_versions, promote_manually, versions_chart
+from pipeline.registry.registration import promote_manually
+from pipeline.registry.versions import (
+    format_versions,
+    list_versions,
+    log_registry_chart,
+    registry_chart_name,
+    versions_chart,
+)
+from pipeline.serving.catalog import NOT_IN_METADATA, UnknownIdError
+from pipeline.serving.recommend import Recommender
 from pipeline.settings import Settings
 
 
@@ -23,15 +29,12 @@ def compare(settings: Settings, chart_path: Path) -> int:
     rows = list_versions(settings.registered_model_name)
     print(format_versions(settings.registered_model_name, rows))
     if rows:
-        import matplotlib.pyplot as plt
-
         figure = versions_chart(settings.registered_model_name, rows)
         chart_path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(chart_path, dpi=100)
-        run_id = tracking.log_registry_chart(settings, figure)
-        plt.close(figure)
+        run_id = log_registry_chart(settings, figure)
         print(f"chart: {chart_path} (also in MLflow run {run_id}: "
-              f"{tracking.registry_chart_name(settings.registered_model_name)})")
+              f"{registry_chart_name(settings.registered_model_name)})")
     return 0
 
 
@@ -47,7 +50,7 @@ def model_uri(name: str, model: str) -> str:
 
 
 def open_recommender(settings: Settings, model: str) -> Recommender:
-    from pipeline.serving import load_recommender
+    from pipeline.serving.bundle import load_recommender
 
     name = settings.registered_model_name
     uri = model_uri(name, model)

@@ -12,61 +12,73 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from pipeline.evaluate import EvaluationReport
-from pipeline.ingest import RawData
-from pipeline.matrix import UtilityMatrix
-from pipeline.ranking import RankingFit
-from pipeline.registry import CHALLENGER, CHAMPION, PromotionDecision
-from pipeline.settings import Settings
-from pipeline.sweep import OBJECTIVES, Objective, SweptModel, TrialResult
-from pipeline.validate import ValidationCounts
+from pipeline.data.dataset_config import DatasetOrigins
+from pipeline.data.ingest import RawData
+from pipeline.evaluation.evaluate import EvaluationReport
+from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.models.ranking.fit import RankingFit
+from pipeline.models.rating.train import TrainedModel
+from pipeline.registry.promotion import CHALLENGER, CHAMPION, PromotionDecision
+from pipeline.settings import Settings, TrainingConfig
+from pipeline.tuning.sweep import OBJECTIVES, Objective, SweptModel, TrialResult
+from pipeline.validation.results import ValidatedData, ValidationCounts
 
 
 @dataclass(frozen=True)
 class TrainingOutcome:
+    """What a run trained, how it was judged and what the registry decided."""
+
     mlflow_run_id: str
     mlflow_run_url: str
     matrix: UtilityMatrix
-    architecture: str  # TrainingConfig.method: "biased_mf by als", "seed_cosine", …
-    epochs_run: int
-    best_epoch: int
+    trained: TrainedModel
+    training: TrainingConfig
     ranking_fit: RankingFit
     evaluation: EvaluationReport
     decision: PromotionDecision
-    step_name: str  # TrainingConfig.step_name: what one pass of training is called ("sweep" for ALS)
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What a run read and validated, kept past the ingested and validated tables (freed before training)."""
+
+    data_dir: Path
+    layout: str
+    data_version: str
+    counts: ValidationCounts
+    validation_summary: str
+    scale_warning: str | None
+
+    @classmethod
+    def of(cls, data_dir: Path, raw: RawData, validated: ValidatedData) -> DataReport:
+        return cls(data_dir, raw.layout.name, validated.data_version, validated.counts, validated.summary(),
+                   validated.scale.warning)
 
 
 @dataclass(frozen=True)
 class RetrainSummary:
-    data_dir: Path
-    data_version: str
-    counts: ValidationCounts
-    validation_summary: str
+    data: DataReport
+    settings: Settings  # the data set's: its name, rating scale and relevance
+    origins: DatasetOrigins  # where the data set's name and scale came from
     archived: list[Path]
     outcome: TrainingOutcome | None  # None when the data were unchanged and training was skipped
-    dataset: str = "demo"  # the data set (lineage) the run belongs to
-    dataset_origin: str = "folder name"  # --dataset-name, a dataset.toml path, settings or folder name
-    layout: str = "Kaggle CooperUnion"
-    rating_scale: str = "1-10"
-    scale_origin: str = "default"  # RATING_SCALE, a dataset.toml path, settings or default
-    relevant_rating: int = 8
-    scale_warning: str | None = None
 
     def count_rows(self) -> list[tuple[str, int]]:
-        c = self.counts
+        c = self.data.counts
         return [("rows in", c.rows_in), ("accepted", c.accepted), ("unrated", c.unrated),
                 ("quarantined", c.quarantined), ("superseded", c.superseded)]
 
-    def format(self, model_name: str) -> str:
-        c = self.counts
-        lines = [f"  data set          {self.dataset} ({self.dataset_origin})",
-                 f"  data              {self.data_dir}" + (f" + {len(self.archived)} inbox file(s), now archived"
-                                                          if self.archived else "") + f" ({self.layout} layout)",
-                 f"  rating scale      {self.rating_scale} ({self.scale_origin}); relevant for top-10: "
-                 f"rating >= {self.relevant_rating}",
-                 f"  data version      {self.data_version}"]
-        if self.scale_warning:
-            lines.append(f"  warning           {self.scale_warning}")
+    def _data_lines(self) -> list[str]:
+        """What was read: the data set, its scale and version, and every row's fate."""
+        c, data, settings = self.data.counts, self.data, self.settings
+        lines = [f"  data set          {settings.dataset_name} ({self.origins.name})",
+                 f"  data              {data.data_dir}" + (f" + {len(self.archived)} inbox file(s), now archived"
+                                                          if self.archived else "") + f" ({data.layout} layout)",
+                 f"  rating scale      {settings.rating_scale} ({self.origins.rating_scale}); relevant for top-10: "
+                 f"rating >= {settings.relevant_rating}",
+                 f"  data version      {data.data_version}"]
+        if data.scale_warning:
+            lines.append(f"  warning           {data.scale_warning}")
         lines += [f"  {'  ' * (i > 0)}{label:<{16 - 2 * (i > 0)}}{value:>10,}"
                   for i, (label, value) in enumerate(self.count_rows()) if i < 4 or value]
         if len(c.per_source) > 1:
@@ -79,6 +91,10 @@ class RetrainSummary:
                                                              c.unrated_by_status.items()))
         lines.append(f"  anime.csv         {c.anime_rows_in:,} rows, {c.anime_quarantined:,} quarantined; "
                      f"{c.ratings_without_metadata:,} ratings of anime missing from anime.csv (kept)")
+        return lines
+
+    def format(self, model_name: str) -> str:
+        lines = self._data_lines()
         if self.outcome is None:
             return "\n".join(["Retrain skipped: data unchanged since the last trained run", *lines])
         o, e, d = self.outcome, self.outcome.evaluation, self.outcome.decision
@@ -86,7 +102,7 @@ class RetrainSummary:
         chosen = o.ranking_fit.chosen
         walk = (f"tried {', '.join(f'{t.relative_l2:g}' for t in o.ranking_fit.trials)}: best validation NDCG@10 "
                 f"{chosen.validation.ndcg:.4f}" if chosen.validation.n_users else
-                f"not walked: no validation rating >= {self.relevant_rating}")
+                f"not walked: no validation rating >= {self.settings.relevant_rating}")
         compared = (f"\n  champion v{d.champion_version}  of another data set: not compared" if not d.same_dataset
                     else "" if d.champion is None else
                     f"\n  champion v{d.champion_version}  RMSE {d.champion.rmse:.4f}"
@@ -96,11 +112,11 @@ class RetrainSummary:
             f"Retrain finished (MLflow run {o.mlflow_run_id})", *lines,
             f"  matrix            {o.matrix.n_users:,} users x {o.matrix.n_anime:,} anime; "
             f"train {sizes['train']:,} / validation {sizes['validation']:,} / test {sizes['test']:,}",
-            f"  rating model      {o.architecture}: {o.epochs_run} {o.step_name}s run, weights of {o.step_name} "
-            f"{o.best_epoch} kept",
+            f"  rating model      {o.training.method}: {o.trained.epochs_run} {o.training.step_name}s run, weights of "
+            f"{o.training.step_name} {o.trained.best_epoch} kept",
             f"  ranking model     EASE, lambda {o.ranking_fit.model.l2:.4g} ({chosen.relative_l2:g} x mean "
             f"interactions per anime; {walk}), {o.ranking_fit.fit_seconds:.1f} s",
-            f"  {f'test scores ({self.rating_scale} scale)':<29}RMSE     MAE",
+            f"  {f'test scores ({self.settings.rating_scale} scale)':<29}RMSE     MAE",
             f"    rating model             {e.model.rmse:.4f}  {e.model.mae:.4f}",
             f"    user+item bias baseline  {e.bias.rmse:.4f}  {e.bias.mae:.4f}",
             f"    global mean baseline     {e.global_mean.rmse:.4f}  {e.global_mean.mae:.4f}",
@@ -113,8 +129,8 @@ class RetrainSummary:
         if e.ranking is None:
             return []
         if not e.ranking.served.n_users:
-            return [f"  top-10 on test    not measured: no test rating >= {self.relevant_rating} (the top of the "
-                    f"{self.rating_scale} scale); is the scale right?"]
+            return [f"  top-10 on test    not measured: no test rating >= {self.settings.relevant_rating} (the top "
+                    f"of the {self.settings.rating_scale} scale); is the scale right?"]
         return [f"  top-10 on test ({e.ranking.served.n_users:,} users)  P@10    R@10    NDCG@10  coverage  "
                 "personalization",
                 *(f"    {label:<27}{r.precision:.4f}  {r.recall:.4f}  {r.ndcg:.4f}   {r.coverage:.4f}    "
@@ -138,16 +154,17 @@ def retrain_artifacts(summary: RetrainSummary, model_name: str) -> list[Artifact
                  [{"rows": label, "count": value} for label, value in summary.count_rows()]),
         Artifact("table", "retrain-row-counts-per-file", "Rows per file (superseded: the same pair in a later file); "
                  "in = accepted + unrated + quarantined + superseded",
-                 [{"file": name, **counts} for name, counts in summary.counts.per_source.items()]),
+                 [{"file": name, **counts} for name, counts in summary.data.counts.per_source.items()]),
         Artifact("markdown", "retrain-validation", "Great Expectations summary",
-                 f"```\n{summary.validation_summary}\n```"),
+                 f"```\n{summary.data.validation_summary}\n```"),
     ]
     if summary.outcome is None:
         return [*artifacts, Artifact("markdown", "retrain-decision", "Promotion decision", (
-            f"Skipped: data version `{summary.data_version}` is unchanged since data set {summary.dataset}'s last "
+            f"Skipped: data version `{summary.data.data_version}` is unchanged since data set "
+            f"{summary.settings.dataset_name}'s last "
             "trained run."))]
     o, e, d = summary.outcome, summary.outcome.evaluation, summary.outcome.decision
-    artifacts.append(Artifact("table", "retrain-scores", f"Test RMSE/MAE ({summary.rating_scale} scale)", [
+    artifacts.append(Artifact("table", "retrain-scores", f"Test RMSE/MAE ({summary.settings.rating_scale} scale)", [
         {"model": "rating model", "rmse": round(e.model.rmse, 4), "mae": round(e.model.mae, 4)},
         {"model": "user+item bias baseline", "rmse": round(e.bias.rmse, 4), "mae": round(e.bias.mae, 4)},
         {"model": "global mean baseline", "rmse": round(e.global_mean.rmse, 4), "mae": round(e.global_mean.mae, 4)},
@@ -158,7 +175,8 @@ def retrain_artifacts(summary: RetrainSummary, model_name: str) -> list[Artifact
             for label, report in e.ranking.labelled()]))
     else:
         artifacts.append(Artifact("markdown", "retrain-ranking", "Top-10 on the test split", (
-            f"Not measured: no test rating >= {summary.relevant_rating} on the {summary.rating_scale} scale.")))
+            f"Not measured: no test rating >= {summary.settings.relevant_rating} on the "
+            f"{summary.settings.rating_scale} scale.")))
     artifacts.append(Artifact("markdown", "retrain-decision", "Promotion decision", (
         f"**{model_name} version {d.version}: {'promoted to champion' if d.promoted else 'kept as challenger'}**"
         f"\n\n{d.reason}\n\nMLflow run: [{o.mlflow_run_id}]({o.mlflow_run_url})")))

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.errors import PipelineInputError
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DATASET_FILE = "dataset.toml"  # beside the data: what the data say about themselves (`rating_scale = "1-5"`)
-DATASET_KEYS = ("name", "rating_scale", "unrated_value")
 
 
 class KerasPart(BaseModel):
@@ -46,9 +39,9 @@ class TrainingConfig(BaseModel):
 
     - `biased_mf` (default): user and anime biases + dot product of embeddings, squared error on the [0, 1] scale
       with L2 per rating on the rows it touches. `solver="keras"` (default) trains it with Keras' `model.fit`: the
-      `optimizer`'s steps update only the embedding rows a batch touches (pipeline/optimizers.py), from the
+      `optimizer`'s steps update only the embedding rows a batch touches (models/rating/optimizers.py), from the
       `initializer`, at the `learning_rate` shaped by `learning_rate_schedule`. `solver="als"` fits it by
-      alternating least squares along an L2 path chosen on validation (pipeline/als.py): the fast CPU option.
+      alternating least squares along an L2 path chosen on validation (models/rating/als.py): the fast CPU option.
     - `seed_cosine`: cosine of the embeddings → Dense(1, sigmoid), binary cross-entropy, Keras Adam.
 
     The defaults are the best on validation of `make bench`'s initializer × learning-rate table (BENCHMARKS.md).
@@ -62,15 +55,15 @@ class TrainingConfig(BaseModel):
     # Keras fit: its length, as the optimizer updates the average user's row gets. A data set with more ratings per
     # user needs fewer epochs (on the anime sample 25 epochs, at Kaggle 2020 size 4); schedules decay over it.
     updates_per_user: int = Field(500, ge=1)
-    # The optimizer (pipeline/optimizers.py): "Adam", "AdamW" or "Adagrad" with Keras' arguments of that class.
+    # The optimizer (models/rating/optimizers.py): "Adam", "AdamW" or "Adagrad" with Keras' arguments of that class.
     optimizer: KerasPart = KerasPart(name="Adam")
     learning_rate: float = Field(0.002, gt=0)
-    # How the learning rate moves (pipeline/learning_rate.py): "constant", a keras.optimizers.schedules class
+    # How the learning rate moves (models/rating/learning_rate.py): "constant", a keras.optimizers.schedules class
     # (ExponentialDecay, CosineDecay, PiecewiseConstantDecay, …; `*_epochs` arguments are counted in epochs), or
     # "ReduceLROnPlateau" (the Keras callback, on validation RMSE).
     learning_rate_schedule: KerasPart = KerasPart(name="PiecewiseConstantDecay", args={
         "boundary_fractions": [0.5, 0.75], "factors": [1, 0.3, 0.1]})
-    # Where the embeddings start (pipeline/initializers.py): any keras.initializers class by name with its
+    # Where the embeddings start (pipeline/models/rating/initializers.py): any keras.initializers class by name with its
     # arguments, or "als": a warm start from a short ALS solve (`sweeps`, 5 by default).
     initializer: KerasPart = KerasPart(name="GlorotUniform")
     # biased_mf: per-rating L2 on the embedding and bias rows it touches (ALS: where its path starts)
@@ -108,7 +101,7 @@ class TrainingConfig(BaseModel):
 
 
 class RankingConfig(BaseModel):
-    """Hyperparameters of the ranking model (pipeline/ranking.py: EASE on rating-weighted interactions).
+    """Hyperparameters of the ranking model (pipeline/models/ranking/: EASE on rating-weighted interactions).
     The defaults are the best of `make sweep MODEL=ranking` on the anime sample's validation split; λ itself
     is chosen again on every run's own validation split, walking from `relative_l2` by factors of `l2_step`."""
 
@@ -152,7 +145,7 @@ class Settings(BaseSettings):
     max_quarantine_share: float = Field(0.05, ge=0, le=1)  # more bad rows than this fails the run
     # Who evaluates the suites in expectations/: "gx" (Great Expectations' own pandas engine, in batches of
     # `validation_batch_rows`) or "arrow", an accelerator for files of tens of millions of rows
-    # (pipeline/arrow_expectations.py: Arrow compute, results in GX's form; a suite it cannot evaluate exactly goes
+    # (pipeline/validation/arrow_engine.py: Arrow compute, results in GX's form; a suite it cannot evaluate exactly goes
     # to GX; tests hold it to GX's results).
     validation_engine: Literal["gx", "arrow"] = "gx"
     # Rating tables larger than this are validated in batches: always on Dask, and here with the GX engine (memory)
@@ -251,71 +244,3 @@ class Settings(BaseSettings):
     def relevant_rating(self) -> int:
         """The lowest rating that counts as relevant (a test rating a good list should hold): 8 of 1-10, 4 of 1-5."""
         return math.ceil(self.rating_min + self.relevance_threshold * (self.rating_max - self.rating_min) - 1e-9)
-
-
-def parse_rating_scale(text: str, where: str) -> tuple[int, int]:
-    """`1-5`, `1..5`, `1–5` or `0 to 100` → (1, 5); anything else is an input error naming `where`."""
-    match = re.fullmatch(r"\s*(-?\d+)\s*(?:-|–|\.\.|to)\s*(-?\d+)\s*", str(text))
-    if not match or int(match[1]) >= int(match[2]):
-        raise PipelineInputError(f"{where}: rating scale {text!r} is not MIN-MAX with whole numbers MIN < MAX "
-                                 "(e.g. 1-5)")
-    return int(match[1]), int(match[2])
-
-
-def dataset_name_of(text: str, where: str) -> str:
-    """A data set name as it appears in run names, tags and folder names: letters, digits, `.`, `_` and `-`
-    (other characters become `-`), at most 64 characters."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.")[:64]
-    if not name:
-        raise PipelineInputError(f"{where}: data set name {text!r} has no letters or digits")
-    return name
-
-
-@dataclass(frozen=True)
-class DatasetOrigins:
-    """Where a run's data set name and rating scale came from (printed beside them)."""
-
-    name: str  # --dataset-name, a dataset.toml path, settings, or "folder name"
-    rating_scale: str  # RATING_SCALE, a dataset.toml path, settings or default
-
-
-def for_dataset(settings: Settings, data: Path, rating_scale: str | None = None,
-                dataset_name: str | None = None) -> tuple[Settings, DatasetOrigins]:
-    """The settings for one data set, and where its name and rating scale came from. Each is taken from the
-    command line (`rating_scale`, `dataset_name`), else `dataset.toml` beside the data (in the folder, or beside a
-    .zip), else the settings; the name otherwise from the data folder (or the .zip without its suffix)."""
-    update: dict = {}
-    scale_origin = "default" if "rating_min" not in settings.model_fields_set else "settings"
-    name_origin = "settings" if "dataset_name" in settings.model_fields_set else "folder name"
-    folder_name = data.stem if data.suffix.lower() == ".zip" else data.name
-    update["dataset_name"] = (dataset_name_of(settings.dataset_name, "ANIMEREC_DATASET_NAME") if settings.dataset_name
-                              else dataset_name_of(folder_name, str(data)))
-    folder = data if data.is_dir() else data.parent
-    path = folder / DATASET_FILE
-    if path.is_file():
-        try:
-            declared = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise PipelineInputError(f"{path}: not valid TOML ({exc})") from exc
-        unknown = sorted(set(declared) - set(DATASET_KEYS))
-        if unknown:
-            raise PipelineInputError(f"{path}: unknown key {', '.join(unknown)} (known: {', '.join(DATASET_KEYS)})")
-        if "name" in declared:
-            update["dataset_name"], name_origin = dataset_name_of(declared["name"], str(path)), str(path)
-        if "rating_scale" in declared:
-            update["rating_min"], update["rating_max"] = parse_rating_scale(declared["rating_scale"], str(path))
-            scale_origin = str(path)
-        if "unrated_value" in declared:
-            if not isinstance(declared["unrated_value"], int):
-                raise PipelineInputError(f"{path}: unrated_value must be a whole number")
-            update["unrated_value"] = declared["unrated_value"]
-    if rating_scale:
-        update["rating_min"], update["rating_max"] = parse_rating_scale(rating_scale, "RATING_SCALE")
-        scale_origin = "RATING_SCALE"
-    if dataset_name:
-        update["dataset_name"], name_origin = dataset_name_of(dataset_name, "--dataset-name"), "--dataset-name"
-    settings = settings.model_copy(update=update)
-    if settings.rating_min <= settings.unrated_value <= settings.rating_max:
-        raise PipelineInputError(f"rating scale {settings.rating_scale} ({scale_origin}) contains the unrated marker "
-                                 f"{settings.unrated_value}: set unrated_value outside the scale")
-    return settings, DatasetOrigins(name_origin, scale_origin)

@@ -9,9 +9,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.environment import use_local_defaults
+
 _STATE = Path(tempfile.mkdtemp(prefix="anime-rec-tests-"))
-os.environ["PREFECT_HOME"] = str(_STATE / "prefect")  # before flows/ sets its project default
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect")  # the tests' own Prefect state, not the project's
+use_local_defaults()
 
 # Prefect sets up its logging when `prefect.main` is first imported (`import prefect` alone is lazy): done here,
 # under pytest's session-long capture, its console handler writes to that stream, not to the one of whichever test
@@ -19,14 +21,14 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 import prefect.main  # noqa: E402, F401
 import pytest  # noqa: E402
 
-from pipeline.generate import DemoSpec, generate_demo_dataset  # noqa: E402
-from pipeline.ingest import ingest  # noqa: E402
-from pipeline.matrix import UtilityMatrix, build_utility_matrix  # noqa: E402
-from pipeline.ranking import RankingFit, train_ranking_model  # noqa: E402
-from pipeline.registry import Lineage  # noqa: E402
+from pipeline.data.generate import DemoSpec, generate_demo_dataset  # noqa: E402
+from pipeline.data.ingest import ingest  # noqa: E402
+from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix  # noqa: E402
+from pipeline.models.ranking.fit import RankingFit, train_ranking_model  # noqa: E402
+from pipeline.models.rating.train import TrainedModel, train_model  # noqa: E402
+from pipeline.registry.promotion import Lineage  # noqa: E402
 from pipeline.settings import Settings, TrainingConfig  # noqa: E402
-from pipeline.train import TrainedModel, train_model  # noqa: E402
-from pipeline.validate import validate  # noqa: E402
+from pipeline.validation.validate import validate  # noqa: E402
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "anime-sample"
 SMALL_SPEC = DemoSpec(n_users=300, n_anime=200, n_ratings=12_000, seed=3)
@@ -36,14 +38,6 @@ SMALL_SPEC = DemoSpec(n_users=300, n_anime=200, n_ratings=12_000, seed=3)
 def small_data(tmp_path_factory) -> Path:
     """A small demo data set (CooperUnion layout), generated once per session; treat as read-only."""
     return generate_demo_dataset(tmp_path_factory.mktemp("small-data"), SMALL_SPEC)
-
-
-def pytest_collection_modifyitems(items):
-    """A test that runs flows on the Prefect test server is slow (seconds to a minute): `pytest -m "not slow"`
-    leaves those out; modules that train full models or start other servers mark themselves."""
-    for item in items:
-        if "prefect_server" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

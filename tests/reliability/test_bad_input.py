@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from conftest import ANIME_HEADER, RATING_HEADER, validate_with_both_engines, write_csv, write_dataset
 
+from pipeline.data.ingest import ingest
 from pipeline.errors import PipelineInputError
-from pipeline.ingest import ingest
 
 GOOD = [[1, 10, 8], [1, 11, 9], [2, 10, 7], [2, 12, -1], [3, 11, 6], [3, 12, 10]]
 ANIME = [[i, f"Anime {i}", "Action", "TV", 12, 7.5, 100] for i in (10, 11, 12, 13)]
@@ -247,6 +247,7 @@ def test_a_feed_with_too_many_bad_rows_fails_validation(tmp_path, settings, wher
         _validated(folder, settings)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 @pytest.mark.parametrize("where, case", [("rating.csv", "renamed column"), ("inbox", "wrong delimiter"),
                                          ("anime.csv", "empty file")])

@@ -24,14 +24,14 @@ from mlflow import MlflowClient
 import flows.retrain
 from flows import cli
 from flows.retrain import retrain
+from pipeline.data.ingest import ingest
 from pipeline.errors import RegistryUnavailableError
-from pipeline.ingest import ingest
-from pipeline.matrix import UtilityMatrix, build_utility_matrix
-from pipeline.registry import CHAMPION
-from pipeline.serving import load_recommender
-from pipeline.validate import validate
+from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
+from pipeline.registry.promotion import CHAMPION
+from pipeline.serving.bundle import load_recommender
+from pipeline.validation.validate import validate
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -83,22 +83,22 @@ def _changed_copy(small_data: Path, target: Path) -> Path:
 KILL_DURING_MATRIX_WRITE = """
 import sys, time
 from pathlib import Path
-from pipeline import matrix
-from pipeline.ingest import ingest
+from pipeline.matrix import utility_matrix
+from pipeline.data.ingest import ingest
 from pipeline.settings import Settings
-from pipeline.validate import validate
+from pipeline.validation.validate import validate
 
 settings = Settings()
 validated = validate(ingest(Path(sys.argv[1])), settings)
-write_table = matrix.pq.write_table
+write_table = utility_matrix.pq.write_table
 
 def write_then_wait(table, where, **kwargs):
     write_table(table, where, **kwargs)
     Path(sys.argv[2]).touch()  # one Parquet file is written: kill me now
     time.sleep(120)
 
-matrix.pq.write_table = write_then_wait
-matrix.build_utility_matrix(validated, settings)
+utility_matrix.pq.write_table = write_then_wait
+utility_matrix.build_utility_matrix(validated, settings)
 """
 
 
@@ -124,7 +124,7 @@ KILL_DURING_TRAINING = """
 import sys, time
 from pathlib import Path
 from flows.retrain import retrain
-from pipeline import keras_fit
+from pipeline.models.rating import keras_fit
 
 epoch_end = keras_fit.KeepBestWeights.on_epoch_end
 

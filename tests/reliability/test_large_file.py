@@ -17,7 +17,7 @@ READ_IN_A_FRESH_PROCESS = """
 import json, sys
 from pathlib import Path
 import pyarrow as pa
-from pipeline.ingest import ingest
+from pipeline.data.ingest import ingest
 raw = ingest(Path(sys.argv[1]))
 print(json.dumps({"rows": raw.rows_in, "peak": pa.default_memory_pool().max_memory(), "kept": raw.ratings.nbytes}))
 """

@@ -1,4 +1,4 @@
-"""Real data as people bring it (issue 11): files from other tools and other data sets, one case per test.
+"""Real data as people bring it: files from other tools and other data sets, one case per test.
 
 docs/reliability.md lists each case. Every test compares against the same data written plainly, so what is
 checked is "read the same", not a count written into the test.
@@ -24,11 +24,11 @@ import pytest
 from conftest import ANIME_HEADER, RATING_HEADER, validate_with_both_engines, write_csv, write_dataset
 
 from flows import cli
+from pipeline.data.dataset_config import DATASET_FILE, for_dataset
+from pipeline.data.ingest import ingest
 from pipeline.errors import PipelineInputError
-from pipeline.ingest import ingest
-from pipeline.matrix import build_utility_matrix
-from pipeline.settings import DATASET_FILE, for_dataset
-from pipeline.validate import validate
+from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.validation.validate import validate
 
 GOOD = [[1, 10, 8], [1, 11, 9], [2, 10, 7], [2, 12, -1], [3, 11, 6], [3, 12, 10], [4, 13, 5]]
 ANIME = [[i, f"Anime {i}", "Action", "TV", 12, 7.5, 100] for i in (10, 11, 12, 13)]
@@ -198,6 +198,7 @@ def test_a_rerun_with_another_scale_writes_its_own_matrix_folder(tmp_path, setti
     assert build_utility_matrix(validated, settings).path not in (ten.path, five.path)
 
 
+@pytest.mark.slow
 def test_a_five_point_data_set_prints_its_scale_and_real_top_10_numbers(tmp_path, prefect_server, monkeypatch,
                                                                         capsys):
     """`animerec retrain` as a user runs it (what it prints and what Prefect logs are both checked), here in this
@@ -251,12 +252,12 @@ def test_an_expected_stop_prints_one_error_line_and_no_traceback(tmp_path):
 def test_an_anime_missing_from_anime_csv_is_null_in_served_json(small_data, settings, tmp_path, capsys):
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
-    from pipeline.catalog import NOT_IN_METADATA
     from pipeline.commands import show
-    from pipeline.ranking import train_ranking_model
-    from pipeline.recommend import Recommender
-    from pipeline.serving import RecommenderModel
-    from pipeline.train import train_model
+    from pipeline.models.ranking.fit import train_ranking_model
+    from pipeline.models.rating.train import train_model
+    from pipeline.serving.bundle import RecommenderModel
+    from pipeline.serving.catalog import NOT_IN_METADATA
+    from pipeline.serving.recommend import Recommender
 
     folder = tmp_path / "data"
     folder.mkdir()

@@ -12,14 +12,14 @@ import pytest
 from conftest import RATING_HEADER, write_csv, write_dataset
 
 from flows.cli import build_parser
-from pipeline.ingest import ingest
-from pipeline.matrix import build_utility_matrix
-from pipeline.ranking import train_ranking_model
-from pipeline.serving import MODEL_FILE, load_bundle, save_bundle
-from pipeline.train import build_model
-from pipeline.validate import validate
+from pipeline.data.ingest import ingest
+from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.models.ranking.fit import train_ranking_model
+from pipeline.models.rating.train import build_model
+from pipeline.serving.bundle import MODEL_FILE, load_bundle, save_bundle
+from pipeline.validation.validate import validate
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVER_COMMANDS = ("ui", "serve-model", "serve")
 

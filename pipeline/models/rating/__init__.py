@@ -1,0 +1,2 @@
+"""The rating model: its Keras architectures, Keras' fit (batches, training step, sparse optimizers, learning-rate
+functions, initializers) and the ALS option."""

@@ -1,0 +1,122 @@
+"""The registered model: an MLflow pyfunc that bundles the ranking model, the Keras rating model, id maps,
+anime metadata and known ratings, so `mlflow models serve -m models:/anime-recommender@champion` answers
+top-N requests.
+
+Request rows: `user_id` (a known user), or `ratings` (a JSON list of {"anime_id", "rating"} for someone
+not in the data, served without retraining) with `user_id` -1 when the batch also has known users;
+param `n` (default 10). Each answer row: rank, anime, its predicted rating and `because_you_watched`
+(the one or two anime of the user's history that contributed most, names joined by "; "). An anime missing
+from anime.csv has `name` null.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+from pipeline.evaluation.metrics import K
+from pipeline.matrix.utility_matrix import (
+    ANIME_INDEX_FILE,
+    ANIME_METADATA_FILE,
+    SPLITS,
+    USER_INDEX_FILE,
+    RatingScale,
+    UtilityMatrix,
+)
+from pipeline.models.ranking.ease import ItemToItemModel
+from pipeline.serving.catalog import UnknownIdError
+from pipeline.serving.rating_scorer import FOLD_IN_L2
+from pipeline.serving.recommend import Recommender
+
+BUNDLE = "bundle"
+MODEL_FILE = "model.keras"
+KNOWN_FILE = "known.parquet"  # user_index, anime_index, rating (unrated value for watched-but-unrated)
+META_FILE = "recommender.json"
+RANKING_DIR = "ranking"
+NEW_USER = -1  # user_id reported for rows answered from `ratings`
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("long", "user_id", required=False), ColSpec("string", "ratings", required=False)]),
+    outputs=Schema([ColSpec("long", "request"), ColSpec("long", "user_id"), ColSpec("long", "rank"),
+                    ColSpec("long", "anime_id"), ColSpec("string", "name"), ColSpec("double", "predicted_rating"),
+                    ColSpec("string", "because_you_watched")]),
+    params=ParamSchema([ParamSpec("n", "long", K)]),
+)
+
+
+def save_bundle(model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_value: int, l2: float,
+                out_dir: Path) -> Path:
+    """Write what serving needs into `out_dir`: both models, id maps, metadata, known pairs, and the rating model's
+    training L2 (fold-in of someone new uses it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / MODEL_FILE)
+    ranking.save(out_dir / RANKING_DIR)
+    for name in (USER_INDEX_FILE, ANIME_INDEX_FILE, ANIME_METADATA_FILE):
+        shutil.copyfile(matrix.path / name, out_dir / name)
+    pq.write_table(matrix.interactions(SPLITS, unrated_value), out_dir / KNOWN_FILE)
+    (out_dir / META_FILE).write_text(json.dumps({
+        "scale": {"minimum": matrix.scale.minimum, "maximum": matrix.scale.maximum},
+        "fallback_rating": matrix.train_mean_rating, "unrated_value": unrated_value,
+        "data_version": matrix.data_version, "l2": l2}))
+    return out_dir
+
+
+def load_bundle(bundle: Path) -> Recommender:
+    """The Recommender a bundle holds; the Keras model is loaded in safe mode (no arbitrary code)."""
+    import keras
+
+    meta = json.loads((bundle / META_FILE).read_text())
+    model = keras.models.load_model(bundle / MODEL_FILE, safe_mode=True, compile=False)
+    ranking = ItemToItemModel.load(bundle / RANKING_DIR) if (bundle / RANKING_DIR).is_dir() else None
+    return Recommender.from_model(
+        model, ranking, pq.read_table(bundle / USER_INDEX_FILE)["user_id"].to_numpy(),
+        pq.read_table(bundle / ANIME_INDEX_FILE)["anime_id"].to_numpy(), RatingScale(**meta["scale"]),
+        meta["fallback_rating"], meta["unrated_value"], pq.read_table(bundle / KNOWN_FILE),
+        pq.read_table(bundle / ANIME_METADATA_FILE), meta.get("l2", FOLD_IN_L2))  # older bundles: the default then
+
+
+class RecommenderModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.recommender = load_bundle(Path(context.artifacts[BUNDLE]))
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        n = int((params or {}).get("n", K))
+        answers = []
+        for request, row in enumerate(model_input.to_dict("records")):
+            try:
+                ratings = row.get("ratings")
+                if isinstance(ratings, str) and ratings.strip():
+                    pairs = json.loads(ratings)
+                    top = self.recommender.recommend_from_ratings(
+                        np.array([p["anime_id"] for p in pairs]), np.array([p["rating"] for p in pairs]), n)
+                    user_id = NEW_USER
+                elif row.get("user_id") is not None and not pd.isna(row.get("user_id")):
+                    user_id = int(row["user_id"])
+                    top = self.recommender.recommend(user_id, n)
+                else:
+                    raise UnknownIdError("each request row needs a user_id or ratings")
+            except (UnknownIdError, ValueError, KeyError, TypeError) as exc:
+                raise MlflowException(f"request row {request}: {exc}", error_code=INVALID_PARAMETER_VALUE) from exc
+            answers.append(pd.DataFrame({"request": request, "user_id": user_id, "rank": np.arange(1, len(top) + 1),
+                                         "anime_id": top["anime_id"], "name": top["name"],
+                                         "predicted_rating": top["predicted_rating"].astype(float),
+                                         "because_you_watched": top.get("because_you_watched", "")}))
+        answer = pd.concat(answers, ignore_index=True)
+        # An anime missing from anime.csv has no name: null in the JSON answer (NaN is not JSON; strict parsers
+        # such as JavaScript's JSON.parse reject the whole answer).
+        return answer.assign(name=answer["name"].astype(object).where(answer["name"].notna(), None))
+
+
+def load_recommender(model_uri: str) -> Recommender:
+    """The Recommender inside a registered version (e.g. `models:/anime-recommender@champion`)."""
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().recommender

@@ -1,0 +1,113 @@
+"""MLflow logging of the trained models: the rating model's params, per-epoch metrics (a Keras callback) and learning
+curves, the ranking model's λ walk, and the served bundle as the run's pyfunc model."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+import pipeline
+from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.models.ranking.ease import ItemToItemModel
+from pipeline.models.ranking.fit import RankingFit
+from pipeline.models.rating.train import TrainedModel
+from pipeline.settings import RankingConfig, TrainingConfig
+from pipeline.tracking.runs import config_params, resumed
+
+MODEL_ARTIFACT = "model"
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Logs every epoch metric (loss, val_loss, rmse, val_rmse, ratings_per_s) to the run as it happens."""
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+        self.client = MlflowClient()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(name, float(value), now, epoch + 1)
+                                                    for name, value in (logs or {}).items()])
+
+
+def learning_curves_figure(history: dict[str, list[float]], best_epoch: int, step_name: str) -> Figure:
+    """Train and validation RMSE per epoch (ALS: per sweep) with the kept one marked; below, the learning rate (Keras)
+    or the L2 (ALS) each ran with."""
+    figure = Figure(figsize=(7, 5.5))
+    axis, below = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    axis.plot(epochs, history["rmse"], marker="o", label="train RMSE")
+    axis.plot(epochs, history["val_rmse"], marker="o", label="validation RMSE")
+    axis.axvline(best_epoch, color="grey", linestyle="--", label=f"kept: {step_name} {best_epoch}")
+    axis.set(ylabel="RMSE on the [0, 1] scale", title="Learning curves")
+    axis.legend()
+    knob = "learning_rate" if "learning_rate" in history else "l2"
+    below.plot(epochs, history.get(knob, [np.nan] * len(epochs)), marker=".", color="tab:green")
+    below.set(xlabel=step_name, ylabel=knob.replace("_", " "), yscale="log")
+    figure.tight_layout()
+    return figure
+
+
+def model_pip_requirements() -> list[str]:
+    import pandas
+    import pyarrow
+    import tensorflow as tf
+
+    return [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}",
+            f"pandas=={pandas.__version__}", f"pyarrow=={pyarrow.__version__}", f"mlflow=={mlflow.__version__}"]
+
+
+def log_rating_model(run_id: str, trained: TrainedModel, config: TrainingConfig, matrix: UtilityMatrix) -> None:
+    """The rating model's params (its optimizer, initializer and learning-rate function among them), epochs and
+    learning curves."""
+    client = MlflowClient()
+    for name, value in config_params(config).items():
+        client.log_param(run_id, name, value)
+    client.log_param(run_id, "trainer", config.method)
+    client.log_param(run_id, "train_mean_rating", round(matrix.train_mean_rating, 6))
+    client.log_metric(run_id, "epochs_run", trained.epochs_run)
+    client.log_metric(run_id, "best_epoch", trained.best_epoch)
+    figure = learning_curves_figure(trained.history, trained.best_epoch, config.step_name)
+    client.log_figure(run_id, figure, "learning_curves.png")
+
+
+def log_ranking_model(run_id: str, fit: RankingFit, config: RankingConfig) -> None:
+    """The ranking model's settings (prefixed `ranking_`), each relative λ tried with its validation NDCG@10
+    (as steps of `ranking_relative_l2_tried` / `ranking_validation_ndcg_at_10`), the λ chosen and fitted, and
+    the fit time."""
+    client = MlflowClient()
+    for name, value in config.model_dump().items():
+        client.log_param(run_id, f"ranking_{name}", value)
+    client.log_param(run_id, "ranking_relative_l2_chosen", fit.chosen.relative_l2)
+    client.log_param(run_id, "ranking_l2_fitted", fit.model.l2)
+    for step, trial in enumerate(fit.trials, 1):
+        client.log_metric(run_id, "ranking_relative_l2_tried", trial.relative_l2, step=step)
+        client.log_metric(run_id, "ranking_validation_ndcg_at_10", trial.validation.ndcg, step=step)
+    client.log_metric(run_id, "ranking_validation_ndcg_at_10_chosen", fit.chosen.validation.ndcg)
+    client.log_metric(run_id, "ranking_fit_seconds", fit.fit_seconds)
+    client.log_metric(run_id, "ranking_weights_kept", fit.model.weights.nnz)
+
+
+def log_model_bundle(run_id: str, model: keras.Model, ranking: ItemToItemModel, matrix: UtilityMatrix,
+                     unrated_value: int, l2: float) -> str:
+    """Both models, id maps, anime metadata and known pairs as one pyfunc model; return its URI."""
+    from pipeline.serving.bundle import BUNDLE, SIGNATURE, RecommenderModel, save_bundle
+
+    with tempfile.TemporaryDirectory(prefix="bundle-") as tmp, resumed(run_id):
+        bundle = save_bundle(model, ranking, matrix, unrated_value, l2, Path(tmp) / BUNDLE)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT, python_model=RecommenderModel(), artifacts={BUNDLE: str(bundle)},
+            signature=SIGNATURE, pip_requirements=model_pip_requirements(),
+            input_example=pd.DataFrame({"user_id": [int(matrix.user_ids()[0])]}),
+            code_paths=[str(Path(pipeline.__file__).resolve().parent)])  # the whole library, as imported
+    return info.model_uri

@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps of either model, best on validation."""

@@ -1,0 +1,112 @@
+"""Retraining as it runs unattended: new files in the inbox, crashes before commit, unchanged data,
+and a second run while one is in flight. Real Prefect flow, real MLflow sqlite store."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import mlflow
+import pyarrow.csv as pacsv
+import pytest
+from conftest import RATING_HEADER, write_csv
+from mlflow import MlflowClient
+
+import flows.retrain
+from flows.retrain import retrain
+from pipeline.storage import LockBusyError, exclusive_lock
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+
+def _versions(settings):
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    return client.search_model_versions(f"name = '{settings.registered_model_name}'")
+
+
+def _some_anime_ids(small_data, n=2):
+    return pacsv.read_csv(small_data / "anime.csv")["anime_id"].to_pylist()[:n]
+
+
+def test_inbox_is_merged_archived_and_unchanged_data_skip_training(small_data, settings):
+    base_rows = pacsv.read_csv(small_data / "rating.csv").num_rows
+    first_anime, second_anime = _some_anime_ids(small_data)
+    write_csv(settings.inbox_dir / "2026-11-27.csv", RATING_HEADER,
+              [[1, first_anime, 10], [999_001, first_anime, 7], [999_001, second_anime, 9]])
+    summary = retrain(data_dir=small_data, skip_unchanged=True, settings=settings)
+
+    assert summary.data.counts.rows_in == base_rows + 3
+    assert list(settings.inbox_dir.iterdir()) == []
+    assert [p.name for p in settings.archive_dir.iterdir()] == ["000001-2026-11-27.csv"]
+    user_ids = pacsv.read_csv(small_data / "rating.csv")["user_id"].to_pylist()
+    assert summary.outcome.matrix.n_users == len(set(user_ids)) + 1  # the new user is in the matrix
+    assert len(_versions(settings)) == 1
+
+    again = retrain(data_dir=small_data, skip_unchanged=True, settings=settings)
+    assert again.outcome is None and again.data.data_version == summary.data.data_version
+    assert again.data.counts.rows_in == base_rows + 3  # archived files stay part of the data, applied once
+    assert len(_versions(settings)) == 1
+    assert "Retrain skipped" in again.format(settings.registered_model_name)
+
+    write_csv(settings.inbox_dir / "2026-11-28.csv", RATING_HEADER, [[999_001, first_anime, 2]])
+    changed = retrain(data_dir=small_data, skip_unchanged=True, settings=settings)
+    assert changed.outcome is not None and changed.data.data_version != summary.data.data_version
+    assert changed.data.counts.superseded == again.data.counts.superseded + 1  # 999_001 re-rated: the newest rating won
+    assert [p.name for p in sorted(settings.archive_dir.iterdir())] == ["000001-2026-11-27.csv",
+                                                                        "000002-2026-11-28.csv"]
+
+
+def test_crash_before_commit_leaves_the_inbox_for_the_next_run(small_data, settings, monkeypatch):
+    anime = _some_anime_ids(small_data, 1)[0]
+    inbox_file = write_csv(settings.inbox_dir / "late.csv", RATING_HEADER, [[999_002, anime, 8]])
+
+    def registry_down(*args, **kwargs):
+        raise RuntimeError("registry unreachable")
+
+    monkeypatch.setattr(flows.retrain, "register_and_decide", registry_down)
+    with pytest.raises(RuntimeError, match="registry unreachable"):
+        retrain(data_dir=small_data, settings=settings)
+    assert inbox_file.exists() and not settings.archive_dir.exists()
+    assert _versions(settings) == []
+
+    monkeypatch.undo()
+    summary = retrain(data_dir=small_data, settings=settings)
+    assert not inbox_file.exists()
+    assert [p.name for p in settings.archive_dir.iterdir()] == ["000001-late.csv"]
+    assert summary.data.counts.rows_in == pacsv.read_csv(small_data / "rating.csv").num_rows + 1
+    assert [str(v.version) for v in _versions(settings)] == ["1"]
+
+
+def test_a_second_run_is_refused_while_another_holds_the_lock(small_data, settings):
+    script = ("import sys, time\nfrom pathlib import Path\nfrom pipeline.storage import exclusive_lock\n"
+              "with exclusive_lock(Path(sys.argv[1]), 0):\n    print('held', flush=True)\n    time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(settings.lock_path)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        settings.lock_wait_seconds = 1
+        with pytest.raises(LockBusyError, match="another retrain is running"):
+            retrain(data_dir=small_data, settings=settings)
+        assert not settings.matrix_root.exists() and _versions(settings) == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_second_run_waits_for_the_first_and_never_interleaves(small_data, settings):
+    released = {}
+
+    def first_run_holding_the_lock():
+        with exclusive_lock(settings.lock_path, 0):
+            started.set()
+            time.sleep(3)
+            released["at"] = time.time()
+
+    started = threading.Event()
+    holder = threading.Thread(target=first_run_holding_the_lock)
+    holder.start()
+    started.wait()
+    summary = retrain(data_dir=small_data, settings=settings)
+    holder.join()
+    run = mlflow.get_run(summary.outcome.mlflow_run_id)
+    assert run.info.start_time / 1000 >= released["at"]

@@ -1,0 +1,115 @@
+"""The registered recommender as people use it: the `animerec` CLI, and the real MLflow scoring server."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import free_port, lineage_of, quick_settings, wait_until_answers
+
+from flows.cli import main as cli_main
+from pipeline.evaluation.evaluate import evaluate_model
+from pipeline.evaluation.rescoring import ChampionScores
+from pipeline.registry.registration import register_and_decide
+from pipeline.serving.bundle import load_recommender
+from pipeline.tracking.model_logging import log_model_bundle
+from pipeline.tracking.runs import finish_run, start_run
+
+pytestmark = pytest.mark.slow  # trains models and starts the MLflow scoring server
+
+
+@pytest.fixture(scope="module")
+def store(small_models, small_data, tmp_path_factory):
+    """The session's models registered as champion in this module's temp store; the CLI is pointed at that store.
+    Yields the store's settings."""
+    settings = quick_settings(tmp_path_factory.mktemp("serving"), dataset_name="tests")
+    matrix, trained, ranking = small_models.matrix, small_models.trained.model, small_models.ranking.model
+    lineage = lineage_of(settings, small_data, matrix)
+    run_id = start_run(settings, lineage)
+    uri = log_model_bundle(run_id, trained, ranking, matrix, settings.unrated_value, settings.training.l2)
+    report = evaluate_model(trained, ranking, matrix, settings.unrated_value, settings.relevance_threshold)
+    decision = register_and_decide(settings.registered_model_name, uri, run_id, report, ChampionScores(), matrix,
+                                   lineage, "test bundle")
+    finish_run(run_id, True)
+    assert decision.promoted
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
+        env.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def champion(store):
+    """The champion as `animerec` and the scoring server load it."""
+    return load_recommender(f"models:/{store.registered_model_name}@champion")
+
+
+def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
+    user_id = int(champion.user_ids[0])
+    assert cli_main(["recommend", "--user-id", str(user_id), "--top", "4"]) == 0
+    title, *out = capsys.readouterr().out.splitlines()
+    assert title == f"top 4 for user {user_id} (predicted ratings on the 1-10 scale):"
+    assert out[0].split() == ["anime_id", "name", "genre", "type", "predicted_rating", "because_you_watched"]
+    assert len(out) == 5
+    expected = champion.recommend(user_id, 4)
+    assert [int(line.split()[0]) for line in out[1:]] == expected["anime_id"].tolist()
+    assert all(line.rstrip().endswith(reasons[-20:]) for line, reasons in zip(out[1:], expected[
+        "because_you_watched"], strict=True))
+
+    name = champion.catalog.anime["name"][int(champion.anime_ids[0])]
+    assert cli_main(["similar", "--anime", name.lower(), "--top", "3", "--include-self"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert name in out[0] and int(out[2].split()[0]) == int(champion.anime_ids[0])
+
+    mine = tmp_path / "mine.csv"
+    mine.write_text("name,rating\n" + "".join(f"\"{champion.catalog.anime['name'][int(a)]}\",9\n"
+                                             for a in champion.anime_ids[:3]))
+    assert cli_main(["recommend", "--ratings", str(mine), "--top", "3"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert len(rows) == 3 and not {int(r.split()[0]) for r in rows} & set(champion.anime_ids[:3].tolist())
+
+    for argv in (["recommend", "--user-id", "987654321"], ["similar", "--anime", "zzzz no such anime zzzz"],
+                 ["similar-users", "--user-id", "987654321"], ["recommend", "--user-id", "1", "--model", "challenger"]):
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_mlflow_scoring_server_answers_top_n(champion, store):
+    port = free_port()
+    venv_bin = Path(sys.executable).parent  # the server runs `uvicorn` from PATH
+    env = os.environ | {"MLFLOW_TRACKING_URI": store.tracking_uri, "PATH": f"{venv_bin}:{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        [str(venv_bin / "mlflow"), "models", "serve", "-m",
+         f"models:/{store.registered_model_name}@champion", "--env-manager", "local", "--host", "127.0.0.1",
+         "--port", str(port)], env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answers(server, f"{url}/ping", 180)
+        user_id = int(champion.user_ids[5])
+        new_user = json.dumps([{"anime_id": int(a), "rating": r} for a, r in zip(champion.anime_ids[:4], (10, 9, 3, 2),
+                                                                                 strict=True)])
+        body = {"dataframe_records": [{"user_id": user_id}, {"user_id": -1, "ratings": new_user}], "params": {"n": 5}}
+        answer = httpx.post(f"{url}/invocations", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        rows = answer.json()["predictions"]
+        assert [(r["request"], r["rank"]) for r in rows] == [(q, k) for q in (0, 1) for k in range(1, 6)]
+        first = [r for r in rows if r["request"] == 0]
+        expected = champion.recommend(user_id, 5)
+        assert [r["anime_id"] for r in first] == expected["anime_id"].tolist()
+        assert [r["because_you_watched"] for r in first] == expected["because_you_watched"].tolist()
+        assert all(r["because_you_watched"] for r in first)  # a known user's list always has a reason
+        second = [r for r in rows if r["request"] == 1]
+        assert {r["user_id"] for r in second} == {-1} and not {r["anime_id"] for r in second} & set(
+            champion.anime_ids[:4].tolist())
+        assert all(r["name"] for r in rows)
+        unknown = httpx.post(f"{url}/invocations", json={"dataframe_records": [{"user_id": 987654321}]}, timeout=60)
+        assert unknown.status_code == 400 and "987654321" in unknown.text
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
