@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 def test_retrain_twice_registers_two_versions(small_data, settings):
     summary = retrain(data_dir=small_data, settings=settings)
-    counts, first = summary.counts, summary.outcome
+    counts, first = summary.data.counts, summary.outcome
     assert counts.rows_in == counts.accepted + counts.unrated + counts.quarantined + counts.superseded
     assert first.decision.version == "1" and first.decision.promoted
 
@@ -27,7 +27,7 @@ def test_retrain_twice_registers_two_versions(small_data, settings):
     assert run.data.metrics["rows_accepted"] == counts.accepted
     assert run.data.params["embedding_dim"] == str(settings.training.embedding_dim)
     assert run.data.tags["data_version"] == first.matrix.data_version
-    assert len(MlflowClient().get_metric_history(run.info.run_id, "val_loss")) == first.epochs_run
+    assert len(MlflowClient().get_metric_history(run.info.run_id, "val_loss")) == first.trained.epochs_run
     # Keras trained it, GX validated: the run says so, with the seed's ideas as params and a rate per epoch
     params, training = run.data.params, settings.training
     assert params["validation_engine"] == "gx" and params["trainer"] == training.method
@@ -35,7 +35,7 @@ def test_retrain_twice_registers_two_versions(small_data, settings):
     assert params["initializer"] == str(training.initializer)
     assert params["learning_rate_schedule"] == str(training.learning_rate_schedule)
     rates = [m.value for m in MlflowClient().get_metric_history(run.info.run_id, "learning_rate")]
-    assert len(rates) == first.epochs_run and rates[0] == pytest.approx(training.learning_rate)
+    assert len(rates) == first.trained.epochs_run and rates[0] == pytest.approx(training.learning_rate)
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
     assert {"learning_curves.png", "id_maps", "validation", "promotion.json"} <= artifacts
 

@@ -55,8 +55,9 @@ def _rows(folder: Path) -> int:
 
 def test_two_data_sets_leave_two_lineages_and_keep_their_inboxes_apart(two_lineages):
     settings, (alpha, beta, loose), (first, second, again) = two_lineages
-    assert (first.dataset, second.dataset, first.dataset_origin) == ("alpha", "beta", "folder name")
-    assert first.outcome.decision.promoted and first.counts.rows_in == _rows(alpha) + 3  # its inbox merged
+    names = (first.settings.dataset_name, second.settings.dataset_name, first.origins.name)
+    assert names == ("alpha", "beta", "folder name")
+    assert first.outcome.decision.promoted and first.data.counts.rows_in == _rows(alpha) + 3  # its inbox merged
 
     decision = second.outcome.decision
     assert decision.version == "2" and not decision.promoted and not decision.same_dataset
@@ -71,20 +72,21 @@ def test_two_data_sets_leave_two_lineages_and_keep_their_inboxes_apart(two_linea
     assert {alias: str(v) for alias, v in aliases.items()} == {CHAMPION: "1", CHALLENGER: "2"}
 
     # alpha's inbox file went into alpha's archive and never reached beta; the loose file reached neither
-    assert second.counts.rows_in == _rows(beta) and loose.exists()
+    assert second.data.counts.rows_in == _rows(beta) and loose.exists()
     assert [p.name for p in settings.inbox_root.rglob("*.csv")] == ["loose.csv"]
     assert [p.relative_to(settings.data_root / "archive").as_posix()
             for p in (settings.data_root / "archive").rglob("*.csv")] == ["alpha/000001-late.csv"]
     # alpha again: its own last run (not beta's, the newest) says the data are unchanged, archive included
-    assert again.outcome is None and again.data_version == first.data_version
-    assert again.counts.rows_in == _rows(alpha) + 3
+    assert again.outcome is None and again.data.data_version == first.data.data_version
+    assert again.data.counts.rows_in == _rows(alpha) + 3
 
     for summary in (first, second):
         run = client.get_run(summary.outcome.mlflow_run_id)
-        assert run.info.run_name == f"retrain {summary.dataset} {summary.data_version[:8]}"
-        assert run.data.tags["dataset"] == summary.dataset
+        assert run.info.run_name == f"retrain {summary.settings.dataset_name} {summary.data.data_version[:8]}"
+        assert run.data.tags["dataset"] == summary.settings.dataset_name
         version = client.get_model_version(settings.registered_model_name, summary.outcome.decision.version)
-        assert version.tags["dataset"] == summary.dataset and version.tags["data_version"] == summary.data_version
+        assert version.tags["dataset"] == summary.settings.dataset_name
+        assert version.tags["data_version"] == summary.data.data_version
 
 
 def test_make_ui_serves_versions_aliases_tags_and_dataset_inputs_on_localhost_only(two_lineages):
@@ -112,9 +114,9 @@ def test_make_ui_serves_versions_aliases_tags_and_dataset_inputs_on_localhost_on
             shown = by_version[summary.outcome.decision.version]
             tags = {tag["key"]: tag["value"] for tag in shown["tags"]}
             assert len(tags) <= 8 and set(tags) == set(VERSION_TAGS)
-            assert tags["dataset"] == summary.dataset and tags["test_rmse"] == (
+            assert tags["dataset"] == summary.settings.dataset_name and tags["test_rmse"] == (
                 f"{summary.outcome.evaluation.model.rmse:.4f}")
-            assert shown["description"].startswith(f"Learned from data set '{summary.dataset}'")
+            assert shown["description"].startswith(f"Learned from data set '{summary.settings.dataset_name}'")
 
         experiment = httpx.get(f"{api}/experiments/get-by-name", params={"experiment_name": settings.experiment_name},
                                timeout=10).json()["experiment"]
@@ -124,11 +126,11 @@ def test_make_ui_serves_versions_aliases_tags_and_dataset_inputs_on_localhost_on
         for summary in (first, second):
             run = by_id[summary.outcome.mlflow_run_id]
             (dataset_input,) = run["inputs"]["dataset_inputs"]
-            assert dataset_input["dataset"]["name"] == summary.dataset
-            assert dataset_input["dataset"]["digest"] == summary.data_version[:8]
+            assert dataset_input["dataset"]["name"] == summary.settings.dataset_name
+            assert dataset_input["dataset"]["digest"] == summary.data.data_version[:8]
             input_tags = {tag["key"]: tag["value"] for tag in dataset_input["tags"]}
             assert input_tags["mlflow.data.context"] == "training"
-            assert input_tags["data_version"] == summary.data_version
+            assert input_tags["data_version"] == summary.data.data_version
             artifacts = httpx.get(f"{api}/artifacts/list", params={"run_id": summary.outcome.mlflow_run_id},
                                   timeout=10).json()["files"]
             assert {"learning_curves.png", "ranking.png"} <= {a["path"] for a in artifacts}

@@ -28,7 +28,7 @@ from pipeline.data.ingest import ingest
 from pipeline.errors import RegistryUnavailableError
 from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
 from pipeline.registry.promotion import CHAMPION
-from pipeline.serving.bundle import load_recommender
+from pipeline.serving.bundle import BUNDLE, load_recommender
 from pipeline.validation.validate import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -227,7 +227,7 @@ def test_a_champion_from_before_the_ranking_model_still_serves_and_is_compared_f
     """A version registered before there was a ranking model (its bundle has no `ranking/` folder) keeps
     serving what it served then, lists by predicted rating, and is re-scored on that basis."""
     retrain(data_dir=small_data, settings=settings)
-    ranking_folders = [p for p in settings.mlruns_dir.rglob("ranking") if p.is_dir()]
+    ranking_folders = [p for p in settings.mlruns_dir.rglob("ranking") if p.is_dir() and p.parent.name == BUNDLE]
     assert len(ranking_folders) == 1, ranking_folders
     shutil.rmtree(ranking_folders[0])
     old = load_recommender(f"models:/{settings.registered_model_name}@{CHAMPION}")
