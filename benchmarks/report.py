@@ -53,7 +53,7 @@ def write_report(title: str, command: str, tables: list[Table]) -> None:
     head, marker, rest = text.partition(f"## {title}\n")
     if marker:
         following = rest.find("\n## ")
-        text = head + section + (rest[following + 1:] if following >= 0 else "")
+        text = head + section + ("\n" + rest[following + 1:] if following >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     REPORT.write_text(text)
