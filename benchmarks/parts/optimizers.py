@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from benchmarks.report import Table
 from benchmarks.runs import BenchContext, SampleRuns
+from pipeline.models.rating.optimizers import OPTIMIZERS
 from pipeline.settings import TrainingConfig
 from pipeline.tuning.sweep import OBJECTIVES, best_trial, grid_configs, run_trial, split_rmse
-
-OPTIMIZERS = ("Adam", "AdamW", "Adagrad")
 
 
 def optimizers_part(runs: SampleRuns) -> Table:

@@ -17,12 +17,12 @@ import numpy as np
 from pipeline.errors import PipelineInputError
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.rating.als import Factors, fit_als
+from pipeline.models.rating.keras_fit import SPLIT_COLUMNS
 from pipeline.settings import KerasPart, TrainingConfig
 
 ALS_WARM_START = "als"
 ALS_WARM_START_SWEEPS = 5
 ALS_START = KerasPart(name="RandomNormal", args={"stddev": 0.01})  # the embeddings ALS's first sweep starts from
-SPLIT_COLUMNS = ["user_index", "anime_index", "scaled_rating"]
 
 
 def embedding_initializer(part: KerasPart, seed: int) -> keras.initializers.Initializer:

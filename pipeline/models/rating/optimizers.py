@@ -21,8 +21,6 @@ import tensorflow as tf
 from pipeline.errors import PipelineInputError
 from pipeline.settings import KerasPart
 
-OPTIMIZERS = ("Adam", "AdamW", "Adagrad")
-
 
 class _SparseRows:
     """Routes sparse gradients to `sparse_update_step(values, rows, variable, learning_rate)`."""
@@ -107,6 +105,7 @@ class SparseAdamW(_SparseRows, _RowCounts, keras.optimizers.AdamW):
 
 
 SPARSE = {"Adam": SparseAdam, "AdamW": SparseAdamW, "Adagrad": SparseAdagrad}
+OPTIMIZERS = tuple(SPARSE)
 
 
 def build_optimizer(part: KerasPart, learning_rate) -> keras.optimizers.Optimizer:

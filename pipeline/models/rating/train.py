@@ -41,8 +41,6 @@ from pipeline.models.rating.learning_rate import learning_rate_function
 from pipeline.models.rating.optimizers import build_optimizer
 from pipeline.settings import TrainingConfig
 
-EVAL_BATCH = 65_536
-
 
 @dataclass
 class TrainedModel:
@@ -117,7 +115,7 @@ def build_model(n_users: int, n_anime: int, config: TrainingConfig, global_mean:
 
 
 def predict_scaled(model: keras.Model, user_index: np.ndarray, anime_index: np.ndarray,
-                   batch_size: int = EVAL_BATCH) -> np.ndarray:
+                   batch_size: int = VALIDATION_BATCH) -> np.ndarray:
     """The Keras model's own output in [0, 1] for index pairs, called directly in batches (no
     `predict` function traced per model, memory bounded by the batch)."""
     out = [np.asarray(model({USER_INPUT: tf.constant(user_index[start:start + batch_size], tf.int32),
