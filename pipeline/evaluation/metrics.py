@@ -76,16 +76,13 @@ def ranking_report(top: np.ndarray, user_indices: np.ndarray, relevant: pa.Table
     k = top.shape[1]
     if not len(user_indices):  # no relevant held-out rating (say, none reaches the top of the scale)
         return RankingReport(*(float("nan"),) * 5, n_users=0)
-    row_of_user = {int(user): row for row, user in enumerate(user_indices)}
-    hits = np.zeros(top.shape, dtype=bool)
-    n_relevant = np.zeros(len(user_indices), dtype=np.int64)
-    relevant_sets: dict[int, set[int]] = {}
-    for user, anime in zip(relevant["user_index"].to_numpy(), relevant["anime_index"].to_numpy(), strict=True):
-        relevant_sets.setdefault(int(user), set()).add(int(anime))
-    for user, items in relevant_sets.items():
-        row = row_of_user[user]
-        n_relevant[row] = len(items)
-        hits[row] = [int(anime) in items for anime in top[row]]
+    by_user = np.argsort(user_indices, kind="stable")
+    rows = by_user[np.searchsorted(user_indices, relevant["user_index"].to_numpy(), sorter=by_user)]
+    relevant_by_row = sp.csr_matrix((np.ones(len(rows), np.int8), (rows, relevant["anime_index"].to_numpy())),
+                                    shape=(len(user_indices), n_anime))
+    relevant_by_row.sum_duplicates()  # sorted indices per row, each pair once
+    n_relevant = np.diff(relevant_by_row.indptr)
+    hits = listed_hits(top, relevant_by_row.indptr, relevant_by_row.indices)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.cumsum(discounts)[np.minimum(n_relevant, k) - 1]
     per_user_ndcg = (hits * discounts).sum(axis=1) / ideal
@@ -98,6 +95,18 @@ def ranking_report(top: np.ndarray, user_indices: np.ndarray, relevant: pa.Table
         ndcg=float(per_user_ndcg.mean()), coverage=float((counts > 0).mean()),
         personalization=float(1.0 - mean_overlap), n_users=n,
         ndcg_stderr=float(per_user_ndcg.std() / np.sqrt(n)) if n else 0.0)
+
+
+@numba.njit(cache=True)
+def listed_hits(top: np.ndarray, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """Whether each listed anime (top[row, place]; −1: none) is among that row's sorted CSR `indices`."""
+    hits = np.zeros(top.shape, np.bool_)
+    for row in range(top.shape[0]):
+        relevant = indices[indptr[row]:indptr[row + 1]]
+        for place in range(top.shape[1]):
+            at = np.searchsorted(relevant, top[row, place])
+            hits[row, place] = top[row, place] >= 0 and at < len(relevant) and relevant[at] == top[row, place]
+    return hits
 
 
 @contextmanager

@@ -72,6 +72,17 @@ class RatingScorer:
         """`score_users` for a block of user indices."""
         return self.score_users(self.user_vectors[users], self.user_bias[users])
 
+    def rating_order(self, users: np.ndarray) -> np.ndarray:
+        """w · (u · a + b_user + b_anime) + b of every anime for a block of user indices, in float32 and in place:
+        the predicted ratings are an increasing function of it (the output and the unscaling both increase), so it
+        ranks anime as they do, without the float64 temporaries of every user × anime block."""
+        order = self.user_vectors[users] @ self.anime_vectors.T
+        order += self.user_bias[users, None]
+        order += self.anime_bias[None, :]
+        order *= np.float32(self.weight)
+        order += np.float32(self.bias)
+        return order
+
     def predict(self, users: np.ndarray, anime: np.ndarray, chunk: int = 65_536) -> np.ndarray:
         """Served predicted ratings (clipped to the scale) of index pairs, `chunk` pairs at a time: the gathered
         vectors are pairs × dim (5.8 GB for a 5.7M-pair test split at 128 dims, in float64)."""

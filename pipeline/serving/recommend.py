@@ -110,7 +110,7 @@ class Recommender:
     def ranking_scores(self, block: np.ndarray) -> np.ndarray:
         """What the served lists rank by: the ranking model's scores (the rating model's without one)."""
         if self.ranking is None:
-            return self.rating_scores(block)
+            return self.rating.rating_order(block)
         return self.ranking.scores(self._known_matrix[block])
 
     def predict_pairs(self, user_ids: np.ndarray, anime_ids: np.ndarray) -> np.ndarray:

@@ -87,6 +87,18 @@ def test_batch_scoring_in_chunks_matches_one_user_at_a_time(trained):
         assert recommender.anime_ids[batch[row]].tolist() == single.tolist()
 
 
+def test_rating_order_lists_what_the_predicted_ratings_list(trained):
+    _, _, recommender = trained
+    users = np.arange(0, len(recommender.user_ids), 3)
+    by_rating = recommender.top_n_batch(users, 10, scores_for=recommender.rating_scores)
+    by_order = recommender.top_n_batch(users, 10, scores_for=recommender.rating.rating_order)
+    ratings = recommender.rating_scores(users)
+    rows = np.arange(len(users))[:, None]
+    # the same predicted ratings, best first (anime whose outputs tie may trade places)
+    np.testing.assert_allclose(ratings[rows, by_order], ratings[rows, by_rating], rtol=1e-6)
+    assert np.all(np.diff(ratings[rows, by_order], axis=1) <= 1e-6)
+
+
 def test_fold_in_of_a_training_user_recovers_their_predicted_ratings(trained):
     matrix, _, recommender = trained
     train = matrix.split("train")
