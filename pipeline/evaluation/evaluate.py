@@ -132,7 +132,7 @@ def evaluate_ranking(recommender: Recommender, matrix: UtilityMatrix, relevance_
 
     return RankingReports(
         served=report(recommender.top_n_batch(users, K)),
-        rating_model=report(recommender.top_n_batch(users, K, scores_for=recommender.rating.rating_order)),
+        rating_model=report(recommender.top_n_batch(users, K, scores_for=recommender.rating.scores)),
         popularity=report(recommender.top_n_batch(users, K, scores_for=lambda block: np.broadcast_to(
             rated, (len(block), len(rated))))))
 

@@ -35,7 +35,7 @@ from pipeline.matrix.utility_matrix import (
 )
 from pipeline.models.ranking.ease import ItemToItemModel
 from pipeline.serving.catalog import UnknownIdError
-from pipeline.serving.rating_scorer import FOLD_IN_L2
+from pipeline.serving.rating_scorer import FOLD_IN_L2, RatingScorer
 from pipeline.serving.recommend import Recommender
 
 BUNDLE = "bundle"
@@ -43,6 +43,7 @@ MODEL_FILE = "model.keras"
 KNOWN_FILE = "known.parquet"  # user_index, anime_index, rating (unrated value for watched-but-unrated)
 META_FILE = "recommender.json"
 RANKING_DIR = "ranking"
+RATING_DIR = "rating"  # the rating model as served (RatingScorer); MODEL_FILE: as Keras trained it
 NEW_USER = -1  # user_id reported for rows answered from `ratings`
 
 SIGNATURE = ModelSignature(
@@ -60,6 +61,7 @@ def save_bundle(model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_
     training L2 (fold-in of someone new uses it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / MODEL_FILE)
+    RatingScorer.from_keras(model, matrix.scale, l2).save(out_dir / RATING_DIR)
     ranking.save(out_dir / RANKING_DIR)
     for name in (USER_INDEX_FILE, ANIME_INDEX_FILE, ANIME_METADATA_FILE):
         shutil.copyfile(matrix.path / name, out_dir / name)
@@ -72,17 +74,21 @@ def save_bundle(model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_
 
 
 def load_bundle(bundle: Path) -> Recommender:
-    """The Recommender a bundle holds; the Keras model is loaded in safe mode (no arbitrary code)."""
-    import keras
-
+    """The Recommender a bundle holds, from arrays and JSON (no TensorFlow). A bundle from before the rating model
+    was saved so has its Keras model loaded instead, in safe mode (no arbitrary code)."""
     meta = json.loads((bundle / META_FILE).read_text())
-    model = keras.models.load_model(bundle / MODEL_FILE, safe_mode=True, compile=False)
+    if (bundle / RATING_DIR).is_dir():
+        rating = RatingScorer.load(bundle / RATING_DIR)
+    else:
+        import keras
+
+        model = keras.models.load_model(bundle / MODEL_FILE, safe_mode=True, compile=False)
+        rating = RatingScorer.from_keras(model, RatingScale(**meta["scale"]), meta.get("l2", FOLD_IN_L2))
     ranking = ItemToItemModel.load(bundle / RANKING_DIR) if (bundle / RANKING_DIR).is_dir() else None
     return Recommender.from_model(
-        model, ranking, pq.read_table(bundle / USER_INDEX_FILE)["user_id"].to_numpy(),
-        pq.read_table(bundle / ANIME_INDEX_FILE)["anime_id"].to_numpy(), RatingScale(**meta["scale"]),
-        meta["fallback_rating"], meta["unrated_value"], pq.read_table(bundle / KNOWN_FILE),
-        pq.read_table(bundle / ANIME_METADATA_FILE), meta.get("l2", FOLD_IN_L2))  # older bundles: the default then
+        rating, ranking, pq.read_table(bundle / USER_INDEX_FILE)["user_id"].to_numpy(),
+        pq.read_table(bundle / ANIME_INDEX_FILE)["anime_id"].to_numpy(), meta["fallback_rating"],
+        meta["unrated_value"], pq.read_table(bundle / KNOWN_FILE), pq.read_table(bundle / ANIME_METADATA_FILE))
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):

@@ -10,12 +10,15 @@ tests/serving/test_recommend.py pins this form to the Keras model's own predicti
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import scipy.sparse as sp
 
 from pipeline.matrix.utility_matrix import RatingScale, lookup_indices
 from pipeline.settings import TrainingConfig
@@ -23,6 +26,8 @@ from pipeline.settings import TrainingConfig
 RatingKind = Literal["cosine", "biased"]
 # The training default: the L2 of a model whose own is not recorded (bundles saved before it was)
 FOLD_IN_L2 = TrainingConfig.model_fields["l2"].default
+ARRAYS = ("user_vectors", "anime_vectors", "user_bias", "anime_bias")
+ARRAYS_FILE, CONFIG_FILE = "weights.npz", "rating.json"
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -57,6 +62,23 @@ class RatingScorer:
         return cls(kind, users, anime, user_bias, anime_bias, float(weight.reshape(-1)[0]), float(bias.reshape(-1)[0]),
                    scale, l2)
 
+    def save(self, folder: Path) -> Path:
+        """Weights as arrays (npz) and the rest as JSON: served without TensorFlow or unpickling."""
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / ARRAYS_FILE, **{name: getattr(self, name) for name in ARRAYS})
+        (folder / CONFIG_FILE).write_text(json.dumps({
+            "kind": self.kind, "weight": self.weight, "bias": self.bias, "l2": self.l2,
+            "scale": {"minimum": self.scale.minimum, "maximum": self.scale.maximum}}))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> RatingScorer:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        with np.load(folder / ARRAYS_FILE, allow_pickle=False) as arrays:
+            weights = {name: arrays[name] for name in ARRAYS}
+        return cls(kind=config["kind"], weight=float(config["weight"]), bias=float(config["bias"]),
+                   scale=RatingScale(**config["scale"]), l2=float(config["l2"]), **weights)
+
     def trained_output(self, interaction: np.ndarray) -> np.ndarray:
         """What the loss saw in training, from u · a + b_user + b_anime (the biased kind's is unclipped)."""
         logit = self.weight * interaction + self.bias
@@ -72,10 +94,10 @@ class RatingScorer:
         """`score_users` for a block of user indices."""
         return self.score_users(self.user_vectors[users], self.user_bias[users])
 
-    def rating_order(self, users: np.ndarray) -> np.ndarray:
-        """w · (u · a + b_user + b_anime) + b of every anime for a block of user indices, in float32 and in place:
-        the predicted ratings are an increasing function of it (the output and the unscaling both increase), so it
-        ranks anime as they do, without the float64 temporaries of every user × anime block."""
+    def scores(self, users: np.ndarray, history: sp.csr_matrix | None = None) -> np.ndarray:
+        """What lists by predicted rating (AnimeModel): w · (u · a + b_user + b_anime) + b of every anime for a
+        block of user indices (their history is not needed), in float32 and in place. The predicted ratings are an
+        increasing function of it, so it ranks anime as they do, without float64 user × anime blocks."""
         order = self.user_vectors[users] @ self.anime_vectors.T
         order += self.user_bias[users, None]
         order += self.anime_bias[None, :]

@@ -39,20 +39,20 @@ class Recommender:
     known: pa.Table  # user_index, anime_index, rating: every pair the user rated or watched
 
     @classmethod
-    def from_model(cls, model, ranking: ItemToItemModel | None, user_ids: np.ndarray, anime_ids: np.ndarray,
-                   scale: RatingScale, fallback_rating: float, unrated_value: int, known: pa.Table,
-                   anime: pa.Table, l2: float) -> Recommender:
-        """`l2`: the rating model's training L2, which fold-in of someone new uses too."""
-        return cls(np.asarray(user_ids), np.asarray(anime_ids), RatingScorer.from_keras(model, scale, l2), ranking,
-                   Catalog.of(anime), fallback_rating, unrated_value, known)
+    def from_model(cls, rating: RatingScorer, ranking: ItemToItemModel | None, user_ids: np.ndarray,
+                   anime_ids: np.ndarray, fallback_rating: float, unrated_value: int, known: pa.Table,
+                   anime: pa.Table) -> Recommender:
+        return cls(np.asarray(user_ids), np.asarray(anime_ids), rating, ranking, Catalog.of(anime), fallback_rating,
+                   unrated_value, known)
 
     @classmethod
     def from_matrix(cls, model, ranking: ItemToItemModel | None, matrix: UtilityMatrix, unrated_value: int,
                     splits: tuple[str, ...] = SPLITS, l2: float = FOLD_IN_L2) -> Recommender:
-        """Recommender over a built matrix; `known` holds the given splits plus the unrated watch history."""
-        return cls.from_model(model, ranking, matrix.user_ids(), matrix.anime_ids(), matrix.scale,
-                              matrix.train_mean_rating, unrated_value, matrix.interactions(splits, unrated_value),
-                              matrix.anime_metadata(), l2)
+        """Recommender over a built matrix and the trained Keras rating model; `known` holds the given splits plus
+        the unrated watch history. `l2`: the rating model's training L2, which fold-in of someone new uses too."""
+        return cls.from_model(RatingScorer.from_keras(model, matrix.scale, l2), ranking, matrix.user_ids(),
+                              matrix.anime_ids(), matrix.train_mean_rating, unrated_value,
+                              matrix.interactions(splits, unrated_value), matrix.anime_metadata())
 
     def on_matrix(self, matrix: UtilityMatrix, splits: tuple[str, ...]) -> Recommender:
         """These models over another matrix's ids and known pairs, to score a registered version on the
@@ -110,8 +110,8 @@ class Recommender:
     def ranking_scores(self, block: np.ndarray) -> np.ndarray:
         """What the served lists rank by: the ranking model's scores (the rating model's without one)."""
         if self.ranking is None:
-            return self.rating.rating_order(block)
-        return self.ranking.scores(self._known_matrix[block])
+            return self.rating.scores(block)
+        return self.ranking.scores(block, self._known_matrix[block])
 
     def predict_pairs(self, user_ids: np.ndarray, anime_ids: np.ndarray) -> np.ndarray:
         """Predicted ratings for raw id pairs; pairs with an id the model never saw get its train mean."""
@@ -141,7 +141,7 @@ class Recommender:
         """The n best unseen anime for one user (their ranking-model row, and their rating-model vector and
         bias), after optional filters, each with its predicted rating and why it is listed."""
         predicted = self.rating.score_users(user_vector[None, :], np.array([user_bias]))[0]
-        scores = predicted if self.ranking is None else self.ranking.scores(history)[0]
+        scores = predicted if self.ranking is None else self.ranking.scores(None, history)[0]
         eligible = self.catalog.matches(self.anime_ids, genre, anime_type)
         eligible[exclude] = False
         if min_ratings:

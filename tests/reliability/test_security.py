@@ -1,4 +1,4 @@
-"""Security: servers local by default, models loaded in Keras safe mode, data never evaluated, no writes
+"""Security: servers local by default, models loaded as arrays or in Keras safe mode, data never evaluated, no writes
 outside the data folders."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 from conftest import RATING_HEADER, write_csv, write_dataset
 
@@ -16,7 +17,8 @@ from pipeline.data.ingest import ingest
 from pipeline.matrix.utility_matrix import build_utility_matrix
 from pipeline.models.ranking.fit import train_ranking_model
 from pipeline.models.rating.train import build_model
-from pipeline.serving.bundle import MODEL_FILE, load_bundle, save_bundle
+from pipeline.serving.bundle import MODEL_FILE, RATING_DIR, load_bundle, save_bundle
+from pipeline.serving.rating_scorer import ARRAYS_FILE
 from pipeline.validation.validate import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -42,11 +44,22 @@ def bundle(small_data, settings, tmp_path) -> Path:
     return save_bundle(model, ranking.model, matrix, settings.unrated_value, settings.training.l2, tmp_path / "bundle")
 
 
-def test_models_are_loaded_in_keras_safe_mode(bundle):
+def test_keras_models_of_older_bundles_are_loaded_in_safe_mode(bundle):
+    shutil.rmtree(bundle / RATING_DIR)  # as bundles were saved before the served rating model had its own folder
     inputs = keras.Input(shape=(1,))
     outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)  # arbitrary Python: only loadable with safe_mode off
     keras.Model(inputs, outputs).save(bundle / MODEL_FILE)
     with pytest.raises(ValueError, match="safe_mode"):
+        load_bundle(bundle)
+
+
+def test_served_weights_are_loaded_as_arrays_never_unpickled(bundle):
+    arrays = bundle / RATING_DIR / ARRAYS_FILE
+    with np.load(arrays) as saved:
+        weights = dict(saved)
+    weights["user_bias"] = np.array([object()], dtype=object)  # an object array is stored pickled
+    np.savez(arrays, **weights)
+    with pytest.raises(ValueError, match="allow_pickle"):
         load_bundle(bundle)
 
 

@@ -9,6 +9,7 @@ from conftest import SMALL_SPEC
 from pipeline.data.generate import generate_demo_dataset
 from pipeline.data.ingest import ingest
 from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.models.interface import AnimeModel
 from pipeline.models.ranking.fit import train_ranking_model
 from pipeline.models.rating.train import predict_scaled, train_model
 from pipeline.serving.bundle import load_bundle, save_bundle
@@ -91,12 +92,25 @@ def test_rating_order_lists_what_the_predicted_ratings_list(trained):
     _, _, recommender = trained
     users = np.arange(0, len(recommender.user_ids), 3)
     by_rating = recommender.top_n_batch(users, 10, scores_for=recommender.rating_scores)
-    by_order = recommender.top_n_batch(users, 10, scores_for=recommender.rating.rating_order)
+    by_order = recommender.top_n_batch(users, 10, scores_for=recommender.rating.scores)
     ratings = recommender.rating_scores(users)
     rows = np.arange(len(users))[:, None]
     # the same predicted ratings, best first (anime whose outputs tie may trade places)
     np.testing.assert_allclose(ratings[rows, by_order], ratings[rows, by_rating], rtol=1e-6)
     assert np.all(np.diff(ratings[rows, by_order], axis=1) <= 1e-6)
+
+
+def test_both_served_models_share_the_model_interface_and_save_and_load_alike(trained, tmp_path):
+    _, _, recommender = trained
+    users = np.arange(0, len(recommender.user_ids), 4)
+    history = recommender.ranking.interaction.matrix(recommender.known, len(recommender.user_ids),
+                                                     len(recommender.anime_ids))[users]
+    for model in (recommender.rating, recommender.ranking):
+        assert isinstance(model, AnimeModel)
+        scores = model.scores(users, history)
+        assert scores.shape == (len(users), len(recommender.anime_ids))
+        loaded = type(model).load(model.save(tmp_path / type(model).__name__))
+        np.testing.assert_array_equal(loaded.scores(users, history), scores)
 
 
 def test_fold_in_of_a_training_user_recovers_their_predicted_ratings(trained):

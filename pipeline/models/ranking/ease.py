@@ -121,9 +121,10 @@ class ItemToItemModel:
     def _not_modelled(self) -> np.ndarray:
         return np.flatnonzero(self.precision_diagonal <= 0)
 
-    def scores(self, history: sp.csr_matrix) -> np.ndarray:
+    def scores(self, users: np.ndarray | None, history: sp.csr_matrix) -> np.ndarray:
         """Dense scores (rows of `history` × anime): each user's weighted row times B; −inf for anime the
-        model does not cover (it cannot recommend them)."""
+        model does not cover (it cannot recommend them). Only the history counts (`users` may be None: someone
+        new)."""
         history = sp.csr_matrix(history)
         scores = np.zeros((history.shape[0], self.n_anime), np.result_type(history.dtype, self.weights.dtype))
         with threads_for(history.shape[0]):
@@ -270,4 +271,4 @@ def solve_item_weights(gram: np.ndarray, l2: float, neighbours: int) -> tuple[sp
 
 def top_n_for_history(model: ItemToItemModel, history: sp.csr_matrix, n: int = K) -> np.ndarray:
     """Top-n anime per history row, never one in the row (rated or watched)."""
-    return top_n_lists(lambda rows: model.scores(history[rows]), np.arange(history.shape[0]), history, n)
+    return top_n_lists(lambda rows: model.scores(rows, history[rows]), np.arange(history.shape[0]), history, n)

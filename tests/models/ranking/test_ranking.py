@@ -186,7 +186,7 @@ def test_saved_model_loads_back_identical(matrix, settings, tmp_path):
     assert loaded.interaction == model.interaction
     history = model.interaction.matrix(pa.table({"user_index": [0, 0], "anime_index": [1, 2], "rating": [9, -1]}),
                                        1, model.n_anime)
-    np.testing.assert_array_equal(loaded.scores(history), model.scores(history))
+    np.testing.assert_array_equal(loaded.scores(None, history), model.scores(None, history))
 
 
 def test_scores_are_the_history_times_the_weights(matrix, settings):
@@ -195,8 +195,8 @@ def test_scores_are_the_history_times_the_weights(matrix, settings):
                                        matrix.n_anime)
     expected = (history @ model.weights).toarray()
     expected[:, model.precision_diagonal <= 0] = -np.inf
-    np.testing.assert_array_equal(model.scores(history), expected)  # scipy's product, to the bit
-    assert model.scores(history[:0]).shape == (0, matrix.n_anime)
+    np.testing.assert_array_equal(model.scores(None, history), expected)  # scipy's product, to the bit
+    assert model.scores(None, history[:0]).shape == (0, matrix.n_anime)
 
 
 def test_past_max_anime_only_the_most_watched_are_modelled(matrix, settings):
