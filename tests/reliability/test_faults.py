@@ -29,6 +29,7 @@ from pipeline.errors import RegistryUnavailableError
 from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
 from pipeline.registry.promotion import CHAMPION
 from pipeline.serving.bundle import BUNDLE, load_recommender
+from pipeline.serving.rating_scorer import ARRAYS_FILE
 from pipeline.validation.validate import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -195,11 +196,11 @@ def test_a_registry_that_stays_down_fails_the_run_and_leaves_the_champion(small_
 
 
 def _corrupt_champion(settings) -> str:
-    """Overwrite the champion's Keras file in the store (the only version so far) with garbage."""
+    """Overwrite the champion's served rating weights in the store (the only version so far) with garbage."""
     version = _client(settings).get_model_version_by_alias(settings.registered_model_name, CHAMPION)
-    keras_files = list(settings.mlruns_dir.rglob("model.keras"))
-    assert len(keras_files) == 1, keras_files
-    keras_files[0].write_bytes(b"not a keras archive")
+    weight_files = list(settings.mlruns_dir.rglob(ARRAYS_FILE))
+    assert len(weight_files) == 1, weight_files
+    weight_files[0].write_bytes(b"not an array archive")
     return str(version.version)
 
 
