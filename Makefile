@@ -16,7 +16,7 @@ endif
 opt = $(if $($(1)),--$(2) '$($(1))')
 DATA_OPTIONS = $(call opt,DATA,data) $(call opt,RATING_SCALE,rating-scale) $(call opt,DATASET_NAME,dataset-name)
 
-.PHONY: setup pipeline test sweep bench ui serve compare promote recommend similar similar-users serve-model lint clean
+.PHONY: setup pipeline test sweep bench ui serve compare promote recommend similar similar-users serve-model app browser lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ setup: $(STAMP) ## create .venv from pyproject.toml
 pipeline: $(STAMP) ## retrain: DATA=folder or .zip, RATING_SCALE=1-5, DATASET_NAME=…, MODEL_NAME=…, EPOCHS=n, DASK=local|tcp://…
 	$(CLI) retrain $(DATA_OPTIONS) $(call opt,EPOCHS,epochs) $(call opt,DASK,dask)
 
-test: $(STAMP) ## run the test suite, one worker process per core (at most 4)
+# The browser tests drive Debian's Chromium (installed here when missing; no browser download from elsewhere).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: $(STAMP) browser ## run the test suite, one worker process per core (at most 4)
 	$(PY) -m pytest -n auto --maxprocesses 4
 
 sweep: $(STAMP) ## grid search on Dask, best on validation: DATA=…, KIND=rating|ranking, SPACE='{"l2": [...]}', DASK=tcp://…
@@ -65,6 +69,9 @@ similar-users: $(STAMP) ## nearest users and the genres they like: USER_ID=5, TO
 
 serve-model: $(STAMP) ## MLflow scoring server for a version on 127.0.0.1:5001: MODEL=champion, PORT=…
 	$(CLI) serve-model $(call opt,MODEL,model) $(call opt,PORT,port)
+
+app: $(STAMP) ## the web app on http://127.0.0.1:8000: MODEL=champion (alias or version), PORT=…, HOST=…
+	$(CLI) app $(call opt,MODEL,model) $(call opt,PORT,port) $(call opt,HOST,host)
 
 lint: $(STAMP) ## ruff, security rules included
 	$(VENV)/bin/ruff check .

@@ -20,7 +20,7 @@ from pipeline.environment import use_local_defaults
 from pipeline.evaluation.metrics import K
 from pipeline.settings import PROJECT_ROOT, Settings
 
-DEFAULT_UI_PORT, DEFAULT_MODEL_PORT, DEFAULT_PREFECT_PORT = 5000, 5001, 4200
+DEFAULT_UI_PORT, DEFAULT_MODEL_PORT, DEFAULT_PREFECT_PORT, DEFAULT_APP_PORT = 5000, 5001, 4200, 8000
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +78,11 @@ def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     _model_option(serve_model)
     serve_model.add_argument("--host", default="127.0.0.1")
     serve_model.add_argument("--port", type=int, default=DEFAULT_MODEL_PORT)
+
+    app = commands.add_parser("app", help="the web app: pages and a JSON API over a registered version")
+    _model_option(app)
+    app.add_argument("--host", default="127.0.0.1")
+    app.add_argument("--port", type=int, default=DEFAULT_APP_PORT)
 
     bench = commands.add_parser("bench", help="benchmarks → BENCHMARKS.md (needs the bench extra)")
     bench.add_argument("--parts", help="comma-separated parts (default: all but full); the list and what each "
@@ -181,6 +186,16 @@ def _serve_model(args: argparse.Namespace, settings: Settings) -> int:
                    "local", "--host", args.host, "--port", str(args.port), tracking_uri=settings.tracking_uri)
 
 
+def _app(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from pipeline.serving.web.app import create_app
+
+    print(f"anime recommender on http://{args.host}:{args.port} (model {args.model}; Ctrl-C stops it)", flush=True)
+    uvicorn.run(create_app(settings, args.model), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import commands
     from pipeline.registry.versions import registry_chart_name
@@ -208,7 +223,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
-    "retrain": _retrain, "sweep": _sweep, "serve": _serve, "ui": _ui, "serve-model": _serve_model,
+    "retrain": _retrain, "sweep": _sweep, "serve": _serve, "ui": _ui, "serve-model": _serve_model, "app": _app,
     "recommend": _registry_command, "similar": _registry_command, "similar-users": _registry_command,
     "compare": _registry_command, "promote": _registry_command, "bench": _bench,
 }

@@ -10,6 +10,7 @@ import difflib
 import html
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,45 @@ class Catalog:
         suggestions = [names[keys == key].iloc[0] for key in close]
         hint = f"; did you mean: {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
         raise UnknownIdError(f"no anime named {query!r}{hint}")
+
+    def card(self, anime_id: int) -> dict:
+        """What a person reads of one anime: name (None when missing from anime.csv), type, genres, episodes."""
+        return self._cards.get(anime_id) or {"name": None, "type": None, "genres": [], "episodes": None}
+
+    @cached_property
+    def _cards(self) -> dict[int, dict]:
+        def text(value) -> str | None:
+            return value if isinstance(value, str) and value else None
+
+        def whole(value) -> int | None:
+            return None if value is None or pd.isna(value) else int(value)
+
+        columns = [self.anime[c] if c in self.anime else pd.Series(None, index=self.anime.index)
+                   for c in ("name", "type", "genre", "episodes")]
+        return {int(anime_id): {"name": text(name), "type": text(kind),
+                                "genres": [g.strip() for g in genres.split(",")] if text(genres) else [],
+                                "episodes": whole(episodes)}
+                for anime_id, name, kind, genres, episodes in zip(self.anime.index, *columns, strict=True)}
+
+    @cached_property
+    def _search_keys(self) -> pd.Series:
+        return self.anime["name"].dropna().map(normalize_title)
+
+    def search(self, query: str, modelled: np.ndarray, limit: int = 10) -> np.ndarray:
+        """Ids of the modelled anime whose name holds every word of `query` (forgiving case, punctuation and
+        HTML entities; a word may be the start of a longer one): exact names first, then names that start with
+        the query, then the most members."""
+        words = normalize_title(query).split()
+        if not words:
+            return np.empty(0, np.int64)
+        keys = self._search_keys
+        found = keys[keys.index.isin(modelled)]
+        for word in words:
+            found = found[found.str.contains(rf"\b{re.escape(word)}", regex=True)]
+        wanted = " ".join(words)
+        members = self.anime["members"].reindex(found.index).fillna(0).to_numpy(np.float64)
+        order = np.lexsort((-members, ~found.str.startswith(wanted).to_numpy(), found.to_numpy() != wanted))
+        return found.index.to_numpy()[order[:limit]].astype(np.int64)
 
     def name(self, anime_id: int) -> str:
         name = self.anime["name"].get(anime_id)

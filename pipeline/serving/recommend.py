@@ -27,6 +27,16 @@ from pipeline.serving.catalog import Catalog, UnknownIdError
 from pipeline.serving.rating_scorer import FOLD_IN_L2, RatingScorer
 
 
+@dataclass(frozen=True)
+class Listing:
+    """One user's list: anime indices best first, their predicted ratings, and for each the indices of the watched
+    anime that added most to it (none without a ranking model)."""
+
+    anime: np.ndarray
+    predicted_rating: np.ndarray
+    reasons: list[np.ndarray]
+
+
 @dataclass
 class Recommender:
     user_ids: np.ndarray  # user index → raw user id
@@ -135,53 +145,72 @@ class Recommender:
         return top_n_lists(scores_for or self.ranking_scores, user_indices, self._known_matrix, n, chunk_size)
 
     # ---- what people ask for -------------------------------------------------------------------
-    def recommend_for_history(self, history: sp.csr_matrix, user_vector: np.ndarray, user_bias: float,
-                              exclude: np.ndarray, n: int = K, genre: str | None = None,
-                              anime_type: str | None = None, min_ratings: int = 0) -> pd.DataFrame:
+    def listing_for_history(self, history: sp.csr_matrix | None, user_vector: np.ndarray, user_bias: float,
+                            exclude: np.ndarray, n: int = K, genre: str | None = None,
+                            anime_type: str | None = None, min_ratings: int = 0) -> Listing:
         """The n best unseen anime for one user (their ranking-model row, and their rating-model vector and
         bias), after optional filters, each with its predicted rating and why it is listed."""
         predicted = self.rating.score_users(user_vector[None, :], np.array([user_bias]))[0]
         scores = predicted if self.ranking is None else self.ranking.scores(None, history)[0]
-        eligible = self.catalog.matches(self.anime_ids, genre, anime_type)
+        eligible = (self.catalog.matches(self.anime_ids, genre, anime_type) if genre or anime_type
+                    else np.ones(len(self.anime_ids), dtype=bool))
         eligible[exclude] = False
         if min_ratings:
-            eligible &= self.rating_counts() >= min_ratings
+            eligible &= self._rating_counts >= min_ratings
         candidates = np.flatnonzero(eligible & (scores > -np.inf))
         best = candidates[np.argsort(-scores[candidates], kind="stable")[:n]]
-        frame = self.catalog.describe(self.anime_ids[best], predicted_rating=np.clip(
-            predicted[best], self.scale.minimum, self.scale.maximum))
-        if self.ranking is not None:
-            frame["because_you_watched"] = ["; ".join(self.catalog.names(self.anime_ids[reason]))
-                                            for reason in self.ranking.because(history, best)]
-        return frame
+        reasons = ([np.empty(0, np.int64)] * len(best) if self.ranking is None
+                   else self.ranking.because(history, best))
+        return Listing(best, np.clip(predicted[best], self.scale.minimum, self.scale.maximum), reasons)
 
-    def recommend(self, user_id: int, n: int = K, **filters) -> pd.DataFrame:
+    def listing(self, user_id: int, n: int = K, **filters) -> Listing:
+        """A known user's list."""
         index = self.user_index(user_id)
         history = self._known_matrix[index] if self.ranking is not None else None
-        return self.recommend_for_history(history, self.rating.user_vectors[index],
-                                          float(self.rating.user_bias[index]), self.known_anime(index), n, **filters)
+        return self.listing_for_history(history, self.rating.user_vectors[index],
+                                        float(self.rating.user_bias[index]), self.known_anime(index), n, **filters)
 
-    def fold_in(self, anime_ids: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
-        """Rating-model vector and bias for a user not in the data, from their ratings (anime side fixed)."""
-        return self.rating.fold_in(np.array([self.anime_index(int(anime_id)) for anime_id in anime_ids]), ratings)
-
-    def recommend_from_ratings(self, anime_ids: np.ndarray, ratings: np.ndarray, n: int = K,
-                               **filters) -> pd.DataFrame:
+    def listing_from_ratings(self, anime_ids: np.ndarray, ratings: np.ndarray, n: int = K, **filters) -> Listing:
         """For someone not in the data, without retraining: their ranking-model row comes straight from
         their ratings, their rating-model vector and bias are folded in."""
         anime_ids, ratings = np.asarray(anime_ids), np.asarray(ratings)
         indices = np.array([self.anime_index(int(a)) for a in anime_ids], dtype=np.int64)
         rated = ratings != self.unrated_value
-        vector, bias = (self.fold_in(anime_ids[rated], ratings[rated]) if rated.any()
+        vector, bias = (self.rating.fold_in(indices[rated], ratings[rated]) if rated.any()
                         else (np.zeros(self.rating.user_vectors.shape[1], np.float32), 0.0))
         history = None if self.ranking is None else self.ranking.interaction.matrix(
             pa.table({"user_index": np.zeros(len(indices), np.int32), "anime_index": indices, "rating": ratings}),
             1, len(self.anime_ids))
-        return self.recommend_for_history(history, vector, bias, indices, n, **filters)
+        return self.listing_for_history(history, vector, bias, indices, n, **filters)
+
+    def describe(self, listing: Listing) -> pd.DataFrame:
+        """A listing as a table for people: id, name, genre, type, predicted rating and (with a ranking model)
+        because you watched, the names joined by "; "."""
+        frame = self.catalog.describe(self.anime_ids[listing.anime], predicted_rating=listing.predicted_rating)
+        if self.ranking is not None:
+            frame["because_you_watched"] = ["; ".join(self.catalog.names(self.anime_ids[reason]))
+                                            for reason in listing.reasons]
+        return frame
+
+    def recommend(self, user_id: int, n: int = K, **filters) -> pd.DataFrame:
+        return self.describe(self.listing(user_id, n, **filters))
+
+    def recommend_from_ratings(self, anime_ids: np.ndarray, ratings: np.ndarray, n: int = K,
+                               **filters) -> pd.DataFrame:
+        return self.describe(self.listing_from_ratings(anime_ids, ratings, n, **filters))
+
+    def fold_in(self, anime_ids: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
+        """Rating-model vector and bias for a user not in the data, from their ratings (anime side fixed)."""
+        return self.rating.fold_in(np.array([self.anime_index(int(anime_id)) for anime_id in anime_ids]), ratings)
 
     def similar_anime(self, anime_id: int, n: int = K, include_self: bool = False) -> pd.DataFrame:
         """The anime nearest to one: by the ranking model's partial correlation (which anime go together in
         people's histories once the rest is accounted for), or by embedding cosine without one."""
+        best, similarity = self.nearest_anime(anime_id, n, include_self)
+        return self.catalog.describe(self.anime_ids[best], similarity=similarity)
+
+    def nearest_anime(self, anime_id: int, n: int = K, include_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """`similar_anime`'s indices, nearest first, and their similarities."""
         index = self.anime_index(anime_id)
         if self.ranking is None:
             similarity = self.rating.anime_units @ self.rating.anime_units[index]
@@ -190,9 +219,11 @@ class Recommender:
             similarity[index] = 1.0
         if not include_self:
             similarity[index] = -np.inf
-        best = np.argsort(-similarity, kind="stable")[:n]
+        best = np.argpartition(-similarity, min(n, len(similarity) - 1))[:n] if n < len(similarity) else \
+            np.arange(len(similarity))
+        best = best[np.lexsort((best, -similarity[best]))]  # nearest first, ties to the lower index
         best = best[np.isfinite(similarity[best])]
-        return self.catalog.describe(self.anime_ids[best], similarity=similarity[best])
+        return best, similarity[best]
 
     def similar_users(self, user_id: int, n: int = K, top_genres: int = 3) -> pd.DataFrame:
         """Nearest users by rating-model embedding, each with the genres they like most."""
@@ -213,5 +244,10 @@ class Recommender:
         return self.catalog.top_genres(self.anime_ids[rows["anime_index"].to_numpy()[ratings >= ratings.mean()]], top)
 
     def rating_counts(self) -> np.ndarray:
+        """How many ratings each anime has (watched-but-unrated rows not counted)."""
+        return self._rating_counts.copy()
+
+    @cached_property
+    def _rating_counts(self) -> np.ndarray:
         rated = pc.not_equal(self.known["rating"], self.unrated_value)
         return np.bincount(self.known["anime_index"].filter(rated).to_numpy(), minlength=len(self.anime_ids))

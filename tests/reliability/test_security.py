@@ -23,7 +23,7 @@ from pipeline.validation.validate import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SERVER_COMMANDS = ("ui", "serve-model", "serve")
+SERVER_COMMANDS = ("ui", "serve-model", "serve", "app")
 
 
 def test_every_server_command_binds_to_localhost_unless_a_host_is_given():

@@ -1,0 +1,121 @@
+"""The app's answers as plain rows, shared by the pages and the JSON API; and what a person may ask, checked with
+one sentence for each way it can be wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+
+from pipeline.evaluation.metrics import K
+from pipeline.serving.catalog import NOT_IN_METADATA
+from pipeline.serving.recommend import Listing, Recommender
+
+MAX_QUERY = 100  # characters of a title search
+MAX_LIST = 300  # anime in one person's list
+MAX_N = 100  # anime in one answer
+WATCHED = "watched"
+
+
+class InputError(ValueError):
+    """What a person asked for cannot be answered: the message is one sentence for them."""
+
+
+@dataclass(frozen=True)
+class RatedAnime:
+    anime_id: int
+    rating: int | None  # None: watched, not rated
+
+
+def check_n(n: int) -> int:
+    if not 1 <= n <= MAX_N:
+        raise InputError(f"ask for between 1 and {MAX_N} anime, not {n}")
+    return n
+
+
+def check_list(recommender: Recommender, items: list[RatedAnime]) -> list[RatedAnime]:
+    """The list of someone new: known anime, ratings on the model's scale, not empty, not too long."""
+    if not items:
+        raise InputError("add at least one anime you have seen to get recommendations")
+    if len(items) > MAX_LIST:
+        raise InputError(f"a list holds at most {MAX_LIST} anime; this one has {len(items)}")
+    scale = recommender.scale
+    for item in items:
+        if item.rating is not None and not scale.minimum <= item.rating <= scale.maximum:
+            raise InputError(f"the rating {item.rating} of anime {item.anime_id} is off the "
+                             f"{scale.minimum}–{scale.maximum} scale")
+        if not np.any(recommender.anime_ids == item.anime_id):
+            raise InputError(f"anime {item.anime_id} is not known to the model")
+    return list({item.anime_id: item for item in items}.values())  # the last rating of an anime listed twice
+
+
+def parse_list(text: str) -> list[RatedAnime]:
+    """A list as the pages keep it in their URL: `5114:10,9253:w` (an anime id, then a rating or w for watched)."""
+    if len(text) > MAX_LIST * 16:
+        raise InputError(f"a list holds at most {MAX_LIST} anime")
+    items = []
+    for part in filter(None, text.split(",")):
+        anime, _, rating = part.partition(":")
+        if not anime.strip().isdigit() or not (rating.strip().isdigit() or rating.strip() in ("w", "")):
+            raise InputError(f"{part[:40]!r} is not an anime id and a rating (such as 5114:9, or 5114:w for watched)")
+        items.append(RatedAnime(int(anime), int(rating) if rating.strip().isdigit() else None))
+    return items
+
+
+def format_list(items: list[RatedAnime]) -> str:
+    return ",".join(f"{item.anime_id}:{'w' if item.rating is None else item.rating}" for item in items)
+
+
+def listing_for(recommender: Recommender, items: list[RatedAnime], n: int, **filters) -> Listing:
+    items = check_list(recommender, items)
+    ratings = np.array([recommender.unrated_value if item.rating is None else item.rating for item in items])
+    return recommender.listing_from_ratings(np.array([item.anime_id for item in items]), ratings, check_n(n),
+                                            **filters)
+
+
+def card(recommender: Recommender, anime_index: int) -> dict:
+    """What a person reads of one anime; its name is null when it is missing from anime.csv."""
+    anime_id = int(recommender.anime_ids[anime_index])
+    return {"anime_id": anime_id, **recommender.catalog.card(anime_id)}
+
+
+def display_name(row: dict) -> str:
+    return row["name"] or f"anime {row['anime_id']} {NOT_IN_METADATA}"
+
+
+def listing_rows(recommender: Recommender, listing: Listing) -> list[dict]:
+    """The served model's answer rows (rank, anime_id, name, predicted_rating, because_you_watched as it joins
+    them), with the anime's type, genres and episodes, and the reasons as anime to link to."""
+    rows = []
+    for rank, (index, predicted, reasons) in enumerate(zip(listing.anime, listing.predicted_rating, listing.reasons,
+                                                           strict=True), start=1):
+        because = [card(recommender, int(reason)) for reason in reasons]
+        rows.append({"rank": rank, **card(recommender, int(index)), "predicted_rating": round(float(predicted), 3),
+                     "because_you_watched": "; ".join(display_name(b) for b in because),
+                     "because": [{"anime_id": b["anime_id"], "name": b["name"]} for b in because]})
+    return rows
+
+
+def search_rows(recommender: Recommender, query: str, limit: int = 10) -> list[dict]:
+    if len(query) > MAX_QUERY:
+        raise InputError(f"a search is at most {MAX_QUERY} characters")
+    found = recommender.catalog.search(query, recommender.anime_ids, check_n(limit))
+    return [card(recommender, recommender.anime_index(int(anime_id))) for anime_id in found]
+
+
+def similar_rows(recommender: Recommender, anime_id: int, n: int = K) -> list[dict]:
+    best, similarity = recommender.nearest_anime(anime_id, check_n(n))
+    return [{**card(recommender, int(index)), "similarity": round(float(value), 3)}
+            for index, value in zip(best, similarity, strict=True)]
+
+
+def history_rows(recommender: Recommender, user_id: int, limit: int = MAX_N) -> list[dict]:
+    """A known user's rated and watched anime, highest rated first (watched-only last)."""
+    index = recommender.user_index(user_id)
+    known = recommender.known.filter(pc.equal(recommender.known["user_index"], index))
+    ratings = known["rating"].to_numpy()
+    order = np.argsort(-np.where(ratings == recommender.unrated_value, -np.inf, ratings), kind="stable")[:limit]
+    anime = known["anime_index"].to_numpy()
+    return [{**card(recommender, int(anime[i])),
+             "rating": None if ratings[i] == recommender.unrated_value else int(ratings[i])} for i in order]

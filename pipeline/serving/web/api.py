@@ -1,0 +1,95 @@
+"""The JSON API under /api: the pages' answers for programs (OpenAPI at /docs). Recommendation rows carry the
+served MLflow model's fields (rank, anime_id, name, predicted_rating, because_you_watched)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.evaluation.metrics import K
+from pipeline.serving.web import answers
+from pipeline.serving.web.answers import MAX_LIST, MAX_N, MAX_QUERY, RatedAnime
+
+
+class FastJSON(JSONResponse):
+    """Rows of plain values straight to JSON by orjson (FastAPI's encoder walks every value first)."""
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content)
+
+
+# Each answer is a millisecond or two of numpy: the handlers run on the event loop, one at a time, rather than in
+# threads that would contend for the GIL and the BLAS threads.
+router = APIRouter(prefix="/api", tags=["recommendations"], default_response_class=FastJSON)
+
+
+class RatedAnimeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    anime_id: int
+    rating: int | Literal["watched"] = Field(description="a rating on the model's scale, or \"watched\"")
+
+
+class Filters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(K, ge=1, le=MAX_N)
+    genre: str | None = Field(None, max_length=60)
+    type: str | None = Field(None, max_length=30)
+    min_ratings: int = Field(0, ge=0)
+
+    def as_kwargs(self):
+        return {"genre": self.genre or None, "anime_type": self.type or None, "min_ratings": self.min_ratings}
+
+
+class NewUserRequest(Filters):
+    ratings: list[RatedAnimeIn] = Field(max_length=MAX_LIST)
+
+
+def served(request: Request):
+    return request.app.state.watcher.current()
+
+
+@router.get("/model", summary="The served version: data set, scores, when it was trained")
+async def model(request: Request):
+    return served(request).as_json()
+
+
+@router.get("/anime", summary="Anime whose title holds every word of q (as you type)")
+async def search(request: Request, q: Annotated[str, Query(max_length=MAX_QUERY)],
+           limit: Annotated[int, Query(ge=1, le=MAX_N)] = 10):
+    return answers.search_rows(served(request).recommender, q, limit)
+
+
+@router.get("/anime/{anime_id}", summary="One anime and the anime that go with it")
+async def anime(request: Request, anime_id: int, n: Annotated[int, Query(ge=1, le=MAX_N)] = K):
+    recommender = served(request).recommender
+    return {**answers.card(recommender, recommender.anime_index(anime_id)),
+            "similar": answers.similar_rows(recommender, anime_id, n)}
+
+
+@router.get("/anime/{anime_id}/similar", summary="The anime that go with one (the ranking model's neighbours)")
+async def similar(request: Request, anime_id: int, n: Annotated[int, Query(ge=1, le=MAX_N)] = K):
+    return answers.similar_rows(served(request).recommender, anime_id, n)
+
+
+@router.post("/recommendations", summary="Recommendations for someone new, from the anime they rated or watched")
+async def recommend_new(request: Request, body: NewUserRequest):
+    recommender = served(request).recommender
+    items = [RatedAnime(r.anime_id, None if r.rating == answers.WATCHED else r.rating) for r in body.ratings]
+    return answers.listing_rows(recommender, answers.listing_for(recommender, items, body.n, **body.as_kwargs()))
+
+
+@router.get("/users/{user_id}", summary="A known user's rated and watched anime")
+async def user(request: Request, user_id: int):
+    return answers.history_rows(served(request).recommender, user_id)
+
+
+@router.get("/users/{user_id}/recommendations", summary="A known user's recommendations")
+async def recommend_user(request: Request, user_id: int, filters: Annotated[Filters, Query()]):
+    recommender = served(request).recommender
+    return answers.listing_rows(recommender, recommender.listing(user_id, filters.n, **filters.as_kwargs()))

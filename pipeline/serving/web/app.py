@@ -1,0 +1,111 @@
+"""The web app: pages, the JSON API and its OpenAPI docs, every asset served from here (no CDN); errors in input
+answered with a 4xx and one sentence, on the page or as JSON."""
+
+from __future__ import annotations
+
+import re
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import swagger_ui_bundle
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from pipeline.registry.promotion import CHAMPION
+from pipeline.serving.catalog import UnknownIdError
+from pipeline.serving.web import api, pages
+from pipeline.serving.web.answers import InputError
+from pipeline.serving.web.champion import ModelWatcher, NoModelError
+from pipeline.settings import Settings
+
+STATIC = Path(__file__).parent / "static"
+UNION_MEMBER = re.compile(r"^(int|str|float|bool|literal\[.*\])$")  # pydantic's name of the union member tried
+FIELD_HINTS = {"rating": 'should be a whole number on the rating scale, or "watched"'}
+
+
+class CachedStatic(StaticFiles):
+    """Assets change only with the code: browsers keep them an hour."""
+
+    async def get_response(self, path: str, scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
+
+def create_app(settings: Settings, model: str = CHAMPION, refresh_seconds: float = 5.0) -> FastAPI:
+    """The app over the registered model `model` (an alias such as champion, or a version number)."""
+    watcher = ModelWatcher(settings, model, refresh_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        watcher.start()
+        yield
+        watcher.stop()
+
+    app = FastAPI(title="Anime recommender", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Recommendations from the registered champion: the same answers as the pages.")
+    app.state.watcher, app.state.settings = watcher, settings
+    app.mount("/static/swagger", CachedStatic(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
+    app.mount("/static", CachedStatic(directory=STATIC), name="static")  # after the folder inside it
+    app.include_router(api.router)
+    app.include_router(pages.router)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Anime recommender API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/favicon.svg")
+
+    add_error_answers(app)
+    return app
+
+
+def validation_sentence(exc: RequestValidationError) -> str:
+    """The first problem of a request pydantic refused, as a sentence naming the field."""
+    error = exc.errors()[0]
+    if error.get("type") == "json_invalid":
+        return "the request body is not valid JSON"
+    fields = [part for part in error.get("loc", ()) if part not in ("body", "query", "path")
+              and not UNION_MEMBER.match(str(part))]
+    where = ".".join(str(part) for part in fields)
+    message = FIELD_HINTS.get(str(fields[-1]) if fields else "", str(error.get("msg", "is not valid")))
+    return f"{where or 'the request'}: {message[:1].lower()}{message[1:]}"
+
+
+def add_error_answers(app: FastAPI) -> None:
+    def answer(request: Request, status: int, sentence: str) -> Response:
+        if request.url.path.startswith("/api/") or request.url.path == "/openapi.json":
+            return JSONResponse({"error": sentence}, status_code=status)
+        served = None
+        try:
+            served = request.app.state.watcher.current()
+        except NoModelError:
+            pass
+        return pages.TEMPLATES.TemplateResponse(request, "error.html", {
+            "served": served, "sentence": sentence, "status": status, "list_param": ""}, status_code=status)
+
+    @app.exception_handler(InputError)
+    def bad_input(request: Request, exc: InputError) -> Response:
+        return answer(request, 400, str(exc))
+
+    @app.exception_handler(UnknownIdError)
+    def unknown(request: Request, exc: UnknownIdError) -> Response:
+        return answer(request, 404, str(exc.args[0]) if exc.args else "not found")
+
+    @app.exception_handler(NoModelError)
+    def no_model(request: Request, exc: NoModelError) -> Response:
+        return answer(request, 503, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return answer(request, 422, validation_sentence(exc))
+
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, exc: HTTPException) -> Response:
+        sentence = f"there is no page at {request.url.path[:80]}" if exc.status_code == 404 else str(exc.detail)
+        return answer(request, exc.status_code, sentence)

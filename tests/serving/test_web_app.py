@@ -1,0 +1,230 @@
+"""The web app over a registered champion: its JSON API against the served MLflow model, its answers to bad input,
+following the alias, and its pages in a real browser (Debian's Chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import uvicorn
+from conftest import free_port, quick_settings
+from mlflow import MlflowClient
+
+from flows.retrain import retrain
+from pipeline.registry.promotion import CHAMPION
+from pipeline.serving.bundle import load_recommender
+from pipeline.serving.web.app import create_app
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = os.environ.get("ANIMEREC_SCREENSHOTS")  # a folder: the browser test saves a picture of each page there
+
+
+class RunningApp:
+    """The app served by uvicorn on 127.0.0.1 in a thread of this process, until stopped."""
+
+    def __init__(self, settings, model: str = CHAMPION, refresh_seconds: float = 0.5):
+        self.app = create_app(settings, model, refresh_seconds)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        port = int(self.url.rsplit(":", 1)[1])
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> RunningApp:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the app did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def champion(small_data, tmp_path_factory):
+    settings = quick_settings(tmp_path_factory.mktemp("web"), dataset_name="tests")
+    retrain(data_dir=small_data, settings=settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def app(champion):
+    with RunningApp(champion) as running:
+        yield running
+
+
+def _pyfunc(settings):
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}@{CHAMPION}")
+
+
+def test_api_answers_as_the_served_mlflow_model_does(app, champion):
+    recommender = load_recommender_for(champion)
+    anime = [int(a) for a in recommender.anime_ids[[3, 11, 19]]]
+    ratings = [9, 4, "watched"]
+    body = {"ratings": [{"anime_id": a, "rating": r} for a, r in zip(anime, ratings, strict=True)], "n": 10}
+    answer = httpx.post(f"{app.url}/api/recommendations", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()
+    served = _pyfunc(champion).predict(pd.DataFrame({"ratings": [json.dumps(
+        [{"anime_id": a, "rating": recommender.unrated_value if r == "watched" else r}
+         for a, r in zip(anime, ratings, strict=True)])]}), params={"n": 10})
+    assert [r["anime_id"] for r in rows] == served["anime_id"].tolist()
+    assert [r["rank"] for r in rows] == list(range(1, 11))
+    assert [r["because_you_watched"] for r in rows] == served["because_you_watched"].tolist()
+    np.testing.assert_allclose([r["predicted_rating"] for r in rows], served["predicted_rating"], atol=1e-3)
+    assert not {r["anime_id"] for r in rows} & set(anime)  # nothing the person listed
+
+    user = int(recommender.user_ids[0])
+    known = httpx.get(f"{app.url}/api/users/{user}/recommendations", params={"n": 5}).json()
+    assert [r["anime_id"] for r in known] == recommender.recommend(user, 5)["anime_id"].tolist()
+    similar = httpx.get(f"{app.url}/api/anime/{anime[0]}/similar", params={"n": 5}).json()
+    assert [r["anime_id"] for r in similar] == recommender.similar_anime(anime[0], 5)["anime_id"].tolist()
+    model = httpx.get(f"{app.url}/api/model").json()
+    assert model["version"] == "1" and model["alias"] == CHAMPION and model["dataset"] == "tests"
+
+
+def load_recommender_for(settings):
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return load_recommender(f"models:/{settings.registered_model_name}@{CHAMPION}")
+
+
+def test_title_search_forgives_case_punctuation_and_partial_words(app, champion):
+    recommender = load_recommender_for(champion)
+    name = next(n for n in recommender.catalog.anime["name"].dropna() if len(n.split()) >= 2)
+    first, second = name.split()[:2]
+    query = f"{first.upper()}!! {second[:3].lower()}"
+    found = httpx.get(f"{app.url}/api/anime", params={"q": query}).json()
+    assert name in [row["name"] for row in found]
+
+
+@pytest.mark.parametrize(("method", "path", "payload", "status", "sentence"), [
+    ("POST", "/api/recommendations", {"ratings": []}, 400, "add at least one anime"),
+    ("POST", "/api/recommendations", {"ratings": [{"anime_id": "ANIME", "rating": 11}]}, 400, "off the 1–10 scale"),
+    ("POST", "/api/recommendations", {"ratings": [{"anime_id": 987654321, "rating": 8}]}, 400, "is not known"),
+    ("POST", "/api/recommendations", {"ratings": [{"anime_id": "ANIME", "rating": "great"}]}, 422,
+     'ratings.0.rating: should be a whole number on the rating scale, or "watched"'),
+    ("POST", "/api/recommendations", {"ratings": [{"anime_id": "ANIME", "rating": 8}] * 301}, 422, "ratings:"),
+    ("POST", "/api/recommendations", "{not json", 422, "not valid JSON"),
+    ("GET", "/api/users/987654321/recommendations", None, 404, "unknown user id 987654321"),
+    ("GET", "/api/anime/987654321", None, 404, "unknown anime id 987654321"),
+    ("GET", "/api/anime?q=" + "a" * 101, None, 422, "q: string should have at most 100 characters"),
+    ("GET", "/api/nowhere", None, 404, "there is no page at /api/nowhere"),
+])
+def test_bad_input_gets_a_4xx_and_one_sentence(app, champion, method, path, payload, status, sentence):
+    anime = int(load_recommender_for(champion).anime_ids[0])
+    if isinstance(payload, dict):
+        payload = json.loads(json.dumps(payload).replace('"ANIME"', str(anime)))
+        answer = httpx.request(method, app.url + path, json=payload)
+    else:
+        answer = httpx.request(method, app.url + path, content=payload,
+                               headers={"content-type": "application/json"})
+    assert answer.status_code == status
+    error = answer.json()["error"]
+    assert sentence.replace("ANIME", str(anime)) in error and "\n" not in error and "Traceback" not in error
+
+
+def test_a_page_shows_the_sentence_and_static_files_are_cached(app, champion):
+    anime = int(load_recommender_for(champion).anime_ids[0])
+    page = httpx.get(f"{app.url}/recommendations", params={"r": f"{anime}:99"})
+    assert page.status_code == 400 and f"The rating 99 of anime {anime} is off the 1–10 scale." in page.text
+    assert "public" in httpx.get(f"{app.url}/static/app.css").headers["cache-control"]
+    docs = httpx.get(f"{app.url}/docs").text
+    assert "/static/swagger/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+    assert httpx.get(f"{app.url}/static/swagger/swagger-ui-bundle.js").status_code == 200
+
+
+def test_no_champion_yet_says_to_run_the_pipeline(tmp_path):
+    with RunningApp(quick_settings(tmp_path)) as empty:
+        page = httpx.get(empty.url + "/")
+        api = httpx.get(empty.url + "/api/model")
+    assert page.status_code == 503 and "make pipeline" in page.text
+    assert api.status_code == 503 and "make pipeline" in api.json()["error"]
+
+
+def test_the_app_follows_the_champion_alias(champion):
+    client = MlflowClient(tracking_uri=champion.tracking_uri, registry_uri=champion.tracking_uri)
+    name = champion.registered_model_name
+    first = client.get_model_version_by_alias(name, CHAMPION)
+    with RunningApp(champion, refresh_seconds=0.2) as running:
+        assert httpx.get(running.url + "/api/model").json()["version"] == str(first.version)
+        second = client.create_model_version(name, first.source, first.run_id, tags=first.tags)
+        client.set_registered_model_alias(name, CHAMPION, second.version)
+        try:
+            deadline = time.monotonic() + 30
+            while httpx.get(running.url + "/api/model").json()["version"] != str(second.version):
+                assert time.monotonic() < deadline, "the app kept serving the old champion"
+                time.sleep(0.2)
+            assert f"version {second.version} (champion)" in httpx.get(running.url + "/model").text
+        finally:
+            client.set_registered_model_alias(name, CHAMPION, first.version)
+
+
+def _shot(page, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"app-{name}.png"), full_page=True)
+
+
+def test_a_person_finds_anime_gets_ten_recommendations_with_reasons_and_follows_them(app, champion):
+    from playwright.sync_api import expect, sync_playwright
+
+    names = [n for n in load_recommender_for(champion).catalog.anime["name"].dropna() if len(n) > 3][:3]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.goto(app.url + "/")
+        expect(page.locator("h1")).to_have_text("What have you watched?")
+        for count, name in enumerate(names, start=1):
+            page.fill("#search", name.lower())
+            row = page.locator("#results li", has_text=name).first
+            row.locator("select").select_option("9" if count < 3 else "w")
+            row.locator("button").click()
+            expect(page.locator("#mylist li")).to_have_count(count)
+        _shot(page, "start")
+        page.reload()
+        expect(page.locator("#mylist li")).to_have_count(3)  # the list lives in the URL
+
+        page.click("#get-recommendations")
+        cards = page.locator("#recommendations li.card")
+        expect(cards).to_have_count(10)
+        assert page.locator("#recommendations .because").count() >= 5
+        _shot(page, "recommendations")
+
+        title = cards.first.locator(".title a")
+        listed = title.inner_text()
+        title.click()
+        expect(page.locator("h1")).to_have_text(listed)
+        expect(page.locator("#similar li.card").first).to_be_visible()
+        _shot(page, "anime")
+
+        page.click("text=The model")
+        expect(page.locator("dl.model")).to_contain_text("version 1 (champion)")
+        _shot(page, "model")
+
+        page.goto(app.url + "/users/" + str(int(load_recommender_for(champion).user_ids[0])))
+        expect(page.locator("#recommendations li.card")).to_have_count(10)
+        _shot(page, "user")
+
+        page.goto(app.url + "/recommendations?r=1:99")
+        expect(page.locator(".error")).to_contain_text("off the 1–10 scale")
+        browser.close()
