@@ -43,7 +43,8 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## benchmarks → BENCHMARKS.md: PARTS=accuracy,…,scale (default) or full SIZE=… LAYOUT=…
+bench: $(BENCH_STAMP) browser ## benchmarks → BENCHMARKS.md: PARTS=accuracy,…,scale (default) or full SIZE=… LAYOUT=…
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)  # the app part's load
 	$(CLI) bench $(call opt,PARTS,parts) $(call opt,SIZE,size) $(call opt,LAYOUT,layout)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over the local store (PORT=…)
@@ -70,8 +71,8 @@ similar-users: $(STAMP) ## nearest users and the genres they like: USER_ID=5, TO
 serve-model: $(STAMP) ## MLflow scoring server for a version on 127.0.0.1:5001: MODEL=champion, PORT=…
 	$(CLI) serve-model $(call opt,MODEL,model) $(call opt,PORT,port)
 
-app: $(STAMP) ## the web app on http://127.0.0.1:8000: MODEL=champion (alias or version), PORT=…, HOST=…
-	$(CLI) app $(call opt,MODEL,model) $(call opt,PORT,port) $(call opt,HOST,host)
+app: $(STAMP) ## the web app on http://127.0.0.1:8000: MODEL=champion (alias or version), PORT=…, HOST=…, WORKERS=n
+	$(CLI) app $(call opt,MODEL,model) $(call opt,PORT,port) $(call opt,HOST,host) $(call opt,WORKERS,workers)
 
 lint: $(STAMP) ## ruff, security rules included
 	$(VENV)/bin/ruff check .

@@ -83,6 +83,8 @@ def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     _model_option(app)
     app.add_argument("--host", default="127.0.0.1")
     app.add_argument("--port", type=int, default=DEFAULT_APP_PORT)
+    app.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4),
+                     help="server processes, each with the model loaded (default: one per core, at most 4)")
 
     bench = commands.add_parser("bench", help="benchmarks → BENCHMARKS.md (needs the bench extra)")
     bench.add_argument("--parts", help="comma-separated parts (default: all but full); the list and what each "
@@ -189,10 +191,18 @@ def _serve_model(args: argparse.Namespace, settings: Settings) -> int:
 def _app(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from pipeline.serving.web.app import create_app
+    from pipeline.serving.web.app import MODEL_VARIABLE, app_from_environment, create_app
 
-    print(f"anime recommender on http://{args.host}:{args.port} (model {args.model}; Ctrl-C stops it)", flush=True)
-    uvicorn.run(create_app(settings, args.model), host=args.host, port=args.port, log_level="warning")
+    print(f"anime recommender on http://{args.host}:{args.port} (model {args.model}, {args.workers} worker process"
+          f"{'es' if args.workers > 1 else ''}; Ctrl-C stops it)", flush=True)
+    if args.workers == 1:
+        uvicorn.run(create_app(settings, args.model), host=args.host, port=args.port, log_level="warning")
+    else:  # each worker process loads the model itself and answers on one thread: the processes share the cores
+        os.environ[MODEL_VARIABLE] = args.model
+        for threads in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ.setdefault(threads, "1")
+        uvicorn.run(f"{app_from_environment.__module__}:{app_from_environment.__name__}", factory=True,
+                    workers=args.workers, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

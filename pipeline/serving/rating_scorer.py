@@ -165,28 +165,36 @@ class RatingScorer:
 @numba.njit(cache=True)
 def _adam_fold_in(params: np.ndarray, vectors: np.ndarray, anime_bias: np.ndarray, target: np.ndarray, weight: float,
                   bias: float, l2: float, cosine: bool, steps: int) -> np.ndarray:  # pragma: no cover (compiled)
-    """`steps` of Adam (rate 0.05) on [user vector..., user bias] with the anime side fixed; compiled, as one
-    request's few ratings leave numpy's per-call overhead as the whole cost."""
+    """`steps` of Adam (rate 0.05) on [user vector..., user bias] with the anime side fixed; compiled, in place, as
+    one request's few ratings leave per-call overhead as the whole cost in numpy."""
     params = params.copy()
+    dim, n = len(params) - 1, len(target)
     moment, velocity = np.zeros_like(params), np.zeros_like(params)
-    dim = len(params) - 1
+    similarity, d_logit = np.empty(n), np.empty(n)
     for step in range(1, steps + 1):
-        user = params[:dim]
         user_bias = 0.0 if cosine else params[dim]
-        norm = np.linalg.norm(user) if cosine else 1.0
-        similarity = vectors @ user / norm
-        logit = weight * (similarity + user_bias + anime_bias) + bias
-        predicted = 1.0 / (1.0 + np.exp(-logit)) if cosine else logit
-        d_logit = (predicted - target) * weight / len(target)
-        grad = np.empty_like(params)
-        for k in range(dim):
-            total = 0.0
-            for row in range(len(target)):
-                d_similarity = vectors[row, k] - similarity[row] * user[k] / norm if cosine else vectors[row, k]
-                total += d_logit[row] * d_similarity
-            grad[k] = total / norm + 2 * l2 * user[k]
-        grad[dim] = 0.0 if cosine else d_logit.sum() + 2 * l2 * user_bias
-        moment = 0.9 * moment + 0.1 * grad
-        velocity = 0.999 * velocity + 0.001 * grad**2
-        params -= 0.05 * (moment / (1 - 0.9**step)) / (np.sqrt(velocity / (1 - 0.999**step)) + 1e-8)
+        norm = np.sqrt(np.sum(params[:dim] ** 2)) if cosine else 1.0
+        for row in range(n):
+            dot = 0.0
+            for k in range(dim):
+                dot += vectors[row, k] * params[k]
+            similarity[row] = dot / norm
+            logit = weight * (similarity[row] + user_bias + anime_bias[row]) + bias
+            predicted = 1.0 / (1.0 + np.exp(-logit)) if cosine else logit
+            d_logit[row] = (predicted - target[row]) * weight / n
+        corrected_moment, corrected_velocity = 1 - 0.9**step, 1 - 0.999**step
+        for k in range(dim + 1):
+            if k == dim:
+                grad = 0.0 if cosine else np.sum(d_logit) + 2 * l2 * user_bias
+            else:
+                total = 0.0
+                for row in range(n):
+                    d_similarity = (vectors[row, k] - similarity[row] * params[k] / norm if cosine
+                                    else vectors[row, k])
+                    total += d_logit[row] * d_similarity
+                grad = total / norm + 2 * l2 * params[k]
+            moment[k] = 0.9 * moment[k] + 0.1 * grad
+            velocity[k] = 0.999 * velocity[k] + 0.001 * grad * grad
+        for k in range(dim + 1):
+            params[k] -= 0.05 * (moment[k] / corrected_moment) / (np.sqrt(velocity[k] / corrected_velocity) + 1e-8)
     return params

@@ -3,6 +3,7 @@ answered with a 4xx and one sentence, on the page or as JSON."""
 
 from __future__ import annotations
 
+import os
 import re
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from pipeline.serving.web.champion import ModelWatcher, NoModelError
 from pipeline.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
+MODEL_VARIABLE = "ANIMEREC_APP_MODEL"  # the version a worker process serves (`animerec app --workers N`)
 UNION_MEMBER = re.compile(r"^(int|str|float|bool|literal\[.*\])$")  # pydantic's name of the union member tried
 FIELD_HINTS = {"rating": 'should be a whole number on the rating scale, or "watched"'}
 
@@ -63,6 +65,12 @@ def create_app(settings: Settings, model: str = CHAMPION, refresh_seconds: float
 
     add_error_answers(app)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app in one of uvicorn's worker processes: settings from ANIMEREC_* variables, as every command reads them,
+    and the version from ANIMEREC_APP_MODEL."""
+    return create_app(Settings(), os.environ.get(MODEL_VARIABLE, CHAMPION))
 
 
 def validation_sentence(exc: RequestValidationError) -> str:
