@@ -178,9 +178,8 @@ class Recommender:
         rated = ratings != self.unrated_value
         vector, bias = (self.rating.fold_in(indices[rated], ratings[rated]) if rated.any()
                         else (np.zeros(self.rating.user_vectors.shape[1], np.float32), 0.0))
-        history = None if self.ranking is None else self.ranking.interaction.matrix(
-            pa.table({"user_index": np.zeros(len(indices), np.int32), "anime_index": indices, "rating": ratings}),
-            1, len(self.anime_ids))
+        history = None if self.ranking is None else self.ranking.interaction.row(indices, ratings,
+                                                                                  len(self.anime_ids))
         return self.listing_for_history(history, vector, bias, indices, n, **filters)
 
     def describe(self, listing: Listing) -> pd.DataFrame:

@@ -82,6 +82,13 @@ class InteractionWeights:
                               (interactions["user_index"].to_numpy(), interactions["anime_index"].to_numpy())),
                              shape=(n_users, n_anime), dtype=np.float32)
 
+    def row(self, anime: np.ndarray, ratings: np.ndarray, n_anime: int) -> sp.csr_matrix:
+        """One person's row (1 × anime) from their anime indices and ratings: someone new, answered at once."""
+        row = sp.csr_matrix((self.of(np.asarray(ratings)), np.asarray(anime), np.array([0, len(anime)])),
+                            shape=(1, n_anime), dtype=np.float32)
+        row.sum_duplicates()  # sorted indices; an anime listed twice has its weights summed, as `matrix` does
+        return row
+
     @classmethod
     def of_config(cls, config: RankingConfig, scale_min: int, scale_max: int, unrated_value: int
                   ) -> InteractionWeights:

@@ -89,6 +89,16 @@ def test_interaction_weights_grow_with_the_rating_and_count_watched_rows():
     assert five_point.of(np.array([5, 1])) == pytest.approx([1.0, 0.2])  # any scale: the top counts 1
 
 
+def test_one_persons_row_is_their_row_of_the_users_matrix():
+    weights = InteractionWeights(rating_min=1, rating_max=10, power=2.0, unrated_weight=0.4, unrated_value=-1)
+    anime, ratings = np.array([7, 2, 9, 2]), np.array([8, -1, 3, 10])  # in no order, anime 2 listed twice
+    row = weights.row(anime, ratings, 12)
+    users = weights.matrix(pa.table({"user_index": np.zeros(4, np.int32), "anime_index": anime, "rating": ratings}),
+                           1, 12)
+    np.testing.assert_array_equal(row.toarray(), users.toarray())
+    assert row.indices.tolist() == [2, 7, 9]
+
+
 def test_ranking_model_recovers_planted_taste_far_better_than_popularity(matrix, settings):
     """The generated users watch what their hidden taste favours: the lists must find it."""
     from pipeline.evaluation.evaluate import judged_users
