@@ -162,7 +162,7 @@ class RatingScorer:
             anime_bias=take(self.anime_bias, own_anime_ids, anime_ids))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=True)  # sums reassociated, so the loops vectorize
 def _adam_fold_in(params: np.ndarray, vectors: np.ndarray, anime_bias: np.ndarray, target: np.ndarray, weight: float,
                   bias: float, l2: float, cosine: bool, steps: int) -> np.ndarray:  # pragma: no cover (compiled)
     """`steps` of Adam (rate 0.05) on [user vector..., user bias] with the anime side fixed; compiled, in place, as
@@ -170,7 +170,7 @@ def _adam_fold_in(params: np.ndarray, vectors: np.ndarray, anime_bias: np.ndarra
     params = params.copy()
     dim, n = len(params) - 1, len(target)
     moment, velocity = np.zeros_like(params), np.zeros_like(params)
-    similarity, d_logit = np.empty(n), np.empty(n)
+    similarity, d_logit, total = np.empty(n), np.empty(n), np.empty(dim)
     for step in range(1, steps + 1):
         user_bias = 0.0 if cosine else params[dim]
         norm = np.sqrt(np.sum(params[:dim] ** 2)) if cosine else 1.0
@@ -183,16 +183,17 @@ def _adam_fold_in(params: np.ndarray, vectors: np.ndarray, anime_bias: np.ndarra
             predicted = 1.0 / (1.0 + np.exp(-logit)) if cosine else logit
             d_logit[row] = (predicted - target[row]) * weight / n
         corrected_moment, corrected_velocity = 1 - 0.9**step, 1 - 0.999**step
+        total[:] = 0.0
+        for row in range(n):  # row by row, so the inner loop runs along the contiguous vector
+            for k in range(dim):
+                d_similarity = (vectors[row, k] - similarity[row] * params[k] / norm if cosine
+                                else vectors[row, k])
+                total[k] += d_logit[row] * d_similarity
         for k in range(dim + 1):
             if k == dim:
                 grad = 0.0 if cosine else np.sum(d_logit) + 2 * l2 * user_bias
             else:
-                total = 0.0
-                for row in range(n):
-                    d_similarity = (vectors[row, k] - similarity[row] * params[k] / norm if cosine
-                                    else vectors[row, k])
-                    total += d_logit[row] * d_similarity
-                grad = total / norm + 2 * l2 * params[k]
+                grad = total[k] / norm + 2 * l2 * params[k]
             moment[k] = 0.9 * moment[k] + 0.1 * grad
             velocity[k] = 0.999 * velocity[k] + 0.001 * grad * grad
         for k in range(dim + 1):
