@@ -149,6 +149,10 @@ def test_a_page_shows_the_sentence_and_static_files_are_cached(app, champion):
     docs = httpx.get(f"{app.url}/docs").text
     assert "/static/swagger/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
     assert httpx.get(f"{app.url}/static/swagger/swagger-ui-bundle.js").status_code == 200
+    document = httpx.get(f"{app.url}/openapi.json").json()
+    body = document["paths"]["/api/recommendations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    reference = body["properties"]["ratings"]["items"]["$ref"]  # every schema the docs name is in the document
+    assert reference.rsplit("/", 1)[1] in document["components"]["schemas"]
 
 
 def test_no_champion_yet_says_to_run_the_pipeline(tmp_path):

@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.evaluation.metrics import K
 from pipeline.serving.web import answers
@@ -50,6 +51,11 @@ class NewUserRequest(Filters):
     ratings: list[RatedAnimeIn] = Field(max_length=MAX_LIST)
 
 
+# The request's schema for the OpenAPI document; the models it refers to go into its components (app.py).
+NEW_USER_SCHEMA = NewUserRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+SCHEMA_COMPONENTS = NEW_USER_SCHEMA.pop("$defs", {})
+
+
 def served(request: Request):
     return request.app.state.watcher.current()
 
@@ -77,8 +83,15 @@ async def similar(request: Request, anime_id: int, n: Annotated[int, Query(ge=1,
     return answers.similar_rows(served(request).recommender, anime_id, n)
 
 
-@router.post("/recommendations", summary="Recommendations for someone new, from the anime they rated or watched")
-async def recommend_new(request: Request, body: NewUserRequest):
+@router.post("/recommendations", summary="Recommendations for someone new, from the anime they rated or watched",
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": NEW_USER_SCHEMA}}}})
+async def recommend_new(request: Request):
+    # the body parsed by pydantic straight from its bytes: FastAPI's generic body handling costs more than the answer
+    try:
+        body = NewUserRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from exc
     recommender = served(request).recommender
     items = [RatedAnime(r.anime_id, None if r.rating == answers.WATCHED else r.rating) for r in body.ratings]
     return answers.listing_rows(recommender, answers.listing_for(recommender, items, body.n, **body.as_kwargs()))

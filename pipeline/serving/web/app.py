@@ -63,6 +63,14 @@ def create_app(settings: Settings, model: str = CHAMPION, refresh_seconds: float
                                    swagger_css_url="/static/swagger/swagger-ui.css",
                                    swagger_favicon_url="/static/favicon.svg")
 
+    document = app.openapi
+
+    def openapi() -> dict:
+        schema = document()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(api.SCHEMA_COMPONENTS)
+        return schema
+
+    app.openapi = openapi
     add_error_answers(app)
     return app
 
