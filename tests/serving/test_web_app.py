@@ -94,6 +94,7 @@ def test_api_answers_as_the_served_mlflow_model_does(app, champion):
     assert [r["anime_id"] for r in known] == recommender.recommend(user, 5)["anime_id"].tolist()
     similar = httpx.get(f"{app.url}/api/anime/{anime[0]}/similar", params={"n": 5}).json()
     assert [r["anime_id"] for r in similar] == recommender.similar_anime(anime[0], 5)["anime_id"].tolist()
+    assert httpx.get(f"{app.url}/api/anime/{anime[0]}/similar", params={"n": 3}).json() == similar[:3]  # kept
     model = httpx.get(f"{app.url}/api/model").json()
     assert model["version"] == "1" and model["alias"] == CHAMPION and model["dataset"] == "tests"
 

@@ -104,10 +104,18 @@ def search_rows(recommender: Recommender, query: str, limit: int = 10) -> list[d
     return [card(recommender, recommender.anime_index(int(anime_id))) for anime_id in found]
 
 
-def similar_rows(recommender: Recommender, anime_id: int, n: int = K) -> list[dict]:
-    best, similarity = recommender.nearest_anime(anime_id, check_n(n))
-    return [{**card(recommender, int(index)), "similarity": round(float(value), 3)}
-            for index, value in zip(best, similarity, strict=True)]
+def similar_rows(recommender: Recommender, anime_id: int, n: int = K, kept: dict | None = None) -> list[dict]:
+    """The anime that go with one; `kept` holds answers already given (they never change for a served model), each
+    for up to MAX_N anime, so a repeated question is a lookup."""
+    check_n(n)
+    if kept is None or anime_id not in kept:
+        best, similarity = recommender.nearest_anime(anime_id, MAX_N)
+        rows = [{**card(recommender, int(index)), "similarity": round(float(value), 3)}
+                for index, value in zip(best, similarity, strict=True)]
+        if kept is None:
+            return rows[:n]
+        kept[anime_id] = rows
+    return kept[anime_id][:n]
 
 
 def history_rows(recommender: Recommender, user_id: int, limit: int = MAX_N) -> list[dict]:

@@ -75,12 +75,13 @@ async def search(request: Request, q: Annotated[str, Query(max_length=MAX_QUERY)
 async def anime(request: Request, anime_id: int, n: Annotated[int, Query(ge=1, le=MAX_N)] = K):
     recommender = served(request).recommender
     return {**answers.card(recommender, recommender.anime_index(anime_id)),
-            "similar": answers.similar_rows(recommender, anime_id, n)}
+            "similar": answers.similar_rows(recommender, anime_id, n, served(request).similar)}
 
 
 @router.get("/anime/{anime_id}/similar", summary="The anime that go with one (the ranking model's neighbours)")
 async def similar(request: Request, anime_id: int, n: Annotated[int, Query(ge=1, le=MAX_N)] = K):
-    return answers.similar_rows(served(request).recommender, anime_id, n)
+    model = served(request)
+    return answers.similar_rows(model.recommender, anime_id, n, model.similar)
 
 
 @router.post("/recommendations", summary="Recommendations for someone new, from the anime they rated or watched",

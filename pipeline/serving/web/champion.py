@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import mlflow
@@ -38,6 +38,7 @@ class ServedModel:
     trained: datetime
     run_id: str
     experiment_id: str
+    similar: dict = field(default_factory=dict, compare=False)  # anime id → the similar-anime rows given for it
 
     def as_json(self) -> dict:
         def number(value: float) -> float | None:

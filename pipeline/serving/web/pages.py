@@ -55,10 +55,11 @@ def recommendations(request: Request, r: ListParam = "", n: Annotated[int, Query
 
 @router.get("/anime/{anime_id}", response_class=HTMLResponse)
 def anime(request: Request, anime_id: int, r: ListParam = "") -> HTMLResponse:
-    recommender = request.app.state.watcher.current().recommender
+    served = request.app.state.watcher.current()
+    recommender = served.recommender
     return render(request, "anime.html", anime=answers.card(recommender, recommender.anime_index(anime_id)),
                   ratings=int(recommender.rating_counts()[recommender.anime_index(anime_id)]),
-                  similar=answers.similar_rows(recommender, anime_id), list_param=r)
+                  similar=answers.similar_rows(recommender, anime_id, kept=served.similar), list_param=r)
 
 
 @router.get("/users/{user_id}", response_class=HTMLResponse)
