@@ -1,5 +1,5 @@
 """The small interface both served models share, in the spirit of implicit's recommenders: scores of every anime for
-a block of users, and a folder to save to and load from. Serving, evaluation and the registry ask no more of a model.
+a block of users, and a folder to save to and load from. Serving asks no more of a model.
 
 - The rating model (`pipeline.models.rating.train.train_model` fits it; its served form is
   `pipeline.serving.rating_scorer.RatingScorer`) scores by predicted rating, from the users' own vectors.

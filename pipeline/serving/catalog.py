@@ -67,12 +67,20 @@ class Catalog:
         def whole(value) -> int | None:
             return None if value is None or pd.isna(value) else int(value)
 
-        columns = [self.anime[c] if c in self.anime else pd.Series(None, index=self.anime.index)
-                   for c in ("name", "type", "genre", "episodes")]
+        columns = [self.anime[c] for c in ("name", "type", "genre", "episodes")]
         return {int(anime_id): {"name": text(name), "type": text(kind),
                                 "genres": [g.strip() for g in genres.split(",")] if text(genres) else [],
                                 "episodes": whole(episodes)}
                 for anime_id, name, kind, genres, episodes in zip(self.anime.index, *columns, strict=True)}
+
+    @cached_property
+    def genres(self) -> list[str]:
+        """Every genre of the catalog, sorted (the choices of a genre filter)."""
+        return sorted({g.strip() for text in self.anime["genre"].dropna() for g in str(text).split(",") if g.strip()})
+
+    @cached_property
+    def types(self) -> list[str]:
+        return sorted(self.anime["type"].dropna().unique().tolist())
 
     @cached_property
     def _search_keys(self) -> pd.Series:

@@ -218,9 +218,7 @@ class Recommender:
             similarity[index] = 1.0
         if not include_self:
             similarity[index] = -np.inf
-        best = np.argpartition(-similarity, min(n, len(similarity) - 1))[:n] if n < len(similarity) else \
-            np.arange(len(similarity))
-        best = best[np.lexsort((best, -similarity[best]))]  # nearest first, ties to the lower index
+        best = np.argsort(-similarity, kind="stable")[:n]
         best = best[np.isfinite(similarity[best])]
         return best, similarity[best]
 

@@ -88,7 +88,7 @@ def test_batch_scoring_in_chunks_matches_one_user_at_a_time(trained):
         assert recommender.anime_ids[batch[row]].tolist() == single.tolist()
 
 
-def test_rating_order_lists_what_the_predicted_ratings_list(trained):
+def test_the_rating_models_scores_list_what_its_predicted_ratings_list(trained):
     _, _, recommender = trained
     users = np.arange(0, len(recommender.user_ids), 3)
     by_rating = recommender.top_n_batch(users, 10, scores_for=recommender.rating_scores)

@@ -20,7 +20,6 @@ from mlflow import MlflowClient
 
 from flows.retrain import retrain
 from pipeline.registry.promotion import CHAMPION
-from pipeline.serving.bundle import load_recommender
 from pipeline.serving.web.app import create_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -64,23 +63,29 @@ def app(champion):
         yield running
 
 
-def _pyfunc(settings):
+@pytest.fixture(scope="module")
+def pyfunc(champion):
+    """The champion as the MLflow scoring server loads it."""
     import mlflow
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    return mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}@{CHAMPION}")
+    mlflow.set_tracking_uri(champion.tracking_uri)
+    mlflow.set_registry_uri(champion.tracking_uri)
+    return mlflow.pyfunc.load_model(f"models:/{champion.registered_model_name}@{CHAMPION}")
 
 
-def test_api_answers_as_the_served_mlflow_model_does(app, champion):
-    recommender = load_recommender_for(champion)
+@pytest.fixture(scope="module")
+def recommender(pyfunc):
+    return pyfunc.unwrap_python_model().recommender
+
+
+def test_api_answers_as_the_served_mlflow_model_does(app, pyfunc, recommender):
     anime = [int(a) for a in recommender.anime_ids[[3, 11, 19]]]
     ratings = [9, 4, "watched"]
     body = {"ratings": [{"anime_id": a, "rating": r} for a, r in zip(anime, ratings, strict=True)], "n": 10}
     answer = httpx.post(f"{app.url}/api/recommendations", json=body, timeout=30)
     assert answer.status_code == 200, answer.text
     rows = answer.json()
-    served = _pyfunc(champion).predict(pd.DataFrame({"ratings": [json.dumps(
+    served = pyfunc.predict(pd.DataFrame({"ratings": [json.dumps(
         [{"anime_id": a, "rating": recommender.unrated_value if r == "watched" else r}
          for a, r in zip(anime, ratings, strict=True)])]}), params={"n": 10})
     assert [r["anime_id"] for r in rows] == served["anime_id"].tolist()
@@ -99,16 +104,7 @@ def test_api_answers_as_the_served_mlflow_model_does(app, champion):
     assert model["version"] == "1" and model["alias"] == CHAMPION and model["dataset"] == "tests"
 
 
-def load_recommender_for(settings):
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    return load_recommender(f"models:/{settings.registered_model_name}@{CHAMPION}")
-
-
-def test_title_search_forgives_case_punctuation_and_partial_words(app, champion):
-    recommender = load_recommender_for(champion)
+def test_title_search_forgives_case_punctuation_and_partial_words(app, recommender):
     name = next(n for n in recommender.catalog.anime["name"].dropna() if len(n.split()) >= 2)
     first, second = name.split()[:2]
     query = f"{first.upper()}!! {second[:3].lower()}"
@@ -129,8 +125,8 @@ def test_title_search_forgives_case_punctuation_and_partial_words(app, champion)
     ("GET", "/api/anime?q=" + "a" * 101, None, 422, "q: string should have at most 100 characters"),
     ("GET", "/api/nowhere", None, 404, "there is no page at /api/nowhere"),
 ])
-def test_bad_input_gets_a_4xx_and_one_sentence(app, champion, method, path, payload, status, sentence):
-    anime = int(load_recommender_for(champion).anime_ids[0])
+def test_bad_input_gets_a_4xx_and_one_sentence(app, recommender, method, path, payload, status, sentence):
+    anime = int(recommender.anime_ids[0])
     if isinstance(payload, dict):
         payload = json.loads(json.dumps(payload).replace('"ANIME"', str(anime)))
         answer = httpx.request(method, app.url + path, json=payload)
@@ -142,8 +138,8 @@ def test_bad_input_gets_a_4xx_and_one_sentence(app, champion, method, path, payl
     assert sentence.replace("ANIME", str(anime)) in error and "\n" not in error and "Traceback" not in error
 
 
-def test_a_page_shows_the_sentence_and_static_files_are_cached(app, champion):
-    anime = int(load_recommender_for(champion).anime_ids[0])
+def test_a_page_shows_the_sentence_and_static_files_are_cached(app, recommender):
+    anime = int(recommender.anime_ids[0])
     page = httpx.get(f"{app.url}/recommendations", params={"r": f"{anime}:99"})
     assert page.status_code == 400 and f"The rating 99 of anime {anime} is off the 1–10 scale." in page.text
     assert "public" in httpx.get(f"{app.url}/static/app.css").headers["cache-control"]
@@ -188,10 +184,10 @@ def _shot(page, name: str) -> None:
         page.screenshot(path=str(Path(SCREENSHOTS) / f"app-{name}.png"), full_page=True)
 
 
-def test_a_person_finds_anime_gets_ten_recommendations_with_reasons_and_follows_them(app, champion):
+def test_a_person_finds_anime_gets_ten_recommendations_with_reasons_and_follows_them(app, recommender):
     from playwright.sync_api import expect, sync_playwright
 
-    names = [n for n in load_recommender_for(champion).catalog.anime["name"].dropna() if len(n) > 3][:3]
+    names = [n for n in recommender.catalog.anime["name"].dropna() if len(n) > 3][:3]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -226,7 +222,7 @@ def test_a_person_finds_anime_gets_ten_recommendations_with_reasons_and_follows_
         expect(page.locator("dl.model")).to_contain_text("version 1 (champion)")
         _shot(page, "model")
 
-        page.goto(app.url + "/users/" + str(int(load_recommender_for(champion).user_ids[0])))
+        page.goto(app.url + "/users/" + str(int(recommender.user_ids[0])))
         expect(page.locator("#recommendations li.card")).to_have_count(10)
         _shot(page, "user")
 

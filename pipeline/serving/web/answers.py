@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow.compute as pc
 
 from pipeline.evaluation.metrics import K
-from pipeline.serving.catalog import NOT_IN_METADATA
 from pipeline.serving.recommend import Listing, Recommender
 
 MAX_QUERY = 100  # characters of a title search
@@ -63,10 +62,6 @@ def parse_list(text: str) -> list[RatedAnime]:
     return items
 
 
-def format_list(items: list[RatedAnime]) -> str:
-    return ",".join(f"{item.anime_id}:{'w' if item.rating is None else item.rating}" for item in items)
-
-
 def listing_for(recommender: Recommender, items: list[RatedAnime], n: int, **filters) -> Listing:
     items = check_list(recommender, items)
     ratings = np.array([recommender.unrated_value if item.rating is None else item.rating for item in items])
@@ -80,10 +75,6 @@ def card(recommender: Recommender, anime_index: int) -> dict:
     return {"anime_id": anime_id, **recommender.catalog.card(anime_id)}
 
 
-def display_name(row: dict) -> str:
-    return row["name"] or f"anime {row['anime_id']} {NOT_IN_METADATA}"
-
-
 def listing_rows(recommender: Recommender, listing: Listing) -> list[dict]:
     """The served model's answer rows (rank, anime_id, name, predicted_rating, because_you_watched as it joins
     them), with the anime's type, genres and episodes, and the reasons as anime to link to."""
@@ -92,7 +83,7 @@ def listing_rows(recommender: Recommender, listing: Listing) -> list[dict]:
                                                            strict=True), start=1):
         because = [card(recommender, int(reason)) for reason in reasons]
         rows.append({"rank": rank, **card(recommender, int(index)), "predicted_rating": round(float(predicted), 3),
-                     "because_you_watched": "; ".join(display_name(b) for b in because),
+                     "because_you_watched": "; ".join(recommender.catalog.names(recommender.anime_ids[reasons])),
                      "because": [{"anime_id": b["anime_id"], "name": b["name"]} for b in because]})
     return rows
 

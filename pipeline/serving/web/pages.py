@@ -28,9 +28,7 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
 
 
 def filter_choices(recommender) -> dict:
-    anime = recommender.catalog.anime
-    genres = sorted({g.strip() for text in anime["genre"].dropna() for g in str(text).split(",") if g.strip()})
-    return {"genres": genres, "types": sorted(anime["type"].dropna().unique().tolist())}
+    return {"genres": recommender.catalog.genres, "types": recommender.catalog.types}
 
 
 @router.get("/", response_class=HTMLResponse)
