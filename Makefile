@@ -1,11 +1,12 @@
 # The two commands: `make pipeline` (runs the whole pipeline) and `make test`. Both set up .venv first.
 # Every other target is a one-line alias of an `animerec` subcommand (`.venv/bin/animerec --help`): a Make
 # variable is the option of the same name (USER_ID=5 → --user-id 5, TOP=8 → --top 8); settings come from
-# ANIMEREC_* variables for every target, MODEL_NAME=… is ANIMEREC_REGISTERED_MODEL_NAME.
+# ANIMEREC_* variables for every target, MODEL_NAME=… is ANIMEREC_REGISTERED_MODEL_NAME; VERBOSE=1 shows the
+# libraries' own output too (--verbose).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-CLI := $(VENV)/bin/animerec
+CLI := $(VENV)/bin/animerec $(if $(VERBOSE),--verbose)
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -34,7 +35,7 @@ browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 test: $(STAMP) browser ## run the test suite, one worker process per core (at most 4)
-	$(PY) -m pytest -n auto --maxprocesses 4
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadgroup
 
 sweep: $(STAMP) ## grid search on Dask, best on validation: DATA=…, KIND=rating|ranking, SPACE='{"l2": [...]}', DASK=tcp://…
 	$(CLI) sweep $(DATA_OPTIONS) $(call opt,KIND,kind) $(call opt,SPACE,space) $(call opt,DASK,dask)

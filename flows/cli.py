@@ -7,6 +7,7 @@ Settings come from `ANIMEREC_*` environment variables (pipeline/settings.py) for
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.environment import use_local_defaults
+from pipeline.environment import quiet_libraries, use_local_defaults
 from pipeline.evaluation.metrics import K
 from pipeline.settings import PROJECT_ROOT, Settings
 
@@ -38,7 +39,8 @@ def _model_option(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="animerec", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's start-up lines")
+    parser.add_argument("--verbose", action="store_true", help="also show the libraries' own output: TensorFlow's "
+                        "start-up lines, MLflow's database and download messages, warnings")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_pipeline_commands(commands)
@@ -238,7 +240,8 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "compare": _registry_command, "promote": _registry_command, "bench": _bench,
 }
 FLOW_COMMANDS = {"retrain", "sweep", "serve"}
-ANSWER_COMMANDS = {"recommend", "similar", "similar-users", "compare", "promote"}  # print an answer, nothing else
+FLOW_MODULES = {"retrain": "flows.retrain", "sweep": "flows.sweep"}  # run on a temporary server unless one is set
+HANDS_OVER = {"ui", "serve-model", "bench"}  # another program's output: left as it is
 
 
 def _expected_errors(command: str) -> tuple[type[BaseException], ...]:
@@ -279,13 +282,28 @@ def _quiet_native_stderr(quiet: bool) -> Iterator[None]:
         os.close(devnull)
 
 
+@contextmanager
+def _prefect_server(command: str) -> Iterator[None]:
+    """A flow command's temporary Prefect server, tied to this process, started while the flow module imports."""
+    if command not in FLOW_MODULES:
+        yield
+        return
+    from flows.temporary_server import temporary_prefect_server
+
+    timeout_s = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+    with temporary_prefect_server(timeout_s, meanwhile=lambda: importlib.import_module(FLOW_MODULES[command])):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     use_local_defaults()
     args = build_parser().parse_args(argv)
+    quiet_libraries(verbose=args.verbose)
     settings = Settings()
-    with _quiet_native_stderr(quiet=not args.verbose and args.command in ANSWER_COMMANDS):
+    with _quiet_native_stderr(quiet=not args.verbose and args.command not in HANDS_OVER):
         try:
-            return HANDLERS[args.command](args, settings)
+            with _prefect_server(args.command):
+                return HANDLERS[args.command](args, settings)
         except _expected_errors(args.command) as exc:
             print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
             return 2

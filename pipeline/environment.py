@@ -11,6 +11,7 @@ LOCAL_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "GX_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
+    "EVIDENTLY_DISABLE_TELEMETRY": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_API_HOST": "127.0.0.1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
@@ -28,3 +29,28 @@ def use_local_defaults() -> None:
     for name, value in LOCAL_DEFAULTS.items():
         os.environ.setdefault(name, value)
     Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+
+
+QUIET_DEFAULTS = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "ERROR",
+}
+QUIET_LOGGERS = ("absl", "tensorflow", "distributed", "evidently")
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """A command's terminal shows Prefect's log lines and its answers: the libraries' own progress bars, database
+    set-up messages and warnings stay off it unless `verbose` (a variable the user set still wins)."""
+    if verbose:
+        return
+    import logging
+    import warnings
+
+    for name, value in QUIET_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    from mlflow.utils.logging_utils import disable_logging
+
+    disable_logging()  # MLflow's own prints ("Successfully registered model …")

@@ -44,11 +44,32 @@ def small_data(tmp_path_factory) -> Path:
 def prefect_server() -> str:
     """The real Prefect engine against a temporary local API server (started once, stopped at the end); its API
     URL, for child processes that should run their flows on it too."""
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
+        _keep_empty_prefect_database(PREFECT_API_DATABASE_CONNECTION_URL.value())
         yield PREFECT_API_URL.value()
+
+
+EMPTY_PREFECT_DB = _STATE / "empty-prefect.db"
+
+
+def _keep_empty_prefect_database(url: str) -> None:
+    """A copy of the harness's database as it starts (migrated, no runs): a fresh PREFECT_HOME migrates for ~10 s."""
+    import sqlite3
+
+    with sqlite3.connect(url.split(":///", 1)[1]) as source, sqlite3.connect(EMPTY_PREFECT_DB) as copy:
+        source.backup(copy)
+
+
+@pytest.fixture
+def prefect_home(tmp_path, prefect_server) -> Path:
+    """A new PREFECT_HOME for a process that runs on its own Prefect server, its database already migrated."""
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    shutil.copyfile(EMPTY_PREFECT_DB, home / "prefect.db")
+    return home
 
 
 @dataclass(frozen=True)

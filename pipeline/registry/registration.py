@@ -15,6 +15,8 @@ description; everything else stays in its training run.
 
 from __future__ import annotations
 
+import io
+from contextlib import redirect_stderr
 from datetime import UTC, datetime
 
 import mlflow
@@ -69,7 +71,8 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
             "test_rmse": score_tag(report.model.rmse), "ndcg_at_10": score_tag(ndcg),
             "baseline_bias_rmse": score_tag(report.bias.rmse),
             "architecture": architecture}
-    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+    with redirect_stderr(io.StringIO()):  # its "Successfully registered…" prints: the run logs the decision instead
+        version = str(mlflow.register_model(model_uri, name, tags=tags).version)
     challenger = VersionScores.rounded(report.model.rmse, ndcg)
     if same_lineage:
         promoted, reason = decide_promotion(challenger, report.bias.rmse, champion.scores, Tolerances.of(report),

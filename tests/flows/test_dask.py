@@ -31,7 +31,8 @@ from pipeline.data.ingest import ingest
 from pipeline.validation.suites import validate_batches_here
 from pipeline.validation.validate import validate
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+# one worker process runs both tests (make test's --dist loadgroup), so they share the real cluster
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server"), pytest.mark.xdist_group("dask")]
 SPACE = {"rating_weight_power": [0, 2], "neighbours": [5, 100]}  # the ranking model: quick trials
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,9 +53,10 @@ def _tasks_seen(client: Client) -> int:
         sum(prefix.state_counts.values()) for prefix in dask_scheduler.task_prefixes.values()))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def dask_cluster():
-    """A real Dask scheduler and two single-threaded workers, each its own process, on loopback only."""
+    """A real Dask scheduler and two single-threaded workers, each its own process, on loopback only; shared by the
+    tests of this module (each counts the tasks it adds)."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = [str(Path(sys.executable).parent / "dask")]

@@ -63,11 +63,11 @@ def _final_state(client: httpx.Client, flow_run_id: str) -> str | None:
     return state.get("type") if state.get("type") in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
 
 
-def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(tmp_path, small_data, settings):
+def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(small_data, settings, prefect_home):
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "ANIMEREC_DATA_ROOT": str(settings.data_root),
+    env |= {"PREFECT_HOME": str(prefect_home), "ANIMEREC_DATA_ROOT": str(settings.data_root),
             "ANIMEREC_MLRUNS_DIR": str(settings.mlruns_dir), "ANIMEREC_TRAINING__EPOCHS": "3",
             "ANIMEREC_TRAINING__EMBEDDING_DIM": "16", "ANIMEREC_TRAINING__BATCH_SIZE": "1024",
             "PREFECT_RUNNER_POLL_FREQUENCY": "2"}

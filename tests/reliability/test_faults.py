@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pyarrow.csv as pacsv
 import pytest
-from conftest import RATING_HEADER, write_csv
 from mlflow import MlflowClient
 
 import flows.retrain
@@ -119,44 +118,6 @@ def test_sigkill_while_writing_the_matrix_keeps_the_previous_one(small_data, set
     rebuilt = build_utility_matrix(validate(ingest(changed), settings), settings)
     assert rebuilt.data_version != previous.data_version and rebuilt.split_sizes["train"] > 0
     assert not [p for p in settings.matrix_root.iterdir() if p.name.startswith(f".{rebuilt.data_version}.")]
-
-
-KILL_DURING_TRAINING = """
-import sys, time
-from pathlib import Path
-from flows.retrain import retrain
-from pipeline.models.rating import keras_fit
-
-epoch_end = keras_fit.KeepBestWeights.on_epoch_end
-
-def epoch_end_then_wait(self, epoch, logs=None):
-    epoch_end(self, epoch, logs)
-    Path(sys.argv[2]).touch()  # an epoch is done: kill me now
-    time.sleep(120)
-
-keras_fit.KeepBestWeights.on_epoch_end = epoch_end_then_wait
-retrain(data_dir=Path(sys.argv[1]))
-"""
-
-
-def test_sigkill_mid_training_registers_nothing_and_the_next_run_starts_clean(small_data, settings, tmp_path):
-    """Killed after an epoch, before commit: nothing registered, the inbox file stays, and the next run closes the
-    killed run, trains and applies the inbox file once."""
-    anime = pacsv.read_csv(small_data / "anime.csv")["anime_id"][0].as_py()
-    inbox_file = write_csv(settings.inbox_dir / "late.csv", RATING_HEADER, [[999_002, anime, 8]])
-    marker = tmp_path / "one-epoch-done"
-    child = subprocess.Popen([sys.executable, "-c", KILL_DURING_TRAINING, str(small_data), str(marker)],
-                             env=_child_env(settings), cwd=PROJECT_ROOT)
-    _kill_when(marker, child)
-    assert _versions(settings) == [] and inbox_file.exists()
-    experiment = _client(settings).get_experiment_by_name(settings.experiment_name)
-    killed = _client(settings).search_runs([experiment.experiment_id])
-    assert [run.info.status for run in killed] == ["RUNNING"]  # nobody was left to close it
-
-    summary = retrain(data_dir=small_data, settings=settings)  # the lock died with the child
-    assert summary.outcome.decision.version == "1" and _champion(settings) == "1"
-    assert _client(settings).get_run(killed[0].info.run_id).info.status == "KILLED"
-    assert not inbox_file.exists() and len(summary.archived) == 1
 
 
 def test_registry_errors_are_retried_with_backoff(small_data, settings, monkeypatch):

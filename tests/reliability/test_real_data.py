@@ -234,12 +234,12 @@ def test_a_five_point_data_set_prints_its_scale_and_real_top_10_numbers(tmp_path
         logging.getLogger("prefect").removeHandler(logs)
 
 
-def test_an_expected_stop_prints_one_error_line_and_no_traceback(tmp_path):
+def test_an_expected_stop_prints_one_error_line_and_no_traceback(tmp_path, prefect_home):
     """`animerec retrain` as a user runs it: its own process and temporary Prefect server, all output kept."""
     folder = write_dataset(tmp_path / "data", GOOD, ANIME)
     write_csv(folder / "rating.csv", ["user_id", "anime_id", "score"], GOOD)
     env = os.environ | {"ANIMEREC_DATA_ROOT": str(tmp_path / "root"), "ANIMEREC_MLRUNS_DIR": str(tmp_path / "mlruns"),
-                        "PREFECT_HOME": str(tmp_path / "prefect")}
+                        "PREFECT_HOME": str(prefect_home)}
     env.pop("PREFECT_API_URL", None)
     done = subprocess.run([sys.executable, "-m", "flows", "retrain", "--data", str(folder)], cwd=PROJECT, env=env,
                           capture_output=True, text=True, timeout=600)

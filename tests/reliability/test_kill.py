@@ -1,0 +1,106 @@
+"""`make pipeline` as a user runs it (its own process and temporary Prefect server, all output kept), killed with
+`kill -9` at two stages and then run to the end: no process of a killed run survives it, a killed run registers
+nothing and leaves the inbox, the next run marks the killed MLflow run KILLED, and every line a run prints is a
+Prefect log line or the summary."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.csv as pacsv
+import pytest
+from conftest import RATING_HEADER, write_csv
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+PREFECT_LINE = r"\d\d:\d\d:\d\d\.\d{3} \| (INFO|WARNING) +\| (Flow|Task) run '[\w-]+' - "
+ALLOWED_LINES = [re.compile(shape) for shape in (
+    PREFECT_LINE,
+    r"suite '\w+' on .+: \d+/\d+ expectations passed",  # the lines of the validation log record
+    r"Retrain finished \(MLflow run [0-9a-f]{32}\)$",
+    r" {2,}\S",  # the summary's rows
+)]
+NOISE = ("absl", "oneDNN", "CloudPickle", "Downloading artifacts", "Traceback", "Error logging to API")
+KILL_POINTS = {  # the line after which the run is killed → the stage it is in then
+    "validate": re.compile(r".* \| Task run 'ingest-\w+' - Finished in state Completed"),
+    "train-ranking": re.compile(r".* \| Task run 'train-\w{3}' - Finished in state Completed"),
+}
+
+
+def _children(pid: int) -> list[int]:
+    found = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in found.read_text().split()] if found.exists() else []
+
+
+def _descendants(pid: int) -> list[int]:
+    return [child for direct in _children(pid) for child in [direct, *_descendants(direct)]]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended; only its exit status is left for its parent
+
+
+def _pipeline(small_data: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(["make", "-s", "pipeline", f"DATA={small_data}"], cwd=PROJECT_ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kill_the_run_after(make: subprocess.Popen, point: re.Pattern) -> list[int]:
+    """Read the run's output until `point`, then kill -9 the `animerec` process (not make); its processes then."""
+    lines = []
+    for line in make.stdout:
+        lines.append(line)
+        if point.match(line):
+            break
+    else:
+        pytest.fail("the run ended before its kill point:\n" + "".join(lines))
+    run = next(pid for pid in _children(make.pid) if "animerec" in Path(f"/proc/{pid}/cmdline").read_text())
+    processes = [run, *_descendants(run)]
+    assert len(processes) >= 2, "the run has its temporary Prefect server"
+    os.kill(run, signal.SIGKILL)
+    make.wait(timeout=60)  # make ends with its child; a survivor may still hold the output pipe
+    make.stdout.close()
+    return processes
+
+
+def test_a_killed_run_leaves_no_process_and_the_next_run_cleans_up_and_prints_only_its_log(
+        small_data, settings, prefect_home):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env |= {"PREFECT_HOME": str(prefect_home), "ANIMEREC_DATA_ROOT": str(settings.data_root),
+            "ANIMEREC_MLRUNS_DIR": str(settings.mlruns_dir), "ANIMEREC_DATASET_NAME": settings.dataset_name,
+            "ANIMEREC_TRAINING__EPOCHS": "3", "ANIMEREC_TRAINING__EMBEDDING_DIM": "16"}
+    anime = pacsv.read_csv(small_data / "anime.csv")["anime_id"][0].as_py()
+    inbox_file = write_csv(settings.inbox_dir / "late.csv", RATING_HEADER, [[999_002, anime, 8]])
+    store = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+    for stage, point in KILL_POINTS.items():
+        processes = _kill_the_run_after(_pipeline(small_data, env), point)
+        deadline = time.monotonic() + 10
+        while any(map(_alive, processes)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in processes if _alive(pid)], f"killed during {stage}: processes of the run survive"
+        assert store.search_registered_models() == [] and inbox_file.exists()
+    experiment = store.get_experiment_by_name(settings.experiment_name)
+    killed = store.search_runs([experiment.experiment_id])
+    assert [run.info.status for run in killed] == ["RUNNING"]  # killed during train-ranking; nobody closed it
+
+    make = _pipeline(small_data, env)
+    output, _ = make.communicate(timeout=300)
+    assert make.returncode == 0, output
+    assert not [word for word in NOISE if word in output], output
+    unexpected = [line for line in output.splitlines() if not any(shape.match(line) for shape in ALLOWED_LINES)]
+    assert unexpected == [], output
+    assert "Retrain finished" in output and "registered        anime-recommender version 1" in output
+    assert store.get_run(killed[0].info.run_id).info.status == "KILLED"
+    assert not inbox_file.exists()
