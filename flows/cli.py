@@ -166,7 +166,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from flows.serve import serve_on_schedule
 
     return serve_on_schedule(args.host, args.port, args.cron or settings.retrain_cron, args.data, args.rating_scale,
-                             args.dataset_name, args.server_timeout)
+                             args.dataset_name, args.server_timeout, settings.notify_url)
 
 
 def _mlflow(*args: str, tracking_uri: str) -> NoReturn:

@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.cluster import batches_as_tasks, on_cluster
+from flows.notifications import announce_promotion
 from pipeline.data.dataset_config import for_dataset
 from pipeline.data.generate import generate_demo_dataset
 from pipeline.data.ingest import RawData, archive_incoming, inbox_files, ingest
@@ -144,6 +145,7 @@ def register_task(model_uri: str, run_id: str, report: EvaluationReport, champio
                                    lineage, architecture(settings))
     log_decision(run_id, decision.as_dict())
     get_run_logger().info(decision_line(decision))
+    announce_promotion(settings.registered_model_name, decision, lineage.dataset)
     return decision
 
 

@@ -60,9 +60,9 @@ def _interrupt_as_sigterm(signum, frame) -> None:
 
 
 def serve_on_schedule(host: str, port: int, cron: str, data: Path | None, rating_scale: str | None,
-                      dataset_name: str | None, server_timeout_s: float) -> int:
-    """Start a Prefect server on host:port unless one answers there, then serve `retrain` as the cron deployment
-    until Ctrl-C; stop the server if this call started it."""
+                      dataset_name: str | None, server_timeout_s: float, notify_url: str | None) -> int:
+    """Start a Prefect server on host:port unless one answers there, set up the notifications to `notify_url`, then
+    serve `retrain` as the cron deployment until Ctrl-C; stop the server if this call started it."""
     api_url = f"http://{host}:{port}/api"
     server = None if api_answers(api_url) else start_server(host, port, api_url, server_timeout_s)
     os.environ["PREFECT_API_URL"] = api_url  # before Prefect is imported: the flow talks to this server
@@ -71,11 +71,18 @@ def serve_on_schedule(host: str, port: int, cron: str, data: Path | None, rating
         from prefect.deployments.runner import EntrypointType
 
         from flows.console import quiet_expected_errors
+        from flows.notifications import set_up_notifications
         from flows.retrain import retrain
         from pipeline.errors import PipelineInputError, RegistryUnavailableError
         from pipeline.storage import LockBusyError
 
         quiet_expected_errors(PipelineInputError, LockBusyError, RegistryUnavailableError)
+        if notify_url:
+            automations = set_up_notifications(notify_url, f"http://{host}:{port}")
+            print(f"notifications to {notify_url}: {', '.join(automations)}", flush=True)
+        else:
+            print("notifications: off (set ANIMEREC_NOTIFY_URL to a webhook to have failures and new champions "
+                  "posted)", flush=True)
         print(f"Prefect UI: http://{host}:{port}  (Ctrl-C to stop)", flush=True)
         retrain.serve(
             name=DEPLOYMENT_NAME, cron=cron, global_limit=1, limit=1,

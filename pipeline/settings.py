@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     dask_workers: int | None = Field(None, ge=1)
 
     retrain_cron: str = "0 3 * * *"  # the scheduled deployment's cron (daily 03:00)
+    # `make serve`: Prefect posts Slack-style JSON ({"text": …}) here when a retrain run fails or crashes and when a
+    # new champion is promoted (ANIMEREC_NOTIFY_URL; a Slack incoming webhook, or any URL that takes such a POST).
+    notify_url: str | None = None
     lock_wait_seconds: float = Field(3600, ge=0)  # a second retrain waits this long for the first, then fails
     registry_retries: int = Field(3, ge=0)  # registration retried on store errors (locked, unreachable)
     registry_retry_delay_seconds: float = Field(2.0, ge=0)  # first backoff; doubles on each retry

@@ -1,12 +1,16 @@
 """`make serve` for real: a Prefect server on a free loopback port, the `retrain` deployment on a cron
-schedule, one run triggered through the API and followed to completion, then Ctrl-C stops it all."""
+schedule, one run triggered through the API and followed to completion, its promotion and a failing run posted by
+Prefect's automations to a webhook receiver on 127.0.0.1, then Ctrl-C stops it all."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -51,9 +55,10 @@ def _first_deployment(client: httpx.Client):
     return deployments[0] if isinstance(deployments, list) and deployments else None
 
 
-def _start_run(client: httpx.Client, deployment_id: str) -> str | None:
+def _start_run(client: httpx.Client, deployment_id: str, parameters: dict | None = None) -> str | None:
     """Trigger a run now (as 'Run' in the UI does); a SQLite server can refuse while the runner writes."""
-    response = client.post(f"/deployments/{deployment_id}/create_flow_run", json={})
+    response = client.post(f"/deployments/{deployment_id}/create_flow_run",
+                           json={"parameters": parameters} if parameters else {})
     return response.json()["id"] if response.status_code in (200, 201) else None
 
 
@@ -63,14 +68,41 @@ def _final_state(client: httpx.Client, flow_run_id: str) -> str | None:
     return state.get("type") if state.get("type") in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
 
 
-def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(small_data, settings, prefect_home):
+@pytest.fixture
+def webhook():
+    """A Slack-style webhook receiver on 127.0.0.1: its URL and the JSON bodies posted to it."""
+    received = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()
+
+
+def _posted(received: list, words: str):
+    return next((body["text"] for body in received if words in body.get("text", "")), None)
+
+
+def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(small_data, settings, prefect_home, webhook):
+    url, received = webhook
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     env |= {"PREFECT_HOME": str(prefect_home), "ANIMEREC_DATA_ROOT": str(settings.data_root),
-            "ANIMEREC_MLRUNS_DIR": str(settings.mlruns_dir), "ANIMEREC_TRAINING__EPOCHS": "3",
-            "ANIMEREC_TRAINING__EMBEDDING_DIM": "16", "ANIMEREC_TRAINING__BATCH_SIZE": "1024",
+            "ANIMEREC_MLRUNS_DIR": str(settings.mlruns_dir), "ANIMEREC_NOTIFY_URL": url,
             "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    env |= {f"ANIMEREC_TRAINING__{name.upper()}": str(value)  # the tests' quick training, which gets promoted
+            for name, value in settings.training.model_dump(include={
+                "embedding_dim", "batch_size", "epochs", "learning_rate", "early_stopping_patience"}).items()}
     serve = subprocess.Popen([sys.executable, "-m", "flows", "serve", "--port", str(port), "--data", str(small_data),
                               "--cron", "30 4 * * *"], cwd=REPO, env=env, start_new_session=True)
     try:
@@ -90,6 +122,15 @@ def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(small_data, settin
             keys = {a["key"] for a in client.post("/artifacts/filter", json={}).json()}
             assert {"retrain-row-counts", "retrain-row-counts-per-file", "retrain-validation", "retrain-scores",
                     "retrain-decision"} <= keys
+            promoted = _wait_for(lambda: _posted(received, "new champion"), 60, "the promotion's post", serve)
+            assert promoted.startswith(f"anime-recommender version 1 is the new champion of data set {small_data.name}")
+
+            missing = {"data_dir": str(small_data / "missing")}
+            failing = _wait_for(lambda: _start_run(client, deployment["id"], missing), 60, "a failing run", serve)
+            assert _wait_for(lambda: _final_state(client, failing), 120, "the failing run", serve) == "FAILED"
+            failed = _wait_for(lambda: _posted(received, "ended Failed"), 60, "the failure's post", serve)
+            assert "retrain run " in failed and f"/runs/flow-run/{failing}" in failed
+            assert len(received) == 2
         registry = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
         assert [str(v.version) for v in registry.search_model_versions("name = 'anime-recommender'")] == ["1"]
     finally:
