@@ -241,7 +241,8 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
 }
 FLOW_COMMANDS = {"retrain", "sweep", "serve"}
 FLOW_MODULES = {"retrain": "flows.retrain", "sweep": "flows.sweep"}  # run on a temporary server unless one is set
-HANDS_OVER = {"ui", "serve-model", "bench"}  # another program's output: left as it is
+# servers and other programs (no TensorFlow imported): their own error output keeps the terminal
+KEEPS_STDERR = {"ui", "serve-model", "bench", "app"}
 
 
 def _expected_errors(command: str) -> tuple[type[BaseException], ...]:
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries(verbose=args.verbose)
     settings = Settings()
-    with _quiet_native_stderr(quiet=not args.verbose and args.command not in HANDS_OVER):
+    with _quiet_native_stderr(quiet=not args.verbose and args.command not in KEEPS_STDERR):
         try:
             with _prefect_server(args.command):
                 return HANDLERS[args.command](args, settings)

@@ -9,8 +9,8 @@ recommender (ranking model), of the rating model ranked alone, and of the most p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import numba
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,9 @@ from pipeline.evaluation.metrics import K, RankingReport, Scores, ranking_report
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.ranking.ease import ItemToItemModel
 from pipeline.serving.recommend import Recommender
+
+if TYPE_CHECKING:  # the model is only handed through: serving and the registry import this module without Keras
+    import keras
 
 SEEN_SPLITS = ("train", "validation")  # what a user had rated when the test ratings were held out
 
