@@ -12,11 +12,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
+
+from flows.serve import api_answers, stop_server
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -39,14 +40,6 @@ def die_with(parent: int) -> Callable[[], None] | None:
             os._exit(1)
 
     return tie
-
-
-def _answers(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:  # noqa: S310 (http://127.0.0.1)
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def configured_api_url() -> str | None:
@@ -91,7 +84,7 @@ def temporary_prefect_server(timeout_s: float, meanwhile: Callable[[], object] =
     try:
         meanwhile()
         deadline = time.monotonic() + timeout_s
-        while not _answers(api_url):
+        while not api_answers(api_url):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the temporary Prefect server on 127.0.0.1:{port} did not start")
             time.sleep(0.2)
@@ -99,9 +92,4 @@ def temporary_prefect_server(timeout_s: float, meanwhile: Callable[[], object] =
     finally:
         _send_what_prefect_holds()
         os.environ.pop("PREFECT_API_URL", None)
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
