@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pipeline.environment import quiet_libraries, use_local_defaults
+from pipeline.errors import first_line
 from pipeline.evaluation.metrics import K
 from pipeline.settings import PROJECT_ROOT, Settings
 
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             with _prefect_server(args.command):
                 return HANDLERS[args.command](args, settings)
         except _expected_errors(args.command) as exc:
-            print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+            print(f"error: {first_line(exc)}", file=sys.stderr)
             return 2
 
 

@@ -27,12 +27,14 @@ from pipeline.evaluation.rescoring import ChampionScores, score_champion
 from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
 from pipeline.models.ranking.fit import RankingFit, train_ranking_model
 from pipeline.models.rating.train import TrainedModel, train_model
+from pipeline.monitoring.check import NewDataReport, check_new_data
 from pipeline.registry.promotion import Lineage, PromotionDecision
 from pipeline.registry.registration import register_and_decide
 from pipeline.reports import (
     DataReport,
     RetrainSummary,
     TrainingOutcome,
+    champion_on_new_line,
     decision_line,
     evaluation_line,
     ingest_lines,
@@ -43,7 +45,13 @@ from pipeline.settings import Settings
 from pipeline.storage import exclusive_lock
 from pipeline.tracking.model_logging import EpochLogger, log_model_bundle, log_ranking_model, log_rating_model
 from pipeline.tracking.runs import ended, last_trained_data, log_decision, run_url, start_run
-from pipeline.tracking.stage_logging import log_champion_scores, log_evaluation, log_matrix, log_validation
+from pipeline.tracking.stage_logging import (
+    log_champion_scores,
+    log_evaluation,
+    log_matrix,
+    log_new_data,
+    log_validation,
+)
 from pipeline.validation.results import ValidatedData
 from pipeline.validation.validate import validate
 
@@ -95,6 +103,18 @@ def build_matrix_task(validated: ValidatedData, settings: Settings, source_sha25
     return matrix
 
 
+@task(name="check-new-data", cache_policy=NO_CACHE)
+def check_new_data_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> NewDataReport:
+    """Before training: the data set's champion on the ratings it never saw, and the drift from its data."""
+    report = check_new_data(matrix, settings)
+    log_new_data(run_id, report)
+    get_run_logger().info(champion_on_new_line(report))
+    if report.drift is not None and report.drift.drifted:
+        get_run_logger().warning("data drifted from champion v%s's: %s", report.champion_version,
+                                 ", ".join(f"{m.name} {m.value:.3f} > {m.threshold:g}" for m in report.drift.drifted))
+    return report
+
+
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> TrainedModel:
     """The rating model (predicted ratings, judged by RMSE)."""
@@ -140,9 +160,10 @@ def score_champion_task(matrix: UtilityMatrix, lineage: Lineage, settings: Setti
 
 @task(name="register", cache_policy=NO_CACHE)
 def register_task(model_uri: str, run_id: str, report: EvaluationReport, champion: ChampionScores,
-                  matrix: UtilityMatrix, lineage: Lineage, settings: Settings) -> PromotionDecision:
+                  matrix: UtilityMatrix, lineage: Lineage, new_data: NewDataReport, settings: Settings
+                  ) -> PromotionDecision:
     decision = register_and_decide(settings.registered_model_name, model_uri, run_id, report, champion, matrix,
-                                   lineage, architecture(settings))
+                                   lineage, architecture(settings), new_data.description())
     log_decision(run_id, decision.as_dict())
     get_run_logger().info(decision_line(decision))
     announce_promotion(settings.registered_model_name, decision, lineage.dataset)
@@ -173,13 +194,14 @@ def architecture(settings: Settings) -> str:
 
 
 def _register_with_retries(model_uri: str, run_id: str, report: EvaluationReport, champion: ChampionScores,
-                           matrix: UtilityMatrix, lineage: Lineage, settings: Settings) -> PromotionDecision:
+                           matrix: UtilityMatrix, lineage: Lineage, new_data: NewDataReport, settings: Settings
+                           ) -> PromotionDecision:
     """The register task with exponential backoff on store errors; aliases move only after evaluation,
     so however this ends, `champion` never points at a version that did not finish evaluation."""
     delays = [settings.registry_retry_delay_seconds * 2**attempt for attempt in range(settings.registry_retries)]
     try:
         return register_task.with_options(retries=settings.registry_retries, retry_delay_seconds=delays)(
-            model_uri, run_id, report, champion, matrix, lineage, settings)
+            model_uri, run_id, report, champion, matrix, lineage, new_data, settings)
     except Exception as exc:
         raise RegistryUnavailableError(
             f"{settings.tracking_uri}: registering the model failed after {settings.registry_retries + 1} "
@@ -193,6 +215,8 @@ def _release_arrow_memory() -> None:
 
 
 def _train_and_register(matrix: UtilityMatrix, lineage: Lineage, run_id: str, settings: Settings) -> TrainingOutcome:
+    new_data = check_new_data_task(matrix, settings, run_id)
+    _release_arrow_memory()
     trained = train_task(matrix, settings, run_id)
     _release_arrow_memory()
     ranking_fit = train_ranking_task(matrix, settings, run_id)
@@ -202,9 +226,9 @@ def _train_and_register(matrix: UtilityMatrix, lineage: Lineage, run_id: str, se
     report = evaluate_task(trained, ranking_fit, matrix, settings, run_id)
     _release_arrow_memory()
     champion = score_champion_task(matrix, lineage, settings, run_id)
-    decision = _register_with_retries(model_uri, run_id, report, champion, matrix, lineage, settings)
+    decision = _register_with_retries(model_uri, run_id, report, champion, matrix, lineage, new_data, settings)
     return TrainingOutcome(run_id, run_url(settings, run_id), matrix, trained, settings.training, ranking_fit,
-                           report, decision)
+                           report, decision, new_data)
 
 
 @flow(name="retrain")

@@ -25,10 +25,10 @@ from flows.cluster import on_dask
 from flows.retrain import build_matrix_task, generate_demo_data_task, ingest_task, validate_stage
 from pipeline.data.dataset_config import for_dataset
 from pipeline.matrix.utility_matrix import UtilityMatrix
-from pipeline.reports import SweepSummary, format_trials, trial_line
 from pipeline.settings import Settings
 from pipeline.tracking.runs import ended
 from pipeline.tracking.sweeps import log_sweep_outcome, log_trial, start_sweep_run
+from pipeline.tuning.summary import SweepSummary, format_trials, trial_line
 from pipeline.tuning.sweep import (
     OBJECTIVES,
     SweptModel,

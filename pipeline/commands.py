@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
+from pipeline.errors import first_line
 from pipeline.registry.registration import promote_manually
 from pipeline.registry.versions import (
     format_versions,
@@ -60,8 +61,7 @@ def open_recommender(settings: Settings, model: str) -> Recommender:
             what = f"{name} version {MlflowClient().get_model_version_by_alias(name, model).version} ({model})"
         return load_recommender(uri)
     except Exception as exc:  # a missing alias or a damaged artifact: say which version, not a traceback
-        raise UnknownIdError(f"cannot load {what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                             ) from exc
+        raise UnknownIdError(f"cannot load {what}: {first_line(exc)}") from exc
 
 
 def read_my_ratings(path: Path) -> pd.DataFrame:

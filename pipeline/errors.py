@@ -7,3 +7,8 @@ class PipelineInputError(ValueError):
 
 class RegistryUnavailableError(RuntimeError):
     """Registering a model failed on every retry (the MLflow store is locked or unreachable)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception in one line for a person: its message's first line, or its type when it has none."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

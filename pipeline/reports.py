@@ -10,17 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
 from pipeline.data.dataset_config import DatasetOrigins
 from pipeline.data.ingest import RawData
 from pipeline.evaluation.evaluate import EvaluationReport
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.ranking.fit import RankingFit
 from pipeline.models.rating.train import TrainedModel
+from pipeline.monitoring.check import NewDataReport
 from pipeline.registry.promotion import CHALLENGER, CHAMPION, PromotionDecision
 from pipeline.settings import Settings, TrainingConfig
-from pipeline.tuning.sweep import OBJECTIVES, Objective, SweptModel, TrialResult
 from pipeline.validation.results import ValidatedData, ValidationCounts
 
 
@@ -36,6 +34,7 @@ class TrainingOutcome:
     ranking_fit: RankingFit
     evaluation: EvaluationReport
     decision: PromotionDecision
+    new_data: NewDataReport  # measured before training: the champion on the new ratings, the drift
 
 
 @dataclass(frozen=True)
@@ -112,6 +111,7 @@ class RetrainSummary:
             f"Retrain finished (MLflow run {o.mlflow_run_id})", *lines,
             f"  matrix            {o.matrix.n_users:,} users x {o.matrix.n_anime:,} anime; "
             f"train {sizes['train']:,} / validation {sizes['validation']:,} / test {sizes['test']:,}",
+            *new_data_lines(o.new_data),
             f"  rating model      {o.training.method}: {o.trained.epochs_run} {o.training.step_name}s run, weights of "
             f"{o.training.step_name} {o.trained.best_epoch} kept",
             f"  ranking model     EASE, lambda {o.ranking_fit.model.l2:.4g} ({chosen.relative_l2:g} x mean "
@@ -177,10 +177,53 @@ def retrain_artifacts(summary: RetrainSummary, model_name: str) -> list[Artifact
         artifacts.append(Artifact("markdown", "retrain-ranking", "Top-10 on the test split", (
             f"Not measured: no test rating >= {summary.settings.relevant_rating} on the "
             f"{summary.settings.rating_scale} scale.")))
+    artifacts += new_data_artifacts(o.new_data)
     artifacts.append(Artifact("markdown", "retrain-decision", "Promotion decision", (
         f"**{model_name} version {d.version}: {'promoted to champion' if d.promoted else 'kept as challenger'}**"
         f"\n\n{d.reason}\n\nMLflow run: [{o.mlflow_run_id}]({o.mlflow_run_url})")))
     return artifacts
+
+
+def _champion_on_new(report: NewDataReport) -> list[str]:
+    """The champion on the ratings it never saw, beside its own test split's figures (or why not measured)."""
+    if report.skipped:
+        return [f"champion on new data: not measured ({report.skipped})"]
+    c = report.champion_on_new
+    if report.not_scored:
+        return [f"{report.new_ratings:,} new ratings; {report.not_scored}: not scored on them"]
+    if c is None:
+        return [f"champion v{report.champion_version}: no rating it never saw (ratings only removed or re-rated)"]
+    test_ndcg = "" if c.test_scores.ndcg is None else f" ({c.test_scores.ndcg:.4f} on its test split)"
+    return [f"champion v{c.version} on {c.n_ratings:,} new ratings: RMSE {c.rmse:.4f} ({c.test_scores.rmse:.4f} on "
+            "its test split)",
+            f"NDCG@10 {c.ndcg:.4f}{test_ndcg} for {c.n_users:,} returning users" if c.ndcg is not None
+            else "NDCG@10 not measured (no returning user with a relevant new rating)"]
+
+
+def champion_on_new_line(report: NewDataReport) -> str:
+    return ", ".join(_champion_on_new(report))
+
+
+def new_data_lines(report: NewDataReport) -> list[str]:
+    """The summary's rows on new data: the champion's scores on it and the drift table."""
+    lines = [f"  {'new data' if i == 0 else '':<18}{part}" for i, part in enumerate(_champion_on_new(report))]
+    if report.drift is not None:
+        lines += [f"  {f'drift from champion v{report.champion_version} data (Evidently)':<40}  value  threshold  "
+                  "statistic",
+                  *(f"    {m.name:<38}{m.value:7.4f}  {m.threshold:<9g}  {m.statistic}"
+                    f"{'  DRIFTED' if m.drifted else ''}" for m in report.drift.measures)]
+    return lines
+
+
+def new_data_artifacts(report: NewDataReport) -> list[Artifact]:
+    found = [Artifact("markdown", "retrain-new-data", "The champion on the ratings it never saw",
+                      champion_on_new_line(report))]
+    if report.drift is not None:
+        found.append(Artifact("table", "retrain-drift", f"Drift from champion v{report.champion_version}'s data "
+                              "(Evidently report in the MLflow run: drift/report.html)", [
+                                  {"measure": m.name, "statistic": m.statistic, "value": round(m.value, 4),
+                                   "threshold": m.threshold, "drifted": m.drifted} for m in report.drift.measures]))
+    return found
 
 
 def ingest_lines(raw: RawData, data_dir: Path, loose_inbox_files: list[Path], settings: Settings
@@ -213,54 +256,3 @@ def evaluation_line(report: EvaluationReport) -> str:
 
 def decision_line(decision: PromotionDecision) -> str:
     return f"version {decision.version}: {CHAMPION if decision.promoted else CHALLENGER} ({decision.reason})"
-
-
-@dataclass(frozen=True)
-class SweepSummary:
-    model: SweptModel
-    trials: list[TrialResult]
-    best: TrialResult
-    test_score: float  # of the best configuration, for the record
-    mlflow_run_id: str
-
-    def format(self) -> str:
-        objective = OBJECTIVES[self.model]
-        prefix = "ANIMEREC_RANKING__" if self.model == "ranking" else "ANIMEREC_TRAINING__"
-        settings_lines = [f"{prefix}{key.upper()}={_setting(value)}"
-                          for key, value in sorted(self.best.changed.items())]
-        test_metric = "test NDCG@10" if self.model == "ranking" else "test RMSE"
-        return "\n".join([
-            f"sweep of the {self.model} model: {len(self.trials)} trials, chosen on {objective.metric} "
-            f"(MLflow run {self.mlflow_run_id})",
-            format_trials(self.trials, self.best, objective),
-            f"best: {objective.metric} {self.best.validation_score:.4f}, {test_metric} {self.test_score:.4f}",
-            "to train with it: " + " ".join(settings_lines),
-        ])
-
-    def markdown(self) -> str:
-        return f"```\n{self.format()}\n```"
-
-
-def trial_line(result: TrialResult, objective: Objective) -> str:
-    return f"{result.changed}: {objective.metric} {result.validation_score:.4f} ({result.fit_seconds:.1f} s)"
-
-
-def _setting(value: Any) -> str:
-    """A value as an ANIMEREC_* variable takes it: a Keras part as quoted JSON."""
-    return f"'{value.model_dump_json()}'" if isinstance(value, BaseModel) else str(value)
-
-
-def format_trials(results: list[TrialResult], best: TrialResult, objective: Objective) -> str:
-    names = sorted(results[0].changed)
-    widths = {n: max(14, len(n), *(len(str(r.changed[n])) for r in results)) for n in names}
-    detail_names = sorted(results[0].details)
-    header = (" ".join(f"{n:>{widths[n]}}" for n in names) + f" {objective.metric:>22} {'fit s':>6} "
-              + " ".join(f"{n:>13}" for n in detail_names))
-    lines = [header]
-    ordered = sorted(results, key=lambda r: -r.validation_score if objective.higher_is_better else r.validation_score)
-    for r in ordered:
-        values = " ".join(f"{r.changed[n]!s:>{widths[n]}}" for n in names)
-        details = " ".join(f"{r.details[n]:>13,.6g}" for n in detail_names)
-        mark = "  <- best" if r is best else ""
-        lines.append(f"{values} {r.validation_score:22.4f} {r.fit_seconds:6.1f} {details}{mark}")
-    return "\n".join(lines)

@@ -121,6 +121,23 @@ class RankingConfig(BaseModel):
     validation_users: int = Field(10_000, ge=1)  # users sampled to judge each λ (all when fewer)
 
 
+class DriftConfig(BaseModel):
+    """When a run's data count as drifted from the data its data set's champion learned from (pipeline/monitoring/).
+    Distances are Evidently's: Jensen-Shannon for the rating and most-watched distributions, Wasserstein normed by
+    the reference's spread for ratings per user and per anime; 0.1 is Evidently's own default for both."""
+
+    rating_distance: float = Field(0.1, gt=0)  # the distribution of rating values
+    top_anime: int = Field(20, ge=1)  # the reference's most-rated anime whose share of ratings is compared
+    top_anime_distance: float = Field(0.1, gt=0)  # how ratings spread over those anime (and all others as one)
+    ratings_per_user_distance: float = Field(0.1, gt=0)
+    ratings_per_anime_distance: float = Field(0.1, gt=0)
+    # Users (anime) the champion never saw, as a share of the new data's: served by fold-in (not at all) until retrained
+    new_user_share: float = Field(0.2, ge=0, le=1)
+    new_anime_share: float = Field(0.05, ge=0, le=1)
+    sample_rows: int = Field(200_000, ge=1_000)  # rows per side handed to Evidently (ratings, users, anime), seeded
+    seed: int = 42
+
+
 class Settings(BaseSettings):
     """Where data and models live, how ratings are read and split, and how the model is trained.
 
@@ -161,6 +178,7 @@ class Settings(BaseSettings):
 
     training: TrainingConfig = TrainingConfig()  # the rating model: predicted ratings, judged by RMSE
     ranking: RankingConfig = RankingConfig()  # the ranking model: what to recommend, judged by NDCG@10
+    drift: DriftConfig = DriftConfig()  # new data against the champion's: reported, noted on the version
     # `make sweep`: every combination is trained on the same split and judged on validation RMSE (its default: the
     # initializer × learning-rate function table of `make bench`).
     sweep_space: dict[str, list[Any]] = {

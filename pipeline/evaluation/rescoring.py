@@ -11,6 +11,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pipeline.errors import first_line
 from pipeline.evaluation.evaluate import SEEN_SPLITS, served_ranking
 from pipeline.evaluation.metrics import rmse
 from pipeline.matrix.utility_matrix import UtilityMatrix
@@ -45,7 +46,8 @@ def _run_tags(run_id: str | None) -> dict[str, str]:
         return {}
 
 
-def _tagged_scores(version: mlflow.entities.model_registry.ModelVersion) -> VersionScores:
+def tagged_scores(version: mlflow.entities.model_registry.ModelVersion) -> VersionScores:
+    """A version's scores as registered (its tags): on its own test split."""
     ndcg = tagged_score(version.tags.get("ndcg_at_10"))
     return VersionScores(tagged_score(version.tags["test_rmse"]), None if math.isnan(ndcg) else ndcg)
 
@@ -72,11 +74,10 @@ def score_champion(name: str, dataset: str, matrix: UtilityMatrix, relevance_thr
     if found.dataset != dataset:
         return found
     if _run_tags(champion.run_id).get("split_id") == matrix.split_id:
-        return ChampionScores(found.version, found.dataset, _tagged_scores(champion))
+        return ChampionScores(found.version, found.dataset, tagged_scores(champion))
     try:
         scores = score_version_on_split(name, found.version, matrix, relevance_threshold)
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return ChampionScores(found.version, found.dataset, missing=f"champion v{found.version} could not be "
-                              f"loaded ({reason})")
+                              f"loaded ({first_line(exc)})")
     return ChampionScores(found.version, found.dataset, scores, rescored=True)

@@ -44,7 +44,7 @@ VERSION_TAGS = ("dataset", "data_version", "rating_scale", "test_rmse", "ndcg_at
 
 
 def describe_version(lineage: Lineage, matrix: UtilityMatrix, report: EvaluationReport, architecture: str,
-                     run_id: str, promoted: bool, reason: str) -> str:
+                     run_id: str, promoted: bool, reason: str, drift_note: str = "") -> str:
     """The version's one-paragraph description in the registry: what it learned from, how good it is, what was
     decided and why."""
     ranking = report.ranking
@@ -56,13 +56,14 @@ def describe_version(lineage: Lineage, matrix: UtilityMatrix, report: Evaluation
             f"the {matrix.scale.minimum}-{matrix.scale.maximum} scale) by {architecture}. Test RMSE "
             f"{report.model.rmse:.4f} (user+item bias baseline {report.bias.rmse:.4f}, global mean "
             f"{report.global_mean.rmse:.4f}){lists}. {'Promoted to champion' if promoted else 'Kept as challenger'}: "
-            f"{reason}. Training run {run_id}.")
+            f"{reason}. Training run {run_id}." + (f" {drift_note}" if drift_note else ""))
 
 
 def register_and_decide(name: str, model_uri: str, run_id: str, report: EvaluationReport, champion: ChampionScores,
-                        matrix: UtilityMatrix, lineage: Lineage, architecture: str) -> PromotionDecision:
-    """Register the model, tag and describe it, set `challenger`, and move `champion` if it wins against the
-    champion's scores on the same split."""
+                        matrix: UtilityMatrix, lineage: Lineage, architecture: str, drift_note: str = ""
+                        ) -> PromotionDecision:
+    """Register the model, tag and describe it (with `drift_note` when its data drifted from the champion's), set
+    `challenger`, and move `champion` if it wins against the champion's scores on the same split."""
     client = MlflowClient()
     same_lineage = champion.version is None or champion.dataset == lineage.dataset
     ndcg = None if report.ranking is None else report.ranking.served.measured_ndcg
@@ -87,7 +88,7 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
         client.delete_registered_model_alias(name, CHALLENGER)
     client.set_model_version_tag(name, version, "decision", decision)
     client.update_model_version(name, version, description=describe_version(
-        lineage, matrix, report, architecture, run_id, promoted, reason))
+        lineage, matrix, report, architecture, run_id, promoted, reason, drift_note))
     return PromotionDecision(version=version, promoted=promoted, reason=reason, challenger=challenger,
                              champion_version=champion.version, champion=champion.scores,
                              champion_rescored=champion.rescored, same_dataset=same_lineage)

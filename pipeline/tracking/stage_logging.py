@@ -3,7 +3,9 @@ chart."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -13,6 +15,7 @@ from pipeline.evaluation.evaluate import EvaluationReport
 from pipeline.evaluation.metrics import RankingReport
 from pipeline.evaluation.rescoring import ChampionScores
 from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.monitoring.check import NewDataReport
 from pipeline.tracking.runs import ID_MAPS_DIR
 from pipeline.validation.results import ValidatedData
 
@@ -81,3 +84,26 @@ def log_champion_scores(run_id: str, champion: ChampionScores) -> None:
         client.log_metric(run_id, "champion_test_rmse_rescored", champion.scores.rmse)
         if champion.scores.ndcg is not None:
             client.log_metric(run_id, "champion_ndcg_at_10_rescored", champion.scores.ndcg)
+
+
+def log_new_data(run_id: str, report: NewDataReport) -> None:
+    """The champion's scores on the new ratings, the drift table as metrics (`drift_<measure>`, tag
+    `drift_detected`) and the Evidently report (`drift/report.html`, `drift/report.json`)."""
+    client = MlflowClient()
+    if report.skipped:
+        client.set_tag(run_id, "new_data", report.skipped)
+        return
+    client.set_tag(run_id, "champion_data_version", report.champion_data_version)
+    client.log_metric(run_id, "new_ratings", report.new_ratings)
+    if report.champion_on_new is not None:
+        client.log_metric(run_id, "champion_new_ratings_rmse", report.champion_on_new.rmse)
+        if report.champion_on_new.ndcg is not None:
+            client.log_metric(run_id, "champion_new_ratings_ndcg_at_10", report.champion_on_new.ndcg)
+    if report.drift is not None:
+        for measure in report.drift.measures:
+            client.log_metric(run_id, f"drift_{measure.key}", measure.value)
+        client.set_tag(run_id, "drift_detected", ", ".join(m.key for m in report.drift.drifted) or "none")
+        with tempfile.TemporaryDirectory() as folder:
+            report.drift.evidently.save_html(str(Path(folder) / "report.html"))
+            (Path(folder) / "report.json").write_text(report.drift.evidently.json())
+            client.log_artifacts(run_id, folder, "drift")

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 import flows.retrain
 from flows.retrain import retrain
+from pipeline.settings import DriftConfig
 from pipeline.storage import LockBusyError, exclusive_lock
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -30,7 +31,8 @@ def _some_anime_ids(small_data, n=2):
 
 def test_inbox_is_merged_archived_and_unchanged_data_skip_training(small_data, settings):
     base_rows = pacsv.read_csv(small_data / "rating.csv").num_rows
-    first_anime, second_anime = _some_anime_ids(small_data)
+    all_anime = _some_anime_ids(small_data, 12)
+    first_anime, second_anime = all_anime[:2]
     write_csv(settings.inbox_dir / "2026-11-27.csv", RATING_HEADER,
               [[1, first_anime, 10], [999_001, first_anime, 7], [999_001, second_anime, 9]])
     summary = retrain(data_dir=small_data, skip_unchanged=True, settings=settings)
@@ -48,12 +50,38 @@ def test_inbox_is_merged_archived_and_unchanged_data_skip_training(small_data, s
     assert len(_versions(settings)) == 1
     assert "Retrain skipped" in again.format(settings.registered_model_name)
 
-    write_csv(settings.inbox_dir / "2026-11-28.csv", RATING_HEADER, [[999_001, first_anime, 2]])
-    changed = retrain(data_dir=small_data, skip_unchanged=True, settings=settings)
+    newcomers = [[user, anime, 1 + (user + anime) % 10] for user in (999_002, 999_003) for anime in all_anime[:12]]
+    write_csv(settings.inbox_dir / "2026-11-28.csv", RATING_HEADER, [[999_001, first_anime, 2], *newcomers])
+    drift_on_any_new_user = settings.model_copy(update={"drift": DriftConfig(new_user_share=0)})
+    changed = retrain(data_dir=small_data, skip_unchanged=True, settings=drift_on_any_new_user)
     assert changed.outcome is not None and changed.data.data_version != summary.data.data_version
     assert changed.data.counts.superseded == again.data.counts.superseded + 1  # 999_001 re-rated: the newest rating won
     assert [p.name for p in sorted(settings.archive_dir.iterdir())] == ["000001-2026-11-27.csv",
                                                                         "000002-2026-11-28.csv"]
+    _check_the_champion_was_judged_on_the_new_ratings(changed, newcomers, settings)
+
+
+def _check_the_champion_was_judged_on_the_new_ratings(summary, newcomers, settings):
+    """Before training, version 1 (the champion) was scored on the ratings it never saw (the newcomers'; the re-rated
+    pair it saw), beside its registered test scores; the drift report went to the run and noted on version 2."""
+    new_data = summary.outcome.new_data
+    assert new_data.champion_version == "1" and new_data.new_ratings == len(newcomers)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    on_new, version_1 = new_data.champion_on_new, client.get_model_version(settings.registered_model_name, "1")
+    assert on_new.n_ratings == len(newcomers) and on_new.rmse > 0
+    assert on_new.test_scores.rmse == pytest.approx(float(version_1.tags["test_rmse"]))
+    assert on_new.n_users == 0  # newcomers only: no list the champion could have made from their history
+    run = client.get_run(summary.outcome.mlflow_run_id)
+    assert run.data.metrics["champion_new_ratings_rmse"] == pytest.approx(on_new.rmse)
+    assert run.data.metrics["drift_new_user_share"] == pytest.approx(2 / summary.outcome.matrix.n_users)
+    assert "new_user_share" in run.data.tags["drift_detected"].split(", ")
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "drift")} == {"drift/report.html",
+                                                                                  "drift/report.json"}
+    text = summary.format(settings.registered_model_name)
+    assert f"champion v1 on {len(newcomers)} new ratings: RMSE {on_new.rmse:.4f}" in text
+    assert "share of new users" in text and "DRIFTED" in text
+    version_2 = client.get_model_version(settings.registered_model_name, "2")
+    assert "drifted from champion v1's: share of new users" in version_2.description
 
 
 def test_crash_before_commit_leaves_the_inbox_for_the_next_run(small_data, settings, monkeypatch):

@@ -181,6 +181,8 @@ def test_a_corrupted_champion_fails_recommendations_clearly_and_retraining_still
     decision = summary.outcome.decision
     assert decision.version == "2" and decision.promoted and _champion(settings) == "2"
     assert f"champion v{version} could not be loaded" in decision.reason
+    assert f"champion v{version} could not be loaded" in summary.outcome.new_data.not_scored  # and drift measured
+    assert summary.outcome.new_data.drift is not None
     assert cli.main(["recommend", "--user-id", str(user)]) == 0
 
 

@@ -1,0 +1,53 @@
+"""The monitoring stage: before a run trains, its data against the data its data set's champion learned from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.errors import first_line
+from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.monitoring.champion_on_new import ChampionOnNewRatings, score_on_new_ratings
+from pipeline.monitoring.drift import DriftReport, measure_drift
+from pipeline.monitoring.new_ratings import ChampionData, champion_data, new_ratings
+from pipeline.settings import Settings
+
+
+@dataclass(frozen=True)
+class NewDataReport:
+    """What changed since the champion's data and how the champion does on it; `skipped` says why nothing was
+    measured (no champion of the data set yet, no new data, its data no longer on disk)."""
+
+    champion_version: str | None = None
+    champion_data_version: str | None = None
+    new_ratings: int = 0
+    champion_on_new: ChampionOnNewRatings | None = None  # None when no rating is new, or it could not be loaded
+    drift: DriftReport | None = None
+    skipped: str | None = None
+    not_scored: str | None = None  # why the champion was not scored on the new ratings (its bundle did not load)
+
+    def description(self) -> str:
+        """A sentence for the new version's registry description when drift passed its thresholds, else ""."""
+        if self.drift is None or not self.drift.drifted:
+            return ""
+        passed = "; ".join(f"{m.name} {m.value:.3f} > {m.threshold:g}" for m in self.drift.drifted)
+        return f"Its data drifted from champion v{self.champion_version}'s: {passed}."
+
+
+def check_new_data(matrix: UtilityMatrix, settings: Settings) -> NewDataReport:
+    """The champion of `settings`' data set on the ratings of `matrix` it never saw, and the drift of `matrix` from
+    its data."""
+    found = champion_data(settings.registered_model_name, settings.dataset_name, settings.matrix_root)
+    if not isinstance(found, ChampionData):
+        return NewDataReport(skipped=found)
+    if found.data_version == matrix.data_version:
+        return NewDataReport(found.version, found.data_version,
+                             skipped=f"no new data since champion v{found.version}'s")
+    new = new_ratings(found.matrix, matrix)
+    on_new, not_scored = None, None
+    if new.num_rows:
+        try:
+            on_new = score_on_new_ratings(settings.registered_model_name, found, new, settings.relevance_threshold)
+        except Exception as exc:  # a damaged champion is reported, and must not stop the retrain that replaces it
+            not_scored = f"champion v{found.version} could not be loaded ({first_line(exc)})"
+    return NewDataReport(found.version, found.data_version, new.num_rows, on_new,
+                         measure_drift(found.matrix, matrix, settings.drift), not_scored=not_scored)

@@ -1,0 +1,59 @@
+"""The monitoring stage's parts on real matrices: which ratings are new to a champion, and Evidently's drift."""
+
+import json
+
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pytest
+from conftest import RATING_HEADER, write_csv
+
+from pipeline.data.ingest import ingest
+from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.monitoring.drift import measure_drift
+from pipeline.monitoring.new_ratings import new_ratings
+from pipeline.validation.validate import validate
+
+
+def _matrix_with_inbox(small_data, settings, rows):
+    """The small data set plus `rows` dropped in its inbox, as a run would build it."""
+    write_csv(settings.inbox_dir / "new.csv", RATING_HEADER, rows)
+    return build_utility_matrix(validate(ingest(small_data, settings.inbox_dir, settings.archive_dir), settings),
+                                settings)
+
+
+@pytest.fixture(scope="module")
+def anime_ids(small_data):
+    return pacsv.read_csv(small_data / "anime.csv")["anime_id"].to_pylist()
+
+
+def test_new_ratings_are_the_pairs_the_reference_never_rated(small_models, small_data, settings, anime_ids):
+    first = pacsv.read_csv(small_data / "rating.csv").slice(0, 1).to_pylist()[0]
+    rerated = [first["user_id"], first["anime_id"], 11 - first["rating"] if first["rating"] > 0 else 5]
+    added = [[999_001, anime_ids[0], 9], [999_001, anime_ids[1], 3], [first["user_id"], anime_ids[-1], 7]]
+    already = pc.sum(pc.and_(pc.equal(small_models.matrix.split("train")["user_id"], first["user_id"]),
+                             pc.equal(small_models.matrix.split("train")["anime_id"], anime_ids[-1]))).as_py()
+    current = _matrix_with_inbox(small_data, settings, [rerated, *added])
+
+    new = new_ratings(small_models.matrix, current)
+
+    expected = {tuple(row) for row in added} if not already else {tuple(row) for row in added[:2]}
+    assert {(r["user_id"], r["anime_id"], r["rating"]) for r in new.to_pylist()} == expected
+    assert new_ratings(current, current).num_rows == 0
+
+
+def test_same_data_do_not_drift_and_a_wave_of_low_ratings_from_new_users_does(small_models, small_data, settings,
+                                                                           anime_ids):
+    same = measure_drift(small_models.matrix, small_models.matrix, settings.drift)
+    assert same.drifted == ()
+    assert all(m.value < 1e-9 for m in same.measures), same.measures
+
+    new_users = range(990_000, 990_150)  # 150 newcomers rating 40 anime each 1 out of 10
+    current = _matrix_with_inbox(small_data, settings, [[u, a, 1] for u in new_users for a in anime_ids[:40]])
+    shifted = measure_drift(small_models.matrix, current, settings.drift)
+
+    by_key = {m.key: m for m in shifted.measures}
+    assert by_key["new_user_share"].value == pytest.approx(150 / current.n_users)
+    assert by_key["new_anime_share"].value == 0
+    assert {"rating", "new_user_share"} <= {m.key for m in shifted.drifted}
+    reported = {m["config"]["column"]: m["value"] for m in json.loads(shifted.evidently.json())["metrics"]}
+    assert reported["rating"] == pytest.approx(by_key["rating"].value) and reported["rating"] > 0.1
