@@ -179,8 +179,9 @@ def _mlflow(*args: str, tracking_uri: str) -> NoReturn:
 
 def _ui(args: argparse.Namespace, settings: Settings) -> int:
     settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
+    # One worker process: a local UI has one reader, and sqlite serializes the store anyway (MLflow's default is 4).
     return _mlflow("ui", "--backend-store-uri", settings.tracking_uri, "--default-artifact-root",
-                   str(settings.artifact_root), "--host", args.host, "--port", str(args.port),
+                   str(settings.artifact_root), "--host", args.host, "--port", str(args.port), "--workers", "1",
                    tracking_uri=settings.tracking_uri)
 
 

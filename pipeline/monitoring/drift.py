@@ -63,8 +63,9 @@ def import_evidently() -> Any:
     return evidently
 
 
-def _sample(values: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
-    return values if len(values) <= rows else values[rng.choice(len(values), rows, replace=False)]
+def _sample(n: int, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions of `rows` of `n` values drawn without replacement (all of them when there are fewer)."""
+    return np.arange(n) if n <= rows else rng.choice(n, rows, replace=False)
 
 
 def _padded(columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -75,13 +76,14 @@ def _padded(columns: dict[str, np.ndarray]) -> pd.DataFrame:
 def _side(ratings: pa.Table, top_anime: dict[int, str], config: DriftConfig) -> pd.DataFrame:
     """One side's columns for Evidently: sampled rows, and sampled per-user and per-anime counts."""
     rng = np.random.default_rng(config.seed)
-    rows = _sample(np.arange(ratings.num_rows), config.sample_rows, rng)
-    anime = ratings["anime_id"].to_numpy()[rows]
+    rows = _sample(ratings.num_rows, config.sample_rows, rng)
+    anime = ratings["anime_id"].take(rows).to_numpy()
+    per_user, per_anime = _counts(ratings["user_id"]), _counts(ratings["anime_id"])
     return _padded({
-        "rating": ratings["rating"].to_numpy()[rows].astype(str),
+        "rating": ratings["rating"].take(rows).to_numpy().astype(str),
         "most_rated_anime": np.array([top_anime[a] for a in anime.tolist() if a in top_anime], dtype=object),
-        "ratings_per_user": _sample(_counts(ratings["user_id"]), config.sample_rows, rng).astype(float),
-        "ratings_per_anime": _sample(_counts(ratings["anime_id"]), config.sample_rows, rng).astype(float)})
+        "ratings_per_user": per_user[_sample(len(per_user), config.sample_rows, rng)].astype(float),
+        "ratings_per_anime": per_anime[_sample(len(per_anime), config.sample_rows, rng)].astype(float)})
 
 
 def _counts(ids: pa.ChunkedArray) -> np.ndarray:

@@ -41,7 +41,7 @@ def _wait_for(check, timeout_s: float, what: str, serve: subprocess.Popen):
             result = None
         if result:
             return result
-        time.sleep(2)
+        time.sleep(0.5)
     pytest.fail(f"timed out waiting for {what}")
 
 
@@ -99,7 +99,7 @@ def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(small_data, settin
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     env |= {"PREFECT_HOME": str(prefect_home), "ANIMEREC_DATA_ROOT": str(settings.data_root),
             "ANIMEREC_MLRUNS_DIR": str(settings.mlruns_dir), "ANIMEREC_NOTIFY_URL": url,
-            "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     env |= {f"ANIMEREC_TRAINING__{name.upper()}": str(value)  # the tests' quick training, which gets promoted
             for name, value in settings.training.model_dump(include={
                 "embedding_dim", "batch_size", "epochs", "learning_rate", "early_stopping_patience"}).items()}

@@ -1,5 +1,6 @@
 """The monitoring stage's parts on real matrices: which ratings are new to a champion, and Evidently's drift."""
 
+
 import json
 
 import pyarrow.compute as pc
@@ -12,6 +13,8 @@ from pipeline.matrix.utility_matrix import build_utility_matrix
 from pipeline.monitoring.drift import measure_drift
 from pipeline.monitoring.new_ratings import new_ratings
 from pipeline.validation.validate import validate
+
+pytestmark = pytest.mark.slow  # builds matrices and runs Evidently (seconds)
 
 
 def _matrix_with_inbox(small_data, settings, rows):
