@@ -10,6 +10,7 @@ tasks on it; everything else stays in the flow's process.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from prefect import flow, get_run_logger, task
@@ -26,7 +27,6 @@ from pipeline.evaluation.evaluate import EvaluationReport, evaluate_model
 from pipeline.evaluation.rescoring import ChampionScores, score_champion
 from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
 from pipeline.models.ranking.fit import RankingFit, train_ranking_model
-from pipeline.models.rating.train import TrainedModel, train_model
 from pipeline.monitoring.check import NewDataReport, check_new_data
 from pipeline.registry.promotion import Lineage, PromotionDecision
 from pipeline.registry.registration import register_and_decide
@@ -43,7 +43,7 @@ from pipeline.reports import (
 )
 from pipeline.settings import Settings
 from pipeline.storage import exclusive_lock
-from pipeline.tracking.model_logging import EpochLogger, log_model_bundle, log_ranking_model, log_rating_model
+from pipeline.tracking.model_logging import log_model_bundle, log_ranking_model, log_rating_model
 from pipeline.tracking.runs import ended, last_trained_data, log_decision, run_url, start_run
 from pipeline.tracking.stage_logging import (
     log_champion_scores,
@@ -54,6 +54,9 @@ from pipeline.tracking.stage_logging import (
 )
 from pipeline.validation.results import ValidatedData
 from pipeline.validation.validate import validate
+
+if TYPE_CHECKING:  # Keras is imported by the train task: a run stopped before it, or a worker, never loads it
+    from pipeline.models.rating.train import TrainedModel
 
 
 @task(name="generate-demo-data", cache_policy=NO_CACHE)
@@ -118,6 +121,9 @@ def check_new_data_task(matrix: UtilityMatrix, settings: Settings, run_id: str) 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> TrainedModel:
     """The rating model (predicted ratings, judged by RMSE)."""
+    from pipeline.models.rating.train import train_model
+    from pipeline.tracking.epoch_logging import EpochLogger
+
     trained = train_model(matrix, settings.training, callbacks=[EpochLogger(run_id)],
                           log=get_run_logger().info)
     log_rating_model(run_id, trained, settings.training, matrix)

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.data.dataset_config import DatasetOrigins
 from pipeline.data.ingest import RawData
 from pipeline.evaluation.evaluate import EvaluationReport
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.ranking.fit import RankingFit
-from pipeline.models.rating.train import TrainedModel
 from pipeline.monitoring.check import NewDataReport
 from pipeline.registry.promotion import CHALLENGER, CHAMPION, PromotionDecision
 from pipeline.settings import Settings, TrainingConfig
 from pipeline.validation.results import ValidatedData, ValidationCounts
+
+if TYPE_CHECKING:  # the summary only reads it: the flow module imports this one without Keras
+    from pipeline.models.rating.train import TrainedModel
 
 
 @dataclass(frozen=True)

@@ -1,43 +1,31 @@
-"""MLflow logging of the trained models: the rating model's params, per-epoch metrics (a Keras callback) and learning
-curves, the ranking model's λ walk, and the served bundle as the run's pyfunc model."""
+"""MLflow logging of the trained models: the rating model's params and learning curves (per-epoch metrics:
+epoch_logging.py), the ranking model's λ walk, and the served bundle as the run's pyfunc model."""
 
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import mlflow
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
-from mlflow.entities import Metric
 
 import pipeline
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.ranking.ease import ItemToItemModel
 from pipeline.models.ranking.fit import RankingFit
-from pipeline.models.rating.train import TrainedModel
 from pipeline.settings import RankingConfig, TrainingConfig
 from pipeline.tracking.runs import config_params, resumed
 
+if TYPE_CHECKING:  # the flow module imports this one without Keras (a run imports it for training only)
+    import keras
+
+    from pipeline.models.rating.train import TrainedModel
+
 MODEL_ARTIFACT = "model"
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """Logs every epoch metric (loss, val_loss, rmse, val_rmse, ratings_per_s) to the run as it happens."""
-
-    def __init__(self, run_id: str):
-        super().__init__()
-        self.run_id = run_id
-        self.client = MlflowClient()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(name, float(value), now, epoch + 1)
-                                                    for name, value in (logs or {}).items()])
 
 
 def learning_curves_figure(history: dict[str, list[float]], best_epoch: int, step_name: str) -> Figure:
@@ -59,6 +47,7 @@ def learning_curves_figure(history: dict[str, list[float]], best_epoch: int, ste
 
 
 def model_pip_requirements() -> list[str]:
+    import keras
     import pandas
     import pyarrow
     import tensorflow as tf

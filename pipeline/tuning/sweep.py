@@ -21,7 +21,6 @@ from pipeline.evaluation.metrics import ranking_report, rmse
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.ranking.ease import ItemToItemModel, top_n_for_history
 from pipeline.models.ranking.fit import train_ranking_model
-from pipeline.models.rating.train import predict_scaled, train_model
 from pipeline.settings import RankingConfig, Settings, TrainingConfig
 
 SweptModel = Literal["rating", "ranking"]
@@ -62,6 +61,8 @@ def grid_configs(base: BaseModel, space: dict[str, list[Any]]) -> list[tuple[dic
 
 def split_rmse(model, matrix: UtilityMatrix, split: str) -> float:
     """RMSE on the 1–10 scale of the model's served (clipped) predictions for one split."""
+    from pipeline.models.rating.train import predict_scaled  # Keras: rating trials only (ranking ones need none)
+
     rows = matrix.split(split)
     predicted = predict_scaled(model, rows["user_index"].to_numpy(), rows["anime_index"].to_numpy())
     return rmse(matrix.scale.unscale(rows["scaled_rating"].to_numpy()), matrix.scale.unscale(predicted))
@@ -84,6 +85,8 @@ def run_trial(matrix: UtilityMatrix, changed: dict[str, Any], config: BaseModel,
         fit = train_ranking_model(matrix, config, settings.unrated_value, settings.relevance_threshold)
         return TrialResult(config, changed, fit.chosen.validation.ndcg, time.perf_counter() - started,
                            {"relative_l2_chosen": fit.chosen.relative_l2}), fit.model
+    from pipeline.models.rating.train import train_model  # Keras: rating trials only (ranking ones need none)
+
     trained = train_model(matrix, config)
     return TrialResult(config, changed, split_rmse(trained.model, matrix, "validation"),
                        time.perf_counter() - started,
