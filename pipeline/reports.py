@@ -210,8 +210,8 @@ def new_data_lines(report: NewDataReport) -> list[str]:
     """The summary's rows on new data: the champion's scores on it and the drift table."""
     lines = [f"  {'new data' if i == 0 else '':<18}{part}" for i, part in enumerate(_champion_on_new(report))]
     if report.drift is not None:
-        lines += [f"  {f'drift from champion v{report.champion_version} data (Evidently)':<40}  value  threshold  "
-                  "statistic",
+        title = f"drift from v{report.champion_version}'s data (Evidently)"
+        lines += [f"  {title:<40}{'value':>7}  threshold  statistic",
                   *(f"    {m.name:<38}{m.value:7.4f}  {m.threshold:<9g}  {m.statistic}"
                     f"{'  DRIFTED' if m.drifted else ''}" for m in report.drift.measures)]
     return lines
