@@ -13,6 +13,7 @@ from pipeline.evaluation.evaluate import EvaluationReport, RankingReports, evalu
 from pipeline.evaluation.metrics import RankingReport, Scores
 from pipeline.evaluation.rescoring import score_champion, score_version_on_split
 from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.monitoring.check import check_new_data
 from pipeline.registry.promotion import CHALLENGER, CHAMPION, OTHER_DATASET, Tolerances, VersionScores, decide_promotion
 from pipeline.registry.registration import VERSION_TAGS, promote_manually, register_and_decide
 from pipeline.registry.versions import list_versions, registry_chart_name
@@ -225,3 +226,19 @@ def test_manual_promotion_moves_the_alias_and_records_the_reason(trained_run, se
     assert cli_main(["promote", "--version", "2", "--reason", " "]) == 2
     assert _aliases(name) == {CHAMPION: "1"}
     assert capsys.readouterr().err.count("error:") == 2
+
+
+def test_new_data_are_checked_only_against_a_champion_whose_data_are_on_disk(trained_run, settings, small_models):
+    """Before training, a run measures nothing and says why: no champion yet, the champion's matrix folder gone,
+    or data unchanged since the champion learned."""
+    matrix = small_models.matrix
+    assert check_new_data(matrix, settings).skipped == f"no champion of data set {settings.dataset_name} yet"
+    _register(trained_run, settings, _report(1.30, matrix.split_sizes["test"]))
+
+    gone = check_new_data(matrix, settings)  # this test's data root has no matrix folder of the champion's data
+    assert gone.drift is None and gone.champion_on_new is None
+    assert gone.skipped.startswith(f"champion v1's data (data version {matrix.data_version[:8]}) is no longer in")
+
+    settings.data_root = matrix.path.parents[1]  # where the champion's matrix was built
+    unchanged = check_new_data(matrix, settings)
+    assert unchanged.skipped == "no new data since champion v1's" and unchanged.drift is None
