@@ -118,13 +118,18 @@ def measure_drift(reference: UtilityMatrix, current: UtilityMatrix, config: Drif
               JENSEN_SHANNON, config.top_anime_distance),
              ("ratings per user", "ratings_per_user", "wasserstein", WASSERSTEIN, config.ratings_per_user_distance),
              ("ratings per anime", "ratings_per_anime", "wasserstein", WASSERSTEIN, config.ratings_per_anime_distance)]
+    current_side = _side(new, top_anime, config)
+    none_rated = []  # new data rating none of those anime: as far from the reference as it gets (Evidently refuses)
+    if current_side["most_rated_anime"].isna().all():
+        name, column, _, _, threshold = tests.pop(1)
+        none_rated = [DriftMeasure(column, name, "none of them rated in the new data", 1.0, threshold)]
     snapshot = evidently.Report([ValueDrift(column=column, method=method, threshold=threshold)
                                  for _, column, method, _, threshold in tests]).run(
-        current_data=evidently.Dataset.from_pandas(_side(new, top_anime, config), data_definition=definition),
+        current_data=evidently.Dataset.from_pandas(current_side, data_definition=definition),
         reference_data=evidently.Dataset.from_pandas(_side(old, top_anime, config), data_definition=definition))
     values = [float(result["value"]) for result in snapshot.dict()["metrics"]]
     measures = [DriftMeasure(column, name, statistic, value, threshold)
-                for (name, column, _, statistic, threshold), value in zip(tests, values, strict=True)]
+                for (name, column, _, statistic, threshold), value in zip(tests, values, strict=True)] + none_rated
     measures += [DriftMeasure("new_user_share", "share of new users", "users it never saw / all users",
                               _new_share(new["user_id"], old["user_id"]), config.new_user_share),
                  DriftMeasure("new_anime_share", "share of new anime", "anime it never saw / all anime",

@@ -6,7 +6,7 @@ import json
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
-from conftest import RATING_HEADER, write_csv
+from conftest import RATING_HEADER, write_csv, write_dataset
 
 from pipeline.data.ingest import ingest
 from pipeline.matrix.utility_matrix import build_utility_matrix
@@ -60,3 +60,15 @@ def test_same_data_do_not_drift_and_a_wave_of_low_ratings_from_new_users_does(sm
     assert {"rating", "new_user_share"} <= {m.key for m in shifted.drifted}
     reported = {m["config"]["column"]: m["value"] for m in json.loads(shifted.evidently.json())["metrics"]}
     assert reported["rating"] == pytest.approx(by_key["rating"].value) and reported["rating"] > 0.1
+
+
+def test_new_data_of_other_anime_and_users_only_drift_on_every_count_without_failing(small_models, tmp_path, settings):
+    """A data folder replaced wholesale: none of the champion's most-rated anime is rated any more."""
+    rows = [[800_000 + user, 900_000 + anime, 1 + (user * anime) % 10] for user in range(40) for anime in range(25)]
+    other = build_utility_matrix(validate(ingest(write_dataset(tmp_path / "other", rows)), settings), settings)
+
+    by_key = {m.key: m for m in measure_drift(small_models.matrix, other, settings.drift).measures}
+
+    assert by_key["new_user_share"].value == 1 and by_key["new_anime_share"].value == 1
+    assert by_key["most_rated_anime"].drifted and by_key["most_rated_anime"].statistic.startswith("none of them")
+    assert {"rating", "ratings_per_user", "ratings_per_anime"} <= set(by_key)
