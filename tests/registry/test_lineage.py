@@ -29,7 +29,8 @@ from pipeline.registry.registration import VERSION_TAGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server"),
+              pytest.mark.xdist_group("lineage")]  # one worker builds the module's fixtures once
 
 
 @pytest.fixture(scope="module")

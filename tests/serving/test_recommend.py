@@ -18,6 +18,8 @@ from pipeline.serving.recommend import Recommender
 from pipeline.settings import Settings, TrainingConfig
 from pipeline.validation.validate import validate
 
+pytestmark = pytest.mark.xdist_group("recommend")  # one worker trains each kind of model once
+
 
 @pytest.fixture(scope="module", params=["biased_mf", "seed_cosine"])
 def trained(tmp_path_factory, request):

@@ -19,7 +19,8 @@ from pipeline.serving.bundle import load_recommender
 from pipeline.tracking.model_logging import log_model_bundle
 from pipeline.tracking.runs import finish_run, start_run
 
-pytestmark = pytest.mark.slow  # trains models and starts the MLflow scoring server
+# trains models and starts the MLflow scoring server; one worker builds the module's fixtures once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
 
 
 @pytest.fixture(scope="module")

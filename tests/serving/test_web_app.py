@@ -22,7 +22,8 @@ from flows.retrain import retrain
 from pipeline.registry.promotion import CHAMPION
 from pipeline.serving.web.app import create_app
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server"),
+              pytest.mark.xdist_group("web-app")]  # one worker builds the module's fixtures once
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = os.environ.get("ANIMEREC_SCREENSHOTS")  # a folder: the browser test saves a picture of each page there
 
