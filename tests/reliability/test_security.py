@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import RATING_HEADER, write_csv, write_dataset
 
-from flows.cli import build_parser
+from flows.arguments import build_parser
 from pipeline.data.ingest import ingest
 from pipeline.matrix.utility_matrix import build_utility_matrix
 from pipeline.models.ranking.fit import train_ranking_model
