@@ -113,8 +113,7 @@ def check_new_data_task(matrix: UtilityMatrix, settings: Settings, run_id: str) 
     log_new_data(run_id, report)
     get_run_logger().info(champion_on_new_line(report))
     if report.drift is not None and report.drift.drifted:
-        get_run_logger().warning("data drifted from champion v%s's: %s", report.champion_version,
-                                 ", ".join(f"{m.name} {m.value:.3f} > {m.threshold:g}" for m in report.drift.drifted))
+        get_run_logger().warning("data drifted from champion v%s's: %s", report.champion_version, report.drift.passed())
     return report
 
 

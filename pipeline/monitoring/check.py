@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pipeline.errors import first_line
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.monitoring.champion_on_new import ChampionOnNewRatings, score_on_new_ratings
-from pipeline.monitoring.drift import DriftReport, measure_drift
-from pipeline.monitoring.new_ratings import ChampionData, champion_data, new_ratings
+from pipeline.monitoring.drift import DRIFT_COLUMNS, DriftReport, measure_drift
+from pipeline.monitoring.new_ratings import ChampionData, all_ratings, champion_data, new_ratings
 from pipeline.settings import Settings
 
 
@@ -29,8 +29,7 @@ class NewDataReport:
         """A sentence for the new version's registry description when drift passed its thresholds, else ""."""
         if self.drift is None or not self.drift.drifted:
             return ""
-        passed = "; ".join(f"{m.name} {m.value:.3f} > {m.threshold:g}" for m in self.drift.drifted)
-        return f"Its data drifted from champion v{self.champion_version}'s: {passed}."
+        return f"Its data drifted from champion v{self.champion_version}'s: {self.drift.passed()}."
 
 
 def check_new_data(matrix: UtilityMatrix, settings: Settings) -> NewDataReport:
@@ -42,12 +41,16 @@ def check_new_data(matrix: UtilityMatrix, settings: Settings) -> NewDataReport:
     if found.data_version == matrix.data_version:
         return NewDataReport(found.version, found.data_version,
                              skipped=f"no new data since champion v{found.version}'s")
-    new = new_ratings(found.matrix, matrix)
+    # Each side read once, for both the join and the drift report; only the new ratings are kept past them.
+    old = all_ratings(found.matrix, DRIFT_COLUMNS)
+    current = all_ratings(matrix, [*DRIFT_COLUMNS, "scaled_rating"])
+    new = new_ratings(old, current)
+    drift = measure_drift(old, current, found.matrix.anime_metadata(), settings.drift)
+    del old, current
     on_new, not_scored = None, None
     if new.num_rows:
         try:
             on_new = score_on_new_ratings(settings.registered_model_name, found, new, settings.relevance_threshold)
         except Exception as exc:  # a damaged champion is reported, and must not stop the retrain that replaces it
             not_scored = f"champion v{found.version} could not be loaded ({first_line(exc)})"
-    return NewDataReport(found.version, found.data_version, new.num_rows, on_new,
-                         measure_drift(found.matrix, matrix, settings.drift), not_scored=not_scored)
+    return NewDataReport(found.version, found.data_version, new.num_rows, on_new, drift, not_scored=not_scored)

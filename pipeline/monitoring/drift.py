@@ -17,10 +17,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.matrix.utility_matrix import UtilityMatrix
-from pipeline.monitoring.new_ratings import all_ratings
 from pipeline.settings import DriftConfig
 
+DRIFT_COLUMNS = ["user_id", "anime_id", "rating"]
 JENSEN_SHANNON = "Jensen-Shannon distance"
 WASSERSTEIN = "Wasserstein distance, normed"
 
@@ -48,6 +47,10 @@ class DriftReport:
     @property
     def drifted(self) -> tuple[DriftMeasure, ...]:
         return tuple(measure for measure in self.measures if measure.drifted)
+
+    def passed(self) -> str:
+        """The measures past their thresholds, in one line ("" when none)."""
+        return "; ".join(f"{m.name} {m.value:.3f} > {m.threshold:g}" for m in self.drifted)
 
 
 def import_evidently() -> Any:
@@ -104,13 +107,12 @@ def _new_share(current: pa.ChunkedArray, reference: pa.ChunkedArray) -> float:
     return float(1 - pc.sum(pc.is_in(distinct, pc.unique(reference))).as_py() / max(len(distinct), 1))
 
 
-def measure_drift(reference: UtilityMatrix, current: UtilityMatrix, config: DriftConfig) -> DriftReport:
-    """The Evidently report of `current` against `reference`, and the drift table it and the shares make."""
+def measure_drift(old: pa.Table, new: pa.Table, anime_metadata: pa.Table, config: DriftConfig) -> DriftReport:
+    """The Evidently report of the ratings `new` against `old` (`all_ratings` tables with DRIFT_COLUMNS; the anime
+    named by `old`'s anime metadata), and the drift table it and the shares make."""
     evidently = import_evidently()
     ValueDrift = evidently.metrics.ValueDrift  # noqa: N806 (a class)
-    columns = ["user_id", "anime_id", "rating"]
-    old, new = all_ratings(reference, columns), all_ratings(current, columns)
-    top_anime = _most_rated(old, reference.anime_metadata(), config.top_anime)
+    top_anime = _most_rated(old, anime_metadata, config.top_anime)
     definition = evidently.DataDefinition(categorical_columns=["rating", "most_rated_anime"],
                                           numerical_columns=["ratings_per_user", "ratings_per_anime"])
     tests = [("rating distribution", "rating", "jensenshannon", JENSEN_SHANNON, config.rating_distance),

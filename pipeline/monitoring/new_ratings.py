@@ -44,8 +44,7 @@ def all_ratings(matrix: UtilityMatrix, columns: list[str]) -> pa.Table:
     return pa.concat_tables(matrix.split(name, columns) for name in SPLITS)
 
 
-def new_ratings(reference: UtilityMatrix, current: UtilityMatrix) -> pa.Table:
+def new_ratings(reference: pa.Table, current: pa.Table) -> pa.Table:
     """The ratings of `current` whose (user, anime) pair `reference` has no rating for: what a model trained on
-    `reference` never saw (a pair re-rated since is not new). Raw ids, ratings and scaled ratings."""
-    seen = all_ratings(reference, PAIR)
-    return all_ratings(current, [*PAIR, "rating", "scaled_rating"]).join(seen, keys=PAIR, join_type="left anti")
+    `reference` never saw (a pair re-rated since is not new). Both are `all_ratings` tables with the pair's columns."""
+    return current.join(reference.select(PAIR), keys=PAIR, join_type="left anti")
