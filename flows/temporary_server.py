@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
@@ -22,7 +22,8 @@ from flows.serve import api_answers, stop_server
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -53,7 +54,7 @@ def configured_api_url() -> str | None:
     return PREFECT_API_URL.value()
 
 
-def _send_what_prefect_holds() -> None:
+def send_what_prefect_holds() -> None:
     """Log lines and events Prefect still queues go to the server before it stops (else: "Error logging to API")."""
     if "prefect.logging.handlers" not in sys.modules:
         return
@@ -62,6 +63,17 @@ def _send_what_prefect_holds() -> None:
 
     APILogWorker.drain_all(timeout=10)
     EventsWorker.drain_all(timeout=10)
+
+
+def start_api_server(port: int, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Prefect's API app (no UI) under uvicorn on 127.0.0.1:`port`, as Prefect starts its temporary server, tied to
+    this process; `env` adds to this process's environment (PREFECT_HOME holds its SQLite database)."""
+    env = os.environ | dict(env or {}) | {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                                          "PREFECT__SERVER_FINAL": "1"}
+    return subprocess.Popen(  # noqa: S603 (this interpreter, fixed arguments)
+        [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(find_spec("prefect").origin).parents[1]), "--factory",
+         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+         "--lifespan", "on"], env=env, preexec_fn=die_with(os.getpid()))  # noqa: PLW1509 (prctl only)
 
 
 @contextmanager
@@ -73,13 +85,9 @@ def temporary_prefect_server(timeout_s: float, meanwhile: Callable[[], object] =
         meanwhile()
         yield None
         return
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = os.environ | {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-    server = subprocess.Popen(  # noqa: S603 (this interpreter, fixed arguments)
-        [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(find_spec("prefect").origin).parents[1]), "--factory",
-         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
-         "--lifespan", "on"], env=env, preexec_fn=die_with(os.getpid()))  # noqa: PLW1509 (prctl only)
+    server = start_api_server(port)
     os.environ["PREFECT_API_URL"] = api_url
     try:
         meanwhile()
@@ -90,6 +98,6 @@ def temporary_prefect_server(timeout_s: float, meanwhile: Callable[[], object] =
             time.sleep(0.2)
         yield api_url
     finally:
-        _send_what_prefect_holds()
+        send_what_prefect_holds()
         os.environ.pop("PREFECT_API_URL", None)
         stop_server(server)

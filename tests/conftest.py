@@ -1,36 +1,51 @@
-"""Shared fixtures: small generated data sets, per-test settings with a temp MLflow sqlite store."""
+"""Shared fixtures: small generated data sets, per-test settings with a temp MLflow sqlite store, one Prefect API
+server for the whole run."""
 
 from __future__ import annotations
 
 import csv
 import os
 import shutil
+import sqlite3
+import subprocess
 import tempfile
+import threading
+import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.environment import use_local_defaults
 
-_STATE = Path(tempfile.mkdtemp(prefix="anime-rec-tests-"))
+# A folder the whole run shares (pytest-xdist's workers find it in the environment they inherit from the controller),
+# and one of this process's own inside it.
+_SHARED = Path(os.environ.setdefault("ANIME_REC_TEST_STATE", tempfile.mkdtemp(prefix="anime-rec-tests-")))
+_STATE = Path(tempfile.mkdtemp(dir=_SHARED))
+_TEST_API = "ANIME_REC_TEST_PREFECT_API"  # the URL of the tests' Prefect server, once one was started
 os.environ["PREFECT_HOME"] = str(_STATE / "prefect")  # the tests' own Prefect state, not the project's
+if os.environ.get(_TEST_API):
+    os.environ["PREFECT_API_URL"] = os.environ[_TEST_API]
+else:
+    os.environ.pop("PREFECT_API_URL", None)  # never a server of the developer's
 use_local_defaults()
 
-# Prefect sets up its logging when `prefect.main` is first imported (`import prefect` alone is lazy): done here,
-# under pytest's session-long capture, its console handler writes to that stream, not to the one of whichever test
-# first ran a flow, which pytest closes when that test ends ("I/O operation on closed file", "lost sys.stderr").
-import prefect.main  # noqa: E402, F401
 import pytest  # noqa: E402
 
+from flows.serve import api_answers, stop_server  # noqa: E402
+from flows.temporary_server import free_port, send_what_prefect_holds, start_api_server  # noqa: E402
 from pipeline.data.generate import DemoSpec, generate_demo_dataset  # noqa: E402
 from pipeline.data.ingest import ingest  # noqa: E402
 from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix  # noqa: E402
-from pipeline.models.ranking.fit import RankingFit, train_ranking_model  # noqa: E402
-from pipeline.models.rating.train import TrainedModel, train_model  # noqa: E402
-from pipeline.registry.promotion import Lineage  # noqa: E402
 from pipeline.settings import Settings, TrainingConfig  # noqa: E402
-from pipeline.validation.validate import validate  # noqa: E402
 
-SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "anime-sample"
+if TYPE_CHECKING:
+    from pipeline.models.ranking.fit import RankingFit
+    from pipeline.models.rating.train import TrainedModel
+    from pipeline.registry.promotion import Lineage
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "anime-sample"
 SMALL_SPEC = DemoSpec(n_users=300, n_anime=200, n_ratings=12_000, seed=3)
 
 
@@ -40,27 +55,77 @@ def small_data(tmp_path_factory) -> Path:
     return generate_demo_dataset(tmp_path_factory.mktemp("small-data"), SMALL_SPEC)
 
 
-@pytest.fixture(scope="session")
-def prefect_server() -> str:
-    """The real Prefect engine against a temporary local API server (started once, stopped at the end); its API
-    URL, for child processes that should run their flows on it too."""
-    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        _keep_empty_prefect_database(PREFECT_API_DATABASE_CONNECTION_URL.value())
-        yield PREFECT_API_URL.value()
+EMPTY_PREFECT_DB = _SHARED / "empty-prefect.db"
 
 
-EMPTY_PREFECT_DB = _STATE / "empty-prefect.db"
+def _start_prefect_server() -> subprocess.Popen:
+    """The tests' Prefect API server (what `prefect_test_harness` starts) on a free port, its database in the shared
+    folder; its URL goes into the environment, for this process's Prefect, the test workers and their children."""
+    port, home = free_port(), _SHARED / "prefect-server"
+    home.mkdir(exist_ok=True)
+    server = start_api_server(port, {"PREFECT_HOME": str(home)})
+    os.environ[_TEST_API] = os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    threading.Thread(target=_keep_empty_prefect_database, args=(server, home / "prefect.db"), daemon=True).start()
+    return server
 
 
-def _keep_empty_prefect_database(url: str) -> None:
-    """A copy of the harness's database as it starts (migrated, no runs): a fresh PREFECT_HOME migrates for ~10 s."""
-    import sqlite3
-
-    with sqlite3.connect(url.split(":///", 1)[1]) as source, sqlite3.connect(EMPTY_PREFECT_DB) as copy:
+def _keep_empty_prefect_database(server: subprocess.Popen, database: Path) -> None:
+    """Once the server answers (migrations done, no run yet), copy its database to EMPTY_PREFECT_DB, which says to
+    every process that the server is ready: each process's own would migrate a fresh database again."""
+    deadline = time.monotonic() + 120
+    while not api_answers(os.environ["PREFECT_API_URL"]):
+        if server.poll() is not None or time.monotonic() > deadline:
+            return  # the fixture waiting for the copy fails and says so
+        time.sleep(0.2)
+    building = _STATE / "building-prefect.db"
+    with closing(sqlite3.connect(database)) as source, closing(sqlite3.connect(building)) as copy:
         source.backup(copy)
+    os.replace(building, EMPTY_PREFECT_DB)
+
+
+def _distributes(config: pytest.Config) -> bool:
+    """Whether this process is pytest-xdist's controller, which hands the tests to worker processes."""
+    return (not hasattr(config, "workerinput") and config.getoption("dist", "no") != "no"
+            and not config.getoption("collectonly"))
+
+
+_SERVER = pytest.StashKey[subprocess.Popen]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """xdist's controller starts the one Prefect server before its workers start (they inherit its URL), so that
+    it starts and migrates while they import; a process that runs tests imports Prefect here, under pytest's
+    session-long capture: Prefect sets up its console logging on that first import, and a handler made while a test
+    runs writes to that test's stream, which pytest closes when the test ends ("I/O operation on closed file")."""
+    if _distributes(config):
+        config.stash[_SERVER] = _start_prefect_server()
+    else:
+        import prefect.main  # noqa: F401
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if (server := config.stash.get(_SERVER, None)) is not None:
+        stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """The real Prefect engine against the run's Prefect API server (started here when no controller started one,
+    stopped at the end); its API URL, for child processes that should run their flows on it too."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = None if os.environ.get(_TEST_API) else _start_prefect_server()
+    deadline = time.monotonic() + 120
+    while not EMPTY_PREFECT_DB.exists():
+        assert time.monotonic() < deadline, f"the tests' Prefect server at {os.environ[_TEST_API]} did not start"
+        time.sleep(0.2)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: os.environ[_TEST_API]}):
+            yield os.environ[_TEST_API]
+    finally:
+        send_what_prefect_holds()
+        if server is not None:
+            stop_server(server)
 
 
 @pytest.fixture
@@ -84,11 +149,48 @@ class SmallModels:
 @pytest.fixture(scope="session")
 def small_models(small_data, tmp_path_factory) -> SmallModels:
     """Trained once per session: tests that log, register or serve a model share these instead of retraining."""
+    from pipeline.models.ranking.fit import train_ranking_model
+    from pipeline.models.rating.train import train_model
+    from pipeline.validation.validate import validate
+
     settings = quick_settings(tmp_path_factory.mktemp("small-models"), dataset_name="tests")
     matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
     return SmallModels(matrix, train_model(matrix, settings.training),
                        train_ranking_model(matrix, settings.ranking, settings.unrated_value,
                                            settings.relevance_threshold))
+
+
+@pytest.fixture(scope="session")
+def champion_store(small_data, tmp_path_factory, prefect_server) -> Path:
+    """A root (as `quick_settings` lays it out) whose data and MLflow store hold one retrain of `small_data`: version 1,
+    the champion of data set `tests`. Made once per session; a test takes its own copy with `copy_store`."""
+    from flows.retrain import retrain
+
+    root = tmp_path_factory.mktemp("champion-store")
+    retrain(data_dir=small_data, settings=quick_settings(root, dataset_name="tests"))
+    return root
+
+
+def copy_store(source: Path, settings: Settings) -> None:
+    """Copy the data and MLflow store under `source` to `settings`' (both under one root, as `quick_settings` lays
+    them out), and point this process's MLflow at the copy, as the retrain it stands for would. The store's database
+    and model files name folders by absolute path: those are rewritten to the copy's."""
+    from pipeline.tracking.runs import configure_tracking
+
+    old, new = str(source.resolve()), str(settings.data_root.parent.resolve())
+    assert settings.mlruns_dir.parent.resolve() == Path(new), "data and store under one root"
+    for folder in (settings.data_root, settings.mlruns_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(source / folder.name, folder)
+    with closing(sqlite3.connect(settings.mlruns_dir / "mlflow.db")) as db, db:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            columns = db.execute(f"PRAGMA table_info('{table}')").fetchall()
+            for column in [name for _, name, kind, *_ in columns if "CHAR" in kind or "TEXT" in kind]:
+                db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '  # noqa: S608 (schema names)
+                           f'WHERE instr("{column}", ?) > 0', (old, new, old))
+    for model_file in settings.mlruns_dir.rglob("MLmodel"):
+        model_file.write_text(model_file.read_text().replace(old, new))
+    configure_tracking(settings)
 
 
 def _empty_mlflow_store() -> Path:
@@ -130,10 +232,11 @@ def _gx_results(report) -> list:
 
 
 def validate_with_both_engines(raw, settings: Settings):
-    """`validate` with the Arrow engine (the default), checked against GX's own engine on the same raw data: the
+    """`validate` with the Arrow engine, checked against GX's own engine (the default) on the same raw data: the
     same accepted, unrated and quarantined rows with the same reasons, the same counts, and GX results that are equal
     expectation by expectation (config, success, counts, samples) — or the same one-line error. Returns Arrow's."""
     from pipeline.errors import PipelineInputError
+    from pipeline.validation.validate import validate
 
     results = {}
     for engine in ("gx", "arrow"):
@@ -154,6 +257,19 @@ def validate_with_both_engines(raw, settings: Settings):
         assert fast_report.gx_result["meta"].get("engine") == "arrow" != gx_report.gx_result["meta"].get("engine")
         assert _gx_results(fast_report) == _gx_results(gx_report)
     return fast
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a child process that runs the pipeline with `settings`' store, data root, data set name and
+    training, on the session's Prefect server."""
+    import json
+
+    return os.environ | {
+        "ANIMEREC_DATA_ROOT": str(settings.data_root), "ANIMEREC_MLRUNS_DIR": str(settings.mlruns_dir),
+        "ANIMEREC_DATASET_NAME": settings.dataset_name, "PREFECT_API_URL": os.environ[_TEST_API],
+        "PYTHONPATH": str(PROJECT_ROOT),
+        **{f"ANIMEREC_TRAINING__{k.upper()}": json.dumps(v) if isinstance(v, dict) else str(v)
+           for k, v in settings.training.model_dump().items()}}
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
@@ -199,16 +315,9 @@ def listening_hosts(port: int) -> set[str]:
 
 def lineage_of(settings: Settings, data: Path, matrix) -> Lineage:
     """The lineage a retrain run would record for `matrix` built from `data` under `settings`."""
+    from pipeline.registry.promotion import Lineage
+
     return Lineage(settings.dataset_name, matrix.data_version, data, {})
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for a server a test starts)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_answers(server, url: str, timeout_s: float) -> None:

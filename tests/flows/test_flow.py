@@ -1,9 +1,13 @@
-"""End to end through the real Prefect engine (temporary local server) and a temp MLflow sqlite store."""
+"""End to end through the real Prefect engine (the session's Prefect server) and a temp MLflow sqlite store."""
+
+import subprocess
+import sys
+import time
 
 import mlflow
 import pandas as pd
 import pytest
-from conftest import write_csv
+from conftest import PROJECT_ROOT, child_env, write_csv
 from mlflow import MlflowClient
 
 from flows.cli import main
@@ -15,53 +19,76 @@ from pipeline.settings import Settings
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 
-def test_retrain_twice_registers_two_versions(small_data, settings):
+def _started_runs(client: MlflowClient, settings: Settings, process: subprocess.Popen) -> list:
+    """Wait until the retrain in `process` has started its MLflow run (it holds the lock by then); its runs."""
+    deadline = time.monotonic() + 240
+    while not ((experiment := client.get_experiment_by_name(settings.experiment_name))
+               and (started := client.search_runs([experiment.experiment_id]))):
+        assert process.poll() is None and time.monotonic() < deadline, "the scheduled run never started"
+        time.sleep(0.1)
+    return started
+
+
+def test_two_runs_at_once_are_serialized_and_register_two_versions(small_data, settings):
+    """A scheduled run (another process) holds the lock when a manual one (this process) starts: the manual one waits
+    for it, then runs, logs and registers version 2, compared with version 1 on the same split."""
+    script = "import sys\nfrom pathlib import Path\nfrom flows.retrain import retrain\nretrain(Path(sys.argv[1]))"
+    scheduled = subprocess.Popen([sys.executable, "-c", script, str(small_data)], env=child_env(settings),
+                                 cwd=PROJECT_ROOT)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    started = _started_runs(client, settings, scheduled)
+    settings.lock_wait_seconds = 240
     summary = retrain(data_dir=small_data, settings=settings)
-    counts, first = summary.data.counts, summary.outcome
-    assert counts.rows_in == counts.accepted + counts.unrated + counts.quarantined + counts.superseded
-    assert first.decision.version == "1" and first.decision.promoted
+    assert scheduled.wait(timeout=400) == 0
+    runs = sorted(client.search_runs([started[0].info.experiment_id]), key=lambda r: r.info.start_time)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert runs[0].info.run_id == started[0].info.run_id  # the scheduled run first, this one after it
+    assert runs[1].info.start_time >= runs[0].info.end_time  # never interleaved
+    first, this = runs[0].data, summary.outcome
+    assert this.mlflow_run_id == runs[1].info.run_id
+    _check_the_run_log(client, runs[1], summary, settings)
 
-    run = mlflow.get_run(first.mlflow_run_id)
-    assert run.info.status == "FINISHED"
-    assert run.data.metrics["test_rmse"] == pytest.approx(first.evaluation.model.rmse)
-    assert run.data.metrics["rows_accepted"] == counts.accepted
-    assert run.data.params["embedding_dim"] == str(settings.training.embedding_dim)
-    assert run.data.tags["data_version"] == first.matrix.data_version
-    assert len(MlflowClient().get_metric_history(run.info.run_id, "val_loss")) == first.trained.epochs_run
-    # Keras trained it, GX validated: the run says so, with the seed's ideas as params and a rate per epoch
-    params, training = run.data.params, settings.training
-    assert params["validation_engine"] == "gx" and params["trainer"] == training.method
-    assert "by Keras fit" in training.method and f"rating model      {training.method}" in summary.format("m")
-    assert params["initializer"] == str(training.initializer)
-    assert params["learning_rate_schedule"] == str(training.learning_rate_schedule)
-    rates = [m.value for m in MlflowClient().get_metric_history(run.info.run_id, "learning_rate")]
-    assert len(rates) == first.trained.epochs_run and rates[0] == pytest.approx(training.learning_rate)
-    artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"learning_curves.png", "id_maps", "validation", "promotion.json"} <= artifacts
-
-    second_summary = retrain(data_dir=small_data, settings=settings)
-    second = second_summary.outcome
-    decision = second.decision
+    decision = this.decision
     assert decision.version == "2" and decision.champion_version == "1"
-    assert decision.champion.rmse == round(first.evaluation.model.rmse, 4)  # tagged and compared at 4 decimals
-    assert decision.champion.ndcg == round(first.evaluation.ranking.served.ndcg, 4)
-    assert not decision.promoted  # seeded training and a closed-form ranking model: the same scores, a tie
-    registered = MlflowClient().get_registered_model(settings.registered_model_name)
+    assert decision.champion.rmse == round(first.metrics["test_rmse"], 4)  # tagged and compared at 4 decimals
+    assert decision.champion.ndcg == round(first.metrics["ndcg_at_10"], 4)
+    assert this.evaluation.model.rmse == pytest.approx(first.metrics["test_rmse"], abs=1e-4)  # seeded: the same
+    registered = client.get_registered_model(settings.registered_model_name)
     aliases = {alias: str(version) for alias, version in registered.aliases.items()}
     assert aliases[CHAMPION] == ("2" if decision.promoted else "1")
     assert decision.promoted or aliases[CHALLENGER] == "2"
-    text = second_summary.format(settings.registered_model_name)
-    assert "version 2" in text and "champion v1" in text and f"{counts.rows_in:>10,}" in text
+    text = summary.format(settings.registered_model_name)
+    assert "version 2" in text and "champion v1" in text and f"{summary.data.counts.rows_in:>10,}" in text
 
-    metrics = run.data.metrics
-    assert metrics["ndcg_at_10"] == pytest.approx(first.evaluation.ranking.served.ndcg)
-    assert metrics["ndcg_at_10"] > metrics["popularity_ndcg_at_10"] and "rating_model_ndcg_at_10" in metrics
-    assert metrics["ranking_relative_l2_tried"] == pytest.approx(first.ranking_fit.trials[-1].relative_l2)
-    assert run.data.params["ranking_relative_l2_chosen"] == str(first.ranking_fit.chosen.relative_l2)
     champion = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}@{CHAMPION}")
     answer = champion.predict(pd.DataFrame({"user_id": [1, 2]}), params={"n": 3})
     assert answer["user_id"].tolist() == [1, 1, 1, 2, 2, 2] and answer["rank"].tolist() == [1, 2, 3, 1, 2, 3]
     assert answer["predicted_rating"].between(settings.rating_min, settings.rating_max).all()
+
+
+def _check_the_run_log(client: MlflowClient, run, summary, settings: Settings) -> None:
+    """What a retrain's MLflow run holds: its counts, scores, data version, the seed's ideas as params (Keras trained
+    it, GX validated), a loss and a learning rate per epoch, the ranking model's λ walk, its artifacts."""
+    counts, outcome = summary.data.counts, summary.outcome
+    assert counts.rows_in == counts.accepted + counts.unrated + counts.quarantined + counts.superseded
+    metrics, params, training = run.data.metrics, run.data.params, settings.training
+    assert metrics["test_rmse"] == pytest.approx(outcome.evaluation.model.rmse)
+    assert metrics["rows_accepted"] == counts.accepted
+    assert params["embedding_dim"] == str(training.embedding_dim)
+    assert run.data.tags["data_version"] == outcome.matrix.data_version
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == outcome.trained.epochs_run
+    assert params["validation_engine"] == "gx" and params["trainer"] == training.method
+    assert "by Keras fit" in training.method and f"rating model      {training.method}" in summary.format("m")
+    assert params["initializer"] == str(training.initializer)
+    assert params["learning_rate_schedule"] == str(training.learning_rate_schedule)
+    rates = [m.value for m in client.get_metric_history(run.info.run_id, "learning_rate")]
+    assert len(rates) == outcome.trained.epochs_run and rates[0] == pytest.approx(training.learning_rate)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"learning_curves.png", "id_maps", "validation", "promotion.json"} <= artifacts
+    assert metrics["ndcg_at_10"] == pytest.approx(outcome.evaluation.ranking.served.ndcg)
+    assert metrics["ndcg_at_10"] > metrics["popularity_ndcg_at_10"] and "rating_model_ndcg_at_10" in metrics
+    assert metrics["ranking_relative_l2_tried"] == pytest.approx(outcome.ranking_fit.trials[-1].relative_l2)
+    assert params["ranking_relative_l2_chosen"] == str(outcome.ranking_fit.chosen.relative_l2)
 
 
 def test_structural_failure_stops_before_anything_is_registered(tmp_path, settings):

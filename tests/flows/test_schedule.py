@@ -5,7 +5,6 @@ Prefect's automations to a webhook receiver on 127.0.0.1, then Ctrl-C stops it a
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,19 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import listening_hosts
+from conftest import free_port, listening_hosts
 from mlflow import MlflowClient
 
 from flows.serve import DEPLOYMENT_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # starts a Prefect server and runs a deployment
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for(check, timeout_s: float, what: str, serve: subprocess.Popen):
@@ -94,7 +87,7 @@ def _posted(received: list, words: str):
 
 def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(small_data, settings, prefect_home, webhook):
     url, received = webhook
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     env |= {"PREFECT_HOME": str(prefect_home), "ANIMEREC_DATA_ROOT": str(settings.data_root),

@@ -6,8 +6,6 @@ real Prefect engine (the session's temporary server).
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import signal
 import sqlite3
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.csv as pacsv
 import pytest
+from conftest import PROJECT_ROOT, child_env, copy_store
 from mlflow import MlflowClient
 
 import flows.retrain
@@ -32,7 +31,6 @@ from pipeline.serving.rating_scorer import ARRAYS_FILE
 from pipeline.validation.validate import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _client(settings) -> MlflowClient:
@@ -46,15 +44,6 @@ def _versions(settings) -> list[str]:
 
 def _champion(settings) -> str:
     return str(_client(settings).get_model_version_by_alias(settings.registered_model_name, CHAMPION).version)
-
-
-def _child_env(settings) -> dict[str, str]:
-    from prefect.settings import PREFECT_API_URL
-
-    return os.environ | {"ANIMEREC_DATA_ROOT": str(settings.data_root), "ANIMEREC_MLRUNS_DIR": str(
-        settings.mlruns_dir), "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(PROJECT_ROOT),
-        **{f"ANIMEREC_TRAINING__{k.upper()}": json.dumps(v) if isinstance(v, dict) else str(v)
-           for k, v in settings.training.model_dump().items()}}
 
 
 def _kill_when(marker: Path, child: subprocess.Popen, timeout: float = 240) -> None:
@@ -108,7 +97,7 @@ def test_sigkill_while_writing_the_matrix_keeps_the_previous_one(small_data, set
     changed = _changed_copy(small_data, tmp_path / "changed")
     marker = tmp_path / "written-one-file"
     child = subprocess.Popen([sys.executable, "-c", KILL_DURING_MATRIX_WRITE, str(changed), str(marker)],
-                             env=_child_env(settings), cwd=PROJECT_ROOT)
+                             env=child_env(settings), cwd=PROJECT_ROOT)
     _kill_when(marker, child)
 
     assert {p.name: p.read_bytes() for p in previous.path.iterdir()} == before
@@ -138,9 +127,10 @@ def test_registry_errors_are_retried_with_backoff(small_data, settings, monkeypa
     assert gaps[1] > gaps[0] >= 0.1  # backoff grows
 
 
+@pytest.mark.xdist_group("champion-store")  # one worker copies one trained store
 def test_a_registry_that_stays_down_fails_the_run_and_leaves_the_champion(small_data, settings, tmp_path,
-                                                                            monkeypatch):
-    retrain(data_dir=small_data, settings=settings)
+                                                                            monkeypatch, champion_store):
+    copy_store(champion_store, settings)
     assert _champion(settings) == "1"
     settings.registry_retry_delay_seconds = 0.05
     attempts = []
@@ -165,9 +155,10 @@ def _corrupt_champion(settings) -> str:
     return str(version.version)
 
 
+@pytest.mark.xdist_group("champion-store")  # one worker copies one trained store
 def test_a_corrupted_champion_fails_recommendations_clearly_and_retraining_still_works(
-        small_data, settings, tmp_path, monkeypatch, capsys):
-    retrain(data_dir=small_data, settings=settings)
+        small_data, settings, tmp_path, monkeypatch, capsys, champion_store):
+    copy_store(champion_store, settings)
     version = _corrupt_champion(settings)
     monkeypatch.setenv("ANIMEREC_DATA_ROOT", str(settings.data_root))
     monkeypatch.setenv("ANIMEREC_MLRUNS_DIR", str(settings.mlruns_dir))
@@ -186,11 +177,12 @@ def test_a_corrupted_champion_fails_recommendations_clearly_and_retraining_still
     assert cli.main(["recommend", "--user-id", str(user)]) == 0
 
 
+@pytest.mark.xdist_group("champion-store")  # one worker copies one trained store
 def test_a_champion_from_before_the_ranking_model_still_serves_and_is_compared_fairly(
-        small_data, settings, tmp_path, monkeypatch, capsys):
+        small_data, settings, tmp_path, monkeypatch, capsys, champion_store):
     """A version registered before there was a ranking model (its bundle has no `ranking/` folder) keeps
     serving what it served then, lists by predicted rating, and is re-scored on that basis."""
-    retrain(data_dir=small_data, settings=settings)
+    copy_store(champion_store, settings)
     ranking_folders = [p for p in settings.mlruns_dir.rglob("ranking") if p.is_dir() and p.parent.name == BUNDLE]
     assert len(ranking_folders) == 1, ranking_folders
     shutil.rmtree(ranking_folders[0])
@@ -209,25 +201,3 @@ def test_a_champion_from_before_the_ranking_model_still_serves_and_is_compared_f
     assert decision.champion_rescored and decision.promoted  # its rating-ranked lists lose to the ranking model
     assert decision.champion.ndcg < summary.outcome.evaluation.ranking.served.ndcg
     assert "NDCG@10" in decision.reason
-
-
-def test_two_runs_at_once_are_serialized(small_data, settings, tmp_path):
-    """A scheduled run (another process) holds the lock when a manual one (this process) starts: the manual one
-    waits for it, then runs."""
-    script = "import sys\nfrom pathlib import Path\nfrom flows.retrain import retrain\nretrain(Path(sys.argv[1]))"
-    scheduled = subprocess.Popen([sys.executable, "-c", script, str(small_data)], env=_child_env(settings),
-                                 cwd=PROJECT_ROOT)
-    client = _client(settings)
-    deadline = time.monotonic() + 240
-    while not ((experiment := client.get_experiment_by_name(settings.experiment_name))
-               and (started := client.search_runs([experiment.experiment_id]))):  # it holds the lock by then
-        assert scheduled.poll() is None and time.monotonic() < deadline, "the scheduled run never started"
-        time.sleep(0.1)
-    settings.lock_wait_seconds = 240
-    retrain(data_dir=small_data, settings=settings)
-    assert scheduled.wait(timeout=400) == 0
-    runs = sorted(client.search_runs([experiment.experiment_id]), key=lambda r: r.info.start_time)
-    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
-    assert runs[0].info.run_id == started[0].info.run_id  # the scheduled run first, this one after it
-    assert runs[1].info.start_time >= runs[0].info.end_time  # never interleaved
-    assert _versions(settings) == ["1", "2"]
