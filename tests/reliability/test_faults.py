@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.csv as pacsv
 import pytest
-from conftest import PROJECT_ROOT, child_env, copy_store
+from conftest import PROJECT_ROOT, RATING_HEADER, child_env, copy_store, write_csv
 from mlflow import MlflowClient
 
 import flows.retrain
@@ -128,10 +128,14 @@ def test_registry_errors_are_retried_with_backoff(small_data, settings, monkeypa
 
 
 @pytest.mark.xdist_group("champion-store")  # one worker copies one trained store
-def test_a_registry_that_stays_down_fails_the_run_and_leaves_the_champion(small_data, settings, tmp_path,
-                                                                            monkeypatch, champion_store):
+def test_a_registry_that_stays_down_fails_the_run_and_leaves_the_champion_and_the_inbox(
+        small_data, settings, tmp_path, monkeypatch, champion_store):
+    """The run fails before its commit: the champion stays, and the inbox file it read stays for the next run (which
+    merges it: the kill test's last run)."""
     copy_store(champion_store, settings)
     assert _champion(settings) == "1"
+    anime = pacsv.read_csv(small_data / "anime.csv")["anime_id"][0].as_py()
+    inbox_file = write_csv(settings.inbox_dir / "late.csv", RATING_HEADER, [[999_002, anime, 8]])
     settings.registry_retry_delay_seconds = 0.05
     attempts = []
 
@@ -144,6 +148,7 @@ def test_a_registry_that_stays_down_fails_the_run_and_leaves_the_champion(small_
         retrain(data_dir=_changed_copy(small_data, tmp_path / "changed"), settings=settings)
     assert len(attempts) == settings.registry_retries + 1
     assert _versions(settings) == ["1"] and _champion(settings) == "1"
+    assert inbox_file.exists() and list(settings.archive_dir.glob("*")) == []  # nothing archived
 
 
 def _corrupt_champion(settings) -> str:
