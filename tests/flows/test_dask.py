@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import free_port
+from conftest import PROJECT_ROOT, free_port
 from distributed import Client
 from prefect import flow
 from prefect.client.orchestration import get_client
@@ -34,7 +34,6 @@ from pipeline.validation.validate import validate
 # one worker process runs both tests (make test's --dist loadgroup), so they share the real cluster
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server"), pytest.mark.xdist_group("dask")]
 SPACE = {"rating_weight_power": [0, 2], "neighbours": [5, 100]}  # the ranking model: quick trials
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _scores(summary) -> dict[tuple, float]:

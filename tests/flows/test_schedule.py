@@ -10,16 +10,14 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, listening_hosts
+from conftest import PROJECT_ROOT, free_port, listening_hosts
 from mlflow import MlflowClient
 
 from flows.serve import DEPLOYMENT_NAME
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # starts a Prefect server and runs a deployment
 
 
@@ -97,7 +95,7 @@ def test_serve_deploys_retrain_on_a_cron_schedule_and_runs_it(small_data, settin
             for name, value in settings.training.model_dump(include={
                 "embedding_dim", "batch_size", "epochs", "learning_rate", "early_stopping_patience"}).items()}
     serve = subprocess.Popen([sys.executable, "-m", "flows", "serve", "--port", str(port), "--data", str(small_data),
-                              "--cron", "30 4 * * *"], cwd=REPO, env=env, start_new_session=True)
+                              "--cron", "30 4 * * *"], cwd=PROJECT_ROOT, env=env, start_new_session=True)
     try:
         with httpx.Client(base_url=api, timeout=10) as client:
             deployment = _wait_for(lambda: _first_deployment(client), 180, "the deployment", serve)

@@ -10,6 +10,7 @@ import httpx
 import pyarrow.csv as pacsv
 import pytest
 from conftest import (
+    PROJECT_ROOT,
     RATING_HEADER,
     SMALL_SPEC,
     free_port,
@@ -26,8 +27,6 @@ from pipeline.data.generate import DemoSpec, generate_demo_dataset
 from pipeline.errors import PipelineInputError
 from pipeline.registry.promotion import CHALLENGER, CHAMPION
 from pipeline.registry.registration import VERSION_TAGS
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server"),
               pytest.mark.xdist_group("lineage")]  # one worker builds the module's fixtures once

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pyarrow.csv as pacsv
 import pytest
-from conftest import RATING_HEADER, write_csv
+from conftest import PROJECT_ROOT, RATING_HEADER, write_csv
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 PREFECT_LINE = r"\d\d:\d\d:\d\d\.\d{3} \| (INFO|WARNING) +\| (Flow|Task) run '[\w-]+' - "
 ALLOWED_LINES = [re.compile(shape) for shape in (

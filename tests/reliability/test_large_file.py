@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow  # writes and reads a 630 MB file
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 READ_IN_A_FRESH_PROCESS = """
 import json, sys
 from pathlib import Path

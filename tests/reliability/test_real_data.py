@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.csv as pacsv
 import pytest
-from conftest import ANIME_HEADER, RATING_HEADER, validate_with_both_engines, write_csv, write_dataset
+from conftest import ANIME_HEADER, PROJECT_ROOT, RATING_HEADER, validate_with_both_engines, write_csv, write_dataset
 
 from flows import cli
 from pipeline.data.dataset_config import DATASET_FILE, for_dataset
@@ -32,7 +32,6 @@ from pipeline.validation.validate import validate
 
 GOOD = [[1, 10, 8], [1, 11, 9], [2, 10, 7], [2, 12, -1], [3, 11, 6], [3, 12, 10], [4, 13, 5]]
 ANIME = [[i, f"Anime {i}", "Action", "TV", 12, 7.5, 100] for i in (10, 11, 12, 13)]
-PROJECT = Path(__file__).resolve().parents[2]
 
 
 def _validated(folder, settings):
@@ -241,7 +240,7 @@ def test_an_expected_stop_prints_one_error_line_and_no_traceback(tmp_path, prefe
     env = os.environ | {"ANIMEREC_DATA_ROOT": str(tmp_path / "root"), "ANIMEREC_MLRUNS_DIR": str(tmp_path / "mlruns"),
                         "PREFECT_HOME": str(prefect_home)}
     env.pop("PREFECT_API_URL", None)
-    done = subprocess.run([sys.executable, "-m", "flows", "retrain", "--data", str(folder)], cwd=PROJECT, env=env,
+    done = subprocess.run([sys.executable, "-m", "flows", "retrain", "--data", str(folder)], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]

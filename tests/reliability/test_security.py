@@ -22,7 +22,6 @@ from pipeline.serving.rating_scorer import ARRAYS_FILE
 from pipeline.validation.validate import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVER_COMMANDS = ("ui", "serve-model", "serve", "app")
 
 
