@@ -76,6 +76,16 @@ def start_api_server(port: int, env: Mapping[str, str] | None = None) -> subproc
          "--lifespan", "on"], env=env, preexec_fn=die_with(os.getpid()))  # noqa: PLW1509 (prctl only)
 
 
+def answers_in_time(server: subprocess.Popen, api_url: str, timeout_s: float) -> bool:
+    """Wait until the Prefect API `server` started answers at `api_url`; False if it exits or time runs out first."""
+    deadline = time.monotonic() + timeout_s
+    while not api_answers(api_url):
+        if server.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 @contextmanager
 def temporary_prefect_server(timeout_s: float, meanwhile: Callable[[], object] = lambda: None) -> Iterator[str | None]:
     """Unless a Prefect API is configured, start the temporary server and point this process's Prefect at it
@@ -91,11 +101,8 @@ def temporary_prefect_server(timeout_s: float, meanwhile: Callable[[], object] =
     os.environ["PREFECT_API_URL"] = api_url
     try:
         meanwhile()
-        deadline = time.monotonic() + timeout_s
-        while not api_answers(api_url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the temporary Prefect server on 127.0.0.1:{port} did not start")
-            time.sleep(0.2)
+        if not answers_in_time(server, api_url, timeout_s):
+            raise RuntimeError(f"the temporary Prefect server on 127.0.0.1:{port} did not start")
         yield api_url
     finally:
         send_what_prefect_holds()

@@ -32,8 +32,13 @@ use_local_defaults()
 
 import pytest  # noqa: E402
 
-from flows.serve import api_answers, stop_server  # noqa: E402
-from flows.temporary_server import free_port, send_what_prefect_holds, start_api_server  # noqa: E402
+from flows.serve import stop_server  # noqa: E402
+from flows.temporary_server import (  # noqa: E402
+    answers_in_time,
+    free_port,
+    send_what_prefect_holds,
+    start_api_server,
+)
 from pipeline.data.generate import DemoSpec, generate_demo_dataset  # noqa: E402
 from pipeline.data.ingest import ingest  # noqa: E402
 from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix  # noqa: E402
@@ -72,11 +77,8 @@ def _start_prefect_server() -> subprocess.Popen:
 def _keep_empty_prefect_database(server: subprocess.Popen, database: Path) -> None:
     """Once the server answers (migrations done, no run yet), copy its database to EMPTY_PREFECT_DB, which says to
     every process that the server is ready: each process's own would migrate a fresh database again."""
-    deadline = time.monotonic() + 120
-    while not api_answers(os.environ["PREFECT_API_URL"]):
-        if server.poll() is not None or time.monotonic() > deadline:
-            return  # the fixture waiting for the copy fails and says so
-        time.sleep(0.2)
+    if not answers_in_time(server, os.environ[_TEST_API], 120):
+        return  # the fixture waiting for the copy fails and says so
     building = _STATE / "building-prefect.db"
     with closing(sqlite3.connect(database)) as source, closing(sqlite3.connect(building)) as copy:
         source.backup(copy)
