@@ -73,6 +73,9 @@ class TrainingConfig(BaseModel):
     # Smallest relative improvement of validation RMSE that counts: early stopping's patience and ALS's path
     min_improvement: float = Field(3e-5, ge=0)
     early_stopping_patience: int = Field(3, ge=0)
+    # Keras fit: "all" trains data-parallel (tf.distribute.MirroredStrategy) when several GPUs, or logical CPU
+    # devices, are visible; "one" keeps it on one (models/rating/devices.py)
+    devices: Literal["all", "one"] = "all"
     seed: int = 42
 
     @property

@@ -63,6 +63,7 @@ def log_rating_model(run_id: str, trained: TrainedModel, config: TrainingConfig,
     for name, value in config_params(config).items():
         client.log_param(run_id, name, value)
     client.log_param(run_id, "trainer", config.method)
+    client.log_param(run_id, "training_device", trained.device)
     client.log_param(run_id, "train_mean_rating", round(matrix.train_mean_rating, 6))
     client.log_metric(run_id, "epochs_run", trained.epochs_run)
     client.log_metric(run_id, "best_epoch", trained.best_epoch)

@@ -78,6 +78,7 @@ def _check_the_run_log(client: MlflowClient, run, summary, settings: Settings) -
     assert run.data.tags["data_version"] == outcome.matrix.data_version
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) == outcome.trained.epochs_run
     assert params["validation_engine"] == "gx" and params["trainer"] == training.method
+    assert params["training_device"] == outcome.trained.device == "CPU"  # what trained it (the tests see no GPU)
     assert "by Keras fit" in training.method and f"rating model      {training.method}" in summary.format("m")
     assert params["initializer"] == str(training.initializer)
     assert params["learning_rate_schedule"] == str(training.learning_rate_schedule)

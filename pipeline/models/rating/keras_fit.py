@@ -30,7 +30,8 @@ VALIDATION_BATCH = 65_536
 class RatingBatches(keras.utils.PyDataset):
     """Batches of ({"user", "anime"}, scaled rating, weight) from a split's columns, for `model.fit`.
 
-    Every batch has `batch_size` rows, the last filled up with rows of weight 0, so that XLA compiles one step. With
+    Every batch has `batch_size` rows (a multiple of the devices training in step), the last filled up with rows of
+    weight 0, so that XLA compiles one step. With
     a seed, each epoch draws a new order (seeded: runs repeat); a batch's rows are taken in the split's order, which
     keeps a user's rows together in memory when the split is in user order, as rating files are. A Python dataset
     rather than tensors captured by `tf.data` functions: TensorFlow keeps those for the life of the process (GBs at
@@ -39,7 +40,8 @@ class RatingBatches(keras.utils.PyDataset):
     def __init__(self, split: pa.Table, batch_size: int, shuffle_seed: int | None = None):
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=16)
         self.users, self.anime, self.target = (np.array(split[name]) for name in SPLIT_COLUMNS)
-        self.batch_size = max(1, min(batch_size, split.num_rows))
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync  # each device gets an equal share of a batch
+        self.batch_size = replicas * math.ceil(max(1, min(batch_size, split.num_rows)) / replicas)
         self.order = np.arange(split.num_rows, dtype=np.int64 if split.num_rows >= 2**31 else np.int32)
         self.random = None if shuffle_seed is None else np.random.default_rng(shuffle_seed)
         self.on_epoch_end()

@@ -18,6 +18,7 @@ import pyarrow as pa
 import tensorflow as tf
 
 from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.models.rating.devices import device_description, training_strategy
 from pipeline.models.rating.initializers import (
     ALS_WARM_START,
     embedding_initializer,
@@ -49,6 +50,7 @@ class TrainedModel:
     history: dict[str, list[float]]
     epochs_run: int
     best_epoch: int  # 1-based epoch whose weights were kept (0: the warm start, which no epoch improved on)
+    device: str = "CPU"  # what trained it: "CPU", "GPU (its name)", "2 × GPU (MirroredStrategy)"
 
 
 def _id_inputs() -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -158,8 +160,9 @@ def _fit_keras(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfig
     epochs = epoch_budget(train, matrix.n_users, config.updates_per_user, config.epochs)
     rate = learning_rate_function(config.learning_rate_schedule, config.learning_rate, len(train), epochs)
     trainer = FactorizationTrainer(model, config.l2)
-    trainer.compile(optimizer=build_optimizer(config.optimizer, rate.rate), jit_compile=True,
-                    steps_per_execution=STEPS_PER_EXECUTION)
+    distributed = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    trainer.compile(optimizer=build_optimizer(config.optimizer, rate.rate), jit_compile=not distributed,
+                    steps_per_execution=1 if distributed else STEPS_PER_EXECUTION)
     start_rmse = None
     if config.initializer.name == ALS_WARM_START:
         warm_start_from_als(model, matrix, config, global_mean)
@@ -174,12 +177,17 @@ def train_model(matrix: UtilityMatrix, config: TrainingConfig, callbacks: list[k
     to `log`, when given."""
     keras.utils.set_random_seed(config.seed)
     train_mean = (matrix.train_mean_rating - matrix.scale.minimum) / (matrix.scale.maximum - matrix.scale.minimum)
-    model = build_model(matrix.n_users, matrix.n_anime, config, global_mean=train_mean)
-    if config.architecture == "seed_cosine":
-        logs, kept = _fit_seed(model, matrix, config, callbacks or [], log)
-    elif config.solver == "als":
-        logs = _fit_als(model, matrix, config, train_mean, callbacks or [], log or (lambda line: None))
-        kept = int(np.argmin(logs["val_loss"])) + 1
-    else:
-        logs, kept = _fit_keras(model, matrix, config, train_mean, callbacks or [], log)
-    return TrainedModel(model=model, history=logs, epochs_run=len(logs["loss"]), best_epoch=kept)
+    strategy = training_strategy(config.devices if config.solver == "keras" else "one")
+    device = device_description(strategy)
+    if log and config.solver == "keras":
+        log(f"training on {device}")
+    with strategy.scope():
+        model = build_model(matrix.n_users, matrix.n_anime, config, global_mean=train_mean)
+        if config.architecture == "seed_cosine":
+            logs, kept = _fit_seed(model, matrix, config, callbacks or [], log)
+        elif config.solver == "als":
+            logs = _fit_als(model, matrix, config, train_mean, callbacks or [], log or (lambda line: None))
+            kept = int(np.argmin(logs["val_loss"])) + 1
+        else:
+            logs, kept = _fit_keras(model, matrix, config, train_mean, callbacks or [], log)
+    return TrainedModel(model=model, history=logs, epochs_run=len(logs["loss"]), best_epoch=kept, device=device)
