@@ -7,8 +7,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/animerec $(if $(VERBOSE),--verbose)
-STAMP := $(VENV)/.installed
-BENCH_STAMP := $(VENV)/.bench-installed
+# DEVICE=gpu: TensorFlow's CUDA build (Linux, NVIDIA; pyproject.toml's tensorflow version) replaces the CPU build
+# pyproject.toml installs; Keras then trains on the GPU (docs/training.md). A fresh .venv is CPU-only again.
+ifneq ($(filter-out cpu gpu,$(DEVICE)),)
+$(error DEVICE=$(DEVICE): use DEVICE=gpu, or DEVICE=cpu (the default))
+endif
+DEVICE_STAMP := $(if $(filter gpu,$(DEVICE)),-gpu)
+STAMP := $(VENV)/.installed$(DEVICE_STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed$(DEVICE_STAMP)
+TENSORFLOW_VERSION := 2.21.0
+USE_DEVICE = $(if $(DEVICE_STAMP),$(PY) -m pip uninstall --quiet -y tensorflow-cpu tensorflow && $(PY) -m pip install --quiet 'tensorflow[and-cuda]==$(TENSORFLOW_VERSION)',true)
 
 ifdef MODEL_NAME
 export ANIMEREC_REGISTERED_MODEL_NAME := $(MODEL_NAME)
@@ -23,11 +31,12 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(USE_DEVICE)
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv from pyproject.toml
 
-pipeline: $(STAMP) ## retrain: DATA=folder or .zip, RATING_SCALE=1-5, DATASET_NAME=…, MODEL_NAME=…, EPOCHS=n, DASK=local|tcp://…
+pipeline: $(STAMP) ## retrain: DATA=folder or .zip, RATING_SCALE=1-5, DATASET_NAME=…, MODEL_NAME=…, EPOCHS=n, DASK=local|tcp://…, DEVICE=gpu
 	$(CLI) retrain $(DATA_OPTIONS) $(call opt,EPOCHS,epochs) $(call opt,DASK,dask)
 
 # The browser tests drive Debian's Chromium (installed here when missing; no browser download from elsewhere).
@@ -42,6 +51,7 @@ sweep: $(STAMP) ## grid search on Dask, best on validation: DATA=…, KIND=ratin
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(USE_DEVICE)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) browser ## benchmarks → BENCHMARKS.md: PARTS=accuracy,…,scale (default) or full SIZE=… LAYOUT=…
