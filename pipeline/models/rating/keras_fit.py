@@ -49,6 +49,14 @@ class RatingBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return max(1, math.ceil(len(self.order) / self.batch_size))
 
+    @property
+    def n_ratings(self) -> int:
+        return len(self.order)
+
+    def fit_input(self) -> RatingBatches:
+        """What `model.fit` reads: this dataset."""
+        return self
+
     def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         if self.random is not None:
@@ -73,8 +81,9 @@ class FactorizationTrainer(keras.Model):
     filling rows weigh 0).
     """
 
-    def __init__(self, rating_model: keras.Model, l2: float, **kwargs):
+    def __init__(self, rating_model: keras.Model, l2: float, held: dict[str, object] | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.held = held or {}  # "train", "validation": HeldBatches whose batch numbers `fit` reads instead
         self.rating_model = rating_model
         self.tables = [rating_model.get_layer(name).embeddings for name in TABLES]
         output = rating_model.get_layer("head").get_layer("rating")
@@ -100,7 +109,7 @@ class FactorizationTrainer(keras.Model):
         return interaction * self.weight[0, 0] + self.offset[0], rows
 
     def train_step(self, data):
-        features, target, weight = data
+        features, target, weight = self.held["train"].batch(data) if "train" in self.held else data
         with tf.GradientTape() as tape:
             predicted, rows = self.trained_output(features[USER_INPUT], features[ANIME_INPUT])
             squared_error = tf.square(predicted - target)
@@ -114,7 +123,7 @@ class FactorizationTrainer(keras.Model):
 
     def test_step(self, data):
         """The served model's error: predictions clipped to the scale."""
-        features, target, weight = data
+        features, target, weight = self.held["validation"].batch(data) if "validation" in self.held else data
         predicted = tf.clip_by_value(self.trained_output(features[USER_INPUT], features[ANIME_INPUT])[0], 0.0, 1.0)
         return self._metric_results(tf.square(predicted - target), target, predicted, weight)
 
@@ -184,7 +193,7 @@ class KeepBestWeights(keras.callbacks.EarlyStopping):
         return self.best_epoch + 1
 
 
-def fit_epochs(model: keras.Model, train: RatingBatches, validation: RatingBatches, epochs: int,
+def fit_epochs(model: keras.Model, train, validation, epochs: int,
                callbacks: Sequence[keras.callbacks.Callback],
                log: Callable[[str], None] | None) -> tuple[dict[str, list[float]], int]:
     """`model.fit` with the shared callbacks around the given ones (which see `ratings_per_s` and
@@ -193,8 +202,8 @@ def fit_epochs(model: keras.Model, train: RatingBatches, validation: RatingBatch
     keep_best = next(c for c in callbacks if isinstance(c, KeepBestWeights))
     lines = [EpochLines(log)] if log else []
     _quiet_expected_retracing()
-    history = model.fit(train, validation_data=validation, epochs=epochs, verbose=0, shuffle=False,
-                        callbacks=[EpochSpeed(len(train.target)), LearningRateLog(), *callbacks, *lines])
+    history = model.fit(train.fit_input(), validation_data=validation.fit_input(), epochs=epochs, verbose=0,
+                        shuffle=False, callbacks=[EpochSpeed(train.n_ratings), LearningRateLog(), *callbacks, *lines])
     return {key: [float(v) for v in values] for key, values in history.history.items()}, keep_best.kept_epoch
 
 
@@ -212,9 +221,9 @@ def _quiet_expected_retracing() -> None:
         logger.addFilter(_ExpectedRetracing())
 
 
-def validation_rmse(trainer: FactorizationTrainer, validation: RatingBatches) -> float:
+def validation_rmse(trainer: FactorizationTrainer, validation) -> float:
     """The validation RMSE of the weights as they are (the warm start's, before any epoch)."""
-    return float(trainer.evaluate(validation, verbose=0, return_dict=True)["rmse"])
+    return float(trainer.evaluate(validation.fit_input(), verbose=0, return_dict=True)["rmse"])
 
 
 def epoch_budget(batches: RatingBatches, n_users: int, updates_per_user: int, most: int) -> int:

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.rating.devices import device_description, training_strategy
+from pipeline.models.rating.held_batches import HeldBatches, NextEpochOrder
 from pipeline.models.rating.initializers import (
     ALS_WARM_START,
     embedding_initializer,
@@ -159,8 +160,13 @@ def _fit_keras(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfig
     pa.default_memory_pool().release_unused()  # the splits' Arrow buffers (copied into the batches' arrays)
     epochs = epoch_budget(train, matrix.n_users, config.updates_per_user, config.epochs)
     rate = learning_rate_function(config.learning_rate_schedule, config.learning_rate, len(train), epochs)
-    trainer = FactorizationTrainer(model, config.l2)
     distributed = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    held = {}
+    if not distributed:  # Keras splits a batch between devices only as it reads it from the dataset
+        train, validation = HeldBatches(train), HeldBatches(validation)
+        held = {"train": train, "validation": validation}
+        callbacks = [NextEpochOrder(train), *callbacks]
+    trainer = FactorizationTrainer(model, config.l2, held)
     trainer.compile(optimizer=build_optimizer(config.optimizer, rate.rate), jit_compile=not distributed,
                     steps_per_execution=1 if distributed else STEPS_PER_EXECUTION)
     start_rmse = None

@@ -9,6 +9,7 @@ import tensorflow as tf
 from pipeline.data.ingest import ingest
 from pipeline.errors import PipelineInputError
 from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.models.rating.held_batches import HeldBatches
 from pipeline.models.rating.initializers import embedding_initializer, warm_start_from_als
 from pipeline.models.rating.keras_fit import (
     ANIME_INPUT,
@@ -53,6 +54,23 @@ def test_batches_give_every_rating_once_per_epoch_in_a_new_order_in_batches_of_o
     assert not np.array_equal(first[0], second[0])  # a new order each epoch
     np.testing.assert_array_equal(first, _epoch(RatingBatches(_split(1000), batch_size=96, shuffle_seed=1)))
     np.testing.assert_array_equal(_epoch(RatingBatches(_split(1000), 96))[0][:1000], np.arange(1000))  # unshuffled
+
+
+def test_held_batches_are_the_python_batches_epoch_after_epoch():
+    """The batches the fit reads from TensorFlow's variables are those of the Python dataset, in the same orders."""
+    python_batches = RatingBatches(_split(1000), batch_size=96, shuffle_seed=1)
+    held = HeldBatches(RatingBatches(_split(1000), batch_size=96, shuffle_seed=1))
+    assert len(held) == len(python_batches) == 11 and list(held.fit_input().as_numpy_iterator()) == list(range(11))
+    for _ in range(2):
+        for number in range(len(held)):
+            (features, target, weight), expected = held.batch(tf.constant(number, tf.int64)), python_batches[number]
+            for got, want in ((features[USER_INPUT], expected[0][USER_INPUT]),
+                              (features[ANIME_INPUT], expected[0][ANIME_INPUT]), (target, expected[1]),
+                              (weight, expected[2])):
+                np.testing.assert_array_equal(got.numpy(), want)
+        held.next_epoch()
+        python_batches.on_epoch_end()
+    assert not np.array_equal(held.order.numpy(), np.sort(held.order.numpy()))  # shuffled, not in split order
 
 
 def test_training_step_is_the_served_models_objective_and_moves_only_the_batchs_rows():
