@@ -31,11 +31,11 @@ class RatingBatches(keras.utils.PyDataset):
     """Batches of ({"user", "anime"}, scaled rating, weight) from a split's columns, for `model.fit`.
 
     Every batch has `batch_size` rows (a multiple of the devices training in step), the last filled up with rows of
-    weight 0, so that XLA compiles one step. With
-    a seed, each epoch draws a new order (seeded: runs repeat); a batch's rows are taken in the split's order, which
-    keeps a user's rows together in memory when the split is in user order, as rating files are. A Python dataset
-    rather than tensors captured by `tf.data` functions: TensorFlow keeps those for the life of the process (GBs at
-    full scale); these arrays go when the fit is done."""
+    weight 0, so that XLA compiles one step. With a seed, each epoch draws a new order (seeded: runs repeat); a
+    batch's rows are taken in the split's order, which keeps a user's rows together in memory when the split is in
+    user order, as rating files are. A Python dataset rather than tensors captured by `tf.data` functions:
+    TensorFlow keeps those for the life of the process (GBs at full scale); these arrays go when the fit is done.
+    On one device the biased model's fit holds these batches in TensorFlow instead (held_batches.py)."""
 
     def __init__(self, split: pa.Table, batch_size: int, shuffle_seed: int | None = None):
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=16)

@@ -51,7 +51,7 @@ class TrainedModel:
     history: dict[str, list[float]]
     epochs_run: int
     best_epoch: int  # 1-based epoch whose weights were kept (0: the warm start, which no epoch improved on)
-    device: str = "CPU"  # what trained it: "CPU", "GPU (its name)", "2 × GPU (MirroredStrategy)"
+    device: str  # what trained it: "CPU", "GPU (its name)", "2 × GPU (MirroredStrategy)"
 
 
 def _id_inputs() -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -183,9 +183,10 @@ def train_model(matrix: UtilityMatrix, config: TrainingConfig, callbacks: list[k
     to `log`, when given."""
     keras.utils.set_random_seed(config.seed)
     train_mean = (matrix.train_mean_rating - matrix.scale.minimum) / (matrix.scale.maximum - matrix.scale.minimum)
-    strategy = training_strategy(config.devices if config.solver == "keras" else "one")
-    device = device_description(strategy)
-    if log and config.solver == "keras":
+    by_keras = config.architecture == "seed_cosine" or config.solver == "keras"
+    strategy = training_strategy(config.devices) if by_keras else tf.distribute.get_strategy()
+    device = device_description(strategy) if by_keras else "CPU"  # ALS solves its rows with numba
+    if log and by_keras:
         log(f"training on {device}")
     with strategy.scope():
         model = build_model(matrix.n_users, matrix.n_anime, config, global_mean=train_mean)

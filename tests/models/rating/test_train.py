@@ -52,6 +52,7 @@ def test_training_lowers_validation_loss_and_keeps_best_epoch(matrix, settings, 
     target = validation["scaled_rating"].to_numpy()
     # the kept weights are the best epoch's: the served model's validation RMSE is the lowest in the history
     assert float(np.sqrt(np.mean((predicted - target) ** 2))) == pytest.approx(min(history["val_rmse"]), rel=1e-4)
+    assert trained.device == "CPU"  # the tests see no GPU; ALS solves on the CPU wherever it runs
     if solver == "keras":  # Keras' history: one learning rate per epoch, the optimizer's
         assert len(history["learning_rate"]) == trained.epochs_run
         assert history["learning_rate"][0] == pytest.approx(config.learning_rate)
