@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/animerec $(if $(VERBOSE),--verbose)
-# DEVICE=gpu: TensorFlow's CUDA build (Linux, NVIDIA; pyproject.toml's tensorflow version) replaces the CPU build
+# DEVICE=gpu: TensorFlow's CUDA build (Linux, NVIDIA; the version pyproject.toml pins) replaces the CPU build
 # pyproject.toml installs; Keras then trains on the GPU (docs/training.md). A fresh .venv is CPU-only again.
 ifneq ($(filter-out cpu gpu,$(DEVICE)),)
 $(error DEVICE=$(DEVICE): use DEVICE=gpu, or DEVICE=cpu (the default))
@@ -15,7 +15,7 @@ endif
 DEVICE_STAMP := $(if $(filter gpu,$(DEVICE)),-gpu)
 STAMP := $(VENV)/.installed$(DEVICE_STAMP)
 BENCH_STAMP := $(VENV)/.bench-installed$(DEVICE_STAMP)
-TENSORFLOW_VERSION := 2.21.0
+TENSORFLOW_VERSION := $(shell sed -n 's/.*"tensorflow-cpu==\([0-9.]*\).*/\1/p' pyproject.toml)
 USE_DEVICE = $(if $(DEVICE_STAMP),$(PY) -m pip uninstall --quiet -y tensorflow-cpu tensorflow && $(PY) -m pip install --quiet 'tensorflow[and-cuda]==$(TENSORFLOW_VERSION)',true)
 
 ifdef MODEL_NAME

@@ -42,11 +42,10 @@ def step_profile(matrix: UtilityMatrix, config: TrainingConfig) -> list[tuple[st
     """Seconds per step of the default fit: `model.fit` as the pipeline runs it (batches held by TensorFlow), as it
     ran before (batches from Keras' PyDataset, still the path under several devices), the same compiled step on
     batches already in memory, and the step's two halves alone (the gradient; the optimizer's update)."""
-    def batches() -> RatingBatches:
+    def new_batches() -> RatingBatches:  # each holder takes its own (HeldBatches moves the columns)
         return RatingBatches(matrix.split("train", SPLIT_COLUMNS), config.batch_size, config.seed)
 
-    held = HeldBatches(batches())
-    batches = batches()
+    held, batches = HeldBatches(new_batches()), new_batches()
     steps = len(batches)
     listed = [batches[i] for i in range(steps)]
     users, anime = (tf.constant(np.stack([features[key] for features, _, _ in listed])) for key in ("user", "anime"))
@@ -68,20 +67,14 @@ def step_profile(matrix: UtilityMatrix, config: TrainingConfig) -> list[tuple[st
     in_memory = _seconds_per_step(tf.function(lambda: [compiled_step(
         ({"user": users[i], "anime": anime[i]}, target[i], weight[i])) for i in range(steps)]), steps)
 
-    variables = [*stepped.tables, stepped.weight, stepped.offset]
-
     @tf.function(jit_compile=True)
     def gradients(i):
-        with tf.GradientTape() as tape:
-            predicted, rows = stepped.trained_output(users[i], anime[i])
-            objective = tf.reduce_sum(weight[i] * tf.square(predicted - target[i])) + stepped.l2 * sum(
-                tf.reduce_sum(tf.square(row)) for row in rows)
-        return tape.gradient(objective, variables)
+        return stepped.batch_gradients({"user": users[i], "anime": anime[i]}, target[i], weight[i])[2]
 
     gradient_only = _seconds_per_step(tf.function(lambda: [sum(
         tf.reduce_sum(getattr(g, "values", g)) for g in gradients(i)) for i in range(steps)]), steps)
     one_batch = gradients(0)
-    update = tf.function(lambda: stepped.optimizer.apply(one_batch, variables), jit_compile=True)
+    update = tf.function(lambda: stepped.optimizer.apply(one_batch, stepped.trainable_variables), jit_compile=True)
     update_only = _seconds_per_step(tf.function(lambda: [update() for _ in range(steps)]), steps)
     return [("`model.fit`, batches held by TensorFlow (as the pipeline trains)", held_step),
             ("`model.fit`, batches from Keras' PyDataset (under several devices)", fit_step),

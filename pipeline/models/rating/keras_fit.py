@@ -110,6 +110,12 @@ class FactorizationTrainer(keras.Model):
 
     def train_step(self, data):
         features, target, weight = self.held["train"].batch(data) if "train" in self.held else data
+        predicted, squared_error, gradients = self.batch_gradients(features, target, weight)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self._metric_results(squared_error, target, predicted, weight)
+
+    def batch_gradients(self, features, target, weight) -> tuple[tf.Tensor, tf.Tensor, list]:
+        """The objective's gradients on a batch (sparse for the tables), with the predictions and squared errors."""
         with tf.GradientTape() as tape:
             predicted, rows = self.trained_output(features[USER_INPUT], features[ANIME_INPUT])
             squared_error = tf.square(predicted - target)
@@ -117,9 +123,7 @@ class FactorizationTrainer(keras.Model):
             squares = (tf.linalg.matvec(tf.square(rows[0]), ones) + tf.linalg.matvec(tf.square(rows[1]), ones)
                        + tf.square(rows[2][:, 0]) + tf.square(rows[3][:, 0]))
             objective = tf.reduce_sum(weight * (squared_error + self.l2 * squares))
-        variables = self.trainable_variables
-        self.optimizer.apply(tape.gradient(objective, variables), variables)
-        return self._metric_results(squared_error, target, predicted, weight)
+        return predicted, squared_error, tape.gradient(objective, self.trainable_variables)
 
     def test_step(self, data):
         """The served model's error: predictions clipped to the scale."""
