@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.ingest import ingest
-from pipeline.evaluation.metrics import Scores
 from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
+from pipeline.metrics import Scores
 from pipeline.models.ranking.fit import RankingFit, train_ranking_model
 from pipeline.models.rating.train import TrainedModel, predict_scaled, train_model
 from pipeline.serving.recommend import Recommender

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.evaluation.metrics import K
+from pipeline.top_n import K
 
 DESCRIPTION = """`animerec`: every user action, one command line. `make` targets are one-line aliases of these
 subcommands.

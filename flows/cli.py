@@ -82,7 +82,7 @@ def _ui(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve_model(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.commands import model_uri
+    from flows.commands import model_uri
 
     return _mlflow("models", "serve", "-m", model_uri(settings.registered_model_name, args.model), "--env-manager",
                    "local", "--host", args.host, "--port", str(args.port), tracking_uri=settings.tracking_uri)
@@ -107,9 +107,9 @@ def _app(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import commands
+    from flows import commands
+    from pipeline.registry.store import configure_tracking
     from pipeline.registry.versions import registry_chart_name
-    from pipeline.tracking.runs import configure_tracking
 
     configure_tracking(settings)
     if args.command == "recommend":

@@ -1,5 +1,6 @@
-"""The `retrain` flow: ingest → validate → utility matrix → train (rating model) → train-ranking → log-model →
-evaluate → register → archive inbox.
+"""The `retrain` flow: ingest → validate → utility matrix → check new data (the champion on it, drift) → train
+(rating model) → train-ranking → log-model → evaluate → score champion (on this split) → register → archive inbox →
+publish artifacts.
 
 Thin wiring only: each task calls one `pipeline` stage (and logs what it produced to MLflow).
 Run it with `make pipeline`, `animerec retrain --data DIR`, or on a schedule (`make serve`). On a Dask cluster
@@ -23,13 +24,15 @@ from pipeline.data.dataset_config import for_dataset
 from pipeline.data.generate import generate_demo_dataset
 from pipeline.data.ingest import RawData, archive_incoming, inbox_files, ingest
 from pipeline.errors import RegistryUnavailableError
-from pipeline.evaluation.evaluate import EvaluationReport, evaluate_model
-from pipeline.evaluation.rescoring import ChampionScores, score_champion
+from pipeline.evaluation.evaluate import SEEN_SPLITS, EvaluationReport, evaluate_model
 from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
 from pipeline.models.ranking.fit import RankingFit, train_ranking_model
 from pipeline.monitoring.check import NewDataReport, check_new_data
-from pipeline.registry.promotion import Lineage, PromotionDecision
+from pipeline.monitoring.version_scoring import score_champion
+from pipeline.registry.lineage import Lineage
+from pipeline.registry.promotion import PromotionDecision
 from pipeline.registry.registration import register_and_decide
+from pipeline.registry.scores import ChampionScores
 from pipeline.reports import (
     DataReport,
     RetrainSummary,
@@ -41,6 +44,7 @@ from pipeline.reports import (
     ranking_fit_line,
     retrain_artifacts,
 )
+from pipeline.serving.recommend import Recommender
 from pipeline.settings import Settings
 from pipeline.storage import exclusive_lock
 from pipeline.tracking.model_logging import log_model_bundle, log_ranking_model, log_rating_model
@@ -149,7 +153,8 @@ def log_model_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix, settings: Settings,
                   run_id: str) -> EvaluationReport:
-    report = evaluate_model(trained.model, fit.model, matrix, settings.unrated_value, settings.relevance_threshold)
+    served = Recommender.from_matrix(trained.model, fit.model, matrix, settings.unrated_value, splits=SEEN_SPLITS)
+    report = evaluate_model(served, matrix, settings.relevance_threshold)
     log_evaluation(run_id, report, settings.relevant_rating)
     get_run_logger().info(evaluation_line(report))
     return report
@@ -169,7 +174,7 @@ def register_task(model_uri: str, run_id: str, report: EvaluationReport, champio
                   ) -> PromotionDecision:
     decision = register_and_decide(settings.registered_model_name, model_uri, run_id, report, champion, matrix,
                                    lineage, architecture(settings), new_data.description())
-    log_decision(run_id, decision.as_dict())
+    log_decision(run_id, decision)
     get_run_logger().info(decision_line(decision))
     announce_promotion(settings.registered_model_name, decision, lineage.dataset)
     return decision

@@ -1,6 +1,6 @@
 """The `sweep` flow: ingest → validate → utility matrix → one fitting trial per grid point → best on validation.
 
-`--model rating` sweeps the rating model (validation RMSE), `--model ranking` the ranking model
+`--kind rating` sweeps the rating model (validation RMSE), `--kind ranking` the ranking model
 (validation NDCG@10). Each trial is a Prefect task and an MLflow run nested under the sweep's run
 (experiment `<name>-sweep`), with its configuration as params and its validation score as a metric. The
 winner is chosen on validation only; its test score is reported, never used. Run it with

@@ -1,9 +1,9 @@
 """64-bit hashing (splitmix64) for order-independent data versions and per-pair splits.
 
-Sorting 57M ratings to hash them in a canonical order, or to split them reproducibly, costs more than
-the rest of the matrix build; hashing each row and combining with a commutative sum does not depend
-on row order at all. Compiled (numba, rows in parallel), one pass per column, and read chunk by chunk from
-Arrow in place: a numpy copy of a 57M-row column is 456 MB of fresh memory.
+Sorting every rating to hash them in a canonical order, or to split them reproducibly, costs more than the rest
+of the matrix build; hashing each row and combining with a commutative sum does not depend on row order at all.
+Compiled (numba, rows in parallel), one pass per column, and read chunk by chunk from Arrow in place: a numpy copy
+of a column would be fresh memory the size of the column.
 """
 
 from __future__ import annotations

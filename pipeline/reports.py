@@ -16,7 +16,8 @@ from pipeline.evaluation.evaluate import EvaluationReport
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.ranking.fit import RankingFit
 from pipeline.monitoring.check import NewDataReport
-from pipeline.registry.promotion import CHALLENGER, CHAMPION, PromotionDecision
+from pipeline.registry.promotion import PromotionDecision
+from pipeline.registry.scores import CHALLENGER, CHAMPION
 from pipeline.settings import Settings, TrainingConfig
 from pipeline.validation.results import ValidatedData, ValidationCounts
 
@@ -128,8 +129,6 @@ class RetrainSummary:
         ])
 
     def _ranking_lines(self, e: EvaluationReport) -> list[str]:
-        if e.ranking is None:
-            return []
         if not e.ranking.served.n_users:
             return [f"  top-10 on test    not measured: no test rating >= {self.settings.relevant_rating} (the top "
                     f"of the {self.settings.rating_scale} scale); is the scale right?"]
@@ -195,8 +194,9 @@ def _champion_on_new(report: NewDataReport) -> list[str]:
         return [f"{report.new_ratings:,} new ratings; {report.not_scored}: not scored on them"]
     if c is None:
         return [f"champion v{report.champion_version}: no rating it never saw (ratings only removed or re-rated)"]
-    test_ndcg = "" if c.test_scores.ndcg is None else f" ({c.test_scores.ndcg:.4f} on its test split)"
-    return [f"champion v{c.version} on {c.n_ratings:,} new ratings: RMSE {c.rmse:.4f} ({c.test_scores.rmse:.4f} on "
+    own = report.champion_test_scores
+    test_ndcg = "" if own.ndcg is None else f" ({own.ndcg:.4f} on its test split)"
+    return [f"champion v{c.version} on {c.n_ratings:,} new ratings: RMSE {c.rmse:.4f} ({own.rmse:.4f} on "
             "its test split)",
             f"NDCG@10 {c.ndcg:.4f}{test_ndcg} for {c.n_users:,} returning users" if c.ndcg is not None
             else "NDCG@10 not measured (no returning user with a relevant new rating)"]

@@ -53,7 +53,7 @@ class TrainingConfig(BaseModel):
     batch_size: int = Field(16384, ge=1)
     epochs: int = Field(40, ge=1)  # at most (ALS: sweeps in all); early stopping on validation RMSE decides
     # Keras fit: its length, as the optimizer updates the average user's row gets. A data set with more ratings per
-    # user needs fewer epochs (on the anime sample 25 epochs, at Kaggle 2020 size 4); schedules decay over it.
+    # user needs fewer epochs; schedules decay over it.
     updates_per_user: int = Field(500, ge=1)
     # The optimizer (models/rating/optimizers.py): "Adam", "AdamW" or "Adagrad" with Keras' arguments of that class.
     optimizer: KerasPart = KerasPart(name="Adam")
@@ -105,7 +105,7 @@ class TrainingConfig(BaseModel):
 
 class RankingConfig(BaseModel):
     """Hyperparameters of the ranking model (pipeline/models/ranking/: EASE on rating-weighted interactions).
-    The defaults are the best of `make sweep MODEL=ranking` on the anime sample's validation split; λ itself
+    The defaults are the best of `make sweep KIND=ranking` on the anime sample's validation split; λ itself
     is chosen again on every run's own validation split, walking from `relative_l2` by factors of `l2_step`."""
 
     relative_l2: float = Field(2.0, gt=0)  # where the walk starts: λ / mean of diag(XᵀX) (scale-free)
@@ -115,7 +115,7 @@ class RankingConfig(BaseModel):
     unrated_weight: float = Field(0.5, ge=0)  # what a watched-but-unrated row counts (also watching, completed)
     # Kaggle 2020 list entries without a rating, by watching status: set by reasoning (a dropped show says less
     # than a finished one; a planned one says interest, not taste), not tuned on that data (not in this repo);
-    # `make sweep MODEL=ranking SPACE='{"dropped_weight": [0, 0.1, 0.5]}'` chooses them on validation.
+    # `make sweep KIND=ranking SPACE='{"dropped_weight": [0, 0.1, 0.5]}'` chooses them on validation.
     on_hold_weight: float = Field(0.35, ge=0)
     dropped_weight: float = Field(0.1, ge=0)
     plan_to_watch_weight: float = Field(0.25, ge=0)
@@ -194,7 +194,7 @@ class Settings(BaseSettings):
                                    {"name": "PiecewiseConstantDecay",
                                     "args": {"boundary_fractions": [0.5, 0.75], "factors": [1, 0.3, 0.1]}},
                                    "ReduceLROnPlateau"]}
-    # `make sweep MODEL=ranking`: each combination fitted (with its own λ walk) and judged on validation NDCG@10.
+    # `make sweep KIND=ranking`: each combination fitted (with its own λ walk) and judged on validation NDCG@10.
     ranking_sweep_space: dict[str, list[int | float]] = {"rating_weight_power": [0, 1, 2, 3],
                                                          "unrated_weight": [0.25, 0.5, 1.0],
                                                          "neighbours": [100, 200, 400]}

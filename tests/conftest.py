@@ -47,7 +47,7 @@ from pipeline.settings import Settings, TrainingConfig  # noqa: E402
 if TYPE_CHECKING:
     from pipeline.models.ranking.fit import RankingFit
     from pipeline.models.rating.train import TrainedModel
-    from pipeline.registry.promotion import Lineage
+    from pipeline.registry.lineage import Lineage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "anime-sample"
@@ -177,7 +177,7 @@ def copy_store(source: Path, settings: Settings) -> None:
     """Copy the data and MLflow store under `source` to `settings`' (both under one root, as `quick_settings` lays
     them out), and point this process's MLflow at the copy, as the retrain it stands for would. The store's database
     and model files name folders by absolute path: those are rewritten to the copy's."""
-    from pipeline.tracking.runs import configure_tracking
+    from pipeline.registry.store import configure_tracking
 
     old, new = str(source.resolve()), str(settings.data_root.parent.resolve())
     assert settings.mlruns_dir.parent.resolve() == Path(new), "data and store under one root"
@@ -317,7 +317,7 @@ def listening_hosts(port: int) -> set[str]:
 
 def lineage_of(settings: Settings, data: Path, matrix) -> Lineage:
     """The lineage a retrain run would record for `matrix` built from `data` under `settings`."""
-    from pipeline.registry.promotion import Lineage
+    from pipeline.registry.lineage import Lineage
 
     return Lineage(settings.dataset_name, matrix.data_version, data, {})
 
@@ -339,3 +339,12 @@ def wait_until_answers(server, url: str, timeout_s: float) -> None:
             pass
         assert time.monotonic() < deadline, f"no answer from {url} within {timeout_s} s"
         time.sleep(0.5)
+
+
+def evaluate_served(model, ranking, matrix: UtilityMatrix, settings: Settings):
+    """The evaluate stage on the recommender the flow serves from these models (knowing train and validation)."""
+    from pipeline.evaluation.evaluate import SEEN_SPLITS, evaluate_model
+    from pipeline.serving.recommend import Recommender
+
+    served = Recommender.from_matrix(model, ranking, matrix, settings.unrated_value, splits=SEEN_SPLITS)
+    return evaluate_model(served, matrix, settings.relevance_threshold)

@@ -15,8 +15,9 @@ from benchmarks.reference_ease import fit_reference_ease, reference_scores
 from benchmarks.report import Table
 from benchmarks.runs import BenchContext, SampleRuns
 from pipeline.evaluation.evaluate import SEEN_SPLITS, evaluate_ranking
-from pipeline.evaluation.metrics import RankingReport, ranking_report, relevant_pairs, top_n_lists
+from pipeline.metrics import RankingReport, ranking_report, relevant_pairs
 from pipeline.serving.recommend import Recommender
+from pipeline.top_n import top_n_lists
 
 
 @dataclass(frozen=True)

@@ -8,22 +8,32 @@ recommender (ranking model), of the rating model ranked alone, and of the most p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numba
 import numpy as np
 import pyarrow as pa
 
-from pipeline.evaluation.metrics import K, RankingReport, Scores, ranking_report, relevant_pairs
 from pipeline.matrix.utility_matrix import UtilityMatrix
-from pipeline.models.ranking.ease import ItemToItemModel
-from pipeline.serving.recommend import Recommender
-
-if TYPE_CHECKING:  # the model is only handed through: serving and the registry import this module without Keras
-    import keras
+from pipeline.metrics import RankingReport, Scores, ranking_report, relevant_pairs
+from pipeline.models.rating.scorer import RatingScorer
+from pipeline.top_n import K
 
 SEEN_SPLITS = ("train", "validation")  # what a user had rated when the test ratings were held out
+
+
+class ServedLists(Protocol):
+    """What the evaluate stage judges: the recommender as served (pipeline/serving/recommend.py), knowing only what
+    users had seen before the test split (`SEEN_SPLITS`)."""
+
+    rating: RatingScorer
+
+    def predict_pairs(self, user_ids: np.ndarray, anime_ids: np.ndarray) -> np.ndarray: ...
+
+    def top_n_batch(self, user_indices: np.ndarray, n: int,
+                    scores_for: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -88,28 +98,23 @@ class EvaluationReport:
     global_mean: Scores
     bias: Scores
     n_test: int
-    ranking: RankingReports | None = None
+    ranking: RankingReports
 
     def as_metrics(self) -> dict[str, float]:
-        return {**({} if self.ranking is None else self.ranking.as_metrics()),
+        return {**self.ranking.as_metrics(),
                 "test_rmse": self.model.rmse, "test_mae": self.model.mae, "test_rmse_stderr": self.model.rmse_stderr,
                 "baseline_global_mean_rmse": self.global_mean.rmse, "baseline_global_mean_mae": self.global_mean.mae,
                 "baseline_bias_rmse": self.bias.rmse, "baseline_bias_mae": self.bias.mae,
                 "n_test": float(self.n_test)}
 
 
-def evaluate_predictions(train: pa.Table, test: pa.Table, predicted: np.ndarray,
-                         n_users: int, n_anime: int) -> EvaluationReport:
-    """Score the model's test predictions (rating scale) and both baselines on the same test rows."""
-    actual = test["rating"].to_numpy()
-    users, anime = test["user_index"].to_numpy(), test["anime_index"].to_numpy()
-    bias_model = fit_bias_model(train, n_users, n_anime)
-    return EvaluationReport(
-        model=Scores.of(actual, predicted),
-        global_mean=Scores.of(actual, np.full(len(actual), bias_model.global_mean)),
-        bias=Scores.of(actual, bias_model.predict(users, anime)),
-        n_test=len(actual),
-    )
+def baseline_predictions(matrix: UtilityMatrix, test: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """The test rows' predictions of the global mean and of the user + item bias model, both fitted on train (read
+    here and freed on return: at full scale it is the largest table)."""
+    train = matrix.split("train", ["user_index", "anime_index", "rating"])
+    bias_model = fit_bias_model(train, matrix.n_users, matrix.n_anime)
+    bias = bias_model.predict(test["user_index"].to_numpy(), test["anime_index"].to_numpy())
+    return np.full(test.num_rows, bias_model.global_mean), bias
 
 
 def judged_users(matrix: UtilityMatrix, relevance_threshold: float) -> tuple[np.ndarray, pa.Table]:
@@ -118,13 +123,7 @@ def judged_users(matrix: UtilityMatrix, relevance_threshold: float) -> tuple[np.
     return np.unique(relevant["user_index"].to_numpy()), relevant
 
 
-def served_ranking(recommender: Recommender, matrix: UtilityMatrix, relevance_threshold: float) -> RankingReport:
-    """Top-10 of the served lists, with `recommender` knowing only what users had seen before the test split."""
-    users, relevant = judged_users(matrix, relevance_threshold)
-    return ranking_report(recommender.top_n_batch(users, K), users, relevant, matrix.n_anime)
-
-
-def evaluate_ranking(recommender: Recommender, matrix: UtilityMatrix, relevance_threshold: float) -> RankingReports:
+def evaluate_ranking(recommender: ServedLists, matrix: UtilityMatrix, relevance_threshold: float) -> RankingReports:
     """Top-10 of the served lists, of the rating model ranked alone, and of the most-rated anime, on the
     same test users. Candidates are the anime a user has not rated or watched in train/validation."""
     users, relevant = judged_users(matrix, relevance_threshold)
@@ -140,15 +139,13 @@ def evaluate_ranking(recommender: Recommender, matrix: UtilityMatrix, relevance_
             rated, (len(block), len(rated))))))
 
 
-def evaluate_model(model: keras.Model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_value: int,
-                   relevance_threshold: float) -> EvaluationReport:
-    """The evaluate stage: test RMSE/MAE of the rating model beside both baselines, and top-10 metrics of the
-    served lists beside the rating model's and popularity's."""
-    recommender = Recommender.from_matrix(model, ranking, matrix, unrated_value, splits=SEEN_SPLITS)
+def evaluate_model(recommender: ServedLists, matrix: UtilityMatrix, relevance_threshold: float) -> EvaluationReport:
+    """The evaluate stage: test RMSE/MAE of the served rating model beside both baselines, and top-10 metrics of
+    the served lists beside the rating model's and popularity's."""
     test = matrix.split("test")
-    predicted = recommender.predict_pairs(test["user_id"].to_numpy(), test["anime_id"].to_numpy())
-    train = matrix.split("train", ["user_index", "anime_index", "rating"])  # what the bias baseline is fitted on
-    report = evaluate_predictions(train, test, predicted, matrix.n_users, matrix.n_anime)
-    del train
-    return EvaluationReport(report.model, report.global_mean, report.bias, report.n_test,
-                            evaluate_ranking(recommender, matrix, relevance_threshold))
+    actual = test["rating"].to_numpy()
+    global_mean, bias = baseline_predictions(matrix, test)
+    return EvaluationReport(
+        model=Scores.of(actual, recommender.predict_pairs(test["user_id"].to_numpy(), test["anime_id"].to_numpy())),
+        global_mean=Scores.of(actual, global_mean), bias=Scores.of(actual, bias), n_test=len(actual),
+        ranking=evaluate_ranking(recommender, matrix, relevance_threshold))

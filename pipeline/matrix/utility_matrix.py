@@ -158,15 +158,16 @@ def _mark(present: np.ndarray, keys: np.ndarray) -> None:
 
 @numba.njit(parallel=True, cache=True)
 def _gather(table: np.ndarray, keys: np.ndarray, out: np.ndarray) -> None:
-    """out ← table[keys], in parallel and into `out` (numpy's take makes an int64 copy first at 57M rows)."""
+    """out ← table[keys], in parallel and into `out` (numpy's take would make an int64 copy of every key first)."""
     for i in numba.prange(len(keys)):
         out[i] = table[keys[i]]
 
 
 def _write_split(coo: pa.Table, labels: np.ndarray, code: int, path: Path, dictionary: list[str],
                  slice_rows: int = 1 << 22) -> int:
-    """Write the rows labelled `code` to `path`, a slice of rows at a time (a split is never held whole: at 57M rows
-    the three would be 1.7 GB); the number of rows written. Only the `dictionary` columns are dictionary-encoded."""
+    """Write the rows labelled `code` to `path`, a slice of rows at a time (a split is never held whole, so memory
+    follows the slice, not the data); the number of rows written. Only the `dictionary` columns are
+    dictionary-encoded."""
     written = 0
     with pq.ParquetWriter(path, coo.schema, use_dictionary=dictionary) as writer:
         for start in range(0, coo.num_rows, slice_rows):

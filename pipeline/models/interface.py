@@ -2,7 +2,7 @@
 a block of users, and a folder to save to and load from. Serving asks no more of a model.
 
 - The rating model (`pipeline.models.rating.train.train_model` fits it; its served form is
-  `pipeline.serving.rating_scorer.RatingScorer`) scores by predicted rating, from the users' own vectors.
+  `pipeline.models.rating.scorer.RatingScorer`) scores by predicted rating, from the users' own vectors.
 - The ranking model (`pipeline.models.ranking.fit.train_ranking_model` fits it: `ItemToItemModel`) scores from
   the users' histories.
 """

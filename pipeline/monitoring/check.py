@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.errors import first_line
-from pipeline.matrix.utility_matrix import UtilityMatrix
-from pipeline.monitoring.champion_on_new import ChampionOnNewRatings, score_on_new_ratings
+from pipeline.matrix.utility_matrix import SPLITS, UtilityMatrix
 from pipeline.monitoring.drift import DRIFT_COLUMNS, DriftReport, measure_drift
 from pipeline.monitoring.new_ratings import ChampionData, all_ratings, champion_data, new_ratings
+from pipeline.monitoring.version_scoring import (
+    UnloadableVersionError,
+    VersionOnRatings,
+    load_version,
+    score_version,
+)
+from pipeline.registry.scores import VersionScores
 from pipeline.settings import Settings
 
 
@@ -20,7 +25,10 @@ class NewDataReport:
     champion_version: str | None = None
     champion_data_version: str | None = None
     new_ratings: int = 0
-    champion_on_new: ChampionOnNewRatings | None = None  # None when no rating is new, or it could not be loaded
+    # RMSE over every new rating; NDCG@10 of its lists for the returning users with a relevant new rating, made
+    # from the histories it learned from. None when no rating is new, or it could not be loaded
+    champion_on_new: VersionOnRatings | None = None
+    champion_test_scores: VersionScores | None = None  # the champion's figures on its own test split, as registered
     drift: DriftReport | None = None
     skipped: str | None = None
     not_scored: str | None = None  # why the champion was not scored on the new ratings (its bundle did not load)
@@ -50,7 +58,9 @@ def check_new_data(matrix: UtilityMatrix, settings: Settings) -> NewDataReport:
     on_new, not_scored = None, None
     if new.num_rows:
         try:
-            on_new = score_on_new_ratings(settings.registered_model_name, found, new, settings.relevance_threshold)
-        except Exception as exc:  # a damaged champion is reported, and must not stop the retrain that replaces it
-            not_scored = f"champion v{found.version} could not be loaded ({first_line(exc)})"
-    return NewDataReport(found.version, found.data_version, new.num_rows, on_new, drift, not_scored=not_scored)
+            on_new = score_version(load_version(settings.registered_model_name, found.version), found.version, new,
+                                   found.matrix, SPLITS, settings.relevance_threshold)
+        except UnloadableVersionError as exc:
+            not_scored = str(exc)
+    return NewDataReport(found.version, found.data_version, new.num_rows, on_new, found.test_scores, drift,
+                         not_scored=not_scored)

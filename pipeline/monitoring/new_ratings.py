@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.evaluation.rescoring import current_champion, tagged_scores
 from pipeline.matrix.utility_matrix import METADATA_FILE, SPLITS, UtilityMatrix
-from pipeline.registry.promotion import VersionScores
+from pipeline.registry.queries import current_champion, tagged_scores
+from pipeline.registry.scores import VersionScores
 
 PAIR = ["user_id", "anime_id"]
 

@@ -3,51 +3,11 @@ champion of its data set on either metric beyond one standard error, and better 
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 from pipeline.evaluation.evaluate import EvaluationReport
-
-CHAMPION, CHALLENGER = "champion", "challenger"
-OTHER_DATASET = "challenger: other data set"  # the decision when the champion learned from another data set
-# Scores are tagged, printed and compared at this precision: far finer than any tolerance (one standard error of
-# a test split's RMSE or NDCG@10), coarse enough to read in the registry page.
-SCORE_DECIMALS = 4
-NOT_MEASURED = "not measured"
-
-
-def score_tag(value: float | None) -> str:
-    return NOT_MEASURED if value is None or math.isnan(value) else f"{value:.{SCORE_DECIMALS}f}"
-
-
-def tagged_score(text: str | None) -> float:
-    """A score tag read back (nan when absent or not measured)."""
-    return math.nan if text in (None, NOT_MEASURED) else float(text)
-
-
-@dataclass(frozen=True)
-class Lineage:
-    """Which data a run learned from. Versions are compared only within one data set (the same name); the
-    data version and the source files' sha256 say which state of it."""
-
-    dataset: str
-    data_version: str
-    location: Path  # the data folder or .zip
-    source_sha256: dict[str, str]
-
-
-@dataclass(frozen=True)
-class VersionScores:
-    """What promotion compares, on one test split: RMSE of predicted ratings (lower is better) and NDCG@10
-    of the served lists (higher is better; None for a version registered before lists were measured)."""
-
-    rmse: float
-    ndcg: float | None
-
-    @classmethod
-    def rounded(cls, rmse: float, ndcg: float | None) -> VersionScores:
-        return cls(round(rmse, SCORE_DECIMALS), None if ndcg is None else round(ndcg, SCORE_DECIMALS))
+from pipeline.registry.lineage import Lineage
+from pipeline.registry.scores import VersionScores
 
 
 @dataclass(frozen=True)
@@ -61,9 +21,6 @@ class PromotionDecision:
     champion_rescored: bool
     same_dataset: bool = True  # False: the champion learned from another data set and was not compared
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Tolerances:
@@ -76,7 +33,7 @@ class Tolerances:
 
     @classmethod
     def of(cls, report: EvaluationReport) -> Tolerances:
-        return cls(report.model.rmse_stderr, 0.0 if report.ranking is None else report.ranking.served.ndcg_stderr)
+        return cls(report.model.rmse_stderr, report.ranking.served.ndcg_stderr)
 
 
 def decide_promotion(challenger: VersionScores, bias_baseline_rmse: float, champion: VersionScores | None,

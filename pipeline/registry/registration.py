@@ -23,20 +23,11 @@ import mlflow
 from mlflow import MlflowClient
 
 from pipeline.evaluation.evaluate import EvaluationReport
-from pipeline.evaluation.rescoring import ChampionScores, current_champion
 from pipeline.matrix.utility_matrix import UtilityMatrix
-from pipeline.registry.promotion import (
-    CHALLENGER,
-    CHAMPION,
-    OTHER_DATASET,
-    Lineage,
-    PromotionDecision,
-    Tolerances,
-    VersionScores,
-    decide_promotion,
-    other_dataset_reason,
-    score_tag,
-)
+from pipeline.registry.lineage import Lineage
+from pipeline.registry.promotion import PromotionDecision, Tolerances, decide_promotion, other_dataset_reason
+from pipeline.registry.queries import current_champion
+from pipeline.registry.scores import CHALLENGER, CHAMPION, OTHER_DATASET, ChampionScores, VersionScores, score_tag
 
 # The tags on a registered version: what the registry page shows in one line per version.
 VERSION_TAGS = ("dataset", "data_version", "rating_scale", "test_rmse", "ndcg_at_10", "baseline_bias_rmse",
@@ -48,7 +39,7 @@ def describe_version(lineage: Lineage, matrix: UtilityMatrix, report: Evaluation
     """The version's one-paragraph description in the registry: what it learned from, how good it is, what was
     decided and why."""
     ranking = report.ranking
-    lists = ("" if ranking is None or not ranking.served.n_users else
+    lists = ("" if not ranking.served.n_users else
              f"; NDCG@10 of its top-10 lists {ranking.served.ndcg:.4f} (popularity {ranking.popularity.ndcg:.4f}, "
              f"rating model alone {ranking.rating_model.ndcg:.4f})")
     return (f"Learned from data set '{lineage.dataset}' (data version {lineage.data_version[:8]}, "
@@ -66,7 +57,7 @@ def register_and_decide(name: str, model_uri: str, run_id: str, report: Evaluati
     `challenger`, and move `champion` if it wins against the champion's scores on the same split."""
     client = MlflowClient()
     same_lineage = champion.version is None or champion.dataset == lineage.dataset
-    ndcg = None if report.ranking is None else report.ranking.served.measured_ndcg
+    ndcg = report.ranking.served.measured_ndcg
     tags = {"dataset": lineage.dataset, "data_version": lineage.data_version,
             "rating_scale": f"{matrix.scale.minimum}-{matrix.scale.maximum}",
             "test_rmse": score_tag(report.model.rmse), "ndcg_at_10": score_tag(ndcg),

@@ -12,9 +12,9 @@ from matplotlib.patches import Rectangle
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.registry.promotion import CHAMPION, tagged_score
+from pipeline.registry.scores import CHAMPION, tagged_score
+from pipeline.registry.store import configure_tracking
 from pipeline.settings import Settings
-from pipeline.tracking.runs import configure_tracking
 
 
 def registry_chart_name(model_name: str) -> str:

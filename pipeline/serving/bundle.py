@@ -24,7 +24,6 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from pipeline.evaluation.metrics import K
 from pipeline.matrix.utility_matrix import (
     ANIME_INDEX_FILE,
     ANIME_METADATA_FILE,
@@ -34,9 +33,10 @@ from pipeline.matrix.utility_matrix import (
     UtilityMatrix,
 )
 from pipeline.models.ranking.ease import ItemToItemModel
+from pipeline.models.rating.scorer import FOLD_IN_L2, RatingScorer
 from pipeline.serving.catalog import UnknownIdError
-from pipeline.serving.rating_scorer import FOLD_IN_L2, RatingScorer
 from pipeline.serving.recommend import Recommender
+from pipeline.top_n import K
 
 BUNDLE = "bundle"
 MODEL_FILE = "model.keras"

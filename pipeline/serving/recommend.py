@@ -2,7 +2,7 @@
 
 Lists come from the ranking model (pipeline/models/ranking/): a user's history times its anime-to-anime weights, with
 the one or two watched anime that added most shown as "because you watched". Each listed anime shows the rating
-model's predicted rating (pipeline/serving/rating_scorer.py); names, genres and filters come from the catalog
+model's predicted rating (pipeline/models/rating/scorer.py); names, genres and filters come from the catalog
 (pipeline/serving/catalog.py). A recommender over a registered bundle (bundle.py) without a ranking model
 (registered before there was one) lists by predicted rating, as it did then.
 """
@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from pipeline.evaluation.metrics import K, top_n_lists
 from pipeline.matrix.utility_matrix import SPLITS, RatingScale, UtilityMatrix, lookup_indices
 from pipeline.models.ranking.ease import ItemToItemModel
+from pipeline.models.rating.scorer import FOLD_IN_L2, RatingScorer
 from pipeline.serving.catalog import Catalog, UnknownIdError
-from pipeline.serving.rating_scorer import FOLD_IN_L2, RatingScorer
+from pipeline.top_n import K, top_n_lists
 
 
 @dataclass(frozen=True)

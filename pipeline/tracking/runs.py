@@ -7,6 +7,7 @@ orchestrator runs a stage in.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Iterator
@@ -17,24 +18,14 @@ from mlflow import MlflowClient
 from mlflow.types import ColSpec, Schema
 from pydantic import BaseModel
 
-from pipeline.registry.promotion import CHALLENGER, CHAMPION, Lineage
+from pipeline.registry.lineage import Lineage
+from pipeline.registry.promotion import PromotionDecision
+from pipeline.registry.scores import CHALLENGER, CHAMPION
+from pipeline.registry.store import configure_tracking
 from pipeline.settings import Settings
 
 ID_MAPS_DIR = "id_maps"
 RETRAIN_RUN_PREFIX = "retrain"
-
-
-def configure_tracking(settings: Settings, experiment_name: str | None = None) -> str:
-    """Point MLflow at the sqlite store under `mlruns/` and return the experiment id (the retrain
-    experiment unless another is named)."""
-    settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    name = experiment_name or settings.experiment_name
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(name, artifact_location=settings.artifact_root.as_uri())
 
 
 def start_run(settings: Settings, lineage: Lineage) -> str:
@@ -102,11 +93,12 @@ def resumed(run_id: str) -> Iterator[None]:
     MlflowClient().update_run(run_id, status="RUNNING")
 
 
-def log_decision(run_id: str, decision: dict) -> None:
+def log_decision(run_id: str, decision: PromotionDecision) -> None:
+    """The registry's decision on the run: tags to filter runs by, and the whole decision as `promotion.json`."""
     client = MlflowClient()
-    client.set_tag(run_id, "promotion", CHAMPION if decision["promoted"] else CHALLENGER)
-    client.set_tag(run_id, "promotion_reason", decision["reason"])
-    client.log_text(run_id, json.dumps(decision, indent=2), "promotion.json")
+    client.set_tag(run_id, "promotion", CHAMPION if decision.promoted else CHALLENGER)
+    client.set_tag(run_id, "promotion_reason", decision.reason)
+    client.log_text(run_id, json.dumps(dataclasses.asdict(decision), indent=2), "promotion.json")
 
 
 def last_trained_data(settings: Settings) -> tuple[str, str] | None:

@@ -12,10 +12,10 @@ from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
 from pipeline.evaluation.evaluate import EvaluationReport
-from pipeline.evaluation.metrics import RankingReport
-from pipeline.evaluation.rescoring import ChampionScores
 from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.metrics import RankingReport
 from pipeline.monitoring.check import NewDataReport
+from pipeline.registry.scores import ChampionScores
 from pipeline.tracking.runs import ID_MAPS_DIR
 from pipeline.validation.results import ValidatedData
 
@@ -72,7 +72,7 @@ def log_evaluation(run_id: str, report: EvaluationReport, relevant_rating: int) 
     client = MlflowClient()
     for name, value in report.as_metrics().items():
         client.log_metric(run_id, name, value)
-    if report.ranking is not None and report.ranking.served.n_users:
+    if report.ranking.served.n_users:
         figure = ranking_figure(report.ranking.labelled(), relevant_rating)
         client.log_figure(run_id, figure, "ranking.png")
 

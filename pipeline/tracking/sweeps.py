@@ -7,8 +7,9 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from pipeline.registry.store import configure_tracking
 from pipeline.settings import Settings
-from pipeline.tracking.runs import config_params, configure_tracking
+from pipeline.tracking.runs import config_params
 from pipeline.tuning.sweep import Objective, TrialResult
 
 

@@ -17,8 +17,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from pipeline.evaluation.evaluate import SEEN_SPLITS, judged_users
-from pipeline.evaluation.metrics import ranking_report, rmse
 from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.metrics import ranking_report, rmse
 from pipeline.models.ranking.ease import ItemToItemModel, top_n_for_history
 from pipeline.models.ranking.fit import train_ranking_model
 from pipeline.settings import RankingConfig, Settings, TrainingConfig

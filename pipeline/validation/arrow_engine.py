@@ -1,7 +1,8 @@
 """The suites' expectations evaluated with Arrow compute, results in Great Expectations' own form.
 
-GX's pandas engine costs ~0.7 s per million rating rows (`make bench PARTS=data-path`: a pandas copy of each
-batch, a fingerprint hash of it, uniqueness by `duplicated`); these column rules are one vectorized pass each.
+GX's pandas engine makes a pandas copy of each batch, a fingerprint hash of it and checks uniqueness by
+`duplicated` (its cost per million rows: `make bench PARTS=data-path`, BENCHMARKS.md); these column rules are one
+vectorized pass each.
 The suite is still loaded and checked by GX (its expectation classes parse the JSON, so `expectations/` stays the
 one statement of the rules), the results are GX `ExpectationValidationResult`s with GX's counts, and a suite that
 uses anything this module does not evaluate exactly as GX does (another expectation type, `row_condition`, …) is

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import PipelineInputError
+from pipeline.settings import Settings
 from pipeline.validation.arrow_engine import evaluates, validate_table
 from pipeline.validation.results import ExpectationOutcome, SuiteReport
 
@@ -134,8 +135,9 @@ def validate_batches_here(batches: Iterator[SuiteBatch]) -> list[BatchOutcome]:
 
 
 BatchMap = Callable[[Iterator[SuiteBatch]], list[BatchOutcome]]  # runs validate_batch on each, results in order
+DEFAULT_ENGINE = Settings.model_fields["validation_engine"].default  # GX's own, as the settings say
 def run_suite(table: pa.Table, suite_path: Path, source: str, parameters: dict[str, Any] | None = None,
-              batch_rows: int | None = None, map_batches: BatchMap = validate_batches_here, engine: str = "arrow",
+              batch_rows: int | None = None, map_batches: BatchMap = validate_batches_here, engine: str = DEFAULT_ENGINE,
               ) -> tuple[SuiteReport, pa.Array]:
     """Validate `table` against a JSON suite; return the report and a per-row quarantine reason (null = ok).
 
@@ -167,8 +169,8 @@ def run_suite(table: pa.Table, suite_path: Path, source: str, parameters: dict[s
 
 def _reasons(n_rows: int, failures: list[tuple[str, np.ndarray]]) -> pa.Array:
     """Each row's reasons joined by "; " in the suite's order, null where none (null-typed when no row failed: no
-    buffer per row). Joined on the failing rows only, then placed: a reason per row of a 57M-row table would pass
-    Arrow's 2 GB limit of one string array."""
+    buffer per row). Joined on the failing rows only, then placed: a reason string per row of a large table would
+    pass Arrow's 2 GB limit of one string array."""
     if not failures:
         return pa.nulls(n_rows)
     rows = np.unique(np.concatenate([failing for _, failing in failures]))

@@ -6,7 +6,8 @@ import pytest
 import scipy.sparse as sp
 
 from pipeline.evaluation.evaluate import fit_bias_model
-from pipeline.evaluation.metrics import Scores, mae, ranking_report, rmse, top_n_lists
+from pipeline.metrics import Scores, mae, ranking_report, rmse
+from pipeline.top_n import top_n_lists
 
 
 def test_rmse_and_mae_follow_their_definitions():
@@ -117,7 +118,7 @@ def test_top_n_lists_match_a_sort_of_every_unseen_candidate(dtype):
 def test_a_few_rows_run_on_the_calling_thread_and_the_pool_comes_back():
     import numba
 
-    from pipeline.evaluation.metrics import threads_for
+    from pipeline.top_n import threads_for
 
     threads = numba.get_num_threads()
     with threads_for(1):

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from flows.cli import main
 from flows.retrain import retrain
 from pipeline.errors import PipelineInputError
-from pipeline.registry.promotion import CHALLENGER, CHAMPION
+from pipeline.registry.scores import CHALLENGER, CHAMPION
 from pipeline.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]

@@ -25,8 +25,8 @@ from flows.retrain import retrain
 from pipeline.data.dataset_config import DATASET_FILE, for_dataset
 from pipeline.data.generate import DemoSpec, generate_demo_dataset
 from pipeline.errors import PipelineInputError
-from pipeline.registry.promotion import CHALLENGER, CHAMPION
 from pipeline.registry.registration import VERSION_TAGS
+from pipeline.registry.scores import CHALLENGER, CHAMPION
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server"),
               pytest.mark.xdist_group("lineage")]  # one worker builds the module's fixtures once

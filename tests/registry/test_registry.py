@@ -9,18 +9,20 @@ from mlflow import MlflowClient
 
 from flows.cli import main as cli_main
 from pipeline.data.ingest import ingest
-from pipeline.evaluation.evaluate import EvaluationReport, RankingReports, evaluate_model
-from pipeline.evaluation.metrics import RankingReport, Scores
-from pipeline.evaluation.rescoring import score_champion, score_version_on_split
+from pipeline.evaluation.evaluate import EvaluationReport, RankingReports
 from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.metrics import RankingReport, Scores
 from pipeline.monitoring.check import check_new_data
-from pipeline.registry.promotion import CHALLENGER, CHAMPION, OTHER_DATASET, Tolerances, VersionScores, decide_promotion
+from pipeline.monitoring.version_scoring import score_champion, score_version_on_split
+from pipeline.registry.promotion import Tolerances, decide_promotion
 from pipeline.registry.registration import VERSION_TAGS, promote_manually, register_and_decide
+from pipeline.registry.scores import CHALLENGER, CHAMPION, OTHER_DATASET, VersionScores
 from pipeline.registry.versions import list_versions, registry_chart_name
 from pipeline.tracking.model_logging import log_model_bundle, log_rating_model
 from pipeline.tracking.runs import finish_run, start_run
 from pipeline.tracking.stage_logging import log_champion_scores, log_matrix
 from pipeline.validation.validate import validate
+from tests.conftest import evaluate_served
 
 NO_TOLERANCE = Tolerances(rmse=0.0, ndcg=0.0)
 ARCHITECTURE = "biased_mf ratings + EASE lists"
@@ -125,7 +127,7 @@ def test_champion_is_rescored_when_the_split_changed(trained_run, settings, smal
     matrix, (trained, ranking), run_id, _, lineage = trained_run
     name = settings.registered_model_name
     threshold = settings.relevance_threshold
-    real = evaluate_model(trained.model, ranking.model, matrix, settings.unrated_value, threshold)
+    real = evaluate_served(trained.model, ranking.model, matrix, settings)
     _register(trained_run, settings, real)
 
     settings.split_seed += 1  # same data, new split: stored scores are no longer comparable
@@ -138,7 +140,7 @@ def test_champion_is_rescored_when_the_split_changed(trained_run, settings, smal
     assert decision.champion_rescored and decision.champion == expected and not decision.promoted
     assert expected.rmse != pytest.approx(real.model.rmse)  # a different test split gives a different score
     # the champion's lists re-scored on the new split equal those of its models evaluated there directly
-    direct = evaluate_model(trained.model, ranking.model, new_matrix, settings.unrated_value, threshold)
+    direct = evaluate_served(trained.model, ranking.model, new_matrix, settings)
     assert expected.ndcg == pytest.approx(direct.ranking.served.ndcg, abs=5e-5)  # compared at 4 decimals
     assert expected.rmse == pytest.approx(direct.model.rmse, abs=5e-5)
     metrics = mlflow.get_run(run_id).data.metrics

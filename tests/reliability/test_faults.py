@@ -25,9 +25,9 @@ from flows.retrain import retrain
 from pipeline.data.ingest import ingest
 from pipeline.errors import RegistryUnavailableError
 from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
-from pipeline.registry.promotion import CHAMPION
+from pipeline.models.rating.scorer import ARRAYS_FILE
+from pipeline.registry.scores import CHAMPION
 from pipeline.serving.bundle import BUNDLE, load_recommender
-from pipeline.serving.rating_scorer import ARRAYS_FILE
 from pipeline.validation.validate import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]

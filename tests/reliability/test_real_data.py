@@ -251,7 +251,7 @@ def test_an_expected_stop_prints_one_error_line_and_no_traceback(tmp_path, prefe
 def test_an_anime_missing_from_anime_csv_is_null_in_served_json(small_data, settings, tmp_path, capsys):
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
-    from pipeline.commands import show
+    from flows.commands import show
     from pipeline.models.ranking.fit import train_ranking_model
     from pipeline.models.rating.train import train_model
     from pipeline.serving.bundle import RecommenderModel

@@ -16,9 +16,9 @@ from flows.arguments import build_parser
 from pipeline.data.ingest import ingest
 from pipeline.matrix.utility_matrix import build_utility_matrix
 from pipeline.models.ranking.fit import train_ranking_model
+from pipeline.models.rating.scorer import ARRAYS_FILE
 from pipeline.models.rating.train import build_model
 from pipeline.serving.bundle import MODEL_FILE, RATING_DIR, load_bundle, save_bundle
-from pipeline.serving.rating_scorer import ARRAYS_FILE
 from pipeline.validation.validate import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]

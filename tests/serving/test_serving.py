@@ -12,12 +12,12 @@ import pytest
 from conftest import free_port, lineage_of, quick_settings, wait_until_answers
 
 from flows.cli import main as cli_main
-from pipeline.evaluation.evaluate import evaluate_model
-from pipeline.evaluation.rescoring import ChampionScores
 from pipeline.registry.registration import register_and_decide
+from pipeline.registry.scores import ChampionScores
 from pipeline.serving.bundle import load_recommender
 from pipeline.tracking.model_logging import log_model_bundle
 from pipeline.tracking.runs import finish_run, start_run
+from tests.conftest import evaluate_served
 
 # trains models and starts the MLflow scoring server; one worker builds the module's fixtures once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
@@ -32,7 +32,7 @@ def store(small_models, small_data, tmp_path_factory):
     lineage = lineage_of(settings, small_data, matrix)
     run_id = start_run(settings, lineage)
     uri = log_model_bundle(run_id, trained, ranking, matrix, settings.unrated_value, settings.training.l2)
-    report = evaluate_model(trained, ranking, matrix, settings.unrated_value, settings.relevance_threshold)
+    report = evaluate_served(trained, ranking, matrix, settings)
     decision = register_and_decide(settings.registered_model_name, uri, run_id, report, ChampionScores(), matrix,
                                    lineage, "test bundle")
     finish_run(run_id, True)

@@ -19,7 +19,7 @@ from conftest import free_port, quick_settings
 from mlflow import MlflowClient
 
 from flows.retrain import retrain
-from pipeline.registry.promotion import CHAMPION
+from pipeline.registry.scores import CHAMPION
 from pipeline.serving.web.app import create_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server"),

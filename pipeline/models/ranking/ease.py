@@ -37,9 +37,9 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from pipeline.evaluation.metrics import K, threads_for, top_n_lists
 from pipeline.matrix.utility_matrix import lookup_indices
 from pipeline.settings import RankingConfig
+from pipeline.top_n import K, threads_for, top_n_lists
 
 WEIGHTS_FILE, DIAGONAL_FILE, CONFIG_FILE = "weights.parquet", "diagonal.parquet", "config.json"
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class InteractionWeights:
 
     def of(self, ratings: np.ndarray, statuses: np.ndarray | None = None, chunk: int = 1 << 20) -> np.ndarray:
         """Each interaction's weight (float32), `chunk` rows at a time: the formula's float64 temporaries of a
-        whole 51M-row history were 2 GB."""
+        whole history would be several times its size."""
         weights = np.empty(len(ratings), dtype=np.float32)
         for start in range(0, len(ratings), chunk):
             weights[start:start + chunk] = self._weights(

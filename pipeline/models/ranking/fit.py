@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from pipeline.evaluation.metrics import RankingReport, ranking_report, relevant_pairs
 from pipeline.matrix.utility_matrix import UtilityMatrix
+from pipeline.metrics import RankingReport, ranking_report, relevant_pairs
 from pipeline.models.ranking.ease import (
     InteractionWeights,
     ItemToItemModel,

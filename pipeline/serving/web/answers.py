@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.compute as pc
 
-from pipeline.evaluation.metrics import K
 from pipeline.serving.recommend import Listing, Recommender
+from pipeline.top_n import K
 
 MAX_QUERY = 100  # characters of a title search
 MAX_LIST = 300  # anime in one person's list

@@ -11,9 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.evaluation.metrics import K
 from pipeline.serving.web import answers
 from pipeline.serving.web.answers import MAX_LIST, MAX_N, MAX_QUERY, RatedAnime
+from pipeline.top_n import K
 
 
 class FastJSON(JSONResponse):

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from pipeline.registry.promotion import CHAMPION
+from pipeline.registry.scores import CHAMPION
 from pipeline.serving.catalog import UnknownIdError
 from pipeline.serving.web import api, pages
 from pipeline.serving.web.answers import InputError

@@ -13,7 +13,7 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.registry.promotion import CHAMPION, tagged_score
+from pipeline.registry.scores import CHAMPION, tagged_score
 from pipeline.serving.bundle import load_recommender
 from pipeline.serving.recommend import Recommender
 from pipeline.settings import Settings

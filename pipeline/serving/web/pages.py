@@ -11,9 +11,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from pipeline.evaluation.metrics import K
 from pipeline.serving.web import answers
 from pipeline.serving.web.answers import MAX_N, MAX_QUERY
+from pipeline.top_n import K
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)

@@ -102,7 +102,7 @@ def test_one_persons_row_is_their_row_of_the_users_matrix():
 def test_ranking_model_recovers_planted_taste_far_better_than_popularity(matrix, settings):
     """The generated users watch what their hidden taste favours: the lists must find it."""
     from pipeline.evaluation.evaluate import judged_users
-    from pipeline.evaluation.metrics import ranking_report
+    from pipeline.metrics import ranking_report
 
     fit = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
     users, relevant = judged_users(matrix, settings.relevance_threshold)

@@ -5,12 +5,12 @@ import pytest
 
 from pipeline.data.generate import DemoSpec, generate_demo_dataset
 from pipeline.data.ingest import ingest
-from pipeline.evaluation.evaluate import evaluate_model
 from pipeline.matrix.utility_matrix import build_utility_matrix
 from pipeline.models.ranking.fit import train_ranking_model
 from pipeline.models.rating.train import train_model
 from pipeline.settings import Settings, TrainingConfig
 from pipeline.validation.validate import validate
+from tests.conftest import evaluate_served
 
 pytestmark = pytest.mark.slow  # trains full-size models
 
@@ -22,8 +22,7 @@ def test_default_model_beats_the_bias_baseline_and_the_seed_model(tmp_path):
     ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
 
     def evaluate(config: TrainingConfig):
-        return evaluate_model(train_model(matrix, config).model, ranking.model, matrix,
-                              settings.unrated_value, settings.relevance_threshold)
+        return evaluate_served(train_model(matrix, config).model, ranking.model, matrix, settings)
 
     default, seed = evaluate(settings.training), evaluate(TrainingConfig.seed_cosine())
     assert default.bias.rmse < default.global_mean.rmse
