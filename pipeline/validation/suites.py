@@ -136,9 +136,11 @@ def validate_batches_here(batches: Iterator[SuiteBatch]) -> list[BatchOutcome]:
 
 BatchMap = Callable[[Iterator[SuiteBatch]], list[BatchOutcome]]  # runs validate_batch on each, results in order
 DEFAULT_ENGINE = Settings.model_fields["validation_engine"].default  # GX's own, as the settings say
+
+
 def run_suite(table: pa.Table, suite_path: Path, source: str, parameters: dict[str, Any] | None = None,
-              batch_rows: int | None = None, map_batches: BatchMap = validate_batches_here, engine: str = DEFAULT_ENGINE,
-              ) -> tuple[SuiteReport, pa.Array]:
+              batch_rows: int | None = None, map_batches: BatchMap = validate_batches_here,
+              engine: str = DEFAULT_ENGINE) -> tuple[SuiteReport, pa.Array]:
     """Validate `table` against a JSON suite; return the report and a per-row quarantine reason (null = ok).
 
     Tables larger than `batch_rows` (None: no limit) are validated in batches (split by the suite's
