@@ -48,7 +48,7 @@ from pipeline.serving.recommend import Recommender
 from pipeline.settings import Settings
 from pipeline.storage import exclusive_lock
 from pipeline.tracking.model_logging import log_model_bundle, log_ranking_model, log_rating_model
-from pipeline.tracking.runs import ended, last_trained_data, log_decision, run_url, start_run
+from pipeline.tracking.runs import RetrainRun, ended, last_trained_data, log_decision, run_url, start_run
 from pipeline.tracking.stage_logging import (
     log_champion_scores,
     log_evaluation,
@@ -111,10 +111,10 @@ def build_matrix_task(validated: ValidatedData, settings: Settings, source_sha25
 
 
 @task(name="check-new-data", cache_policy=NO_CACHE)
-def check_new_data_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> NewDataReport:
+def check_new_data_task(run: RetrainRun) -> NewDataReport:
     """Before training: the data set's champion on the ratings it never saw, and the drift from its data."""
-    report = check_new_data(matrix, settings)
-    log_new_data(run_id, report)
+    report = check_new_data(run.matrix, run.settings)
+    log_new_data(run.run_id, report)
     get_run_logger().info(champion_on_new_line(report))
     if report.drift is not None and report.drift.drifted:
         get_run_logger().warning("data drifted from champion v%s's: %s", report.champion_version, report.drift.passed())
@@ -122,61 +122,64 @@ def check_new_data_task(matrix: UtilityMatrix, settings: Settings, run_id: str) 
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> TrainedModel:
+def train_task(run: RetrainRun) -> TrainedModel:
     """The rating model (predicted ratings, judged by RMSE)."""
     from pipeline.models.rating.train import train_model
     from pipeline.tracking.epoch_logging import EpochLogger
 
-    trained = train_model(matrix, settings.training, callbacks=[EpochLogger(run_id)],
+    trained = train_model(run.matrix, run.settings.training, callbacks=[EpochLogger(run.run_id)],
                           log=get_run_logger().info)
-    log_rating_model(run_id, trained, settings.training, matrix)
+    log_rating_model(run.run_id, trained, run.settings.training, run.matrix)
     return trained
 
 
 @task(name="train-ranking", cache_policy=NO_CACHE)
-def train_ranking_task(matrix: UtilityMatrix, settings: Settings, run_id: str) -> RankingFit:
+def train_ranking_task(run: RetrainRun) -> RankingFit:
     """The ranking model (what to recommend, judged by NDCG@10), its λ chosen on validation."""
-    fit = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
-    log_ranking_model(run_id, fit, settings.ranking)
+    settings = run.settings
+    fit = train_ranking_model(run.matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
+    log_ranking_model(run.run_id, fit, settings.ranking)
     get_run_logger().info(ranking_fit_line(fit))
     return fit
 
 
 @task(name="log-model", cache_policy=NO_CACHE)
-def log_model_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix, settings: Settings,
-                   run_id: str) -> str:
+def log_model_task(trained: TrainedModel, fit: RankingFit, run: RetrainRun) -> str:
     """Both models in one bundle, logged as the run's pyfunc model."""
-    return log_model_bundle(run_id, trained.model, fit.model, matrix, settings.unrated_value,
-                                     settings.training.l2)
+    return log_model_bundle(run.run_id, trained.model, fit.model, run.matrix, run.settings.unrated_value,
+                            run.settings.training.l2)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(trained: TrainedModel, fit: RankingFit, matrix: UtilityMatrix, settings: Settings,
-                  run_id: str) -> EvaluationReport:
-    served = Recommender.from_matrix(trained.model, fit.model, matrix, settings.unrated_value, splits=SEEN_SPLITS)
-    report = evaluate_model(served, matrix, settings.relevance_threshold)
-    log_evaluation(run_id, report, settings.relevant_rating)
+def evaluate_task(trained: TrainedModel, fit: RankingFit, run: RetrainRun) -> EvaluationReport:
+    """The served recommender, knowing what users had seen before the test split, judged on it."""
+    settings = run.settings
+    served = Recommender.from_matrix(trained.model, fit.model, run.matrix, settings.unrated_value, splits=SEEN_SPLITS)
+    report = evaluate_model(served, run.matrix, settings.relevance_threshold)
+    log_evaluation(run.run_id, report, settings.relevant_rating)
     get_run_logger().info(evaluation_line(report))
     return report
 
 
 @task(name="score-champion", cache_policy=NO_CACHE)
-def score_champion_task(matrix: UtilityMatrix, lineage: Lineage, settings: Settings, run_id: str) -> ChampionScores:
+def score_champion_task(run: RetrainRun) -> ChampionScores:
     """The data set's champion on this run's test split, for the registry to compare with."""
-    champion = score_champion(settings.registered_model_name, lineage.dataset, matrix, settings.relevance_threshold)
-    log_champion_scores(run_id, champion)
+    settings = run.settings
+    champion = score_champion(settings.registered_model_name, run.lineage.dataset, run.matrix,
+                              settings.relevance_threshold)
+    log_champion_scores(run.run_id, champion)
     return champion
 
 
 @task(name="register", cache_policy=NO_CACHE)
-def register_task(model_uri: str, run_id: str, report: EvaluationReport, champion: ChampionScores,
-                  matrix: UtilityMatrix, lineage: Lineage, new_data: NewDataReport, settings: Settings
-                  ) -> PromotionDecision:
-    decision = register_and_decide(settings.registered_model_name, model_uri, run_id, report, champion, matrix,
-                                   lineage, architecture(settings), new_data.description())
-    log_decision(run_id, decision)
+def register_task(model_uri: str, report: EvaluationReport, champion: ChampionScores, new_data: NewDataReport,
+                  run: RetrainRun) -> PromotionDecision:
+    name = run.settings.registered_model_name
+    decision = register_and_decide(name, model_uri, run.run_id, report, champion, run.matrix, run.lineage,
+                                   architecture(run.settings), new_data.description())
+    log_decision(run.run_id, decision)
     get_run_logger().info(decision_line(decision))
-    announce_promotion(settings.registered_model_name, decision, lineage.dataset)
+    announce_promotion(name, decision, run.lineage.dataset)
     return decision
 
 
@@ -203,15 +206,15 @@ def architecture(settings: Settings) -> str:
     return f"{settings.training.method} ratings + EASE lists"
 
 
-def _register_with_retries(model_uri: str, run_id: str, report: EvaluationReport, champion: ChampionScores,
-                           matrix: UtilityMatrix, lineage: Lineage, new_data: NewDataReport, settings: Settings
-                           ) -> PromotionDecision:
+def _register_with_retries(model_uri: str, report: EvaluationReport, champion: ChampionScores,
+                           new_data: NewDataReport, run: RetrainRun) -> PromotionDecision:
     """The register task with exponential backoff on store errors; aliases move only after evaluation,
     so however this ends, `champion` never points at a version that did not finish evaluation."""
+    settings = run.settings
     delays = [settings.registry_retry_delay_seconds * 2**attempt for attempt in range(settings.registry_retries)]
     try:
         return register_task.with_options(retries=settings.registry_retries, retry_delay_seconds=delays)(
-            model_uri, run_id, report, champion, matrix, lineage, new_data, settings)
+            model_uri, report, champion, new_data, run)
     except Exception as exc:
         raise RegistryUnavailableError(
             f"{settings.tracking_uri}: registering the model failed after {settings.registry_retries + 1} "
@@ -224,21 +227,20 @@ def _release_arrow_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
-def _train_and_register(matrix: UtilityMatrix, lineage: Lineage, run_id: str, settings: Settings) -> TrainingOutcome:
-    new_data = check_new_data_task(matrix, settings, run_id)
+def _train_and_register(run: RetrainRun) -> TrainingOutcome:
+    new_data = check_new_data_task(run)
     _release_arrow_memory()
-    trained = train_task(matrix, settings, run_id)
+    trained = train_task(run)
     _release_arrow_memory()
-    ranking_fit = train_ranking_task(matrix, settings, run_id)
+    ranking_fit = train_ranking_task(run)
     _release_arrow_memory()
-    model_uri = log_model_task(trained, ranking_fit, matrix, settings, run_id)
+    model_uri = log_model_task(trained, ranking_fit, run)
     _release_arrow_memory()
-    report = evaluate_task(trained, ranking_fit, matrix, settings, run_id)
+    report = evaluate_task(trained, ranking_fit, run)
     _release_arrow_memory()
-    champion = score_champion_task(matrix, lineage, settings, run_id)
-    decision = _register_with_retries(model_uri, run_id, report, champion, matrix, lineage, new_data, settings)
-    return TrainingOutcome(run_id, run_url(settings, run_id), matrix, trained, settings.training, ranking_fit,
-                           report, decision, new_data)
+    champion = score_champion_task(run)
+    decision = _register_with_retries(model_uri, report, champion, new_data, run)
+    return TrainingOutcome(run, trained, ranking_fit, report, decision, new_data)
 
 
 @flow(name="retrain")
@@ -266,7 +268,8 @@ def retrain(data_dir: Path | None = None, skip_unchanged: bool = False, settings
                 matrix = build_matrix_task(validated, settings, raw.source_sha256, run_id)
                 del raw, validated  # the matrix folder holds what training needs: free the tables (GBs at scale)
                 _release_arrow_memory()
-                outcome = _train_and_register(matrix, lineage, run_id, settings)
+                outcome = _train_and_register(RetrainRun(run_id, run_url(settings, run_id), settings, matrix,
+                                                         lineage))
         archived = archive_inbox_task(incoming, settings)
     summary = RetrainSummary(data, settings, origins, archived, outcome)
     publish_artifacts_task(summary, settings.registered_model_name)

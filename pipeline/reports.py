@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pipeline.data.dataset_config import DatasetOrigins
 from pipeline.data.ingest import RawData
 from pipeline.evaluation.evaluate import EvaluationReport
-from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.ranking.fit import RankingFit
 from pipeline.monitoring.check import NewDataReport
 from pipeline.registry.promotion import PromotionDecision
 from pipeline.registry.scores import CHALLENGER, CHAMPION
-from pipeline.settings import Settings, TrainingConfig
+from pipeline.settings import Settings
+from pipeline.tracking.runs import RetrainRun
 from pipeline.validation.results import ValidatedData, ValidationCounts
 
 if TYPE_CHECKING:  # the summary only reads it: the flow module imports this one without Keras
@@ -29,11 +29,8 @@ if TYPE_CHECKING:  # the summary only reads it: the flow module imports this one
 class TrainingOutcome:
     """What a run trained, how it was judged and what the registry decided."""
 
-    mlflow_run_id: str
-    mlflow_run_url: str
-    matrix: UtilityMatrix
+    run: RetrainRun  # its MLflow run, settings, matrix and lineage
     trained: TrainedModel
-    training: TrainingConfig
     ranking_fit: RankingFit
     evaluation: EvaluationReport
     decision: PromotionDecision
@@ -100,7 +97,7 @@ class RetrainSummary:
         if self.outcome is None:
             return "\n".join(["Retrain skipped: data unchanged since the last trained run", *lines])
         o, e, d = self.outcome, self.outcome.evaluation, self.outcome.decision
-        sizes = o.matrix.split_sizes
+        sizes, training = o.run.matrix.split_sizes, o.run.settings.training
         chosen = o.ranking_fit.chosen
         walk = (f"tried {', '.join(f'{t.relative_l2:g}' for t in o.ranking_fit.trials)}: best validation NDCG@10 "
                 f"{chosen.validation.ndcg:.4f}" if chosen.validation.n_users else
@@ -111,12 +108,12 @@ class RetrainSummary:
                     + ("" if d.champion.ndcg is None else f", NDCG@10 {d.champion.ndcg:.4f}") + " on this test split"
                     f"{' (re-scored: data or split changed)' if d.champion_rescored else ''}")
         return "\n".join([
-            f"Retrain finished (MLflow run {o.mlflow_run_id})", *lines,
-            f"  matrix            {o.matrix.n_users:,} users x {o.matrix.n_anime:,} anime; "
+            f"Retrain finished (MLflow run {o.run.run_id})", *lines,
+            f"  matrix            {o.run.matrix.n_users:,} users x {o.run.matrix.n_anime:,} anime; "
             f"train {sizes['train']:,} / validation {sizes['validation']:,} / test {sizes['test']:,}",
             *new_data_lines(o.new_data),
-            f"  rating model      {o.training.method}: {o.trained.epochs_run} {o.training.step_name}s run, weights of "
-            f"{o.training.step_name} {o.trained.best_epoch} kept",
+            f"  rating model      {training.method}: {o.trained.epochs_run} {training.step_name}s run, weights of "
+            f"{training.step_name} {o.trained.best_epoch} kept",
             f"  ranking model     EASE, lambda {o.ranking_fit.model.l2:.4g} ({chosen.relative_l2:g} x mean "
             f"interactions per anime; {walk}), {o.ranking_fit.fit_seconds:.1f} s",
             f"  {f'test scores ({self.settings.rating_scale} scale)':<29}RMSE     MAE",
@@ -181,7 +178,7 @@ def retrain_artifacts(summary: RetrainSummary, model_name: str) -> list[Artifact
     artifacts += new_data_artifacts(o.new_data)
     artifacts.append(Artifact("markdown", "retrain-decision", "Promotion decision", (
         f"**{model_name} version {d.version}: {'promoted to champion' if d.promoted else 'kept as challenger'}**"
-        f"\n\n{d.reason}\n\nMLflow run: [{o.mlflow_run_id}]({o.mlflow_run_url})")))
+        f"\n\n{d.reason}\n\nMLflow run: [{o.run.run_id}]({o.run.url})")))
     return artifacts
 
 

@@ -50,7 +50,9 @@ if TYPE_CHECKING:
     from pipeline.registry.lineage import Lineage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "anime-sample"
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"  # real rating sets beside the project (CI has them)
+SHARED_SAMPLE = SHARED_DATA / "anime-sample"
+KAGGLE2020_HEAD = SHARED_DATA / "kaggle2020-head"
 SMALL_SPEC = DemoSpec(n_users=300, n_anime=200, n_ratings=12_000, seed=3)
 
 
@@ -103,6 +105,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_SERVER] = _start_prefect_server()
     else:
         import prefect.main  # noqa: F401
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `shared_data(path, …)` reads real data in ../shared/data: where a path is missing it fails and
+    says which, rather than skipping without a word."""
+    for marker in item.iter_markers("shared_data"):
+        missing = [str(path) for path in marker.args if not Path(path).exists()]
+        if missing:
+            pytest.fail(f"needs {', '.join(missing)}: the shared real data sets are not beside the project",
+                        pytrace=False)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -348,3 +360,46 @@ def evaluate_served(model, ranking, matrix: UtilityMatrix, settings: Settings):
 
     served = Recommender.from_matrix(model, ranking, matrix, settings.unrated_value, splits=SEEN_SPLITS)
     return evaluate_model(served, matrix, settings.relevance_threshold)
+
+
+# A trained run in a test's own MLflow store, and versions registered from it with a given evaluation.
+def evaluation_report(model_rmse: float, n_test: int, ndcg: float = 0.3, ndcg_stderr: float = 0.0):
+    """An evaluation with these scores (baselines far behind), to register a version with."""
+    from pipeline.evaluation.evaluate import EvaluationReport, RankingReports
+    from pipeline.metrics import RankingReport, Scores
+
+    lists = RankingReport(0.1, 0.1, ndcg, 0.5, 0.9, 100, ndcg_stderr)
+    return EvaluationReport(Scores(model_rmse, model_rmse), Scores(9.0, 9.0), Scores(9.0, 9.0), n_test,
+                            RankingReports(lists, lists, lists))
+
+
+@pytest.fixture
+def trained_run(small_models, small_data, settings):
+    """The session's trained models logged as one real run to this test's temp sqlite MLflow store."""
+    from pipeline.tracking.model_logging import log_model_bundle, log_rating_model
+    from pipeline.tracking.runs import finish_run, start_run
+    from pipeline.tracking.stage_logging import log_matrix
+
+    matrix, trained, ranking = small_models.matrix, small_models.trained, small_models.ranking
+    lineage = lineage_of(settings, small_data, matrix)
+    run_id = start_run(settings, lineage)
+    log_rating_model(run_id, trained, settings.training, matrix)
+    model_uri = log_model_bundle(run_id, trained.model, ranking.model, matrix, settings.unrated_value,
+                                 settings.training.l2)
+    log_matrix(run_id, matrix)
+    finish_run(run_id, True)
+    return matrix, (trained, ranking), run_id, model_uri, lineage
+
+
+def register_trained_run(trained_run, settings, report, matrix=None, lineage=None):
+    """Register the trained run's model with `report` as its evaluation (on `matrix`, of `lineage`)."""
+    from pipeline.monitoring.version_scoring import score_champion
+    from pipeline.registry.registration import register_and_decide
+    from pipeline.tracking.stage_logging import log_champion_scores
+
+    trained_matrix, _, run_id, model_uri, trained_lineage = trained_run
+    matrix, lineage = matrix or trained_matrix, lineage or trained_lineage
+    champion = score_champion(settings.registered_model_name, lineage.dataset, matrix, settings.relevance_threshold)
+    log_champion_scores(run_id, champion)
+    return register_and_decide(settings.registered_model_name, model_uri, run_id, report, champion, matrix, lineage,
+                               "biased_mf ratings + EASE lists")

@@ -45,10 +45,10 @@ def main() -> None:
                       during[-1] if during else None))
     outcome = summary.outcome
     scores = {} if outcome is None else {
-        "rows_in": summary.data.counts.rows_in, "n_users": outcome.matrix.n_users,
-        "n_anime": outcome.matrix.n_anime, "train": outcome.matrix.split_sizes["train"],
+        "rows_in": summary.data.counts.rows_in, "n_users": outcome.run.matrix.n_users,
+        "n_anime": outcome.run.matrix.n_anime, "train": outcome.run.matrix.split_sizes["train"],
         "epochs_run": outcome.trained.epochs_run, "best_epoch": outcome.trained.best_epoch,
-        "trainer": outcome.training.method, "step_name": outcome.training.step_name,
+        "trainer": outcome.run.settings.training.method, "step_name": outcome.run.settings.training.step_name,
         **outcome.evaluation.as_metrics()}
     print(json.dumps({"flow_seconds": flow_seconds, "tasks": tasks, "peak_rss_gb": memory_gb("VmHWM"),
                       "scores": scores}))

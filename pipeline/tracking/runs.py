@@ -12,12 +12,14 @@ import json
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.types import ColSpec, Schema
 from pydantic import BaseModel
 
+from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.promotion import PromotionDecision
 from pipeline.registry.scores import CHALLENGER, CHAMPION
@@ -26,6 +28,17 @@ from pipeline.settings import Settings
 
 ID_MAPS_DIR = "id_maps"
 RETRAIN_RUN_PREFIX = "retrain"
+
+
+@dataclass(frozen=True)
+class RetrainRun:
+    """One retrain's MLflow run and what it learns from: what the flow hands each stage once the matrix is built."""
+
+    run_id: str
+    url: str  # the run's page in the MLflow UI
+    settings: Settings
+    matrix: UtilityMatrix
+    lineage: Lineage
 
 
 def start_run(settings: Settings, lineage: Lineage) -> str:

@@ -6,8 +6,7 @@ from conftest import SHARED_SAMPLE
 from pipeline.data.ingest import ingest
 from pipeline.validation.validate import validate
 
-pytestmark = [pytest.mark.skipif(not (SHARED_SAMPLE / "rating.csv").exists(), reason="../shared sample not present"),
-              pytest.mark.slow]
+pytestmark = [pytest.mark.shared_data(SHARED_SAMPLE / "rating.csv", SHARED_SAMPLE / "anime.csv"), pytest.mark.slow]
 
 
 def test_sample_counts_reconcile(settings):

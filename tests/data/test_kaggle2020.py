@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SMALL_SPEC, validate_with_both_engines
+from conftest import KAGGLE2020_HEAD, SMALL_SPEC, validate_with_both_engines
 
 from pipeline.data.csv_reading import read_anime
 from pipeline.data.generate import KAGGLE_2020_ANIME_HEADER, generate_demo_dataset
@@ -25,8 +25,6 @@ from pipeline.matrix.utility_matrix import build_utility_matrix
 from pipeline.models.ranking.ease import InteractionWeights
 from pipeline.settings import RankingConfig
 from pipeline.validation.validate import validate
-
-HEAD = Path(__file__).resolve().parents[3] / "shared" / "data" / "kaggle2020-head"
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -47,27 +45,31 @@ def _kaggle_anime_csv(path: Path, anime_ids: list[int]) -> None:
             writer.writerow(values.values())
 
 
+NEEDS_HEAD = pytest.mark.shared_data(*(KAGGLE2020_HEAD / name for name in (
+    "rating_complete.csv", "animelist.csv", "watching_status.csv")))
+
+
 @pytest.fixture
 def head_folder(tmp_path) -> Path:
     """The shared head files as a Kaggle 2020 folder (plus an anime.csv, which shared data does not hold)."""
-    if not (HEAD / "animelist.csv").exists():
-        pytest.skip("../shared/data/kaggle2020-head not present")
     folder = tmp_path / "kaggle2020"
     folder.mkdir()
     for name in ("rating_complete.csv", "animelist.csv", "watching_status.csv"):
-        shutil.copyfile(HEAD / name, folder / name)
+        shutil.copyfile(KAGGLE2020_HEAD / name, folder / name)
     ids = sorted({int(r["anime_id"]) for name in ("rating_complete.csv", "animelist.csv")
-                  for r in _rows(HEAD / name)})
+                  for r in _rows(KAGGLE2020_HEAD / name)})
     _kaggle_anime_csv(folder / "anime.csv", ids[::2])  # half of them: the others are missing from anime.csv
     return folder
 
 
+@NEEDS_HEAD
 def test_the_real_head_files_are_read_as_the_kaggle_2020_layout(head_folder, settings):
     raw = ingest(head_folder)
     assert raw.layout == KAGGLE_2020 and raw.watch_list is not None
     validated = validate(raw, settings)
-    ratings = {(int(r["user_id"]), int(r["anime_id"])): int(r["rating"]) for r in _rows(HEAD / "rating_complete.csv")}
-    listed = _rows(HEAD / "animelist.csv")
+    ratings = {(int(r["user_id"]), int(r["anime_id"])): int(r["rating"])
+               for r in _rows(KAGGLE2020_HEAD / "rating_complete.csv")}
+    listed = _rows(KAGGLE2020_HEAD / "animelist.csv")
     accepted = {(r["user_id"], r["anime_id"]): r["rating"] for r in validated.ratings.to_pylist()}
     assert accepted == ratings and min(u for u, _ in accepted) == 0  # user 0 is a user
     assert validated.counts.quarantined == 0
@@ -85,6 +87,7 @@ def test_the_real_head_files_are_read_as_the_kaggle_2020_layout(head_folder, set
     assert not set(kept) & set(ratings)  # an interaction never repeats a rating (test pairs stay out)
 
 
+@NEEDS_HEAD
 def test_bad_list_entries_are_quarantined_with_their_reason(head_folder, settings):
     settings.max_quarantine_share = 1.0
     with (head_folder / "animelist.csv").open("a") as handle:
@@ -92,15 +95,16 @@ def test_bad_list_entries_are_quarantined_with_their_reason(head_folder, setting
     validated = validate_with_both_engines(ingest(head_folder), settings)  # and the Arrow engine's equals GX's
     reasons = {row["row_number"]: row["reason"] for row in validated.quarantine.to_pylist()
                if row["source"] == "animelist.csv"}
-    n = len(_rows(HEAD / "animelist.csv"))
+    n = len(_rows(KAGGLE2020_HEAD / "animelist.csv"))
     assert "watching_status is not one of" in reasons[n + 1] and "rating is neither 0" in reasons[n + 2]
     assert "user_id is negative" in reasons[n + 3] and len(reasons) == 3
     listed = validated.counts.per_source["animelist.csv"]
     assert listed["rows_in"] == n + 3 == sum(v for k, v in listed.items() if k != "rows_in")
 
 
+@NEEDS_HEAD
 def test_too_many_bad_list_entries_stop_the_run_naming_the_list(head_folder, settings):
-    n = len(_rows(HEAD / "animelist.csv"))
+    n = len(_rows(KAGGLE2020_HEAD / "animelist.csv"))
     with (head_folder / "animelist.csv").open("a") as handle:  # just over the 5% limit, all with status 5
         handle.writelines(f"{9000 + i},1,0,5,0\n" for i in range(n // 19 + 1))
     with pytest.raises(PipelineInputError, match=r"^animelist\.csv: 5\.\d% of rows failed validation.*status"):
@@ -153,12 +157,13 @@ def test_a_generated_kaggle_2020_download_runs_end_to_end_from_its_zip(tmp_path,
     assert outcome.decision.promoted and outcome.evaluation.ranking.served.ndcg > \
         outcome.evaluation.ranking.popularity.ndcg
     assert outcome.ranking_fit.model.interaction.status_weights[4] == settings.ranking.dropped_weight
-    unrated = pq.read_table(outcome.matrix.path / "unrated.parquet")
+    unrated = pq.read_table(outcome.run.matrix.path / "unrated.parquet")
     assert set(unrated["watching_status"].to_pylist()) == {1, 2, 3, 4, 6}
     text = summary.format(settings.registered_model_name)
     assert "(Kaggle 2020 layout)" in text and "animelist.csv" in text and "nan" not in text.lower()
 
 
+@NEEDS_HEAD
 def test_the_matrix_keeps_each_interaction_with_its_status(head_folder, settings):
     validated = validate(ingest(head_folder), settings)
     matrix = build_utility_matrix(validated, settings)

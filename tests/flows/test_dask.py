@@ -151,6 +151,6 @@ def test_validation_batches_on_a_local_cluster_and_on_a_real_one_give_the_single
     settings.dask_address = address
     before = _tasks_seen(client)
     summary = on_dask(retrain, settings)(data_dir=data, settings=settings)  # the whole flow, as `make pipeline DASK=`
-    quarantine = pq.read_table(summary.outcome.matrix.path / "quarantine.parquet")
+    quarantine = pq.read_table(summary.outcome.run.matrix.path / "quarantine.parquet")
     _same_validation(summary.data.counts, summary.data.data_version, quarantine, reference)
     assert _tasks_seen(client) - before >= len(reference.reports[0].gx_result["batches"])

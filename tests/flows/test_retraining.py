@@ -37,7 +37,7 @@ def test_inbox_is_merged_archived_and_unchanged_data_skip_training(small_data, s
     assert list(settings.inbox_dir.iterdir()) == []
     assert [p.name for p in settings.archive_dir.iterdir()] == ["000001-2026-11-27.csv"]
     user_ids = pacsv.read_csv(small_data / "rating.csv")["user_id"].to_pylist()
-    assert summary.outcome.matrix.n_users == len(set(user_ids)) + 1  # the new user is in the matrix
+    assert summary.outcome.run.matrix.n_users == len(set(user_ids)) + 1  # the new user is in the matrix
     assert len(_versions(settings)) == 1
 
     again = retrain(data_dir=small_data, skip_unchanged=True, settings=settings)
@@ -67,9 +67,9 @@ def _check_the_champion_was_judged_on_the_new_ratings(summary, newcomers, settin
     assert on_new.n_ratings == len(newcomers) and on_new.rmse > 0
     assert new_data.champion_test_scores.rmse == pytest.approx(float(version_1.tags["test_rmse"]))
     assert on_new.n_users == 0  # newcomers only: no list the champion could have made from their history
-    run = client.get_run(summary.outcome.mlflow_run_id)
+    run = client.get_run(summary.outcome.run.run_id)
     assert run.data.metrics["champion_new_ratings_rmse"] == pytest.approx(on_new.rmse)
-    assert run.data.metrics["drift_new_user_share"] == pytest.approx(2 / summary.outcome.matrix.n_users)
+    assert run.data.metrics["drift_new_user_share"] == pytest.approx(2 / summary.outcome.run.matrix.n_users)
     assert "new_user_share" in run.data.tags["drift_detected"].split(", ")
     assert {a.path for a in client.list_artifacts(run.info.run_id, "drift")} == {"drift/report.html",
                                                                                   "drift/report.json"}

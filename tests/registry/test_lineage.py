@@ -81,7 +81,7 @@ def test_two_data_sets_leave_two_lineages_and_keep_their_inboxes_apart(two_linea
     assert again.data.counts.rows_in == _rows(alpha) + 3
 
     for summary in (first, second):
-        run = client.get_run(summary.outcome.mlflow_run_id)
+        run = client.get_run(summary.outcome.run.run_id)
         assert run.info.run_name == f"retrain {summary.settings.dataset_name} {summary.data.data_version[:8]}"
         assert run.data.tags["dataset"] == summary.settings.dataset_name
         version = client.get_model_version(settings.registered_model_name, summary.outcome.decision.version)
@@ -124,14 +124,14 @@ def test_make_ui_serves_versions_aliases_tags_and_dataset_inputs_on_localhost_on
                           timeout=10).json()["runs"]
         by_id = {run["info"]["run_id"]: run for run in runs}
         for summary in (first, second):
-            run = by_id[summary.outcome.mlflow_run_id]
+            run = by_id[summary.outcome.run.run_id]
             (dataset_input,) = run["inputs"]["dataset_inputs"]
             assert dataset_input["dataset"]["name"] == summary.settings.dataset_name
             assert dataset_input["dataset"]["digest"] == summary.data.data_version[:8]
             input_tags = {tag["key"]: tag["value"] for tag in dataset_input["tags"]}
             assert input_tags["mlflow.data.context"] == "training"
             assert input_tags["data_version"] == summary.data.data_version
-            artifacts = httpx.get(f"{api}/artifacts/list", params={"run_id": summary.outcome.mlflow_run_id},
+            artifacts = httpx.get(f"{api}/artifacts/list", params={"run_id": summary.outcome.run.run_id},
                                   timeout=10).json()["files"]
             assert {"learning_curves.png", "ranking.png"} <= {a["path"] for a in artifacts}
     finally:

@@ -4,25 +4,18 @@ from dataclasses import replace
 import mlflow
 import pyarrow.csv as pacsv
 import pytest
-from conftest import lineage_of
+from conftest import evaluate_served, evaluation_report, register_trained_run
 from mlflow import MlflowClient
 
 from flows.cli import main as cli_main
 from pipeline.data.ingest import ingest
-from pipeline.evaluation.evaluate import EvaluationReport, RankingReports
 from pipeline.matrix.utility_matrix import build_utility_matrix
-from pipeline.metrics import RankingReport, Scores
-from pipeline.monitoring.check import check_new_data
-from pipeline.monitoring.version_scoring import score_champion, score_version_on_split
+from pipeline.monitoring.version_scoring import score_version_on_split
 from pipeline.registry.promotion import Tolerances, decide_promotion
-from pipeline.registry.registration import VERSION_TAGS, promote_manually, register_and_decide
+from pipeline.registry.registration import VERSION_TAGS, promote_manually
 from pipeline.registry.scores import CHALLENGER, CHAMPION, OTHER_DATASET, VersionScores
 from pipeline.registry.versions import list_versions, registry_chart_name
-from pipeline.tracking.model_logging import log_model_bundle, log_rating_model
-from pipeline.tracking.runs import finish_run, start_run
-from pipeline.tracking.stage_logging import log_champion_scores, log_matrix
 from pipeline.validation.validate import validate
-from tests.conftest import evaluate_served
 
 NO_TOLERANCE = Tolerances(rmse=0.0, ndcg=0.0)
 ARCHITECTURE = "biased_mf ratings + EASE lists"
@@ -60,36 +53,6 @@ def test_promotion_refuses_a_version_that_regresses_either_metric_beyond_its_tol
     assert promoted and "RMSE only" in reason
 
 
-def _report(model_rmse: float, n_test: int, ndcg: float = 0.3, ndcg_stderr: float = 0.0) -> EvaluationReport:
-    lists = RankingReport(0.1, 0.1, ndcg, 0.5, 0.9, 100, ndcg_stderr)
-    return EvaluationReport(Scores(model_rmse, model_rmse), Scores(9.0, 9.0), Scores(9.0, 9.0), n_test,
-                            RankingReports(lists, lists, lists))
-
-
-@pytest.fixture
-def trained_run(small_models, small_data, settings):
-    """The session's trained models logged as one real run to this test's temp sqlite MLflow store."""
-    matrix, trained, ranking = small_models.matrix, small_models.trained, small_models.ranking
-    lineage = lineage_of(settings, small_data, matrix)
-    run_id = start_run(settings, lineage)
-    log_rating_model(run_id, trained, settings.training, matrix)
-    model_uri = log_model_bundle(run_id, trained.model, ranking.model, matrix, settings.unrated_value,
-                                         settings.training.l2)
-    log_matrix(run_id, matrix)
-    finish_run(run_id, True)
-    return matrix, (trained, ranking), run_id, model_uri, lineage
-
-
-def _register(trained_run, settings, report, matrix=None, lineage=None):
-    """Register the trained run's model with `report` as its evaluation (on `matrix`, of `lineage`)."""
-    trained_matrix, _, run_id, model_uri, trained_lineage = trained_run
-    matrix, lineage = matrix or trained_matrix, lineage or trained_lineage
-    champion = score_champion(settings.registered_model_name, lineage.dataset, matrix, settings.relevance_threshold)
-    log_champion_scores(run_id, champion)
-    return register_and_decide(settings.registered_model_name, model_uri, run_id, report, champion, matrix, lineage,
-                               ARCHITECTURE)
-
-
 def _aliases(name):
     return {alias: str(version) for alias, version in MlflowClient().get_registered_model(name).aliases.items()}
 
@@ -97,17 +60,17 @@ def _aliases(name):
 def test_better_model_becomes_champion_worse_stays_challenger(trained_run, settings):
     matrix, name = trained_run[0], settings.registered_model_name
     def register(report):
-        return _register(trained_run, settings, report)
+        return register_trained_run(trained_run, settings, report)
 
-    first = register(_report(1.30, matrix.split_sizes["test"]))
+    first = register(evaluation_report(1.30, matrix.split_sizes["test"]))
     assert first.promoted and _aliases(name) == {CHAMPION: "1"}
 
-    worse = register(_report(1.40, matrix.split_sizes["test"]))
+    worse = register(evaluation_report(1.40, matrix.split_sizes["test"]))
     assert not worse.promoted and not worse.champion_rescored
     assert worse.champion_version == "1" and worse.champion == VersionScores(pytest.approx(1.30), pytest.approx(0.3))
     assert _aliases(name) == {CHAMPION: "1", CHALLENGER: "2"}
 
-    better = register(_report(1.20, matrix.split_sizes["test"]))
+    better = register(evaluation_report(1.20, matrix.split_sizes["test"]))
     assert better.promoted and _aliases(name) == {CHAMPION: "3"}
     version = MlflowClient().get_model_version(name, "3")
     assert version.tags["data_version"] == matrix.data_version and version.tags["decision"] == CHAMPION
@@ -116,7 +79,7 @@ def test_better_model_becomes_champion_worse_stays_challenger(trained_run, setti
     assert "Promoted to champion: " + better.reason in version.description
     assert "data set 'tests'" in version.description and "Test RMSE 1.2000" in version.description
 
-    worse_lists = register(_report(1.10, matrix.split_sizes["test"], ndcg=0.25, ndcg_stderr=0.01))
+    worse_lists = register(evaluation_report(1.10, matrix.split_sizes["test"], ndcg=0.25, ndcg_stderr=0.01))
     assert not worse_lists.promoted and _aliases(name) == {CHAMPION: "3", CHALLENGER: "4"}
     assert "NDCG@10 0.2500 is worse than the champion's 0.3000" in worse_lists.reason
     fourth = MlflowClient().get_model_version(name, "4")
@@ -128,15 +91,15 @@ def test_champion_is_rescored_when_the_split_changed(trained_run, settings, smal
     name = settings.registered_model_name
     threshold = settings.relevance_threshold
     real = evaluate_served(trained.model, ranking.model, matrix, settings)
-    _register(trained_run, settings, real)
+    register_trained_run(trained_run, settings, real)
 
     settings.split_seed += 1  # same data, new split: stored scores are no longer comparable
     settings.data_root = tmp_path / "other"
     new_matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
     assert new_matrix.split_id != matrix.split_id
     expected = score_version_on_split(name, "1", new_matrix, threshold)
-    decision = _register(trained_run, settings, _report(expected.rmse + 0.5, 10), new_matrix,
-                         replace(lineage, data_version=new_matrix.data_version))
+    decision = register_trained_run(trained_run, settings, evaluation_report(expected.rmse + 0.5, 10), new_matrix,
+                                    replace(lineage, data_version=new_matrix.data_version))
     assert decision.champion_rescored and decision.champion == expected and not decision.promoted
     assert expected.rmse != pytest.approx(real.model.rmse)  # a different test split gives a different score
     # the champion's lists re-scored on the new split equal those of its models evaluated there directly
@@ -158,7 +121,7 @@ def test_compare_lists_every_version_by_data_set_with_its_aliases(trained_run, s
     name, lineage = settings.registered_model_name, trained_run[4]
     other = replace(lineage, dataset="other-data")
     for model_rmse, of in ((1.30, lineage), (1.40, lineage), (1.10, other), (1.20, lineage)):
-        _register(trained_run, settings, _report(model_rmse, 10), lineage=of)
+        register_trained_run(trained_run, settings, evaluation_report(model_rmse, 10), lineage=of)
     rows = list_versions(name)
     assert [(r.dataset, r.version, r.aliases) for r in rows] == [
         ("tests", "1", ()), ("tests", "2", ()), ("tests", "4", (CHAMPION,)), ("other-data", "3", ())]
@@ -185,9 +148,10 @@ def test_a_champion_is_compared_within_its_data_set_only(trained_run, settings, 
     the new version stays challenger, and the reason says what to do."""
     matrix, _, run_id, _, lineage = trained_run
     name = settings.registered_model_name
-    assert _register(trained_run, settings, _report(1.30, 10)).promoted
+    assert register_trained_run(trained_run, settings, evaluation_report(1.30, 10)).promoted
 
-    other = _register(trained_run, settings, _report(0.50, 10), lineage=replace(lineage, dataset="other-data"))
+    other = register_trained_run(trained_run, settings, evaluation_report(0.50, 10),
+                                 lineage=replace(lineage, dataset="other-data"))
     assert not other.promoted and not other.same_dataset and other.champion is None
     assert other.reason.startswith("not compared with champion v1: it learned from data set 'tests', this version "
                                    "from 'other-data'")
@@ -202,15 +166,16 @@ def test_a_champion_is_compared_within_its_data_set_only(trained_run, settings, 
         ratings.write(f"999001,{some_anime},8\n")  # a new user: the same data set, grown
     grown = build_utility_matrix(validate(ingest(grown_folder), settings), settings)
     assert grown.data_version != matrix.data_version
-    same = _register(trained_run, settings, _report(5.0, 10), grown, replace(lineage, data_version=grown.data_version))
+    same = register_trained_run(trained_run, settings, evaluation_report(5.0, 10), grown,
+                                replace(lineage, data_version=grown.data_version))
     assert same.same_dataset and same.champion_version == "1" and same.champion_rescored
     assert not same.promoted and same.reason.startswith("test RMSE 5.0000 is worse than the champion's")
 
 
 def test_manual_promotion_moves_the_alias_and_records_the_reason(trained_run, settings, monkeypatch, capsys):
     name = settings.registered_model_name
-    _register(trained_run, settings, _report(1.30, 10))
-    _register(trained_run, settings, _report(1.40, 10))
+    register_trained_run(trained_run, settings, evaluation_report(1.30, 10))
+    register_trained_run(trained_run, settings, evaluation_report(1.40, 10))
     assert _aliases(name) == {CHAMPION: "1", CHALLENGER: "2"}
 
     assert promote_manually(name, "2", "won the online A/B test", "alice") == "1"
@@ -228,19 +193,3 @@ def test_manual_promotion_moves_the_alias_and_records_the_reason(trained_run, se
     assert cli_main(["promote", "--version", "2", "--reason", " "]) == 2
     assert _aliases(name) == {CHAMPION: "1"}
     assert capsys.readouterr().err.count("error:") == 2
-
-
-def test_new_data_are_checked_only_against_a_champion_whose_data_are_on_disk(trained_run, settings, small_models):
-    """Before training, a run measures nothing and says why: no champion yet, the champion's matrix folder gone,
-    or data unchanged since the champion learned."""
-    matrix = small_models.matrix
-    assert check_new_data(matrix, settings).skipped == f"no champion of data set {settings.dataset_name} yet"
-    _register(trained_run, settings, _report(1.30, matrix.split_sizes["test"]))
-
-    gone = check_new_data(matrix, settings)  # this test's data root has no matrix folder of the champion's data
-    assert gone.drift is None and gone.champion_on_new is None
-    assert gone.skipped.startswith(f"champion v1's data (data version {matrix.data_version[:8]}) is no longer in")
-
-    settings.data_root = matrix.path.parents[1]  # where the champion's matrix was built
-    unchanged = check_new_data(matrix, settings)
-    assert unchanged.skipped == "no new data since champion v1's" and unchanged.drift is None

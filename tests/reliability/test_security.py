@@ -3,14 +3,14 @@ outside the data folders."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import keras
 import numpy as np
 import pytest
-from conftest import RATING_HEADER, write_csv, write_dataset
+from conftest import RATING_HEADER, listening_hosts, write_csv, write_dataset
 
 from flows.arguments import build_parser
 from pipeline.data.ingest import ingest
@@ -25,14 +25,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 SERVER_COMMANDS = ("ui", "serve-model", "serve", "app")
 
 
-def test_every_server_command_binds_to_localhost_unless_a_host_is_given():
+def test_every_server_command_binds_to_localhost_unless_a_host_is_given(prefect_server):
     parser = build_parser()
     assert {command: parser.parse_args([command]).host for command in SERVER_COMMANDS} == dict.fromkeys(
         SERVER_COMMANDS, "127.0.0.1")
     assert parser.parse_args(["ui", "--host", "10.0.0.5"]).host == "10.0.0.5"  # only when a person asks
-    assert os.environ["PREFECT_SERVER_API_HOST"] == "127.0.0.1"  # Prefect's own temporary server
-    # the servers started for real, listening on 127.0.0.1 only: `make ui` in test_lineage.py, `make serve`'s Prefect
-    # server in test_schedule.py
+    # The tests' Prefect server, started by the code the flows use for a temporary one: its socket, as bound.
+    assert listening_hosts(urlsplit(prefect_server).port) == {"127.0.0.1"}
+    # the other servers started for real, listening on 127.0.0.1 only: `make ui` in test_lineage.py, `make serve`'s
+    # Prefect server in test_schedule.py
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """Recommendations from both trained models: exclusions, filters, batch scoring, reasons, someone new,
 similarity, lookup."""
 
+import inspect
+
 import numpy as np
 import pyarrow.compute as pc
 import pytest
@@ -108,7 +110,9 @@ def test_both_served_models_share_the_model_interface_and_save_and_load_alike(tr
     history = recommender.ranking.interaction.matrix(recommender.known, len(recommender.user_ids),
                                                      len(recommender.anime_ids))[users]
     for model in (recommender.rating, recommender.ranking):
-        assert isinstance(model, AnimeModel)
+        for method in ("scores", "save", "load"):  # isinstance alone checks the names only: the signatures too
+            assert (list(inspect.signature(getattr(type(model), method)).parameters)
+                    == list(inspect.signature(getattr(AnimeModel, method)).parameters)), (type(model), method)
         scores = model.scores(users, history)
         assert scores.shape == (len(users), len(recommender.anime_ids))
         loaded = type(model).load(model.save(tmp_path / type(model).__name__))

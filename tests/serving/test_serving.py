@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, lineage_of, quick_settings, wait_until_answers
+from conftest import evaluate_served, free_port, lineage_of, quick_settings, wait_until_answers
 
 from flows.cli import main as cli_main
 from pipeline.registry.registration import register_and_decide
@@ -17,7 +17,6 @@ from pipeline.registry.scores import ChampionScores
 from pipeline.serving.bundle import load_recommender
 from pipeline.tracking.model_logging import log_model_bundle
 from pipeline.tracking.runs import finish_run, start_run
-from tests.conftest import evaluate_served
 
 # trains models and starts the MLflow scoring server; one worker builds the module's fixtures once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]

@@ -2,6 +2,7 @@
 and the ranking model must turn it into lists far better than the most popular anime."""
 
 import pytest
+from conftest import evaluate_served
 
 from pipeline.data.generate import DemoSpec, generate_demo_dataset
 from pipeline.data.ingest import ingest
@@ -10,7 +11,6 @@ from pipeline.models.ranking.fit import train_ranking_model
 from pipeline.models.rating.train import train_model
 from pipeline.settings import Settings, TrainingConfig
 from pipeline.validation.validate import validate
-from tests.conftest import evaluate_served
 
 pytestmark = pytest.mark.slow  # trains full-size models
 
