@@ -154,7 +154,7 @@ def _expected_errors(command: str) -> tuple[type[BaseException], ...]:
         return (PipelineInputError,)
     from mlflow.exceptions import MlflowException
 
-    from pipeline.serving.catalog import UnknownIdError
+    from pipeline.errors import UnknownIdError
 
     return PipelineInputError, UnknownIdError, MlflowException, ValueError, LookupError, OSError
 

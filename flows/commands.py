@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from pipeline.errors import first_line
+from pipeline.errors import UnknownIdError, first_line
 from pipeline.registry.registration import promote_manually
 from pipeline.registry.versions import (
     format_versions,
@@ -21,7 +21,8 @@ from pipeline.registry.versions import (
     registry_chart_name,
     versions_chart,
 )
-from pipeline.serving.catalog import NOT_IN_METADATA, UnknownIdError
+from pipeline.serving import presentation
+from pipeline.serving.catalog import NOT_IN_METADATA
 from pipeline.serving.recommend import Recommender
 from pipeline.settings import Settings
 
@@ -91,13 +92,13 @@ def recommend(settings: Settings, model: str, user_id: int | None, ratings: Path
         mine = read_my_ratings(ratings)
         ids = (mine["anime_id"] if "anime_id" in mine.columns
                else mine["name"].map(lambda name: recommender.find_anime(str(name))))
-        top_n = recommender.recommend_from_ratings(ids.astype(int).to_numpy(), mine["rating"].to_numpy(), top,
-                                                   **filters)
+        top_n = presentation.recommend_from_ratings(recommender, ids.astype(int).to_numpy(),
+                                                    mine["rating"].to_numpy(), top, **filters)
         who = f"your {len(mine)} ratings in {ratings}"
     else:
-        top_n, who = recommender.recommend(user_id, top, **filters), f"user {user_id}"
-    print(f"top {len(top_n)} for {who} (predicted ratings on the {recommender.scale.minimum}-"
-          f"{recommender.scale.maximum} scale):")
+        top_n, who = presentation.recommend(recommender, user_id, top, **filters), f"user {user_id}"
+    print(f"top {len(top_n)} for {who} (predicted ratings on the {recommender.rating.scale.minimum}-"
+          f"{recommender.rating.scale.maximum} scale):")
     show(top_n)
     return 0
 
@@ -106,10 +107,10 @@ def similar(settings: Settings, model: str, anime: str, top: int, include_self: 
     recommender = open_recommender(settings, model)
     anime_id = recommender.find_anime(anime)
     print(f"anime most similar to {recommender.catalog.name(anime_id)} ({anime_id}):")
-    show(recommender.similar_anime(anime_id, top, include_self=include_self))
+    show(presentation.similar_anime(recommender, anime_id, top, include_self=include_self))
     return 0
 
 
 def similar_users(settings: Settings, model: str, user_id: int, top: int) -> int:
-    show(open_recommender(settings, model).similar_users(user_id, top))
+    show(presentation.similar_users(open_recommender(settings, model), user_id, top))
     return 0

@@ -5,6 +5,10 @@ class PipelineInputError(ValueError):
     """Structural problem with the input (missing file/column, unparseable, failed validation)."""
 
 
+class UnknownIdError(LookupError):
+    """A user or anime id the model does not know, or a name that matches no anime."""
+
+
 class RegistryUnavailableError(RuntimeError):
     """Registering a model failed on every retry (the MLflow store is locked or unreachable)."""
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from benchmarks.report import Table
 from benchmarks.runs import BenchContext, SampleRuns
+from pipeline.serving.presentation import recommend
 from pipeline.serving.recommend import Recommender
 
 
@@ -15,17 +16,17 @@ def latency_rows(recommender: Recommender, label: str, n_requests: int = 500,
                  batch_users: int = 20_000) -> list[list[str]]:
     """p50/p99 of top-10 for one user (the full `recommend` call and the bare scoring), and batch users/s."""
     rng = np.random.default_rng(0)
-    users = rng.choice(len(recommender.user_ids), size=n_requests)
+    users = rng.choice(len(recommender.users.ids), size=n_requests)
     full, bare = [], []
-    recommender.recommend(int(recommender.user_ids[users[0]]), 10)  # warm caches (known-pairs index)
+    recommend(recommender, int(recommender.users.ids[users[0]]), 10)  # warm caches (known-pairs index)
     for index in users:
         started = time.perf_counter()
-        recommender.recommend(int(recommender.user_ids[index]), 10)
+        recommend(recommender, int(recommender.users.ids[index]), 10)
         full.append(time.perf_counter() - started)
         started = time.perf_counter()
         recommender.top_n_batch(np.array([index]), 10)
         bare.append(time.perf_counter() - started)
-    block = rng.choice(len(recommender.user_ids), size=min(batch_users, len(recommender.user_ids)), replace=False)
+    block = rng.choice(len(recommender.users.ids), size=min(batch_users, len(recommender.users.ids)), replace=False)
     started = time.perf_counter()
     recommender.top_n_batch(block, 10)
     rate = len(block) / (time.perf_counter() - started)
@@ -33,7 +34,7 @@ def latency_rows(recommender: Recommender, label: str, n_requests: int = 500,
     def ms(values: list[float], q: int) -> str:
         return f"{np.percentile(values, q) * 1000:.2f}"
 
-    return [[label, f"{len(recommender.user_ids):,} × {len(recommender.anime_ids):,}", ms(bare, 50), ms(bare, 99),
+    return [[label, f"{len(recommender.users.ids):,} × {len(recommender.anime.ids):,}", ms(bare, 50), ms(bare, 99),
              ms(full, 50), ms(full, 99), f"{rate:,.0f}"]]
 
 

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.hashing import Column, aligned_chunks, fractions_above
+from pipeline.matrix.id_map import IdMap
 from pipeline.settings import Settings
 from pipeline.storage import atomic_dir
 from pipeline.validation.results import ValidatedData
@@ -87,6 +88,14 @@ class UtilityMatrix:
         """Matrix column → raw anime id."""
         return pq.read_table(self.anime_index_path)["anime_id"].to_numpy()
 
+    def user_map(self) -> IdMap:
+        """Raw user ids ↔ matrix rows."""
+        return IdMap(self.user_ids(), "user")
+
+    def anime_map(self) -> IdMap:
+        """Raw anime ids ↔ matrix columns."""
+        return IdMap(self.anime_ids(), "anime")
+
     def anime_metadata(self) -> pa.Table:
         return pq.read_table(self.path / ANIME_METADATA_FILE)
 
@@ -101,10 +110,8 @@ class UtilityMatrix:
         parts = [self.split(name, ["user_index", "anime_index", "rating"]).append_column(
             "watching_status", pa.array(np.zeros(self.split_sizes[name], np.int8))) for name in splits]
         unrated = self.unrated()
-        users = lookup_indices(unrated["user_id"].to_numpy(), pq.read_table(self.user_index_path), "user_id",
-                               "user_index")
-        anime = lookup_indices(unrated["anime_id"].to_numpy(), pq.read_table(self.anime_index_path), "anime_id",
-                               "anime_index")
+        users = self.user_map().indices(unrated["user_id"].to_numpy())
+        anime = self.anime_map().indices(unrated["anime_id"].to_numpy())
         mapped = (users >= 0) & (anime >= 0)
         parts.append(pa.table({"user_index": users[mapped].astype(np.int32),
                                "anime_index": anime[mapped].astype(np.int32),
@@ -253,14 +260,3 @@ def build_utility_matrix(validated: ValidatedData, settings: Settings,
         }
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     return UtilityMatrix.open(target)
-
-
-def lookup_indices(ids: np.ndarray, id_map: pa.Table, id_column: str, index_column: str) -> np.ndarray:
-    """Map raw ids to a model's contiguous indices; ids the map does not know become -1."""
-    known_ids = id_map[id_column].to_numpy()
-    known_index = id_map[index_column].to_numpy()
-    order = np.argsort(known_ids)
-    sorted_ids = known_ids[order]
-    position = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
-    found = sorted_ids[position] == ids if len(sorted_ids) else np.zeros(len(ids), dtype=bool)
-    return np.where(found, known_index[order][position], -1).astype(np.int64)

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.errors import first_line
 from pipeline.evaluation.evaluate import SEEN_SPLITS
-from pipeline.matrix.utility_matrix import UtilityMatrix, lookup_indices
+from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.metrics import ranking_report, relevant_pairs, rmse
 from pipeline.registry.queries import current_champion, run_tags, tagged_scores
 from pipeline.registry.scores import ChampionScores, VersionScores
@@ -53,10 +52,8 @@ def load_version(name: str, version: str) -> Recommender:
 def _relevant_in(histories: UtilityMatrix, relevant: pa.Table) -> tuple[np.ndarray, pa.Table, int]:
     """The users of `histories` with a relevant rating, those ratings in its index space, and its catalog's size
     plus the anime it does not have (numbered after its own)."""
-    users = lookup_indices(relevant["user_id"].to_numpy(), pq.read_table(histories.user_index_path), "user_id",
-                           "user_index")
-    anime = lookup_indices(relevant["anime_id"].to_numpy(), pq.read_table(histories.anime_index_path),
-                           "anime_id", "anime_index")
+    users = histories.user_map().indices(relevant["user_id"].to_numpy())
+    anime = histories.anime_map().indices(relevant["anime_id"].to_numpy())
     unseen_ids, unseen_rank = np.unique(relevant["anime_id"].to_numpy()[anime < 0], return_inverse=True)
     anime[anime < 0] = histories.n_anime + unseen_rank
     known = users >= 0

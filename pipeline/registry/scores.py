@@ -12,6 +12,8 @@ OTHER_DATASET = "challenger: other data set"  # the decision when the champion l
 # a test split's RMSE or NDCG@10), coarse enough to read in the registry page.
 SCORE_DECIMALS = 4
 NOT_MEASURED = "not measured"
+# The scale of a version or run recorded before the scale was: the only one there was then.
+UNRECORDED_RATING_SCALE = "1-10"
 
 
 def score_tag(value: float | None) -> str:

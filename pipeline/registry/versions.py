@@ -12,7 +12,7 @@ from matplotlib.patches import Rectangle
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.registry.scores import CHAMPION, tagged_score
+from pipeline.registry.scores import CHAMPION, UNRECORDED_RATING_SCALE, tagged_score
 from pipeline.registry.store import configure_tracking
 from pipeline.settings import Settings
 
@@ -80,7 +80,7 @@ def list_versions(name: str) -> list[VersionRow]:
             created=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
             dataset=mv.tags.get("dataset", UNKNOWN_DATASET), data_version=mv.tags.get("data_version", "?"),
             split_id=run.data.tags.get("split_id", "?") if run else "?",
-            rating_scale=mv.tags.get("rating_scale", "1-10"),  # versions from before the tag: the only scale then
+            rating_scale=mv.tags.get("rating_scale", UNRECORDED_RATING_SCALE),
             decision=mv.tags.get("decision", "?"),
             params={key: params.get(key, "?") for key in COMPARED_PARAMS},
             test_rmse=tagged_score(mv.tags.get("test_rmse")), bias_rmse=tagged_score(mv.tags.get("baseline_bias_rmse")),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -24,6 +25,8 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+from pipeline.errors import UnknownIdError
+from pipeline.matrix.id_map import IdMap
 from pipeline.matrix.utility_matrix import (
     ANIME_INDEX_FILE,
     ANIME_METADATA_FILE,
@@ -32,10 +35,13 @@ from pipeline.matrix.utility_matrix import (
     RatingScale,
     UtilityMatrix,
 )
-from pipeline.models.ranking.ease import ItemToItemModel
+from pipeline.models.ranking.ease import InteractionWeights, ItemToItemModel
+from pipeline.models.ranking.fit import fit_item_weights, modelled_anime
 from pipeline.models.rating.scorer import FOLD_IN_L2, RatingScorer
-from pipeline.serving.catalog import UnknownIdError
+from pipeline.serving.catalog import Catalog
+from pipeline.serving.presentation import recommend, recommend_from_ratings
 from pipeline.serving.recommend import Recommender
+from pipeline.settings import RankingConfig
 from pipeline.top_n import K
 
 BUNDLE = "bundle"
@@ -73,22 +79,50 @@ def save_bundle(model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_
     return out_dir
 
 
-def load_bundle(bundle: Path) -> Recommender:
-    """The Recommender a bundle holds, from arrays and JSON (no TensorFlow). A bundle from before the rating model
-    was saved so has its Keras model loaded instead, in safe mode (no arbitrary code)."""
+@dataclass(frozen=True)
+class BundleParts:
+    """What a bundle holds, in today's shape."""
+
+    rating: RatingScorer
+    ranking: ItemToItemModel
+    fallback_rating: float
+    unrated_value: int
+
+
+def migrate_bundle(bundle: Path) -> BundleParts:
+    """A bundle as today's code reads it, whatever code saved it: the one place that knows older layouts, so that
+    serving has one path. Today's saves the rating model as arrays (`rating/`) beside the ranking model
+    (`ranking/`). Older bundles hold the rating model only as Keras saved it: it is loaded here in safe mode (no
+    arbitrary code). The oldest have no ranking model: one is fitted here on the bundle's own known pairs, at the
+    default λ (the bundle has no validation split to walk λ on)."""
     meta = json.loads((bundle / META_FILE).read_text())
+    scale = RatingScale(**meta["scale"])
     if (bundle / RATING_DIR).is_dir():
         rating = RatingScorer.load(bundle / RATING_DIR)
     else:
         import keras
 
         model = keras.models.load_model(bundle / MODEL_FILE, safe_mode=True, compile=False)
-        rating = RatingScorer.from_keras(model, RatingScale(**meta["scale"]), meta.get("l2", FOLD_IN_L2))
-    ranking = ItemToItemModel.load(bundle / RANKING_DIR) if (bundle / RANKING_DIR).is_dir() else None
-    return Recommender.from_model(
-        rating, ranking, pq.read_table(bundle / USER_INDEX_FILE)["user_id"].to_numpy(),
-        pq.read_table(bundle / ANIME_INDEX_FILE)["anime_id"].to_numpy(), meta["fallback_rating"],
-        meta["unrated_value"], pq.read_table(bundle / KNOWN_FILE), pq.read_table(bundle / ANIME_METADATA_FILE))
+        rating = RatingScorer.from_keras(model, scale, meta.get("l2", FOLD_IN_L2))
+    if (bundle / RANKING_DIR).is_dir():
+        ranking = ItemToItemModel.load(bundle / RANKING_DIR)
+    else:
+        config = RankingConfig()
+        interaction = InteractionWeights.of_config(config, scale.minimum, scale.maximum, meta["unrated_value"])
+        history = interaction.matrix(pq.read_table(bundle / KNOWN_FILE), len(rating.user_vectors),
+                                     len(rating.anime_vectors))
+        ranking = fit_item_weights(history, interaction, modelled_anime(history, config.max_anime),
+                                   config.relative_l2, config.neighbours)
+    return BundleParts(rating, ranking, meta["fallback_rating"], meta["unrated_value"])
+
+
+def load_bundle(bundle: Path) -> Recommender:
+    """The Recommender a bundle holds, from arrays and JSON (no TensorFlow for today's bundles)."""
+    parts = migrate_bundle(bundle)
+    return Recommender(IdMap(pq.read_table(bundle / USER_INDEX_FILE)["user_id"].to_numpy(), "user"),
+                       IdMap(pq.read_table(bundle / ANIME_INDEX_FILE)["anime_id"].to_numpy(), "anime"),
+                       parts.rating, parts.ranking, Catalog.of(pq.read_table(bundle / ANIME_METADATA_FILE)),
+                       parts.fallback_rating, parts.unrated_value, pq.read_table(bundle / KNOWN_FILE))
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
@@ -103,12 +137,12 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
                 ratings = row.get("ratings")
                 if isinstance(ratings, str) and ratings.strip():
                     pairs = json.loads(ratings)
-                    top = self.recommender.recommend_from_ratings(
-                        np.array([p["anime_id"] for p in pairs]), np.array([p["rating"] for p in pairs]), n)
+                    top = recommend_from_ratings(self.recommender, np.array([p["anime_id"] for p in pairs]),
+                                                 np.array([p["rating"] for p in pairs]), n)
                     user_id = NEW_USER
                 elif row.get("user_id") is not None and not pd.isna(row.get("user_id")):
                     user_id = int(row["user_id"])
-                    top = self.recommender.recommend(user_id, n)
+                    top = recommend(self.recommender, user_id, n)
                 else:
                     raise UnknownIdError("each request row needs a user_id or ratings")
             except (UnknownIdError, ValueError, KeyError, TypeError) as exc:
@@ -116,7 +150,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             answers.append(pd.DataFrame({"request": request, "user_id": user_id, "rank": np.arange(1, len(top) + 1),
                                          "anime_id": top["anime_id"], "name": top["name"],
                                          "predicted_rating": top["predicted_rating"].astype(float),
-                                         "because_you_watched": top.get("because_you_watched", "")}))
+                                         "because_you_watched": top["because_you_watched"]}))
         answer = pd.concat(answers, ignore_index=True)
         # An anime missing from anime.csv has no name: null in the JSON answer (NaN is not JSON; strict parsers
         # such as JavaScript's JSON.parse reject the whole answer).

@@ -16,11 +16,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipeline.errors import UnknownIdError
+
 NOT_IN_METADATA = "(not in anime.csv)"
-
-
-class UnknownIdError(LookupError):
-    """A user or anime id the model does not know, or a name that matches no anime."""
 
 
 def normalize_title(title: str) -> str:

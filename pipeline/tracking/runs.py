@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.promotion import PromotionDecision
-from pipeline.registry.scores import CHALLENGER, CHAMPION
+from pipeline.registry.scores import CHALLENGER, CHAMPION, UNRECORDED_RATING_SCALE
 from pipeline.registry.store import configure_tracking
 from pipeline.settings import Settings
 
@@ -123,7 +123,7 @@ def last_trained_data(settings: Settings) -> tuple[str, str] | None:
                                       order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         return None
-    return runs[0].data.tags["data_version"], runs[0].data.params.get("rating_scale", "1-10")
+    return runs[0].data.tags["data_version"], runs[0].data.params.get("rating_scale", UNRECORDED_RATING_SCALE)
 
 
 def run_url(settings: Settings, run_id: str) -> str:

@@ -6,7 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data.ingest import ingest
-from pipeline.matrix.utility_matrix import RatingScale, build_utility_matrix, lookup_indices, split_assignment
+from pipeline.errors import UnknownIdError
+from pipeline.matrix.id_map import IdMap
+from pipeline.matrix.utility_matrix import RatingScale, build_utility_matrix, split_assignment
 from pipeline.validation.results import data_version_of
 from pipeline.validation.validate import validate
 
@@ -46,7 +48,7 @@ def test_matrix_is_long_form_with_contiguous_maps(validated, settings):
     assert anime["anime_index"].to_pylist() == list(range(matrix.n_anime))
     everything = pa.concat_tables(parts)
     np.testing.assert_array_equal(
-        lookup_indices(everything["user_id"].to_numpy(), users, "user_id", "user_index"),
+        matrix.user_map().indices(everything["user_id"].to_numpy()),
         everything["user_index"].to_numpy())
     np.testing.assert_allclose(matrix.scale.unscale(everything["scaled_rating"].to_numpy()),
                                everything["rating"].to_numpy(), atol=1e-5)
@@ -75,9 +77,13 @@ def test_same_data_gives_same_version_and_split(validated, settings, tmp_path):
         2, "watching_status", pa.array(statuses))) != first.data_version
 
 
-def test_lookup_marks_unknown_ids():
-    id_map = pa.table({"user_id": [30, 10, 20], "user_index": [2, 0, 1]})
-    assert lookup_indices(np.array([20, 99, 10, 5]), id_map, "user_id", "user_index").tolist() == [1, -1, 0, -1]
+def test_an_id_map_gives_each_known_id_its_index_and_says_which_id_it_does_not_know():
+    users = IdMap(np.array([30, 10, 20]), "user")  # index → id, in no order
+    assert users.indices(np.array([20, 99, 10, 5, 30])).tolist() == [2, -1, 1, -1, 0]
+    assert users.index(10) == 1
+    with pytest.raises(UnknownIdError, match=r"unknown user id 99: .*\(it knows 3, ids 10\.\.30\)"):
+        users.index(99)
+    assert IdMap(np.array([], np.int64)).indices(np.array([1])).tolist() == [-1]
 
 
 def test_failed_write_leaves_previous_matrix_intact(validated, settings, monkeypatch):

@@ -28,6 +28,7 @@ from pipeline.data.dataset_config import DATASET_FILE, for_dataset
 from pipeline.data.ingest import ingest
 from pipeline.errors import PipelineInputError
 from pipeline.matrix.utility_matrix import build_utility_matrix
+from pipeline.serving.presentation import recommend
 from pipeline.validation.validate import validate
 
 GOOD = [[1, 10, 8], [1, 11, 9], [2, 10, 7], [2, 12, -1], [3, 11, 6], [3, 12, 10], [4, 13, 5]]
@@ -270,7 +271,7 @@ def test_an_anime_missing_from_anime_csv_is_null_in_served_json(small_data, sett
         train_model(matrix, settings.training).model,
         train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold).model,
         matrix, settings.unrated_value)
-    users = served.recommender.user_ids[:20]
+    users = served.recommender.users.ids[:20]
     answer = served.predict(None, pd.DataFrame({"user_id": users}), {"n": 10})
     text = io.StringIO()
     predictions_to_json(answer, text)
@@ -284,6 +285,6 @@ def test_an_anime_missing_from_anime_csv_is_null_in_served_json(small_data, sett
     assert missing and all(r["name"] is None for r in missing)
     assert all(isinstance(r["name"], str) for r in rows if r["anime_id"] in named)
 
-    show(served.recommender.recommend(int(users[0]), 50))
+    show(recommend(served.recommender, int(users[0]), 50))
     out = capsys.readouterr().out
     assert NOT_IN_METADATA in out and "NaN" not in out and "nan" not in out

@@ -10,12 +10,14 @@ from conftest import SMALL_SPEC
 
 from pipeline.data.generate import generate_demo_dataset
 from pipeline.data.ingest import ingest
+from pipeline.errors import UnknownIdError
 from pipeline.matrix.utility_matrix import build_utility_matrix
 from pipeline.models.interface import AnimeModel
 from pipeline.models.ranking.fit import train_ranking_model
 from pipeline.models.rating.train import predict_scaled, train_model
 from pipeline.serving.bundle import load_bundle, save_bundle
-from pipeline.serving.catalog import UnknownIdError, normalize_title
+from pipeline.serving.catalog import normalize_title
+from pipeline.serving.presentation import recommend, recommend_from_ratings, similar_anime, similar_users
 from pipeline.serving.recommend import Recommender
 from pipeline.settings import Settings, TrainingConfig
 from pipeline.validation.validate import validate
@@ -37,25 +39,25 @@ def trained(tmp_path_factory, request):
 
 
 def _seen(recommender, user_id):
-    return set(recommender.anime_ids[recommender.known_anime(recommender.user_index(user_id))])
+    return set(recommender.anime.ids[recommender.known_anime(recommender.users.index(user_id))])
 
 
 def test_recommendations_exclude_rated_and_watched_anime_and_follow_the_ranking_model(trained):
     matrix, _, recommender = trained
     watched_only = recommender.known.filter(pc.equal(recommender.known["rating"], -1))
-    user_with_unrated = int(recommender.user_ids[watched_only["user_index"][0].as_py()])
-    for user_id in (int(recommender.user_ids[0]), user_with_unrated):
-        top = recommender.recommend(user_id, n=15)
+    user_with_unrated = int(recommender.users.ids[watched_only["user_index"][0].as_py()])
+    for user_id in (int(recommender.users.ids[0]), user_with_unrated):
+        top = recommend(recommender, user_id, n=15)
         assert len(top) == 15 and not set(top["anime_id"]) & _seen(recommender, user_id)
-        index = recommender.user_index(user_id)
+        index = recommender.users.index(user_id)
         ranking_scores = recommender.ranking_scores(np.array([index]))[0]
-        listed = ranking_scores[[recommender.anime_index(a) for a in top["anime_id"]]]
+        listed = ranking_scores[[recommender.anime.index(a) for a in top["anime_id"]]]
         assert np.all(np.diff(listed) <= 0)  # listed by the ranking model, best first
-        unseen = np.setdiff1d(np.arange(len(recommender.anime_ids)), recommender.known_anime(index))
+        unseen = np.setdiff1d(np.arange(len(recommender.anime.ids)), recommender.known_anime(index))
         assert listed[-1] >= np.sort(ranking_scores[unseen])[-15]  # and nothing unseen scored higher was left out
         predicted = recommender.predict_pairs(np.full(15, user_id), top["anime_id"].to_numpy())
         np.testing.assert_allclose(top["predicted_rating"], predicted, atol=1e-3)  # the rating model's rating
-    unrated_anime = int(recommender.anime_ids[watched_only["anime_index"][0].as_py()])
+    unrated_anime = int(recommender.anime.ids[watched_only["anime_index"][0].as_py()])
     assert unrated_anime in _seen(recommender, user_with_unrated)
 
 
@@ -72,32 +74,32 @@ def test_scores_match_the_keras_model(trained):
 
 def test_filters_restrict_the_candidates(trained):
     _, _, recommender = trained
-    user_id = int(recommender.user_ids[3])
-    movies = recommender.recommend(user_id, n=5, anime_type="movie")
+    user_id = int(recommender.users.ids[3])
+    movies = recommend(recommender, user_id, n=5, anime_type="movie")
     assert (movies["type"] == "Movie").all() and len(movies) == 5
-    action = recommender.recommend(user_id, n=5, genre="action")
+    action = recommend(recommender, user_id, n=5, genre="action")
     assert action["genre"].str.contains("Action").all()
     counts = recommender.rating_counts()
     threshold = int(np.quantile(counts, 0.9))
-    popular = recommender.recommend(user_id, n=5, min_ratings=threshold)
-    assert all(counts[recommender.anime_index(a)] >= threshold for a in popular["anime_id"])
+    popular = recommend(recommender, user_id, n=5, min_ratings=threshold)
+    assert all(counts[recommender.anime.index(a)] >= threshold for a in popular["anime_id"])
 
 
 def test_batch_scoring_in_chunks_matches_one_user_at_a_time(trained):
     _, _, recommender = trained
-    users = np.arange(0, len(recommender.user_ids), 7)
+    users = np.arange(0, len(recommender.users.ids), 7)
     batch = recommender.top_n_batch(users, 10, chunk_size=16)
     for row, index in enumerate(users[:20]):
-        single = recommender.recommend(int(recommender.user_ids[index]), n=10)["anime_id"].to_numpy()
-        assert recommender.anime_ids[batch[row]].tolist() == single.tolist()
+        single = recommend(recommender, int(recommender.users.ids[index]), n=10)["anime_id"].to_numpy()
+        assert recommender.anime.ids[batch[row]].tolist() == single.tolist()
 
 
 def test_the_rating_models_scores_list_what_its_predicted_ratings_list(trained):
     _, _, recommender = trained
-    users = np.arange(0, len(recommender.user_ids), 3)
-    by_rating = recommender.top_n_batch(users, 10, scores_for=recommender.rating_scores)
+    users = np.arange(0, len(recommender.users.ids), 3)
+    by_rating = recommender.top_n_batch(users, 10, scores_for=recommender.rating.rating_scores)
     by_order = recommender.top_n_batch(users, 10, scores_for=recommender.rating.scores)
-    ratings = recommender.rating_scores(users)
+    ratings = recommender.rating.rating_scores(users)
     rows = np.arange(len(users))[:, None]
     # the same predicted ratings, best first (anime whose outputs tie may trade places)
     np.testing.assert_allclose(ratings[rows, by_order], ratings[rows, by_rating], rtol=1e-6)
@@ -106,15 +108,15 @@ def test_the_rating_models_scores_list_what_its_predicted_ratings_list(trained):
 
 def test_both_served_models_share_the_model_interface_and_save_and_load_alike(trained, tmp_path):
     _, _, recommender = trained
-    users = np.arange(0, len(recommender.user_ids), 4)
-    history = recommender.ranking.interaction.matrix(recommender.known, len(recommender.user_ids),
-                                                     len(recommender.anime_ids))[users]
+    users = np.arange(0, len(recommender.users.ids), 4)
+    history = recommender.ranking.interaction.matrix(recommender.known, len(recommender.users.ids),
+                                                     len(recommender.anime.ids))[users]
     for model in (recommender.rating, recommender.ranking):
         for method in ("scores", "save", "load"):  # isinstance alone checks the names only: the signatures too
             assert (list(inspect.signature(getattr(type(model), method)).parameters)
                     == list(inspect.signature(getattr(AnimeModel, method)).parameters)), (type(model), method)
         scores = model.scores(users, history)
-        assert scores.shape == (len(users), len(recommender.anime_ids))
+        assert scores.shape == (len(users), len(recommender.anime.ids))
         loaded = type(model).load(model.save(tmp_path / type(model).__name__))
         np.testing.assert_array_equal(loaded.scores(users, history), scores)
 
@@ -129,7 +131,7 @@ def test_fold_in_of_a_training_user_recovers_their_predicted_ratings(trained):
         own_vector = recommender.rating.user_vectors[index]
         assert float(vector @ own_vector) / np.linalg.norm(vector) / np.linalg.norm(own_vector) > 0.8
         folded = recommender.rating.score_users(vector[None, :], np.array([bias]))[0]
-        own = recommender.rating_scores(np.array([index]))[0]
+        own = recommender.rating.rating_scores(np.array([index]))[0]
         assert np.corrcoef(folded, own)[0, 1] > 0.9  # the same taste over every anime
 
 
@@ -151,9 +153,9 @@ def test_someone_new_with_a_users_history_gets_that_users_list_and_reasons(train
     _, _, recommender = trained
     index = int(np.argmax(np.bincount(recommender.known["user_index"].to_numpy())))
     mine = recommender.known.filter(pc.equal(recommender.known["user_index"], index))
-    new = recommender.recommend_from_ratings(recommender.anime_ids[mine["anime_index"].to_numpy()],
+    new = recommend_from_ratings(recommender, recommender.anime.ids[mine["anime_index"].to_numpy()],
                                              mine["rating"].to_numpy(), 10)
-    known = recommender.recommend(int(recommender.user_ids[index]), 10)
+    known = recommend(recommender, int(recommender.users.ids[index]), 10)
     assert new["anime_id"].tolist() == known["anime_id"].tolist()  # the ranking model needs no retraining
     assert new["because_you_watched"].tolist() == known["because_you_watched"].tolist()
 
@@ -161,14 +163,14 @@ def test_someone_new_with_a_users_history_gets_that_users_list_and_reasons(train
 def test_because_you_watched_names_the_users_own_anime_that_added_most(trained):
     _, _, recommender = trained
     for index in (0, 5, 17):
-        user_id = int(recommender.user_ids[index])
-        top = recommender.recommend(user_id, 10)
+        user_id = int(recommender.users.ids[index])
+        top = recommend(recommender, user_id, 10)
         own = recommender.known_anime(index)
-        names = recommender.catalog.anime["name"].reindex(recommender.anime_ids)
+        names = recommender.catalog.anime["name"].reindex(recommender.anime.ids)
         weights = recommender.ranking.weights.toarray()
         history = recommender._known_matrix[index].toarray()[0]
         for anime_id, reasons in zip(top["anime_id"], top["because_you_watched"], strict=True):
-            target = recommender.anime_index(int(anime_id))
+            target = recommender.anime.index(int(anime_id))
             contribution = history[own] * weights[own, target]  # brute force over the whole history
             expected = [names.iloc[own[j]] for j in np.argsort(-contribution, kind="stable")[:2]
                         if contribution[j] > 0]
@@ -177,29 +179,29 @@ def test_because_you_watched_names_the_users_own_anime_that_added_most(trained):
 
 def test_similar_anime_returns_itself_first_and_is_symmetric(trained):
     _, _, recommender = trained
-    a = int(recommender.anime_ids[0])
-    with_self = recommender.similar_anime(a, n=5, include_self=True)
+    a = int(recommender.anime.ids[0])
+    with_self = similar_anime(recommender, a, n=5, include_self=True)
     assert with_self["anime_id"].iloc[0] == a and with_self["similarity"].iloc[0] == pytest.approx(1.0)
-    neighbours = recommender.similar_anime(a, n=5)
+    neighbours = similar_anime(recommender, a, n=5)
     assert a not in set(neighbours["anime_id"]) and neighbours["similarity"].is_monotonic_decreasing
-    full = len(recommender.anime_ids)
+    full = len(recommender.anime.ids)
     for b in neighbours["anime_id"]:
-        ab = recommender.similar_anime(a, n=full).set_index("anime_id")["similarity"][b]
-        ba = recommender.similar_anime(int(b), n=full).set_index("anime_id")["similarity"][a]
+        ab = similar_anime(recommender, a, n=full).set_index("anime_id")["similarity"][b]
+        ba = similar_anime(recommender, int(b), n=full).set_index("anime_id")["similarity"][a]
         assert ab == pytest.approx(ba, rel=1e-4)
 
 
 def test_similar_users_show_liked_genres(trained):
     _, _, recommender = trained
-    neighbours = recommender.similar_users(int(recommender.user_ids[0]), n=3)
+    neighbours = similar_users(recommender, int(recommender.users.ids[0]), n=3)
     assert len(neighbours) == 3 and neighbours["similarity"].is_monotonic_decreasing
-    assert int(recommender.user_ids[0]) not in set(neighbours["user_id"])
+    assert int(recommender.users.ids[0]) not in set(neighbours["user_id"])
     assert all(likes for likes in neighbours["likes"])
 
 
 def test_name_lookup_survives_entities_case_and_punctuation(trained):
     _, _, recommender = trained
-    modelled = recommender.catalog.anime.reindex(recommender.anime_ids)
+    modelled = recommender.catalog.anime.reindex(recommender.anime.ids)
     name = modelled["name"][modelled["name"].str.contains("'")].iloc[0]
     anime_id = int(modelled.index[modelled["name"] == name][0])
     assert recommender.find_anime(name.upper().replace("'", "&#039;")) == anime_id
@@ -212,7 +214,7 @@ def test_name_lookup_survives_entities_case_and_punctuation(trained):
 
 def test_unknown_ids_give_one_clear_line(trained):
     _, _, recommender = trained
-    for call in (lambda: recommender.recommend(987_654_321), lambda: recommender.similar_anime(987_654_321),
+    for call in (lambda: recommend(recommender, 987_654_321), lambda: similar_anime(recommender, 987_654_321),
                  lambda: recommender.fold_in(np.array([987_654_321]), np.array([8]))):
         with pytest.raises(UnknownIdError) as error:
             call()

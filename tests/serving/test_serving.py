@@ -15,6 +15,7 @@ from flows.cli import main as cli_main
 from pipeline.registry.registration import register_and_decide
 from pipeline.registry.scores import ChampionScores
 from pipeline.serving.bundle import load_recommender
+from pipeline.serving.presentation import recommend
 from pipeline.tracking.model_logging import log_model_bundle
 from pipeline.tracking.runs import finish_run, start_run
 
@@ -49,28 +50,28 @@ def champion(store):
 
 
 def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
-    user_id = int(champion.user_ids[0])
+    user_id = int(champion.users.ids[0])
     assert cli_main(["recommend", "--user-id", str(user_id), "--top", "4"]) == 0
     title, *out = capsys.readouterr().out.splitlines()
     assert title == f"top 4 for user {user_id} (predicted ratings on the 1-10 scale):"
     assert out[0].split() == ["anime_id", "name", "genre", "type", "predicted_rating", "because_you_watched"]
     assert len(out) == 5
-    expected = champion.recommend(user_id, 4)
+    expected = recommend(champion, user_id, 4)
     assert [int(line.split()[0]) for line in out[1:]] == expected["anime_id"].tolist()
     assert all(line.rstrip().endswith(reasons[-20:]) for line, reasons in zip(out[1:], expected[
         "because_you_watched"], strict=True))
 
-    name = champion.catalog.anime["name"][int(champion.anime_ids[0])]
+    name = champion.catalog.anime["name"][int(champion.anime.ids[0])]
     assert cli_main(["similar", "--anime", name.lower(), "--top", "3", "--include-self"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert name in out[0] and int(out[2].split()[0]) == int(champion.anime_ids[0])
+    assert name in out[0] and int(out[2].split()[0]) == int(champion.anime.ids[0])
 
     mine = tmp_path / "mine.csv"
     mine.write_text("name,rating\n" + "".join(f"\"{champion.catalog.anime['name'][int(a)]}\",9\n"
-                                             for a in champion.anime_ids[:3]))
+                                             for a in champion.anime.ids[:3]))
     assert cli_main(["recommend", "--ratings", str(mine), "--top", "3"]) == 0
     rows = capsys.readouterr().out.splitlines()[2:]
-    assert len(rows) == 3 and not {int(r.split()[0]) for r in rows} & set(champion.anime_ids[:3].tolist())
+    assert len(rows) == 3 and not {int(r.split()[0]) for r in rows} & set(champion.anime.ids[:3].tolist())
 
     for argv in (["recommend", "--user-id", "987654321"], ["similar", "--anime", "zzzz no such anime zzzz"],
                  ["similar-users", "--user-id", "987654321"], ["recommend", "--user-id", "1", "--model", "challenger"]):
@@ -90,8 +91,8 @@ def test_mlflow_scoring_server_answers_top_n(champion, store):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_answers(server, f"{url}/ping", 180)
-        user_id = int(champion.user_ids[5])
-        new_user = json.dumps([{"anime_id": int(a), "rating": r} for a, r in zip(champion.anime_ids[:4], (10, 9, 3, 2),
+        user_id = int(champion.users.ids[5])
+        new_user = json.dumps([{"anime_id": int(a), "rating": r} for a, r in zip(champion.anime.ids[:4], (10, 9, 3, 2),
                                                                                  strict=True)])
         body = {"dataframe_records": [{"user_id": user_id}, {"user_id": -1, "ratings": new_user}], "params": {"n": 5}}
         answer = httpx.post(f"{url}/invocations", json=body, timeout=60)
@@ -99,13 +100,13 @@ def test_mlflow_scoring_server_answers_top_n(champion, store):
         rows = answer.json()["predictions"]
         assert [(r["request"], r["rank"]) for r in rows] == [(q, k) for q in (0, 1) for k in range(1, 6)]
         first = [r for r in rows if r["request"] == 0]
-        expected = champion.recommend(user_id, 5)
+        expected = recommend(champion, user_id, 5)
         assert [r["anime_id"] for r in first] == expected["anime_id"].tolist()
         assert [r["because_you_watched"] for r in first] == expected["because_you_watched"].tolist()
         assert all(r["because_you_watched"] for r in first)  # a known user's list always has a reason
         second = [r for r in rows if r["request"] == 1]
         assert {r["user_id"] for r in second} == {-1} and not {r["anime_id"] for r in second} & set(
-            champion.anime_ids[:4].tolist())
+            champion.anime.ids[:4].tolist())
         assert all(r["name"] for r in rows)
         unknown = httpx.post(f"{url}/invocations", json={"dataframe_records": [{"user_id": 987654321}]}, timeout=60)
         assert unknown.status_code == 400 and "987654321" in unknown.text

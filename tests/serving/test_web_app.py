@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 
 from flows.retrain import retrain
 from pipeline.registry.scores import CHAMPION
+from pipeline.serving.presentation import recommend, similar_anime
 from pipeline.serving.web.app import create_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server"),
@@ -80,7 +81,7 @@ def recommender(pyfunc):
 
 
 def test_api_answers_as_the_served_mlflow_model_does(app, pyfunc, recommender):
-    anime = [int(a) for a in recommender.anime_ids[[3, 11, 19]]]
+    anime = [int(a) for a in recommender.anime.ids[[3, 11, 19]]]
     ratings = [9, 4, "watched"]
     body = {"ratings": [{"anime_id": a, "rating": r} for a, r in zip(anime, ratings, strict=True)], "n": 10}
     answer = httpx.post(f"{app.url}/api/recommendations", json=body, timeout=30)
@@ -95,11 +96,11 @@ def test_api_answers_as_the_served_mlflow_model_does(app, pyfunc, recommender):
     np.testing.assert_allclose([r["predicted_rating"] for r in rows], served["predicted_rating"], atol=1e-3)
     assert not {r["anime_id"] for r in rows} & set(anime)  # nothing the person listed
 
-    user = int(recommender.user_ids[0])
+    user = int(recommender.users.ids[0])
     known = httpx.get(f"{app.url}/api/users/{user}/recommendations", params={"n": 5}).json()
-    assert [r["anime_id"] for r in known] == recommender.recommend(user, 5)["anime_id"].tolist()
+    assert [r["anime_id"] for r in known] == recommend(recommender, user, 5)["anime_id"].tolist()
     similar = httpx.get(f"{app.url}/api/anime/{anime[0]}/similar", params={"n": 5}).json()
-    assert [r["anime_id"] for r in similar] == recommender.similar_anime(anime[0], 5)["anime_id"].tolist()
+    assert [r["anime_id"] for r in similar] == similar_anime(recommender, anime[0], 5)["anime_id"].tolist()
     assert httpx.get(f"{app.url}/api/anime/{anime[0]}/similar", params={"n": 3}).json() == similar[:3]  # kept
     model = httpx.get(f"{app.url}/api/model").json()
     assert model["version"] == "1" and model["alias"] == CHAMPION and model["dataset"] == "tests"
@@ -127,7 +128,7 @@ def test_title_search_forgives_case_punctuation_and_partial_words(app, recommend
     ("GET", "/api/nowhere", None, 404, "there is no page at /api/nowhere"),
 ])
 def test_bad_input_gets_a_4xx_and_one_sentence(app, recommender, method, path, payload, status, sentence):
-    anime = int(recommender.anime_ids[0])
+    anime = int(recommender.anime.ids[0])
     if isinstance(payload, dict):
         payload = json.loads(json.dumps(payload).replace('"ANIME"', str(anime)))
         answer = httpx.request(method, app.url + path, json=payload)
@@ -140,7 +141,7 @@ def test_bad_input_gets_a_4xx_and_one_sentence(app, recommender, method, path, p
 
 
 def test_a_page_shows_the_sentence_and_static_files_are_cached(app, recommender):
-    anime = int(recommender.anime_ids[0])
+    anime = int(recommender.anime.ids[0])
     page = httpx.get(f"{app.url}/recommendations", params={"r": f"{anime}:99"})
     assert page.status_code == 400 and f"The rating 99 of anime {anime} is off the 1–10 scale." in page.text
     assert "public" in httpx.get(f"{app.url}/static/app.css").headers["cache-control"]
@@ -223,7 +224,7 @@ def test_a_person_finds_anime_gets_ten_recommendations_with_reasons_and_follows_
         expect(page.locator("dl.model")).to_contain_text("version 1 (champion)")
         _shot(page, "model")
 
-        page.goto(app.url + "/users/" + str(int(recommender.user_ids[0])))
+        page.goto(app.url + "/users/" + str(int(recommender.users.ids[0])))
         expect(page.locator("#recommendations li.card")).to_have_count(10)
         _shot(page, "user")
 

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from pipeline.matrix.utility_matrix import lookup_indices
+from pipeline.matrix.id_map import IdMap
 from pipeline.settings import RankingConfig
 from pipeline.top_n import K, threads_for, top_n_lists
 
@@ -167,13 +167,12 @@ class ItemToItemModel:
         similarity[row.indices] = row.data * d[row.indices] / d[anime_index]
         return similarity
 
-    def reindexed(self, old_anime_ids: np.ndarray, new_anime_ids: np.ndarray) -> ItemToItemModel:
+    def reindexed(self, own_anime: IdMap, anime: IdMap) -> ItemToItemModel:
         """The same model over another anime id map (anime it never saw get no weights)."""
-        new_index = lookup_indices(np.asarray(old_anime_ids), pa.table(
-            {"anime_id": new_anime_ids, "anime_index": np.arange(len(new_anime_ids))}), "anime_id", "anime_index")
+        new_index = anime.indices(own_anime.ids)
         coo = self.weights.tocoo()
         keep = (new_index[coo.row] >= 0) & (new_index[coo.col] >= 0)
-        n = len(new_anime_ids)
+        n = len(anime)
         diagonal = np.zeros(n, dtype=np.float32)  # anime it never saw: not modelled
         diagonal[new_index[new_index >= 0]] = self.precision_diagonal[new_index >= 0]
         weights = sp.csr_matrix((coo.data[keep], (new_index[coo.row[keep]], new_index[coo.col[keep]])), shape=(n, n))

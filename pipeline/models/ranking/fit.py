@@ -114,6 +114,13 @@ def solve_on(history: sp.csr_matrix, anime: np.ndarray) -> Solver:
     return solve
 
 
+def fit_item_weights(history: sp.csr_matrix, interaction: InteractionWeights, anime: np.ndarray, relative_l2: float,
+                     neighbours: int) -> ItemToItemModel:
+    """The ranking model fitted on `history` over the `anime` it models, at one λ (relative to diag(XᵀX)'s mean)."""
+    weights, diagonal, l2 = solve_on(history, anime)(relative_l2, neighbours)
+    return ItemToItemModel(weights, diagonal, interaction, l2)
+
+
 def train_ranking_model(matrix: UtilityMatrix, config: RankingConfig, unrated_value: int,
                         relevance_threshold: float) -> RankingFit:
     """Choose λ on validation (fitted on train + watched rows), then fit on train + validation + watched."""
@@ -127,6 +134,5 @@ def train_ranking_model(matrix: UtilityMatrix, config: RankingConfig, unrated_va
     del history  # the final fit's history replaces it (memory)
     history = interaction.matrix(matrix.interactions(("train", "validation"), unrated_value), matrix.n_users,
                                  matrix.n_anime)
-    weights, diagonal, l2 = solve_on(history, anime)(chosen.relative_l2, config.neighbours)
-    model = ItemToItemModel(weights, diagonal, interaction, l2)
+    model = fit_item_weights(history, interaction, anime, chosen.relative_l2, config.neighbours)
     return RankingFit(model, trials, time.perf_counter() - started)

@@ -18,10 +18,10 @@ from typing import Literal
 
 import numba
 import numpy as np
-import pyarrow as pa
 import scipy.sparse as sp
 
-from pipeline.matrix.utility_matrix import RatingScale, lookup_indices
+from pipeline.matrix.id_map import IdMap
+from pipeline.matrix.utility_matrix import RatingScale
 from pipeline.settings import TrainingConfig
 
 RatingKind = Literal["cosine", "biased"]
@@ -146,20 +146,18 @@ class RatingScorer:
     def user_units(self) -> np.ndarray:
         return self.user_vectors if self.kind == "cosine" else unit_rows(self.user_vectors)
 
-    def aligned(self, own_user_ids: np.ndarray, user_ids: np.ndarray, own_anime_ids: np.ndarray,
-                anime_ids: np.ndarray) -> RatingScorer:
-        """The same model over other id lists: ids it never saw get zero vectors and biases."""
-        def take(values: np.ndarray, own_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-            position = lookup_indices(ids, pa.table({"id": own_ids, "i": np.arange(len(own_ids))}), "id", "i")
-            out = np.zeros((len(ids), *values.shape[1:]), dtype=values.dtype)
+    def aligned(self, own_users: IdMap, users: IdMap, own_anime: IdMap, anime: IdMap) -> RatingScorer:
+        """The same model over other id maps: ids it never saw get zero vectors and biases."""
+        def take(values: np.ndarray, own: IdMap, other: IdMap) -> np.ndarray:
+            position = own.indices(other.ids)
+            out = np.zeros((len(other), *values.shape[1:]), dtype=values.dtype)
             out[position >= 0] = values[position[position >= 0]]
             return out
 
         return dataclasses.replace(
-            self, user_vectors=take(self.user_vectors, own_user_ids, user_ids),
-            user_bias=take(self.user_bias, own_user_ids, user_ids),
-            anime_vectors=take(self.anime_vectors, own_anime_ids, anime_ids),
-            anime_bias=take(self.anime_bias, own_anime_ids, anime_ids))
+            self, user_vectors=take(self.user_vectors, own_users, users),
+            user_bias=take(self.user_bias, own_users, users), anime_vectors=take(self.anime_vectors, own_anime, anime),
+            anime_bias=take(self.anime_bias, own_anime, anime))
 
 
 @numba.njit(cache=True, fastmath=True)  # sums reassociated, so the loops vectorize

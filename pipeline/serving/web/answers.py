@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.compute as pc
 
+from pipeline.serving.presentation import eligible_anime
 from pipeline.serving.recommend import Listing, Recommender
 from pipeline.top_n import K
 
@@ -39,12 +40,12 @@ def check_list(recommender: Recommender, items: list[RatedAnime]) -> list[RatedA
         raise InputError("add at least one anime you have seen to get recommendations")
     if len(items) > MAX_LIST:
         raise InputError(f"a list holds at most {MAX_LIST} anime; this one has {len(items)}")
-    scale = recommender.scale
+    scale = recommender.rating.scale
     for item in items:
         if item.rating is not None and not scale.minimum <= item.rating <= scale.maximum:
             raise InputError(f"the rating {item.rating} of anime {item.anime_id} is off the "
                              f"{scale.minimum}–{scale.maximum} scale")
-        if not np.any(recommender.anime_ids == item.anime_id):
+        if recommender.anime.indices(np.array([item.anime_id]))[0] < 0:
             raise InputError(f"anime {item.anime_id} is not known to the model")
     return list({item.anime_id: item for item in items}.values())  # the last rating of an anime listed twice
 
@@ -66,12 +67,12 @@ def listing_for(recommender: Recommender, items: list[RatedAnime], n: int, **fil
     items = check_list(recommender, items)
     ratings = np.array([recommender.unrated_value if item.rating is None else item.rating for item in items])
     return recommender.listing_from_ratings(np.array([item.anime_id for item in items]), ratings, check_n(n),
-                                            **filters)
+                                            eligible_anime(recommender, **filters))
 
 
 def card(recommender: Recommender, anime_index: int) -> dict:
     """What a person reads of one anime; its name is null when it is missing from anime.csv."""
-    anime_id = int(recommender.anime_ids[anime_index])
+    anime_id = int(recommender.anime.ids[anime_index])
     return {"anime_id": anime_id, **recommender.catalog.card(anime_id)}
 
 
@@ -83,7 +84,7 @@ def listing_rows(recommender: Recommender, listing: Listing) -> list[dict]:
                                                            strict=True), start=1):
         because = [card(recommender, int(reason)) for reason in reasons]
         rows.append({"rank": rank, **card(recommender, int(index)), "predicted_rating": round(float(predicted), 3),
-                     "because_you_watched": "; ".join(recommender.catalog.names(recommender.anime_ids[reasons])),
+                     "because_you_watched": "; ".join(recommender.catalog.names(recommender.anime.ids[reasons])),
                      "because": [{"anime_id": b["anime_id"], "name": b["name"]} for b in because]})
     return rows
 
@@ -91,8 +92,8 @@ def listing_rows(recommender: Recommender, listing: Listing) -> list[dict]:
 def search_rows(recommender: Recommender, query: str, limit: int = 10) -> list[dict]:
     if len(query) > MAX_QUERY:
         raise InputError(f"a search is at most {MAX_QUERY} characters")
-    found = recommender.catalog.search(query, recommender.anime_ids, check_n(limit))
-    return [card(recommender, recommender.anime_index(int(anime_id))) for anime_id in found]
+    found = recommender.catalog.search(query, recommender.anime.ids, check_n(limit))
+    return [card(recommender, recommender.anime.index(int(anime_id))) for anime_id in found]
 
 
 def similar_rows(recommender: Recommender, anime_id: int, n: int = K, kept: dict | None = None) -> list[dict]:
@@ -111,7 +112,7 @@ def similar_rows(recommender: Recommender, anime_id: int, n: int = K, kept: dict
 
 def history_rows(recommender: Recommender, user_id: int, limit: int = MAX_N) -> list[dict]:
     """A known user's rated and watched anime, highest rated first (watched-only last)."""
-    index = recommender.user_index(user_id)
+    index = recommender.users.index(user_id)
     known = recommender.known.filter(pc.equal(recommender.known["user_index"], index))
     ratings = known["rating"].to_numpy()
     order = np.argsort(-np.where(ratings == recommender.unrated_value, -np.inf, ratings), kind="stable")[:limit]

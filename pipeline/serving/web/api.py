@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.serving.presentation import eligible_anime
 from pipeline.serving.web import answers
 from pipeline.serving.web.answers import MAX_LIST, MAX_N, MAX_QUERY, RatedAnime
 from pipeline.top_n import K
@@ -74,7 +75,7 @@ async def search(request: Request, q: Annotated[str, Query(max_length=MAX_QUERY)
 @router.get("/anime/{anime_id}", summary="One anime and the anime that go with it")
 async def anime(request: Request, anime_id: int, n: Annotated[int, Query(ge=1, le=MAX_N)] = K):
     recommender = served(request).recommender
-    return {**answers.card(recommender, recommender.anime_index(anime_id)),
+    return {**answers.card(recommender, recommender.anime.index(anime_id)),
             "similar": answers.similar_rows(recommender, anime_id, n, served(request).similar)}
 
 
@@ -106,4 +107,5 @@ async def user(request: Request, user_id: int):
 @router.get("/users/{user_id}/recommendations", summary="A known user's recommendations")
 async def recommend_user(request: Request, user_id: int, filters: Annotated[Filters, Query()]):
     recommender = served(request).recommender
-    return answers.listing_rows(recommender, recommender.listing(user_id, filters.n, **filters.as_kwargs()))
+    eligible = eligible_anime(recommender, **filters.as_kwargs())
+    return answers.listing_rows(recommender, recommender.listing(user_id, filters.n, eligible))

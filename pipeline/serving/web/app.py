@@ -16,8 +16,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from pipeline.errors import UnknownIdError
 from pipeline.registry.scores import CHAMPION
-from pipeline.serving.catalog import UnknownIdError
 from pipeline.serving.web import api, pages
 from pipeline.serving.web.answers import InputError
 from pipeline.serving.web.champion import ModelWatcher, NoModelError

@@ -13,7 +13,7 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.registry.scores import CHAMPION, tagged_score
+from pipeline.registry.scores import CHAMPION, UNRECORDED_RATING_SCALE, tagged_score
 from pipeline.serving.bundle import load_recommender
 from pipeline.serving.recommend import Recommender
 from pipeline.settings import Settings
@@ -48,8 +48,8 @@ class ServedModel:
                 "data_version": self.data_version, "rating_scale": self.rating_scale,
                 "test_rmse": number(self.test_rmse), "ndcg_at_10": number(self.ndcg),
                 "popularity_ndcg_at_10": number(self.popularity_ndcg), "trained": self.trained.isoformat(),
-                "run_id": self.run_id, "users": len(self.recommender.user_ids),
-                "anime": len(self.recommender.anime_ids)}
+                "run_id": self.run_id, "users": len(self.recommender.users.ids),
+                "anime": len(self.recommender.anime.ids)}
 
 
 def resolve_version(client: MlflowClient, name: str, model: str) -> str:
@@ -72,8 +72,8 @@ def load_served(client: MlflowClient, name: str, version: str, alias: str | None
     return ServedModel(
         recommender=load_recommender(f"models:/{name}/{version}"), name=name, version=str(version), alias=alias,
         dataset=found.tags.get("dataset", "?"), data_version=found.tags.get("data_version", "?"),
-        rating_scale=found.tags.get("rating_scale", "1-10"), test_rmse=tagged_score(found.tags.get("test_rmse")),
-        ndcg=tagged_score(found.tags.get("ndcg_at_10")),
+        rating_scale=found.tags.get("rating_scale", UNRECORDED_RATING_SCALE),
+        test_rmse=tagged_score(found.tags.get("test_rmse")), ndcg=tagged_score(found.tags.get("ndcg_at_10")),
         popularity_ndcg=run.data.metrics.get("popularity_ndcg_at_10", math.nan),
         trained=datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC), run_id=found.run_id,
         experiment_id=run.info.experiment_id)
@@ -82,12 +82,12 @@ def load_served(client: MlflowClient, name: str, version: str, alias: str | None
 def warm_up(recommender: Recommender) -> None:
     """Answer once of each kind before serving: the lookups built on first use (known pairs, the catalog's cards
     and search keys, compiled kernels) are then built once, not by every request that arrives first."""
-    user, anime = int(recommender.user_ids[0]), int(recommender.anime_ids[0])
+    user, anime = int(recommender.users.ids[0]), int(recommender.anime.ids[0])
     recommender.listing(user, 10)
-    recommender.listing_from_ratings(np.array([anime]), np.array([recommender.scale.maximum]), 10)
+    recommender.listing_from_ratings(np.array([anime]), np.array([recommender.rating.scale.maximum]), 10)
     recommender.nearest_anime(anime, 10)
     recommender.catalog.card(anime)
-    recommender.catalog.search("a", recommender.anime_ids, 1)
+    recommender.catalog.search("a", recommender.anime.ids, 1)
     recommender.rating_counts()
 
 

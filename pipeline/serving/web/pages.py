@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from pipeline.serving.presentation import eligible_anime
 from pipeline.serving.web import answers
 from pipeline.serving.web.answers import MAX_N, MAX_QUERY
 from pipeline.top_n import K
@@ -35,9 +36,9 @@ def filter_choices(recommender) -> dict:
 def start(request: Request, r: ListParam = "") -> HTMLResponse:
     recommender = request.app.state.watcher.current().recommender
     items = answers.parse_list(r)
-    rows = [{**answers.card(recommender, recommender.anime_index(item.anime_id)), "rating": item.rating}
+    rows = [{**answers.card(recommender, recommender.anime.index(item.anime_id)), "rating": item.rating}
             for item in answers.check_list(recommender, items)] if items else []
-    return render(request, "start.html", items=rows, list_param=r, scale=recommender.scale)
+    return render(request, "start.html", items=rows, list_param=r, scale=recommender.rating.scale)
 
 
 @router.get("/recommendations", response_class=HTMLResponse)
@@ -55,8 +56,8 @@ def recommendations(request: Request, r: ListParam = "", n: Annotated[int, Query
 def anime(request: Request, anime_id: int, r: ListParam = "") -> HTMLResponse:
     served = request.app.state.watcher.current()
     recommender = served.recommender
-    return render(request, "anime.html", anime=answers.card(recommender, recommender.anime_index(anime_id)),
-                  ratings=int(recommender.rating_counts()[recommender.anime_index(anime_id)]),
+    return render(request, "anime.html", anime=answers.card(recommender, recommender.anime.index(anime_id)),
+                  ratings=int(recommender.rating_counts()[recommender.anime.index(anime_id)]),
                   similar=answers.similar_rows(recommender, anime_id, kept=served.similar), list_param=r)
 
 
@@ -64,7 +65,7 @@ def anime(request: Request, anime_id: int, r: ListParam = "") -> HTMLResponse:
 def user(request: Request, user_id: int, n: Annotated[int, Query(ge=1, le=MAX_N)] = K, genre: Text = "",
          type: Text = "", min_ratings: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
     recommender = request.app.state.watcher.current().recommender
-    listing = recommender.listing(user_id, n, genre=genre or None, anime_type=type or None, min_ratings=min_ratings)
+    listing = recommender.listing(user_id, n, eligible_anime(recommender, genre or None, type or None, min_ratings))
     return render(request, "user.html", user_id=user_id, history=answers.history_rows(recommender, user_id),
                   rows=answers.listing_rows(recommender, listing), n=n, genre=genre, type=type,
                   min_ratings=min_ratings, list_param="", more=n + K if n + K <= MAX_N else None,
