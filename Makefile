@@ -43,8 +43,11 @@ pipeline: $(STAMP) ## retrain: DATA=folder or .zip, RATING_SCALE=1-5, DATASET_NA
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: $(STAMP) browser ## run the test suite, one worker process per core (at most 4)
-	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadgroup
+# One worker more than cores (at most 4): many tests wait on a server or a child process, leaving a core idle.
+TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n + 1 < 4 ? n + 1 : 4 )))
+
+test: $(STAMP) browser ## run the test suite on TEST_WORKERS processes (cores + 1, at most 4)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 sweep: $(STAMP) ## grid search on Dask, best on validation: DATA=…, KIND=rating|ranking, SPACE='{"l2": [...]}', DASK=tcp://…
 	$(CLI) sweep $(DATA_OPTIONS) $(call opt,KIND,kind) $(call opt,SPACE,space) $(call opt,DASK,dask)
