@@ -4,6 +4,7 @@ epoch_logging.py), the ranking model's λ walk, and the served bundle as the run
 from __future__ import annotations
 
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,14 +47,13 @@ def learning_curves_figure(history: dict[str, list[float]], best_epoch: int, ste
     return figure
 
 
-def model_pip_requirements() -> list[str]:
-    import keras
-    import pandas
-    import pyarrow
-    import tensorflow as tf
+SERVING_PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "numba", "mlflow")
 
-    return [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}",
-            f"pandas=={pandas.__version__}", f"pyarrow=={pyarrow.__version__}", f"mlflow=={mlflow.__version__}"]
+
+def model_pip_requirements() -> list[str]:
+    """What serving the bundle needs: its arrays, no TensorFlow. MLflow imports each listed package when it loads a
+    model (to compare versions), so listing TensorFlow would load it into every server and command."""
+    return [f"{package}=={version(package)}" for package in SERVING_PACKAGES]
 
 
 def log_rating_model(run_id: str, trained: TrainedModel, config: TrainingConfig, matrix: UtilityMatrix) -> None:

@@ -80,6 +80,34 @@ def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("error: ")
 
 
+SERVE_WITHOUT_TENSORFLOW = """
+import contextlib, io, json, sys
+import pandas as pd
+import mlflow
+from flows.cli import main
+from pipeline.serving.bundle import load_recommender
+
+user, anime, uri = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+with contextlib.redirect_stdout(io.StringIO()):
+    codes = [main(["recommend", "--user-id", str(user)]), main(["similar", "--anime", anime])]
+model = mlflow.pyfunc.load_model(uri)
+answer = model.predict(pd.DataFrame({"user_id": [user]}), params={"n": 3})
+loaded = [name for name in ("tensorflow", "keras") if name in sys.modules]
+print(json.dumps({"codes": codes, "rows": len(answer), "loaded": loaded}))
+"""
+
+
+def test_recommend_similar_and_the_pyfunc_model_answer_without_importing_tensorflow(champion, store):
+    """Serving reads the bundle's arrays: a process that answers from a registered version never imports TensorFlow
+    or Keras (each costs seconds and hundreds of MB per server worker)."""
+    child = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_TENSORFLOW, str(int(champion.users.ids[0])),
+                            str(int(champion.anime.ids[0])), f"models:/{store.registered_model_name}@champion"],
+                           capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert child.returncode == 0, child.stderr[-2000:]
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    assert result == {"codes": [0, 0], "rows": 3, "loaded": []}
+
+
 def test_mlflow_scoring_server_answers_top_n(champion, store):
     port = free_port()
     venv_bin = Path(sys.executable).parent  # the server runs `uvicorn` from PATH
