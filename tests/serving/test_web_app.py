@@ -230,4 +230,11 @@ def test_a_person_finds_anime_gets_ten_recommendations_with_reasons_and_follows_
 
         page.goto(app.url + "/recommendations?r=1:99")
         expect(page.locator(".error")).to_contain_text("off the 1–10 scale")
+
+        document = httpx.get(f"{app.url}/openapi.json").json()  # the API docs list every operation the API has
+        operations = sum(len(methods) for methods in document["paths"].values())
+        page.goto(app.url + "/docs")
+        expect(page.locator(".opblock")).to_have_count(operations)
+        assert page.locator(".errors-wrapper").count() == 0  # Swagger UI's "Unable to render this definition"
+        _shot(page, "docs")
         browser.close()

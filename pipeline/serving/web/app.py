@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import re
 from contextlib import asynccontextmanager
+from importlib.util import find_spec
 from pathlib import Path
 
-import swagger_ui_bundle
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -37,6 +37,9 @@ class CachedStatic(StaticFiles):
         response.headers["Cache-Control"] = "public, max-age=3600"
         return response
 
+# Swagger UI's own files, from the swagger-ui-py package (read, not imported: its Python side is not used)
+SWAGGER_UI = Path(find_spec("swagger_ui").submodule_search_locations[0]) / "static"
+
 
 def create_app(settings: Settings, model: str = CHAMPION, refresh_seconds: float = 5.0) -> FastAPI:
     """The app over the registered model `model` (an alias such as champion, or a version number)."""
@@ -51,7 +54,7 @@ def create_app(settings: Settings, model: str = CHAMPION, refresh_seconds: float
     app = FastAPI(title="Anime recommender", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Recommendations from the registered champion: the same answers as the pages.")
     app.state.watcher, app.state.settings = watcher, settings
-    app.mount("/static/swagger", CachedStatic(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
+    app.mount("/static/swagger", CachedStatic(directory=SWAGGER_UI), name="swagger")
     app.mount("/static", CachedStatic(directory=STATIC), name="static")  # after the folder inside it
     app.include_router(api.router)
     app.include_router(pages.router)
@@ -61,7 +64,8 @@ def create_app(settings: Settings, model: str = CHAMPION, refresh_seconds: float
         return get_swagger_ui_html(openapi_url="/openapi.json", title="Anime recommender API",
                                    swagger_js_url="/static/swagger/swagger-ui-bundle.js",
                                    swagger_css_url="/static/swagger/swagger-ui.css",
-                                   swagger_favicon_url="/static/favicon.svg")
+                                   swagger_favicon_url="/static/favicon.svg",
+                                   swagger_ui_parameters={"validatorUrl": None})  # no call to swagger.io's validator
 
     document = app.openapi
 
