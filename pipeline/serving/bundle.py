@@ -158,5 +158,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
 
 
 def load_recommender(model_uri: str) -> Recommender:
-    """The Recommender inside a registered version (e.g. `models:/anime-recommender@champion`)."""
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().recommender
+    """The Recommender inside a registered version (e.g. `models:/anime-recommender@champion`). MLflow's check of the
+    version's pip requirements is skipped: it imports each listed package, TensorFlow among them for versions
+    registered before serving left it out, and this code reads the bundle's arrays only."""
+    return mlflow.pyfunc.load_model(model_uri, suppress_warnings=True).unwrap_python_model().recommender
