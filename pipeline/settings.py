@@ -213,6 +213,9 @@ class Settings(BaseSettings):
     registry_retries: int = Field(3, ge=0)  # registration retried on store errors (locked, unreachable)
     registry_retry_delay_seconds: float = Field(2.0, ge=0)  # first backoff; doubles on each retry
     mlflow_ui_url: str = "http://127.0.0.1:5000"  # for links from Prefect artifacts to MLflow runs
+    # The host names the web app answers to (the Host header): loopback only unless a person serves it further
+    # (ANIMEREC_APP_HOSTS='["anime.example.org"]'); any other is refused, which stops DNS rebinding.
+    app_hosts: list[str] = ["127.0.0.1", "localhost", "[::1]"]
 
     @property
     def sweep_experiment_name(self) -> str:

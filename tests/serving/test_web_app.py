@@ -154,6 +154,24 @@ def test_a_page_shows_the_sentence_and_static_files_are_cached(app, recommender)
     assert reference.rsplit("/", 1)[1] in document["components"]["schemas"]
 
 
+def test_doors_a_body_that_is_not_json_another_host_and_framing_are_refused(app, recommender):
+    """A POST whose body is not declared JSON (what another site may send without a preflight) is a 415; a request
+    for a host the app does not serve (DNS rebinding) is refused; every answer forbids framing and sniffing."""
+    body = json.dumps({"ratings": [{"anime_id": int(recommender.anime.ids[0]), "rating": 9}]})
+    assert httpx.post(f"{app.url}/api/recommendations", content=body,
+                      headers={"content-type": "application/json"}).status_code == 200
+    for content_type in ("text/plain", None):
+        refused = httpx.post(f"{app.url}/api/recommendations", content=body,
+                             headers={"content-type": content_type} if content_type else {})
+        assert refused.status_code == 415 and "Content-Type: application/json" in refused.json()["error"]
+    assert httpx.get(f"{app.url}/api/model", headers={"host": "rebound.example.com"}).status_code == 400
+    assert httpx.get(f"{app.url}/api/model", headers={"host": "localhost"}).status_code == 200
+    for path in ("/", "/api/model", "/static/app.css"):
+        headers = httpx.get(app.url + path).headers
+        assert (headers["x-frame-options"], headers["x-content-type-options"], headers["referrer-policy"]) == (
+            "DENY", "nosniff", "same-origin"), path
+
+
 def test_no_champion_yet_says_to_run_the_pipeline(tmp_path):
     with RunningApp(quick_settings(tmp_path)) as empty:
         page = httpx.get(empty.url + "/")

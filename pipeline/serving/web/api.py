@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -89,6 +89,9 @@ async def similar(request: Request, anime_id: int, n: Annotated[int, Query(ge=1,
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": NEW_USER_SCHEMA}}}})
 async def recommend_new(request: Request):
+    # A body of another type is refused: text/plain is what another site may POST without the browser asking first.
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise HTTPException(415, "send the list as JSON, with the header Content-Type: application/json")
     # the body parsed by pydantic straight from its bytes: FastAPI's generic body handling costs more than the answer
     try:
         body = NewUserRequest.model_validate_json(await request.body())

@@ -21,6 +21,7 @@ from pipeline.registry.scores import CHAMPION
 from pipeline.serving.web import api, pages
 from pipeline.serving.web.answers import InputError
 from pipeline.serving.web.champion import ModelWatcher, NoModelError
+from pipeline.serving.web.doors import close_doors
 from pipeline.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -36,6 +37,7 @@ class CachedStatic(StaticFiles):
         response = await super().get_response(path, scope)
         response.headers["Cache-Control"] = "public, max-age=3600"
         return response
+
 
 # Swagger UI's own files, from the swagger-ui-py package (read, not imported: its Python side is not used)
 SWAGGER_UI = Path(find_spec("swagger_ui").submodule_search_locations[0]) / "static"
@@ -54,6 +56,7 @@ def create_app(settings: Settings, model: str = CHAMPION, refresh_seconds: float
     app = FastAPI(title="Anime recommender", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Recommendations from the registered champion: the same answers as the pages.")
     app.state.watcher, app.state.settings = watcher, settings
+    close_doors(app, settings.app_hosts)
     app.mount("/static/swagger", CachedStatic(directory=SWAGGER_UI), name="swagger")
     app.mount("/static", CachedStatic(directory=STATIC), name="static")  # after the folder inside it
     app.include_router(api.router)
