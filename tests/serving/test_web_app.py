@@ -156,7 +156,8 @@ def test_a_page_shows_the_sentence_and_static_files_are_cached(app, recommender)
 
 def test_doors_a_body_that_is_not_json_another_host_and_framing_are_refused(app, recommender):
     """A POST whose body is not declared JSON (what another site may send without a preflight) is a 415; a request
-    for a host the app does not serve (DNS rebinding) is refused; every answer forbids framing and sniffing."""
+    for a host the app does not serve (DNS rebinding) is refused; every answer forbids framing and sniffing; HEAD is
+    answered wherever GET is, and a 405 names what is."""
     body = json.dumps({"ratings": [{"anime_id": int(recommender.anime.ids[0]), "rating": 9}]})
     assert httpx.post(f"{app.url}/api/recommendations", content=body,
                       headers={"content-type": "application/json"}).status_code == 200
@@ -170,6 +171,11 @@ def test_doors_a_body_that_is_not_json_another_host_and_framing_are_refused(app,
         headers = httpx.get(app.url + path).headers
         assert (headers["x-frame-options"], headers["x-content-type-options"], headers["referrer-policy"]) == (
             "DENY", "nosniff", "same-origin"), path
+        head, get = httpx.head(app.url + path), httpx.get(app.url + path)  # HEAD wherever GET, without the body
+        assert (head.status_code, head.content) == (get.status_code, b""), path
+    wrong = httpx.post(f"{app.url}/api/model")  # a 405 says what is answered there
+    assert wrong.status_code == 405 and {m.strip() for m in wrong.headers["allow"].split(",")} == {"GET", "HEAD"}
+    assert wrong.json()["error"] == "POST is not answered at /api/model"
 
 
 def test_no_champion_yet_says_to_run_the_pipeline(tmp_path):

@@ -101,16 +101,17 @@ def validation_sentence(exc: RequestValidationError) -> str:
 
 
 def add_error_answers(app: FastAPI) -> None:
-    def answer(request: Request, status: int, sentence: str) -> Response:
+    def answer(request: Request, status: int, sentence: str, headers: dict[str, str] | None = None) -> Response:
         if request.url.path.startswith("/api/") or request.url.path == "/openapi.json":
-            return JSONResponse({"error": sentence}, status_code=status)
+            return JSONResponse({"error": sentence}, status_code=status, headers=headers)
         served = None
         try:
             served = request.app.state.watcher.current()
         except NoModelError:
             pass
         return pages.TEMPLATES.TemplateResponse(request, "error.html", {
-            "served": served, "sentence": sentence, "status": status, "list_param": ""}, status_code=status)
+            "served": served, "sentence": sentence, "status": status, "list_param": ""}, status_code=status,
+            headers=headers)
 
     @app.exception_handler(InputError)
     def bad_input(request: Request, exc: InputError) -> Response:
@@ -130,5 +131,7 @@ def add_error_answers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     def http_error(request: Request, exc: HTTPException) -> Response:
-        sentence = f"there is no page at {request.url.path[:80]}" if exc.status_code == 404 else str(exc.detail)
-        return answer(request, exc.status_code, sentence)
+        sentence = (f"there is no page at {request.url.path[:80]}" if exc.status_code == 404
+                    else f"{request.method} is not answered at {request.url.path[:80]}" if exc.status_code == 405
+                    else str(exc.detail))
+        return answer(request, exc.status_code, sentence, exc.headers)  # a 405 keeps its Allow header

@@ -1,5 +1,5 @@
-"""What the app refuses before any page or answer: requests for a host it does not serve (DNS rebinding), and pages
-that another site could frame or a browser could sniff into another type."""
+"""The app's doors, before any page or answer: requests for a host it does not serve are refused (DNS rebinding),
+pages can't be framed or sniffed into another type, and HEAD is answered wherever GET is (a 405 says what is)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options"
 
 
 class SecurityHeaders:
-    """Adds `SECURITY_HEADERS` to every response (plain ASGI: no task per request, as `@app.middleware` makes)."""
+    """Adds `SECURITY_HEADERS` to every response, answers HEAD as GET without the body, and names HEAD beside GET in
+    a 405's Allow. Plain ASGI: no task per request, as `@app.middleware` makes."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -22,13 +23,20 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        head = scope["method"] == "HEAD"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                headers = [*message.get("headers", []), *SECURITY_HEADERS]
+                if message["status"] == 405:
+                    headers = [(name, value + b", HEAD" if name == b"allow" and b"GET" in value else value)
+                               for name, value in headers]
+                message = {**message, "headers": headers}
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        await self.app({**scope, "method": "GET"} if head else scope, receive, send_with_headers)
 
 
 def close_doors(app: FastAPI, allowed_hosts: list[str]) -> None:
