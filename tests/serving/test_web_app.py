@@ -147,6 +147,7 @@ def test_a_page_shows_the_sentence_and_static_files_are_cached(app, recommender)
     assert "public" in httpx.get(f"{app.url}/static/app.css").headers["cache-control"]
     docs = httpx.get(f"{app.url}/docs").text
     assert "/static/swagger/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+    assert "<script>" not in docs  # no inline script: the page passes the Content-Security-Policy
     assert httpx.get(f"{app.url}/static/swagger/swagger-ui-bundle.js").status_code == 200
     document = httpx.get(f"{app.url}/openapi.json").json()
     body = document["paths"]["/api/recommendations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
@@ -171,6 +172,7 @@ def test_doors_a_body_that_is_not_json_another_host_and_framing_are_refused(app,
         headers = httpx.get(app.url + path).headers
         assert (headers["x-frame-options"], headers["x-content-type-options"], headers["referrer-policy"]) == (
             "DENY", "nosniff", "same-origin"), path
+        assert "default-src 'self'" in headers["content-security-policy"], path
         head, get = httpx.head(app.url + path), httpx.get(app.url + path)  # HEAD wherever GET, without the body
         assert (head.status_code, head.content) == (get.status_code, b""), path
     wrong = httpx.post(f"{app.url}/api/model")  # a 405 says what is answered there
@@ -219,6 +221,9 @@ def test_a_person_finds_anime_gets_ten_recommendations_with_reasons_and_follows_
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1100, "height": 900})
+        refused = []  # what the Content-Security-Policy blocked, on any page: it must be nothing
+        page.on("console", lambda message: refused.append(message.text)
+                if "Content Security Policy" in message.text else None)
         page.goto(app.url + "/")
         expect(page.locator("h1")).to_have_text("What have you watched?")
         for count, name in enumerate(names, start=1):
@@ -262,3 +267,4 @@ def test_a_person_finds_anime_gets_ten_recommendations_with_reasons_and_follows_
         assert page.locator(".errors-wrapper").count() == 0  # Swagger UI's "Unable to render this definition"
         _shot(page, "docs")
         browser.close()
+    assert refused == []

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
@@ -63,12 +62,8 @@ def create_app(settings: Settings, model: str = CHAMPION, refresh_seconds: float
     app.include_router(pages.router)
 
     @app.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Anime recommender API",
-                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-                                   swagger_css_url="/static/swagger/swagger-ui.css",
-                                   swagger_favicon_url="/static/favicon.svg",
-                                   swagger_ui_parameters={"validatorUrl": None})  # no call to swagger.io's validator
+    def docs(request: Request) -> HTMLResponse:
+        return pages.TEMPLATES.TemplateResponse(request, "docs.html")
 
     document = app.openapi
 
