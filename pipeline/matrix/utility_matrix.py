@@ -12,6 +12,7 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numba
@@ -88,12 +89,14 @@ class UtilityMatrix:
         """Matrix column → raw anime id."""
         return pq.read_table(self.anime_index_path)["anime_id"].to_numpy()
 
+    @cached_property
     def user_map(self) -> IdMap:
-        """Raw user ids ↔ matrix rows."""
+        """Raw user ids ↔ matrix rows, read once per handle (the folder never changes once built)."""
         return IdMap(self.user_ids(), "user")
 
+    @cached_property
     def anime_map(self) -> IdMap:
-        """Raw anime ids ↔ matrix columns."""
+        """Raw anime ids ↔ matrix columns, read once per handle."""
         return IdMap(self.anime_ids(), "anime")
 
     def anime_metadata(self) -> pa.Table:
@@ -110,8 +113,8 @@ class UtilityMatrix:
         parts = [self.split(name, ["user_index", "anime_index", "rating"]).append_column(
             "watching_status", pa.array(np.zeros(self.split_sizes[name], np.int8))) for name in splits]
         unrated = self.unrated()
-        users = self.user_map().indices(unrated["user_id"].to_numpy())
-        anime = self.anime_map().indices(unrated["anime_id"].to_numpy())
+        users = self.user_map.indices(unrated["user_id"].to_numpy())
+        anime = self.anime_map.indices(unrated["anime_id"].to_numpy())
         mapped = (users >= 0) & (anime >= 0)
         parts.append(pa.table({"user_index": users[mapped].astype(np.int32),
                                "anime_index": anime[mapped].astype(np.int32),

@@ -52,8 +52,8 @@ def load_version(name: str, version: str) -> Recommender:
 def _relevant_in(histories: UtilityMatrix, relevant: pa.Table) -> tuple[np.ndarray, pa.Table, int]:
     """The users of `histories` with a relevant rating, those ratings in its index space, and its catalog's size
     plus the anime it does not have (numbered after its own)."""
-    users = histories.user_map().indices(relevant["user_id"].to_numpy())
-    anime = histories.anime_map().indices(relevant["anime_id"].to_numpy())
+    users = histories.user_map.indices(relevant["user_id"].to_numpy())
+    anime = histories.anime_map.indices(relevant["anime_id"].to_numpy())
     unseen_ids, unseen_rank = np.unique(relevant["anime_id"].to_numpy()[anime < 0], return_inverse=True)
     anime[anime < 0] = histories.n_anime + unseen_rank
     known = users >= 0

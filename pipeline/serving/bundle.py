@@ -19,6 +19,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -87,6 +88,7 @@ class BundleParts:
     ranking: ItemToItemModel
     fallback_rating: float
     unrated_value: int
+    known: pa.Table  # user_index, anime_index, rating: every pair the model's users rated or watched
 
 
 def migrate_bundle(bundle: Path) -> BundleParts:
@@ -96,7 +98,7 @@ def migrate_bundle(bundle: Path) -> BundleParts:
     arbitrary code). The oldest have no ranking model: one is fitted here on the bundle's own known pairs, at the
     default λ (the bundle has no validation split to walk λ on)."""
     meta = json.loads((bundle / META_FILE).read_text())
-    scale = RatingScale(**meta["scale"])
+    scale, known = RatingScale(**meta["scale"]), pq.read_table(bundle / KNOWN_FILE)
     if (bundle / RATING_DIR).is_dir():
         rating = RatingScorer.load(bundle / RATING_DIR)
     else:
@@ -109,11 +111,10 @@ def migrate_bundle(bundle: Path) -> BundleParts:
     else:
         config = RankingConfig()
         interaction = InteractionWeights.of_config(config, scale.minimum, scale.maximum, meta["unrated_value"])
-        history = interaction.matrix(pq.read_table(bundle / KNOWN_FILE), len(rating.user_vectors),
-                                     len(rating.anime_vectors))
+        history = interaction.matrix(known, len(rating.user_vectors), len(rating.anime_vectors))
         ranking = fit_item_weights(history, interaction, modelled_anime(history, config.max_anime),
                                    config.relative_l2, config.neighbours)
-    return BundleParts(rating, ranking, meta["fallback_rating"], meta["unrated_value"])
+    return BundleParts(rating, ranking, meta["fallback_rating"], meta["unrated_value"], known)
 
 
 def load_bundle(bundle: Path) -> Recommender:
@@ -122,7 +123,7 @@ def load_bundle(bundle: Path) -> Recommender:
     return Recommender(IdMap(pq.read_table(bundle / USER_INDEX_FILE)["user_id"].to_numpy(), "user"),
                        IdMap(pq.read_table(bundle / ANIME_INDEX_FILE)["anime_id"].to_numpy(), "anime"),
                        parts.rating, parts.ranking, Catalog.of(pq.read_table(bundle / ANIME_METADATA_FILE)),
-                       parts.fallback_rating, parts.unrated_value, pq.read_table(bundle / KNOWN_FILE))
+                       parts.fallback_rating, parts.unrated_value, parts.known)
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):

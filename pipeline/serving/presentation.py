@@ -16,7 +16,8 @@ def eligible_anime(recommender: Recommender, genre: str | None = None, anime_typ
     """Which anime (a mask over its indices) a list may hold under a person's filters; None when none is set."""
     if not (genre or anime_type or min_ratings):
         return None
-    eligible = recommender.catalog.matches(recommender.anime.ids, genre, anime_type)
+    eligible = (recommender.catalog.matches(recommender.anime.ids, genre, anime_type) if genre or anime_type
+                else np.ones(len(recommender.anime), dtype=bool))
     if min_ratings:
         eligible &= recommender.rating_counts() >= min_ratings
     return eligible

@@ -55,7 +55,7 @@ class Recommender:
                     splits: tuple[str, ...] = SPLITS, l2: float = FOLD_IN_L2) -> Recommender:
         """Recommender over a built matrix and the trained Keras rating model; `known` holds the given splits plus
         the unrated watch history. `l2`: the rating model's training L2, which fold-in of someone new uses too."""
-        return cls(matrix.user_map(), matrix.anime_map(), RatingScorer.from_keras(model, matrix.scale, l2), ranking,
+        return cls(matrix.user_map, matrix.anime_map, RatingScorer.from_keras(model, matrix.scale, l2), ranking,
                    Catalog.of(matrix.anime_metadata()), matrix.train_mean_rating, unrated_value,
                    matrix.interactions(splits, unrated_value))
 
@@ -63,7 +63,7 @@ class Recommender:
         """These models over another matrix's ids and known pairs, to score a registered version on the
         current split: users and anime it never saw get zero vectors and biases and no ranking weights, so
         it is judged on what it could have served."""
-        users, anime = matrix.user_map(), matrix.anime_map()
+        users, anime = matrix.user_map, matrix.anime_map
         return dataclasses.replace(
             self, users=users, anime=anime, rating=self.rating.aligned(self.users, users, self.anime, anime),
             known=matrix.interactions(splits, self.unrated_value), ranking=self.ranking.reindexed(self.anime, anime))

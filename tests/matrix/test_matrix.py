@@ -48,7 +48,7 @@ def test_matrix_is_long_form_with_contiguous_maps(validated, settings):
     assert anime["anime_index"].to_pylist() == list(range(matrix.n_anime))
     everything = pa.concat_tables(parts)
     np.testing.assert_array_equal(
-        matrix.user_map().indices(everything["user_id"].to_numpy()),
+        matrix.user_map.indices(everything["user_id"].to_numpy()),
         everything["user_index"].to_numpy())
     np.testing.assert_allclose(matrix.scale.unscale(everything["scaled_rating"].to_numpy()),
                                everything["rating"].to_numpy(), atol=1e-5)
