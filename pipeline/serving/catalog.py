@@ -101,13 +101,11 @@ class Catalog:
         return found.index.to_numpy()[order[:limit]].astype(np.int64)
 
     def name(self, anime_id: int) -> str:
-        name = self.anime["name"].get(anime_id)
-        return name if isinstance(name, str) else NOT_IN_METADATA
+        return self.card(anime_id)["name"] or NOT_IN_METADATA
 
     def names(self, anime_ids: np.ndarray) -> list[str]:
-        names = self.anime["name"].reindex(anime_ids).to_numpy()
-        return [name if isinstance(name, str) else f"anime {anime_id} {NOT_IN_METADATA}"
-                for anime_id, name in zip(anime_ids, names, strict=True)]
+        """Names to print, from the cards (a dict lookup each: a list is answered per request)."""
+        return [self.card(int(anime_id))["name"] or f"anime {anime_id} {NOT_IN_METADATA}" for anime_id in anime_ids]
 
     def matches(self, anime_ids: np.ndarray, genre: str | None, anime_type: str | None) -> np.ndarray:
         """Which of `anime_ids` have the genre and the type asked for (all, when neither is)."""

@@ -82,10 +82,10 @@ def listing_rows(recommender: Recommender, listing: Listing) -> list[dict]:
     rows = []
     for rank, (index, predicted, reasons) in enumerate(zip(listing.anime, listing.predicted_rating, listing.reasons,
                                                            strict=True), start=1):
-        because = [card(recommender, int(reason)) for reason in reasons]
+        because = recommender.anime.ids[reasons].tolist()
         rows.append({"rank": rank, **card(recommender, int(index)), "predicted_rating": round(float(predicted), 3),
-                     "because_you_watched": "; ".join(recommender.catalog.names(recommender.anime.ids[reasons])),
-                     "because": [{"anime_id": b["anime_id"], "name": b["name"]} for b in because]})
+                     "because_you_watched": "; ".join(recommender.catalog.names(because)),
+                     "because": [{"anime_id": b, "name": recommender.catalog.card(b)["name"]} for b in because]})
     return rows
 
 
