@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="file layout of the scale part's generated data")
     parser.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE,
                         help="the rating set of the sample parts (default: the shared anime sample)")
+    parser.add_argument("--verbose", action="store_true", help="also show the libraries' own output (read on start)")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     try:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from flows.arguments import build_parser
-from pipeline.environment import quiet_libraries, use_local_defaults
+from pipeline.environment import quiet_libraries, quiet_native_stderr, use_local_defaults
 from pipeline.errors import first_line
-from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.settings import APP_MODEL_VARIABLE, PROJECT_ROOT, Settings
 
 
 def _quiet_flow_errors(command: str) -> None:
@@ -91,18 +91,21 @@ def _serve_model(args: argparse.Namespace, settings: Settings) -> int:
 def _app(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from pipeline.serving.web.app import MODEL_VARIABLE, app_from_environment, create_app
-
     print(f"anime recommender on http://{args.host}:{args.port} (model {args.model}, {args.workers} worker process"
           f"{'es' if args.workers > 1 else ''}; Ctrl-C stops it)", flush=True)
     if args.workers == 1:
+        from pipeline.serving.web.app import create_app
+
         uvicorn.run(create_app(settings, args.model), host=args.host, port=args.port, log_level="warning")
     else:  # each worker process loads the model itself and answers on one thread: the processes share the cores
-        os.environ[MODEL_VARIABLE] = args.model
+        os.environ[APP_MODEL_VARIABLE] = args.model
         for threads in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             os.environ.setdefault(threads, "1")
-        uvicorn.run(f"{app_from_environment.__module__}:{app_from_environment.__name__}", factory=True,
-                    workers=args.workers, host=args.host, port=args.port, log_level="warning")
+        # Arrow's system allocator gives back what reading the bundle's Parquet files took; its default pool keeps it
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+        # named, not imported: this process only watches its workers, and the app's imports take a worker's memory
+        uvicorn.run("pipeline.serving.web.app:app_from_environment", factory=True, workers=args.workers,
+                    host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -129,6 +132,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     """The bench is not part of the product: it runs as its own module, in its own process."""
     options = [f"--{name}={value}" for name, value in (("parts", args.parts), ("size", args.size),
                                                         ("layout", args.layout)) if value]
+    options += ["--verbose"] if args.verbose else []
     return subprocess.call([sys.executable, "-m", "benchmarks", *options], cwd=PROJECT_ROOT)
 
 
@@ -160,28 +164,6 @@ def _expected_errors(command: str) -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
-def _quiet_native_stderr(quiet: bool) -> Iterator[None]:
-    """TensorFlow and absl write start-up lines (`oneDNN custom operations are on…`) straight to file descriptor 2:
-    send those to /dev/null while Python's own stderr (errors, warnings) keeps the terminal. Only when stderr is the
-    process's own (not captured, as under pytest)."""
-    if not quiet or sys.stderr is not sys.__stderr__:
-        yield
-        return
-    sys.stderr.flush()
-    terminal, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1)
-    try:
-        yield
-    finally:
-        sys.stderr.close()
-        sys.stderr = sys.__stderr__
-        os.dup2(terminal, 2)
-        os.close(terminal)
-        os.close(devnull)
-
-
-@contextmanager
 def _prefect_server(command: str) -> Iterator[None]:
     """A flow command's temporary Prefect server, tied to this process, started while the flow module imports."""
     if command not in FLOW_MODULES:
@@ -199,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries(verbose=args.verbose)
     settings = Settings()
-    with _quiet_native_stderr(quiet=not args.verbose and args.command not in KEEPS_STDERR):
+    with quiet_native_stderr(quiet=not args.verbose and args.command not in KEEPS_STDERR):
         try:
             with _prefect_server(args.command):
                 return HANDLERS[args.command](args, settings)

@@ -3,6 +3,9 @@ Prefect's state in the project, Keras on TensorFlow, TensorFlow's C++ logging at
 the bench, the tests) apply them before those tools are imported; a variable the user set wins."""
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.settings import PROJECT_ROOT
@@ -34,8 +37,9 @@ def use_local_defaults() -> None:
 QUIET_DEFAULTS = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_LOGGING_LEVEL": "ERROR",
+    "DASK_LOGGING__DISTRIBUTED": "error",  # Dask's cluster start and stop lines; read by every worker too
 }
-QUIET_LOGGERS = ("absl", "tensorflow", "distributed", "evidently")
+QUIET_LOGGERS = ("absl", "tensorflow", "distributed", "evidently", "prefect.task_runner.dask")
 
 
 def quiet_libraries(verbose: bool = False) -> None:
@@ -54,3 +58,25 @@ def quiet_libraries(verbose: bool = False) -> None:
     from mlflow.utils.logging_utils import disable_logging
 
     disable_logging()  # MLflow's own prints ("Successfully registered model …")
+
+
+@contextmanager
+def quiet_native_stderr(quiet: bool) -> Iterator[None]:
+    """TensorFlow and absl write start-up lines (`oneDNN custom operations are on…`) straight to file descriptor 2:
+    send those to /dev/null while Python's own stderr (errors, warnings) keeps the terminal. Only when stderr is the
+    process's own (not captured, as under pytest)."""
+    if not quiet or sys.stderr is not sys.__stderr__:
+        yield
+        return
+    sys.stderr.flush()
+    terminal, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1)
+    try:
+        yield
+    finally:
+        sys.stderr.close()
+        sys.stderr = sys.__stderr__
+        os.dup2(terminal, 2)
+        os.close(terminal)
+        os.close(devnull)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+APP_MODEL_VARIABLE = "ANIMEREC_APP_MODEL"  # the version each worker of `animerec app --workers N` serves
 
 
 class KerasPart(BaseModel):

@@ -21,10 +21,9 @@ from pipeline.serving.web import api, pages
 from pipeline.serving.web.answers import InputError
 from pipeline.serving.web.champion import ModelWatcher, NoModelError
 from pipeline.serving.web.doors import close_doors
-from pipeline.settings import Settings
+from pipeline.settings import APP_MODEL_VARIABLE, Settings
 
 STATIC = Path(__file__).parent / "static"
-MODEL_VARIABLE = "ANIMEREC_APP_MODEL"  # the version a worker process serves (`animerec app --workers N`)
 UNION_MEMBER = re.compile(r"^(int|str|float|bool|literal\[.*\])$")  # pydantic's name of the union member tried
 FIELD_HINTS = {"rating": 'should be a whole number on the rating scale, or "watched"'}
 
@@ -80,7 +79,7 @@ def create_app(settings: Settings, model: str = CHAMPION, refresh_seconds: float
 def app_from_environment() -> FastAPI:
     """The app in one of uvicorn's worker processes: settings from ANIMEREC_* variables, as every command reads them,
     and the version from ANIMEREC_APP_MODEL."""
-    return create_app(Settings(), os.environ.get(MODEL_VARIABLE, CHAMPION))
+    return create_app(Settings(), os.environ.get(APP_MODEL_VARIABLE, CHAMPION))
 
 
 def validation_sentence(exc: RequestValidationError) -> str:

@@ -3,6 +3,7 @@ background thread looks at the alias every few seconds and swaps in the version 
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 from dataclasses import dataclass, field
@@ -122,6 +123,9 @@ class ModelWatcher:
         served = load_served(self.client, self.name, version, None if self.model.isdigit() else self.model)
         warm_up(served.recommender)
         self._served = served
+        # the libraries' and the model's objects stay as long as it is served: kept out of the cyclic collector's
+        # full passes, which would otherwise walk them all, mid-request, every few thousand answers
+        gc.freeze()
         return True
 
     def start(self) -> None:
