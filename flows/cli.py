@@ -88,6 +88,9 @@ def _serve_model(args: argparse.Namespace, settings: Settings) -> int:
                    "local", "--host", args.host, "--port", str(args.port), tracking_uri=settings.tracking_uri)
 
 
+APP_PROTOCOL = "pipeline.serving.web.doors:PlainSpokenHttp"  # uvicorn's HTTP, with a sentence for too long an address
+
+
 def _app(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -96,7 +99,8 @@ def _app(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers == 1:
         from pipeline.serving.web.app import create_app
 
-        uvicorn.run(create_app(settings, args.model), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(create_app(settings, args.model), host=args.host, port=args.port, log_level="warning",
+                    http=APP_PROTOCOL)
     else:  # each worker process loads the model itself and answers on one thread: the processes share the cores
         os.environ[APP_MODEL_VARIABLE] = args.model
         for threads in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -105,7 +109,7 @@ def _app(args: argparse.Namespace, settings: Settings) -> int:
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
         # named, not imported: this process only watches its workers, and the app's imports take a worker's memory
         uvicorn.run("pipeline.serving.web.app:app_from_environment", factory=True, workers=args.workers,
-                    host=args.host, port=args.port, log_level="warning")
+                    host=args.host, port=args.port, log_level="warning", http=APP_PROTOCOL)
     return 0
 
 

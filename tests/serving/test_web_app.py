@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ import uvicorn
 from conftest import free_port, quick_settings
 from mlflow import MlflowClient
 
+from flows.cli import APP_PROTOCOL
 from flows.retrain import retrain
 from pipeline.registry.scores import CHAMPION
 from pipeline.serving.presentation import recommend, similar_anime
@@ -36,7 +38,8 @@ class RunningApp:
         self.app = create_app(settings, model, refresh_seconds)
         self.url = f"http://127.0.0.1:{free_port()}"
         port = int(self.url.rsplit(":", 1)[1])
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning",
+                                                    http=APP_PROTOCOL))  # as `animerec app` serves it
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> RunningApp:
@@ -50,6 +53,14 @@ class RunningApp:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+def raw_get(url: str, target: str) -> str:
+    """The whole answer to a GET of `target`, sent as bytes on a socket."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        return b"".join(iter(lambda: connection.recv(65536), b"")).decode()
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +130,21 @@ def test_title_search_forgives_case_punctuation_and_partial_words(app, recommend
     ("POST", "/api/recommendations", {"ratings": [{"anime_id": "ANIME", "rating": 11}]}, 400, "off the 1–10 scale"),
     ("POST", "/api/recommendations", {"ratings": [{"anime_id": 987654321, "rating": 8}]}, 400, "is not known"),
     ("POST", "/api/recommendations", {"ratings": [{"anime_id": "ANIME", "rating": "great"}]}, 422,
-     'ratings.0.rating: should be a whole number on the rating scale, or "watched"'),
-    ("POST", "/api/recommendations", {"ratings": [{"anime_id": "ANIME", "rating": 8}] * 301}, 422, "ratings:"),
+     'entry 1 of the list: a rating is a whole number on the rating scale, or "watched"'),
+    ("POST", "/api/recommendations", {"ratings": [{"anime_id": "ANIME"}]}, 422, "entry 1 of the list: a rating is missing"),
+    ("POST", "/api/recommendations", {"ratings": [{"anime_id": "x", "rating": 8}]}, 422,
+     "entry 1 of the list: an anime id is a whole number"),
+    ("POST", "/api/recommendations", {"ratings": [{"anime_id": "ANIME", "rating": 8}] * 301}, 422,
+     "a list holds at most 300 anime"),
+    ("POST", "/api/recommendations", {"ratings": [{"anime_id": "ANIME", "rating": 8}], "colour": "red"}, 422,
+     "'colour' is not something this request takes"),
     ("POST", "/api/recommendations", "{not json", 422, "not valid JSON"),
     ("GET", "/api/users/987654321/recommendations", None, 404, "unknown user id 987654321"),
+    ("GET", "/api/users/1/recommendations?n=500", None, 422, "ask for between 1 and 100 anime"),
+    ("GET", "/api/users/1/recommendations?min_ratings=-3", None, 422, "the minimum number of ratings is at least 0"),
+    ("GET", "/api/users/someone", None, 422, "a user id is a whole number"),
     ("GET", "/api/anime/987654321", None, 404, "unknown anime id 987654321"),
-    ("GET", "/api/anime?q=" + "a" * 101, None, 422, "q: string should have at most 100 characters"),
+    ("GET", "/api/anime?q=" + "a" * 101, None, 422, "a search is at most 100 characters"),
     ("GET", "/api/nowhere", None, 404, "there is no page at /api/nowhere"),
 ])
 def test_bad_input_gets_a_4xx_and_one_sentence(app, recommender, method, path, payload, status, sentence):
@@ -144,6 +164,10 @@ def test_a_page_shows_the_sentence_and_static_files_are_cached(app, recommender)
     anime = int(recommender.anime.ids[0])
     page = httpx.get(f"{app.url}/recommendations", params={"r": f"{anime}:99"})
     assert page.status_code == 400 and f"The rating 99 of anime {anime} is off the 1–10 scale." in page.text
+    entry = f"{anime}:9,"
+    for length, status in ((6_000, 422), (100_000, 414)):  # past what the app reads, then past what uvicorn parses
+        answer = raw_get(app.url, "/?r=" + entry * (length // len(entry) + 1))  # httpx refuses such a URL itself
+        assert answer.startswith(f"HTTP/1.1 {status} ") and "ist holds at most 300 anime." in answer, length
     assert "public" in httpx.get(f"{app.url}/static/app.css").headers["cache-control"]
     docs = httpx.get(f"{app.url}/docs").text
     assert "/static/swagger/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()

@@ -4,7 +4,6 @@ answered with a 4xx and one sentence, on the page or as JSON."""
 from __future__ import annotations
 
 import os
-import re
 from contextlib import asynccontextmanager
 from importlib.util import find_spec
 from pathlib import Path
@@ -21,11 +20,10 @@ from pipeline.serving.web import api, pages
 from pipeline.serving.web.answers import InputError
 from pipeline.serving.web.champion import ModelWatcher, NoModelError
 from pipeline.serving.web.doors import close_doors
+from pipeline.serving.web.sentences import validation_sentence
 from pipeline.settings import APP_MODEL_VARIABLE, Settings
 
 STATIC = Path(__file__).parent / "static"
-UNION_MEMBER = re.compile(r"^(int|str|float|bool|literal\[.*\])$")  # pydantic's name of the union member tried
-FIELD_HINTS = {"rating": 'should be a whole number on the rating scale, or "watched"'}
 
 
 class CachedStatic(StaticFiles):
@@ -80,18 +78,6 @@ def app_from_environment() -> FastAPI:
     """The app in one of uvicorn's worker processes: settings from ANIMEREC_* variables, as every command reads them,
     and the version from ANIMEREC_APP_MODEL."""
     return create_app(Settings(), os.environ.get(APP_MODEL_VARIABLE, CHAMPION))
-
-
-def validation_sentence(exc: RequestValidationError) -> str:
-    """The first problem of a request pydantic refused, as a sentence naming the field."""
-    error = exc.errors()[0]
-    if error.get("type") == "json_invalid":
-        return "the request body is not valid JSON"
-    fields = [part for part in error.get("loc", ()) if part not in ("body", "query", "path")
-              and not UNION_MEMBER.match(str(part))]
-    where = ".".join(str(part) for part in fields)
-    message = FIELD_HINTS.get(str(fields[-1]) if fields else "", str(error.get("msg", "is not valid")))
-    return f"{where or 'the request'}: {message[:1].lower()}{message[1:]}"
 
 
 def add_error_answers(app: FastAPI) -> None:
