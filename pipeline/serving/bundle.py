@@ -126,12 +126,31 @@ def load_bundle(bundle: Path) -> Recommender:
                        parts.fallback_rating, parts.unrated_value, parts.known)
 
 
+class RequestError(MlflowException):
+    """A request the model can't answer, said in one sentence. MLflow's scoring server prefixes the message of an
+    error raised by `predict` with the whole request as a pandas table; this one keeps its own sentence."""
+
+    def __init__(self, sentence: str):
+        self._sentence = sentence
+        super().__init__(sentence, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._sentence
+
+    @message.setter
+    def message(self, _prefixed: str) -> None:
+        pass
+
+
 class RecommenderModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.recommender = load_bundle(Path(context.artifacts[BUNDLE]))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         n = int((params or {}).get("n", K))
+        if model_input.empty:
+            raise RequestError("the request has no rows: send rows with a user_id or ratings")
         answers = []
         for request, row in enumerate(model_input.to_dict("records")):
             try:
@@ -147,7 +166,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
                 else:
                     raise UnknownIdError("each request row needs a user_id or ratings")
             except (UnknownIdError, ValueError, KeyError, TypeError) as exc:
-                raise MlflowException(f"request row {request}: {exc}", error_code=INVALID_PARAMETER_VALUE) from exc
+                raise RequestError(f"request row {request}: {exc}") from exc
             answers.append(pd.DataFrame({"request": request, "user_id": user_id, "rank": np.arange(1, len(top) + 1),
                                          "anime_id": top["anime_id"], "name": top["name"],
                                          "predicted_rating": top["predicted_rating"].astype(float),

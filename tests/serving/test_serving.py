@@ -136,8 +136,12 @@ def test_mlflow_scoring_server_answers_top_n(champion, store):
         assert {r["user_id"] for r in second} == {-1} and not {r["anime_id"] for r in second} & set(
             champion.anime.ids[:4].tolist())
         assert all(r["name"] for r in rows)
-        unknown = httpx.post(f"{url}/invocations", json={"dataframe_records": [{"user_id": 987654321}]}, timeout=60)
-        assert unknown.status_code == 400 and "987654321" in unknown.text
+        # errors name the problem in one sentence: no dump of the request, no stack trace
+        for records, sentence in (([{"user_id": 987654321}], "request row 0: unknown user id 987654321"),
+                                  ([{"user": 5}], "the request has no rows")):
+            refused = httpx.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=60)
+            assert refused.status_code == 400 and refused.json()["message"].startswith(sentence), refused.text
+            assert "\n" not in refused.json()["message"] and "stack_trace" not in refused.json()
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
