@@ -27,7 +27,15 @@ from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.promotion import PromotionDecision, Tolerances, decide_promotion, other_dataset_reason
 from pipeline.registry.queries import current_champion
-from pipeline.registry.scores import CHALLENGER, CHAMPION, OTHER_DATASET, ChampionScores, VersionScores, score_tag
+from pipeline.registry.scores import (
+    CHALLENGER,
+    CHAMPION,
+    MANUAL,
+    OTHER_DATASET,
+    ChampionScores,
+    VersionScores,
+    score_tag,
+)
 
 # The tags on a registered version: what the registry page shows in one line per version.
 VERSION_TAGS = ("dataset", "data_version", "rating_scale", "test_rmse", "ndcg_at_10", "baseline_bias_rmse",
@@ -99,7 +107,7 @@ def promote_manually(name: str, version: str, reason: str, who: str) -> str | No
         client.delete_registered_model_alias(name, CHALLENGER)
     stamp = datetime.now(tz=UTC).isoformat(timespec="seconds")
     replaced = "no champion" if previous is None else f"v{previous.version}"
-    client.set_model_version_tag(name, version, "decision", f"{CHAMPION}: manual")
+    client.set_model_version_tag(name, version, "decision", MANUAL)
     client.update_model_version(name, version, description=(
         f"{target.description or ''} Promoted to champion by hand by {who} at {stamp} (replacing {replaced}): "
         f"{reason.strip()}").strip())

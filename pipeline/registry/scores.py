@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 OTHER_DATASET = "challenger: other data set"  # the decision when the champion learned from another data set
+MANUAL = "champion: manual"  # the decision recorded when a person promotes a version
 # Scores are tagged, printed and compared at this precision: far finer than any tolerance (one standard error of
 # a test split's RMSE or NDCG@10), coarse enough to read in the registry page.
 SCORE_DECIMALS = 4

@@ -12,7 +12,14 @@ from matplotlib.patches import Rectangle
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.registry.scores import CHAMPION, UNRECORDED_RATING_SCALE, tagged_score
+from pipeline.registry.scores import (
+    CHALLENGER,
+    CHAMPION,
+    MANUAL,
+    OTHER_DATASET,
+    UNRECORDED_RATING_SCALE,
+    tagged_score,
+)
 from pipeline.registry.store import configure_tracking
 from pipeline.settings import Settings
 
@@ -46,8 +53,9 @@ class VersionRow:
     data_version: str
     split_id: str
     rating_scale: str  # what its RMSE is on
-    decision: str
-    params: dict[str, str]  # the training run's embedding_dim, epochs, learning_rate, batch_size
+    decision: str  # what the pipeline (or a person) decided when it was registered; its aliases say what it is now
+    params: dict[str, str]  # the training run's embedding_dim, epochs (the cap), learning_rate, batch_size
+    epochs_run: str  # the epochs the rating model trained (early stopping ends before the cap)
     test_rmse: float
     bias_rmse: float
     ndcg: float  # NDCG@10 of its served lists (nan if not measured)
@@ -59,6 +67,9 @@ class VersionRow:
 
 COMPARED_PARAMS = ("embedding_dim", "epochs", "learning_rate", "batch_size")
 UNKNOWN_DATASET = "(not recorded)"
+# the decision tag in words that can't be read as an alias: only the aliases column says which version is champion
+REGISTERED_AS = {CHAMPION: "promoted", CHALLENGER: "kept challenger", OTHER_DATASET: "other data set, not compared",
+                 MANUAL: "promoted by hand"}
 
 
 def list_versions(name: str) -> list[VersionRow]:
@@ -83,6 +94,7 @@ def list_versions(name: str) -> list[VersionRow]:
             rating_scale=mv.tags.get("rating_scale", UNRECORDED_RATING_SCALE),
             decision=mv.tags.get("decision", "?"),
             params={key: params.get(key, "?") for key in COMPARED_PARAMS},
+            epochs_run=f"{run.data.metrics['epochs_run']:.0f}" if run and "epochs_run" in run.data.metrics else "?",
             test_rmse=tagged_score(mv.tags.get("test_rmse")), bias_rmse=tagged_score(mv.tags.get("baseline_bias_rmse")),
             ndcg=tagged_score(mv.tags.get("ndcg_at_10")),
         ))
@@ -95,11 +107,12 @@ def format_versions(name: str, rows: list[VersionRow]) -> str:
     if not rows:
         return f"no versions of '{name}' registered yet"
     header = ("version", "aliases", "created (UTC)", "data", "split", "scale", "test RMSE", "NDCG@10", "bias RMSE",
-              "dim", "epochs", "lr", "batch", "decision")
+              "dim", "epochs (of cap)", "lr", "batch", "at registration")
     table = [header] + [(
         r.version, ",".join(r.aliases) or "-", r.created.strftime("%Y-%m-%d %H:%M"), r.data_version[:8],
         r.split_id[:8], r.rating_scale, f"{r.test_rmse:.4f}", "-" if math.isnan(r.ndcg) else f"{r.ndcg:.4f}",
-        f"{r.bias_rmse:.4f}", *(r.params[key] for key in COMPARED_PARAMS), r.decision) for r in rows]
+        f"{r.bias_rmse:.4f}", r.params["embedding_dim"], f"{r.epochs_run} ({r.params['epochs']})",
+        r.params["learning_rate"], r.params["batch_size"], REGISTERED_AS.get(r.decision, r.decision)) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
 
     def line(cells) -> str:

@@ -1,3 +1,4 @@
+import re
 import shutil
 from dataclasses import replace
 
@@ -138,6 +139,15 @@ def test_compare_lists_every_version_by_data_set_with_its_aliases(trained_run, s
     assert lines[10].split()[7:9] == ["1.1000", "0.3000"]  # test RMSE and NDCG@10 side by side
     assert lines[-2].startswith("4 version(s) of 'anime-recommender' from 2 data set(s)")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    trained = MlflowClient().get_run(trained_run[2]).data.metrics["epochs_run"]
+    assert rows[0].epochs_run == f"{trained:.0f}" and int(rows[0].params["epochs"]) >= trained
+
+    promote_manually(name, "1", "a person prefers it", "tester")  # the alias moves; v4's registration stays as it was
+    assert cli_main(["compare", "--chart", str(chart)]) == 0
+    cells = {line.split()[0]: re.split(r"\s{2,}", line) for line in capsys.readouterr().out.splitlines()[3:6]}
+    assert [version for version, row in cells.items() if CHAMPION in row[1].split(",")] == ["1"]
+    assert (cells["1"][-1], cells["4"][-1], cells["2"][-1]) == ("promoted by hand", "promoted", "kept challenger")
+    assert cells["1"][10] == f"{trained:.0f} ({settings.training.epochs})"  # epochs trained, then the cap
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(settings.experiment_name).experiment_id],
                                       filter_string="tags.purpose = 'registry-comparison'")
     assert [a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)] == [registry_chart_name(name)]
