@@ -123,7 +123,19 @@ class RetrainSummary:
             *self._ranking_lines(e),
             f"  registered        {model_name} version {d.version}{compared}",
             f"  decision          {'promoted to champion' if d.promoted else 'kept as challenger'}: {d.reason}",
+            *self._next_lines(d, int(o.run.matrix.user_map.ids[0])),
         ])
+
+    @staticmethod
+    def _next_lines(d: PromotionDecision, user_id: int) -> list[str]:
+        """What to run next: the app and the commands serve the champion, which this version may not be."""
+        if d.promoted:
+            return [f"  next              make app (serves version {d.version}), make recommend USER_ID={user_id}, "
+                    "make compare"]
+        champion = f"v{d.champion_version}" if d.champion_version else "none yet"
+        return [f"  next              make app MODEL={d.version} serves this version (make app serves the champion: "
+                f"{champion}), make recommend USER_ID={user_id} MODEL={d.version}, make compare; "
+                f'make promote VERSION={d.version} REASON="…" makes it champion']
 
     def _ranking_lines(self, e: EvaluationReport) -> list[str]:
         if not e.ranking.served.n_users:

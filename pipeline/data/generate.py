@@ -40,6 +40,14 @@ NAME_WORDS_B = [
     "Detective", "Pilot", "Festival", "Sanctuary", "Rebellion", "Journey", "Promise", "Horizon", "Shrine",
 ]
 NAME_SUFFIXES = ["", "", "", "", " 2nd Season", " Movie", " OVA", ": Zero", " Recap", " Specials"]
+# The most watched demo anime carry titles people know, so that the README's examples (`make similar
+# ANIME="Cowboy Bebop"`, the RATINGS= file of docs/recommendations.md) run on the demo data as written.
+WELL_KNOWN_TITLES = [
+    "Cowboy Bebop", "Naruto", "Samurai Champloo", "Fullmetal Alchemist: Brotherhood", "Steins;Gate", "Death Note",
+    "Neon Genesis Evangelion", "Code Geass: Hangyaku no Lelouch", "Sen to Chihiro no Kamikakushi",
+    "Clannad: After Story", "Shingeki no Kyojin", "One Punch Man", "Mushishi", "Trigun", "Ghost in the Shell", "Tengen Toppa Gurren Lagann",
+    "Haikyuu!!", "Monster", "Baccano!", "Ano Hi Mita Hana no Namae wo Bokutachi wa Mada Shiranai.",
+]
 
 
 @dataclass(frozen=True)
@@ -148,6 +156,8 @@ def _anime_table(rng: np.random.Generator, spec: DemoSpec, anime_ids: np.ndarray
         f"{NAME_SUFFIXES[(i // 3) % len(NAME_SUFFIXES)]} {i + 1}"
         for i in range(spec.n_anime)
     ]
+    for title, index in zip(WELL_KNOWN_TITLES, np.argsort(-counts, kind="stable"), strict=False):
+        names[index] = title
     names = [name.replace("'", "&#039;") for name in names]  # as in the Kaggle file
     genres = [", ".join(sorted(rng.choice(GENRES, size=rng.integers(1, 5), replace=False)))
               for _ in range(spec.n_anime)]

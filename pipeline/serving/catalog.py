@@ -48,7 +48,8 @@ class Catalog:
             found = [anime_id for anime_id in candidates.index if anime_id in known]
             if found:
                 return int(min(found, key=lambda anime_id: len(keys[anime_id])))
-        close = difflib.get_close_matches(wanted, keys.tolist(), n=5, cutoff=0.5)
+        close = (difflib.get_close_matches(wanted, keys.tolist(), n=5, cutoff=0.5)
+                 or difflib.get_close_matches(wanted, keys.tolist(), n=5, cutoff=0.0))  # the nearest, however far
         suggestions = [names[keys == key].iloc[0] for key in close]
         hint = f"; did you mean: {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
         raise UnknownIdError(f"no anime named {query!r}{hint}")

@@ -66,7 +66,14 @@ def test_two_data_sets_leave_two_lineages_and_keep_their_inboxes_apart(two_linea
                                       "version from 'beta'")
     text = second.format(settings.registered_model_name)
     assert "champion v1  of another data set: not compared" in text
-    assert f"MODEL_NAME={settings.registered_model_name}-beta" in text.splitlines()[-1]
+    decision_line, next_line = text.splitlines()[-2:]
+    assert f"MODEL_NAME={settings.registered_model_name}-beta" in decision_line
+    user_id = second.outcome.run.matrix.user_map.ids[0]
+    for said in ("make app MODEL=2 serves this version", "the champion: v1",
+                 f"make recommend USER_ID={user_id} MODEL=2", 'make promote VERSION=2 REASON="…"'):
+        assert said in next_line, said
+    assert first.format(settings.registered_model_name).splitlines()[-1].split()[:6] == [
+        "next", "make", "app", "(serves", "version", "1),"]
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     aliases = client.get_registered_model(settings.registered_model_name).aliases
     assert {alias: str(v) for alias, v in aliases.items()} == {CHAMPION: "1", CHALLENGER: "2"}

@@ -210,6 +210,8 @@ def test_name_lookup_survives_entities_case_and_punctuation(trained):
     assert normalize_title("Hero&#039;s  Journey!") == normalize_title("HEROS journey")
     with pytest.raises(UnknownIdError, match="did you mean"):
         recommender.find_anime(name[:-3] + "zzq")
+    with pytest.raises(UnknownIdError, match=r"no anime named 'Qxjvw Pfft'; did you mean: '[^']+'"):
+        recommender.find_anime("Qxjvw Pfft")  # like no title at all: still the nearest names
 
 
 def test_unknown_ids_give_one_clear_line(trained):
