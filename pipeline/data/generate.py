@@ -45,8 +45,9 @@ NAME_SUFFIXES = ["", "", "", "", " 2nd Season", " Movie", " OVA", ": Zero", " Re
 WELL_KNOWN_TITLES = [
     "Cowboy Bebop", "Naruto", "Samurai Champloo", "Fullmetal Alchemist: Brotherhood", "Steins;Gate", "Death Note",
     "Neon Genesis Evangelion", "Code Geass: Hangyaku no Lelouch", "Sen to Chihiro no Kamikakushi",
-    "Clannad: After Story", "Shingeki no Kyojin", "One Punch Man", "Mushishi", "Trigun", "Ghost in the Shell", "Tengen Toppa Gurren Lagann",
-    "Haikyuu!!", "Monster", "Baccano!", "Ano Hi Mita Hana no Namae wo Bokutachi wa Mada Shiranai.",
+    "Clannad: After Story", "Shingeki no Kyojin", "One Punch Man", "Mushishi", "Trigun", "Ghost in the Shell",
+    "Tengen Toppa Gurren Lagann", "Haikyuu!!", "Monster", "Baccano!",
+    "Ano Hi Mita Hana no Namae wo Bokutachi wa Mada Shiranai.",
 ]
 
 
