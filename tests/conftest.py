@@ -107,6 +107,12 @@ def pytest_configure(config: pytest.Config) -> None:
         import prefect.main  # noqa: F401
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (otherwise in collection order): xdist hands tests out in this order, so the flows and servers
+    start while the quick tests fill the gaps, and none is left running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A test marked `shared_data(path, …)` reads real data in ../shared/data: where a path is missing it fails and
     says which, rather than skipping without a word."""

@@ -53,9 +53,9 @@ WELL_KNOWN_TITLES = [
 
 @dataclass(frozen=True)
 class DemoSpec:
-    n_users: int = 5_000
-    n_anime: int = 7_000
-    n_ratings: int = 400_000
+    n_users: int = 3_000
+    n_anime: int = 3_000
+    n_ratings: int = 200_000
     unrated_share: float = 0.19  # share of all rows that are −1 (watched, not rated)
     rank: int = 8
     taste_strength: float = 1.0  # how much taste, beside popularity, decides what a user watches (0: not at all)

@@ -29,7 +29,7 @@ matrix = build_utility_matrix(validate(ingest(Path(sys.argv[1])), settings), set
 test = matrix.split("test")
 result = {}
 for devices in ("all", "one"):
-    trained = train_model(matrix, TrainingConfig(embedding_dim=32, batch_size=512, epochs=6, learning_rate=0.02,
+    trained = train_model(matrix, TrainingConfig(embedding_dim=32, batch_size=2048, epochs=6, learning_rate=0.02,
                                                  devices=devices))
     predicted = matrix.scale.unscale(predict_scaled(trained.model, test["user_index"].to_numpy(),
                                                     test["anime_index"].to_numpy()))
