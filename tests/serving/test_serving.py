@@ -115,7 +115,8 @@ def test_mlflow_scoring_server_answers_top_n(champion, store):
     server = subprocess.Popen(
         [str(venv_bin / "mlflow"), "models", "serve", "-m",
          f"models:/{store.registered_model_name}@champion", "--env-manager", "local", "--host", "127.0.0.1",
-         "--port", str(port)], env=env, start_new_session=True)
+         "--port", str(port)], env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_answers(server, f"{url}/ping", 180)
@@ -146,3 +147,5 @@ def test_mlflow_scoring_server_answers_top_n(champion, store):
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
+    printed = server.stdout.read()
+    assert "Started server process" in printed and not [word for word in ("absl", "oneDNN") if word in printed]
