@@ -133,10 +133,14 @@ class ItemToItemModel:
         model does not cover (it cannot recommend them). Only the history counts (`users` may be None: someone
         new)."""
         history = sp.csr_matrix(history)
-        scores = np.zeros((history.shape[0], self.n_anime), np.result_type(history.dtype, self.weights.dtype))
-        with threads_for(history.shape[0]):
-            _add_rows_times_weights(history.indptr, history.indices, history.data, self.weights.indptr,
-                                    self.weights.indices, self.weights.data, scores)
+        dtype = np.result_type(history.dtype, self.weights.dtype)
+        if history.shape[0] == 1:  # one person's list, as served: scipy's product, with no compiled kernel to load
+            scores = (history @ self.weights).toarray().astype(dtype, copy=False)
+        else:
+            scores = np.zeros((history.shape[0], self.n_anime), dtype)
+            with threads_for(history.shape[0]):
+                _add_rows_times_weights(history.indptr, history.indices, history.data, self.weights.indptr,
+                                        self.weights.indices, self.weights.data, scores)
         scores[:, self._not_modelled] = -np.inf
         return scores
 

@@ -119,23 +119,27 @@ class RatingScorer:
 
     def fold_in(self, anime: np.ndarray, ratings: np.ndarray, steps: int = 300) -> tuple[np.ndarray, float]:
         """Vector and bias for a user not in the data, from ratings of the anime indices `anime`, with the anime
-        side fixed: Adam on the training loss (cross-entropy for `cosine`, squared error + L2 for `biased`;
-        both give the logit gradient `predicted − target`)."""
-        cosine = self.kind == "cosine"
+        side fixed, on the training loss: for `biased`, squared error + L2 is a ridge regression in [vector, bias],
+        solved exactly; for `cosine` (cross-entropy on a unit vector), `steps` of Adam."""
         target = self.scale.scale(np.asarray(ratings, dtype=np.float64)).astype(np.float64)
         vectors = self.anime_vectors[anime].astype(np.float64)
+        if self.kind == "biased":
+            return self._ridge_fold_in(vectors, self.anime_bias[anime].astype(np.float64), target)
         start = ((target - target.mean() + 1e-3)[:, None] * vectors).sum(axis=0)
-        length = 1.0 if cosine else self.mean_user_norm
-        params = np.append(start / max(np.linalg.norm(start), 1e-12) * length, 0.0)  # [vector..., bias]
-        params = _adam_fold_in(params, vectors, self.anime_bias[anime].astype(np.float64), target, self.weight,
-                               self.bias, 0.0 if cosine else self.l2, cosine, steps)
-        user = params[:-1] / np.linalg.norm(params[:-1]) if cosine else params[:-1]
-        return user.astype(np.float32), float(params[-1])
+        vector = _adam_fold_in(start / max(np.linalg.norm(start), 1e-12), vectors,
+                               self.anime_bias[anime].astype(np.float64), target, self.weight, self.bias, steps)
+        return (vector / np.linalg.norm(vector)).astype(np.float32), 0.0
 
-    @cached_property
-    def mean_user_norm(self) -> float:
-        """Where a folded-in user's vector starts: as long as the average user's."""
-        return float(np.linalg.norm(self.user_vectors, axis=1).mean())
+    def _ridge_fold_in(self, vectors: np.ndarray, anime_bias: np.ndarray,
+                       target: np.ndarray) -> tuple[np.ndarray, float]:
+        """The minimum of mean((w · (u · a + b_user + b_anime) + b − target)²) / 2 + l2 · (|u|² + b_user²): the
+        normal equations of a (dim + 1)-wide least squares, one small solve (no compiled kernel to load)."""
+        features = self.weight * np.hstack([vectors, np.ones((len(vectors), 1))])
+        residual = target - self.weight * anime_bias - self.bias
+        n = len(target)
+        gram = features.T @ features / n + 2 * self.l2 * np.eye(features.shape[1])
+        params = np.linalg.solve(gram, features.T @ residual / n)
+        return params[:-1].astype(np.float32), float(params[-1])
 
     @cached_property
     def anime_units(self) -> np.ndarray:
@@ -161,39 +165,32 @@ class RatingScorer:
 
 
 @numba.njit(cache=True, fastmath=True)  # sums reassociated, so the loops vectorize
-def _adam_fold_in(params: np.ndarray, vectors: np.ndarray, anime_bias: np.ndarray, target: np.ndarray, weight: float,
-                  bias: float, l2: float, cosine: bool, steps: int) -> np.ndarray:  # pragma: no cover (compiled)
-    """`steps` of Adam (rate 0.05) on [user vector..., user bias] with the anime side fixed; compiled, in place, as
-    one request's few ratings leave per-call overhead as the whole cost in numpy."""
-    params = params.copy()
-    dim, n = len(params) - 1, len(target)
-    moment, velocity = np.zeros_like(params), np.zeros_like(params)
+def _adam_fold_in(vector: np.ndarray, vectors: np.ndarray, anime_bias: np.ndarray, target: np.ndarray, weight: float,
+                  bias: float, steps: int) -> np.ndarray:  # pragma: no cover (compiled)
+    """`steps` of Adam (rate 0.05) on the seed model's user vector, with the anime side fixed: the cross-entropy of
+    sigmoid(w · (cos(u, a) + b_anime) + b); compiled, as one request's few ratings leave per-call overhead as the
+    whole cost in numpy."""
+    vector = vector.copy()
+    dim, n = len(vector), len(target)
+    moment, velocity = np.zeros_like(vector), np.zeros_like(vector)
     similarity, d_logit, total = np.empty(n), np.empty(n), np.empty(dim)
     for step in range(1, steps + 1):
-        user_bias = 0.0 if cosine else params[dim]
-        norm = np.sqrt(np.sum(params[:dim] ** 2)) if cosine else 1.0
+        norm = np.sqrt(np.sum(vector ** 2))
         for row in range(n):
             dot = 0.0
             for k in range(dim):
-                dot += vectors[row, k] * params[k]
+                dot += vectors[row, k] * vector[k]
             similarity[row] = dot / norm
-            logit = weight * (similarity[row] + user_bias + anime_bias[row]) + bias
-            predicted = 1.0 / (1.0 + np.exp(-logit)) if cosine else logit
+            predicted = 1.0 / (1.0 + np.exp(-(weight * (similarity[row] + anime_bias[row]) + bias)))
             d_logit[row] = (predicted - target[row]) * weight / n
         corrected_moment, corrected_velocity = 1 - 0.9**step, 1 - 0.999**step
         total[:] = 0.0
         for row in range(n):  # row by row, so the inner loop runs along the contiguous vector
             for k in range(dim):
-                d_similarity = (vectors[row, k] - similarity[row] * params[k] / norm if cosine
-                                else vectors[row, k])
-                total[k] += d_logit[row] * d_similarity
-        for k in range(dim + 1):
-            if k == dim:
-                grad = 0.0 if cosine else np.sum(d_logit) + 2 * l2 * user_bias
-            else:
-                grad = total[k] / norm + 2 * l2 * params[k]
+                total[k] += d_logit[row] * (vectors[row, k] - similarity[row] * vector[k] / norm)
+        for k in range(dim):
+            grad = total[k] / norm
             moment[k] = 0.9 * moment[k] + 0.1 * grad
             velocity[k] = 0.999 * velocity[k] + 0.001 * grad * grad
-        for k in range(dim + 1):
-            params[k] -= 0.05 * (moment[k] / corrected_moment) / (np.sqrt(velocity[k] / corrected_velocity) + 1e-8)
-    return params
+            vector[k] -= 0.05 * (moment[k] / corrected_moment) / (np.sqrt(velocity[k] / corrected_velocity) + 1e-8)
+    return vector
