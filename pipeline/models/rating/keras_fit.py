@@ -5,7 +5,8 @@ The biased model is trained through `FactorizationTrainer`, a `keras.Model` arou
 the model's training objective on a batch (squared error on the [0, 1] scale + L2 on the rows the batch
 touches), takes its gradients with `tf.GradientTape` and hands them to the optimizer. The embedding lookups give
 sparse gradients, so the optimizer's step touches only the batch's rows (optimizers.py); the step is
-compiled by XLA (`jit_compile`), and runs on a GPU when TensorFlow sees one.
+compiled by XLA (`jit_compile`) unless the fit is too small to repay the compile, and runs on a GPU when TensorFlow
+sees one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ USER_INPUT, ANIME_INPUT = "user", "anime"
 TABLES = ("user_embedding", "anime_embedding", "user_bias", "anime_bias")
 SPLIT_COLUMNS = ["user_index", "anime_index", "scaled_rating"]
 STEPS_PER_EXECUTION = 32  # optimizer steps per call into the compiled function (Python overhead per step)
+# XLA's compile takes seconds: a fit that may process fewer ratings (train ratings × epoch cap) runs faster uncompiled
+XLA_MIN_RATINGS = 500_000
 VALIDATION_BATCH = 65_536
 
 

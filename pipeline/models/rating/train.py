@@ -32,6 +32,7 @@ from pipeline.models.rating.keras_fit import (
     STEPS_PER_EXECUTION,
     USER_INPUT,
     VALIDATION_BATCH,
+    XLA_MIN_RATINGS,
     FactorizationTrainer,
     KeepBestWeights,
     RatingBatches,
@@ -167,7 +168,8 @@ def _fit_keras(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfig
         held = {"train": train, "validation": validation}
         callbacks = [NextEpochOrder(train), *callbacks]
     trainer = FactorizationTrainer(model, config.l2, held)
-    trainer.compile(optimizer=build_optimizer(config.optimizer, rate.rate), jit_compile=not distributed,
+    compiled = not distributed and matrix.split_sizes["train"] * epochs >= XLA_MIN_RATINGS
+    trainer.compile(optimizer=build_optimizer(config.optimizer, rate.rate), jit_compile=compiled,
                     steps_per_execution=1 if distributed else STEPS_PER_EXECUTION)
     start_rmse = None
     if config.initializer.name == ALS_WARM_START:
