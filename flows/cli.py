@@ -105,8 +105,10 @@ def _app(args: argparse.Namespace, settings: Settings) -> int:
         os.environ[APP_MODEL_VARIABLE] = args.model
         for threads in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             os.environ.setdefault(threads, "1")
-        # Arrow's system allocator gives back what reading the bundle's Parquet files took; its default pool keeps it
+        # what loading the bundle takes for a moment is given back: Arrow's system allocator (its default pool keeps
+        # it), and glibc maps blocks from 128 KiB on their own (its moving threshold would keep them in the heap)
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+        os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
         # named, not imported: this process only watches its workers, and the app's imports take a worker's memory
         uvicorn.run("pipeline.serving.web.app:app_from_environment", factory=True, workers=args.workers,
                     host=args.host, port=args.port, log_level="warning", http=APP_PROTOCOL)

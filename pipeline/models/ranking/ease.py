@@ -156,17 +156,13 @@ class ItemToItemModel:
             reasons.append(watched[best[column[best] > 0]])
         return reasons
 
-    @cached_property
-    def _by_column(self) -> sp.csc_matrix:
-        return self.weights.tocsc()
-
     def similarity(self, anime_index: int) -> np.ndarray:
         """Partial correlation (−P_ij / √(P_ii P_jj)) with every anime whose weight with this one was kept in
         either direction; −inf for the others. Symmetric: sim(a, b) = sim(b, a)."""
         d = np.sqrt(self.precision_diagonal.astype(np.float64))  # nonzero wherever a weight was kept
         similarity = np.full(self.n_anime, -np.inf)
-        column = self._by_column[:, anime_index]  # B[i, j] = −P_ij / P_jj
-        similarity[column.indices] = column.data * d[anime_index] / d[column.indices]
+        column = self.weights[:, [anime_index]].tocoo()  # B[i, j] = −P_ij / P_jj: one pass over B, no transposed copy
+        similarity[column.row] = column.data * d[anime_index] / d[column.row]
         row = self.weights[anime_index]  # B[j, i] = −P_ij / P_ii
         similarity[row.indices] = row.data * d[row.indices] / d[anime_index]
         return similarity
