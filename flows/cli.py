@@ -23,20 +23,22 @@ from pipeline.errors import first_line
 from pipeline.settings import APP_MODEL_VARIABLE, PROJECT_ROOT, Settings
 
 
-def _quiet_flow_errors(command: str) -> None:
+def _quiet_flow_errors(command: str, verbose: bool) -> None:
     """After the flow module is imported (Prefect's logging is set up then, and `serve` points Prefect at its server
-    before that): the expected errors leave Prefect's console log, the one `error:` line stays."""
+    before that): the expected errors leave Prefect's console log, the one `error:` line stays; the libraries'
+    loggers under Prefect's, which its set-up reset, are quieted again."""
 
     from flows.console import quiet_expected_errors
 
     quiet_expected_errors(*_expected_errors(command))
+    quiet_libraries(verbose)
 
 
 def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     from flows.cluster import on_dask
     from flows.retrain import retrain
 
-    _quiet_flow_errors("retrain")
+    _quiet_flow_errors("retrain", args.verbose)
     if args.epochs:
         settings.training.epochs = args.epochs
     if args.dask:
@@ -51,7 +53,7 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
 def _sweep(args: argparse.Namespace, settings: Settings) -> int:
     from flows.sweep import sweep_on_dask
 
-    _quiet_flow_errors("sweep")
+    _quiet_flow_errors("sweep", args.verbose)
     if args.dask:
         settings.dask_address = args.dask
     print(sweep_on_dask(settings, data_dir=args.data, space=args.space, model=args.kind,
