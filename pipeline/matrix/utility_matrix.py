@@ -51,6 +51,15 @@ class RatingScale:
     def unscale(self, scaled: np.ndarray) -> np.ndarray:
         return np.asarray(scaled, dtype=np.float64) * (self.maximum - self.minimum) + self.minimum
 
+    def check(self, anime_ids: np.ndarray, ratings: np.ndarray, unrated_value: int) -> None:
+        """Someone's ratings of `anime_ids`: a ValueError names the first one off the scale (`unrated_value` marks
+        watched, not rated)."""
+        ratings = np.asarray(ratings)
+        off = np.flatnonzero((ratings != unrated_value) & ((ratings < self.minimum) | (ratings > self.maximum)))
+        if len(off):
+            raise ValueError(f"the rating {ratings[off[0]]:g} of anime {anime_ids[off[0]]} is off the "
+                             f"{self.minimum}–{self.maximum} scale")
+
 
 @dataclass(frozen=True)
 class UtilityMatrix:

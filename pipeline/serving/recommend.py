@@ -130,6 +130,7 @@ class Recommender:
         """For someone not in the data, without retraining: their ranking-model row comes straight from
         their ratings, their rating-model vector and bias are folded in."""
         anime_ids, ratings = np.asarray(anime_ids), np.asarray(ratings)
+        self.rating.scale.check(anime_ids, ratings, self.unrated_value)
         indices = np.array([self.anime.index(int(a)) for a in anime_ids], dtype=np.int64)
         rated = ratings != self.unrated_value
         vector, bias = (self.rating.fold_in(indices[rated], ratings[rated]) if rated.any()

@@ -138,8 +138,12 @@ def test_mlflow_scoring_server_answers_top_n(champion, store):
             champion.anime.ids[:4].tolist())
         assert all(r["name"] for r in rows)
         # errors name the problem in one sentence: no dump of the request, no stack trace
+        anime = int(champion.anime.ids[0])
+        off_scale = json.dumps([{"anime_id": anime, "rating": 99}])
         for records, sentence in (([{"user_id": 987654321}], "request row 0: unknown user id 987654321"),
-                                  ([{"user": 5}], "the request has no rows")):
+                                  ([{"user": 5}], "the request has no rows"),
+                                  ([{"ratings": off_scale}], f"request row 0: the rating 99 of anime {anime} is off "
+                                                             "the 1–10 scale")):
             refused = httpx.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=60)
             assert refused.status_code == 400 and refused.json()["message"].startswith(sentence), refused.text
             assert "\n" not in refused.json()["message"] and "stack_trace" not in refused.json()

@@ -40,11 +40,13 @@ def check_list(recommender: Recommender, items: list[RatedAnime]) -> list[RatedA
         raise InputError("add at least one anime you have seen to get recommendations")
     if len(items) > MAX_LIST:
         raise InputError(f"a list holds at most {MAX_LIST} anime; this one has {len(items)}")
-    scale = recommender.rating.scale
+    unrated = recommender.unrated_value
+    try:
+        recommender.rating.scale.check(np.array([item.anime_id for item in items]), np.array(
+            [unrated if item.rating is None else item.rating for item in items]), unrated)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
     for item in items:
-        if item.rating is not None and not scale.minimum <= item.rating <= scale.maximum:
-            raise InputError(f"the rating {item.rating} of anime {item.anime_id} is off the "
-                             f"{scale.minimum}–{scale.maximum} scale")
         if recommender.anime.indices(np.array([item.anime_id]))[0] < 0:
             raise InputError(f"anime {item.anime_id} is not known to the model")
     return list({item.anime_id: item for item in items}.values())  # the last rating of an anime listed twice
