@@ -16,6 +16,10 @@ MAX_QUERY = 100  # characters of a title search
 MAX_LIST = 300  # anime in one person's list
 MAX_N = 100  # anime in one answer
 WATCHED = "watched"
+# the sentences of the limits above, said alike by the checks here and by the request validation (sentences.py)
+LIST_TOO_LONG = f"a list holds at most {MAX_LIST} anime"
+N_OUT_OF_RANGE = f"ask for between 1 and {MAX_N} anime"
+SEARCH_TOO_LONG = f"a search is at most {MAX_QUERY} characters"
 
 
 class InputError(ValueError):
@@ -30,7 +34,7 @@ class RatedAnime:
 
 def check_n(n: int) -> int:
     if not 1 <= n <= MAX_N:
-        raise InputError(f"ask for between 1 and {MAX_N} anime, not {n}")
+        raise InputError(f"{N_OUT_OF_RANGE}, not {n}")
     return n
 
 
@@ -39,7 +43,7 @@ def check_list(recommender: Recommender, items: list[RatedAnime]) -> list[RatedA
     if not items:
         raise InputError("add at least one anime you have seen to get recommendations")
     if len(items) > MAX_LIST:
-        raise InputError(f"a list holds at most {MAX_LIST} anime; this one has {len(items)}")
+        raise InputError(f"{LIST_TOO_LONG}; this one has {len(items)}")
     unrated = recommender.unrated_value
     try:
         recommender.rating.scale.check(np.array([item.anime_id for item in items]), np.array(
@@ -55,7 +59,7 @@ def check_list(recommender: Recommender, items: list[RatedAnime]) -> list[RatedA
 def parse_list(text: str) -> list[RatedAnime]:
     """A list as the pages keep it in their URL: `5114:10,9253:w` (an anime id, then a rating or w for watched)."""
     if len(text) > MAX_LIST * 16:
-        raise InputError(f"a list holds at most {MAX_LIST} anime")
+        raise InputError(LIST_TOO_LONG)
     items = []
     for part in filter(None, text.split(",")):
         anime, _, rating = part.partition(":")
@@ -93,7 +97,7 @@ def listing_rows(recommender: Recommender, listing: Listing) -> list[dict]:
 
 def search_rows(recommender: Recommender, query: str, limit: int = 10) -> list[dict]:
     if len(query) > MAX_QUERY:
-        raise InputError(f"a search is at most {MAX_QUERY} characters")
+        raise InputError(SEARCH_TOO_LONG)
     found = recommender.catalog.search(query, recommender.anime.ids, check_n(limit))
     return [card(recommender, recommender.anime.index(int(anime_id))) for anime_id in found]
 

@@ -8,9 +8,9 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from pipeline.serving.web.answers import MAX_LIST
+from pipeline.serving.web.answers import LIST_TOO_LONG
 
-MAX_URL = 16 * 1024  # characters of an address read whole; a list of MAX_LIST anime takes about a third of it
+MAX_URL = 16 * 1024  # characters of an address read whole; the longest list a page takes is under a third of it
 
 # Sent with every answer: scripts, styles and everything else from this app only (no inline script), no framing by
 # other sites, no type sniffing, no full URLs (the list lives in them) to others.
@@ -56,7 +56,7 @@ class PlainSpokenHttp(HttpToolsProtocol):
         if len(self.url) <= MAX_URL:
             super().send_400_response(msg)
             return
-        sentence = f"The address is too long: a list holds at most {MAX_LIST} anime.".encode()
+        sentence = f"The address is too long: {LIST_TOO_LONG}.".encode()
         headers = b"".join(name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS)
         self.transport.write(b"HTTP/1.1 414 URI Too Long\r\ncontent-type: text/plain; charset=utf-8\r\n" + headers
                              + b"content-length: " + str(len(sentence)).encode() + b"\r\nconnection: close\r\n\r\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi.exceptions import RequestValidationError
 
-from pipeline.serving.web.answers import MAX_LIST, MAX_N, MAX_QUERY
+from pipeline.serving.web.answers import LIST_TOO_LONG, N_OUT_OF_RANGE, SEARCH_TOO_LONG
 
 # what each request field is, as a person would say it
 FIELDS = {"ratings": "the list", "r": "the list", "n": "the number of anime asked for",
@@ -14,11 +14,11 @@ FIELDS = {"ratings": "the list", "r": "the list", "n": "the number of anime aske
           "type": "the type", "rating": "a rating"}
 # a few refusals have a sentence of their own
 SENTENCES = {
-    ("ratings", "too_long"): f"a list holds at most {MAX_LIST} anime",
-    ("r", "string_too_long"): f"a list holds at most {MAX_LIST} anime",
-    ("n", "less_than_equal"): f"ask for between 1 and {MAX_N} anime",
-    ("n", "greater_than_equal"): f"ask for between 1 and {MAX_N} anime",
-    ("q", "string_too_long"): f"a search is at most {MAX_QUERY} characters",
+    ("ratings", "too_long"): LIST_TOO_LONG,
+    ("r", "string_too_long"): LIST_TOO_LONG,
+    ("n", "less_than_equal"): N_OUT_OF_RANGE,
+    ("n", "greater_than_equal"): N_OUT_OF_RANGE,
+    ("q", "string_too_long"): SEARCH_TOO_LONG,
 }
 WHOLE_NUMBER = {"int_parsing", "int_type", "int_from_float"}
 
