@@ -25,7 +25,7 @@ endif
 opt = $(if $($(1)),--$(2) '$($(1))')
 DATA_OPTIONS = $(call opt,DATA,data) $(call opt,RATING_SCALE,rating-scale) $(call opt,DATASET_NAME,dataset-name)
 
-.PHONY: setup pipeline test sweep bench ui serve compare promote recommend similar similar-users serve-model app browser lint clean
+.PHONY: setup pipeline test sweep bench ui serve compare promote recommend similar similar-users serve-model app browser postgres lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,10 +43,14 @@ pipeline: $(STAMP) ## retrain: DATA=folder or .zip, RATING_SCALE=1-5, DATASET_NA
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# The ratings database's tests start a real PostgreSQL server: Debian's package, installed here when missing.
+postgres:
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
 # One worker more than cores (at most 4): many tests wait on a server or a child process, leaving a core idle.
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n + 1 < 4 ? n + 1 : 4 )))
 
-test: $(STAMP) browser ## run the test suite on TEST_WORKERS processes (cores + 1, at most 4)
+test: $(STAMP) browser postgres ## run the test suite on TEST_WORKERS processes (cores + 1, at most 4)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 sweep: $(STAMP) ## grid search on Dask, best on validation: DATA=…, KIND=rating|ranking, SPACE='{"l2": [...]}', DASK=tcp://…
@@ -91,6 +95,7 @@ app: $(STAMP) ## the web app on http://127.0.0.1:8000: MODEL=champion (alias or 
 lint: $(STAMP) ## ruff, security rules included
 	$(VENV)/bin/ruff check .
 
-clean: ## remove generated data, the MLflow store and Prefect state (keeps .venv)
-	rm -rf data .prefect
+clean: ## remove generated data, the MLflow store and Prefect state (keeps .venv and the ratings people gave the app)
+	rm -rf .prefect
+	test ! -d data || find data -mindepth 1 -maxdepth 1 ! -name 'ratings.db*' -exec rm -rf {} +
 	find mlruns -mindepth 1 ! -name .gitignore -exec rm -rf {} +

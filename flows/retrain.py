@@ -1,6 +1,6 @@
 """The `retrain` flow: ingest → validate → utility matrix → check new data (the champion on it, drift) → train
 (rating model) → train-ranking → log-model → evaluate → score champion (on this split) → register → archive inbox →
-publish artifacts.
+commit the app ratings' export → publish artifacts.
 
 Thin wiring only: each task calls one `pipeline` stage (and logs what it produced to MLflow).
 Run it with `make pipeline`, `animerec retrain --data DIR`, or on a schedule (`make serve`). On a Dask cluster
@@ -23,6 +23,8 @@ from flows.notifications import announce_promotion
 from pipeline.data.dataset_config import for_dataset
 from pipeline.data.generate import generate_demo_dataset
 from pipeline.data.ingest import RawData, archive_incoming, inbox_files, ingest
+from pipeline.data.ratings_db.export import AppRatingsExport, commit_export, read_app_ratings
+from pipeline.data.ratings_db.store import RatingsStore
 from pipeline.errors import RegistryUnavailableError
 from pipeline.evaluation.evaluate import SEEN_SPLITS, EvaluationReport, evaluate_model
 from pipeline.matrix.utility_matrix import UtilityMatrix, build_utility_matrix
@@ -70,9 +72,19 @@ def generate_demo_data_task(out_dir: Path) -> Path:
 
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_task(data_dir: Path, settings: Settings) -> RawData:
-    raw = ingest(data_dir, settings.inbox_dir, settings.archive_dir)
+    """The data folder, its inbox and archive, and the web app's ratings of the data set (read in one snapshot)."""
+    store = RatingsStore.existing(settings.ratings_db_url)
+    app_ratings = None
+    if store is not None:
+        try:
+            app_ratings = read_app_ratings(store, settings.dataset_name, settings.unrated_value)
+        finally:
+            store.close()
+    raw = ingest(data_dir, settings.inbox_dir, settings.archive_dir, app_ratings)
     read, loose_warning = ingest_lines(raw, data_dir, inbox_files(settings.inbox_root), settings)
     get_run_logger().info(read)
+    if app_ratings is not None:
+        get_run_logger().info(app_ratings.describe())
     if loose_warning:
         get_run_logger().warning(loose_warning)
     return raw
@@ -191,6 +203,20 @@ def archive_inbox_task(incoming: tuple[Path, ...], settings: Settings) -> list[P
     return moved
 
 
+@task(name="commit-app-export", cache_policy=NO_CACHE)
+def commit_app_export_task(app_ratings: AppRatingsExport | None, run_id: str, settings: Settings) -> None:
+    """The app's ratings up to the export's watermark are in this run's data: the next run counts only later ones
+    as new. A run killed before here commits nothing, and the next counts them again."""
+    if app_ratings is None:
+        return
+    store = RatingsStore.open(settings.ratings_db_url)
+    try:
+        commit_export(store, app_ratings, run_id)
+    finally:
+        store.close()
+    get_run_logger().info("app ratings exported up to change %d (run %s)", app_ratings.watermark, run_id or "none")
+
+
 @task(name="publish-artifacts", cache_policy=NO_CACHE)
 def publish_artifacts_task(summary: RetrainSummary, model_name: str) -> None:
     """What a user reads in the Prefect UI without opening logs."""
@@ -256,7 +282,7 @@ def retrain(data_dir: Path | None = None, skip_unchanged: bool = False, settings
         settings, origins = for_dataset(settings, data_dir, rating_scale, dataset_name)
         raw = ingest_task(data_dir, settings)
         validated = validate_stage(raw, settings)
-        data, incoming = DataReport.of(data_dir, raw, validated), raw.incoming
+        data, incoming, app_ratings = DataReport.of(data_dir, raw, validated), raw.incoming, raw.app_ratings
         outcome = None
         if skip_unchanged and (data.data_version, settings.rating_scale) == last_trained_data(settings):
             get_run_logger().info("data version %s unchanged since the last trained run: not retraining",
@@ -271,6 +297,7 @@ def retrain(data_dir: Path | None = None, skip_unchanged: bool = False, settings
                 outcome = _train_and_register(RetrainRun(run_id, run_url(settings, run_id), settings, matrix,
                                                          lineage))
         archived = archive_inbox_task(incoming, settings)
+        commit_app_export_task(app_ratings, outcome.run.run_id if outcome else "", settings)
     summary = RetrainSummary(data, settings, origins, archived, outcome)
     publish_artifacts_task(summary, settings.registered_model_name)
     return summary

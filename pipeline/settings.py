@@ -217,6 +217,11 @@ class Settings(BaseSettings):
     # The host names the web app answers to (the Host header): loopback only unless a person serves it further
     # (ANIMEREC_APP_HOSTS='["anime.example.org"]'); any other is refused, which stops DNS rebinding.
     app_hosts: list[str] = ["127.0.0.1", "localhost", "[::1]"]
+    # What people rate in the web app (pipeline/data/ratings_db/): a SQLite file in the data folder unless a SQLAlchemy
+    # URL is given (ANIMEREC_RATINGS_DB=postgresql://user@host/db); the retrain flow reads it as one more rating source.
+    ratings_db: str | None = None
+    profile_writes_per_minute: int = Field(60, ge=1)  # changes one profile may make in a minute (then 429)
+    profile_max_ratings: int = Field(1000, ge=1)  # anime one profile may hold per data set
 
     @property
     def sweep_experiment_name(self) -> str:
@@ -255,6 +260,10 @@ class Settings(BaseSettings):
     @property
     def matrix_root(self) -> Path:
         return self.data_root / "matrix"
+
+    @property
+    def ratings_db_url(self) -> str:
+        return self.ratings_db or f"sqlite:///{self.data_root.resolve() / 'ratings.db'}"
 
     @property
     def tracking_uri(self) -> str:

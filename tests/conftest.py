@@ -409,3 +409,49 @@ def register_trained_run(trained_run, settings, report, matrix=None, lineage=Non
     log_champion_scores(run_id, champion)
     return register_and_decide(settings.registered_model_name, model_uri, run_id, report, champion, matrix, lineage,
                                "biased_mf ratings + EASE lists")
+
+
+def _postgres_binaries() -> Path:
+    """The folder of Debian's PostgreSQL server programs (`make test` installs the package when missing)."""
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        return Path(on_path).resolve().parent
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    assert found, "PostgreSQL's server is not installed: `make test` installs Debian's postgresql package"
+    return found[-1].parent
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """A real PostgreSQL server for this test process, started here on 127.0.0.1 (as the postgres user when this is
+    root, which PostgreSQL refuses to run as) and stopped at the end; its URL without a database name."""
+    # a folder of its own under /tmp: pytest's temp folders are private to this user
+    binaries, folder, port = _postgres_binaries(), Path(tempfile.mkdtemp(prefix="anime-rec-postgres-")), free_port()
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_owner:
+        shutil.chown(folder, "postgres")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True}
+    subprocess.run([*as_owner, binaries / "initdb", "-D", folder / "data", "-A", "trust", "-U", "animerec",
+                    "--no-sync", "-E", "UTF8"], **quiet)
+    control = [*as_owner, binaries / "pg_ctl", "-D", folder / "data", "-w"]
+    subprocess.run([*control, "-l", folder / "server.log", "-o",
+                    f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}", "start"], **quiet)
+    try:
+        yield f"postgresql://animerec@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*control, "-m", "immediate", "stop"], **quiet)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ratings_db_url(request, tmp_path) -> str:
+    """A new, empty ratings database: a SQLite file, or a database of its own on the test process's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ratings.db'}"
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+    name = f"ratings_{tmp_path.name.lower().replace('-', '_')[:40]}_{free_port()}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return f"{server}/{name}"

@@ -17,6 +17,7 @@ becomes null and the row carries a `parse_error` that validation turns into a qu
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.data.csv_reading import read_anime, read_ratings, read_watch_list
 from pipeline.data.layouts import (
@@ -37,6 +39,8 @@ from pipeline.data.layouts import (
     detect_layout,
     find_file,
 )
+from pipeline.data.ratings_db.export import APP_SOURCE, AppRatingsExport
+from pipeline.data.ratings_db.schema import APP_USER_ID_BASE
 from pipeline.errors import PipelineInputError
 
 
@@ -60,17 +64,21 @@ class RawData:
     incoming: tuple[Path, ...] = ()  # inbox files read by this run: archived once the run has committed
     layout: Layout = COOPERUNION
     watch_list: pa.Table | None = None  # Kaggle 2020 animelist.csv: user_id, anime_id, rating, watching_status, …
+    app_ratings: AppRatingsExport | None = None  # the web app's ratings of this data set (the newest source)
 
     @property
     def rows_in(self) -> int:
         return self.ratings.num_rows + (0 if self.watch_list is None else self.watch_list.num_rows)
 
 
-def ingest(data_dir: Path, inbox_dir: Path | None = None, archive_dir: Path | None = None) -> RawData:
-    """Read a data folder (or .zip) in either layout plus archived and inbox rating files, typed, with their sha256.
+def ingest(data_dir: Path, inbox_dir: Path | None = None, archive_dir: Path | None = None,
+           app_ratings: AppRatingsExport | None = None) -> RawData:
+    """Read a data folder (or .zip) in either layout plus archived and inbox rating files, typed, with their sha256,
+    and the web app's ratings of the data set when given.
 
     Rating sources are ranked oldest first — the layout's rating file, then the archive in the order it was
-    applied, then the inbox by file name — so that validation can let the newest rating of a pair win.
+    applied, then the inbox by file name, then the app's ratings — so that validation can let the newest rating of a
+    pair win.
     """
     data_dir = Path(data_dir)
     layout, rating_file = detect_layout(data_dir)
@@ -92,25 +100,55 @@ def ingest(data_dir: Path, inbox_dir: Path | None = None, archive_dir: Path | No
     with ThreadPoolExecutor(max_workers=1) as hashing:
         digests = {path: hashing.submit(DataFile(path).sha256) for path in {source.path for source in files.values()}
                    if not path.is_symlink()}
-        tables = []
-        for rank, source in enumerate(rating_sources.values()):
-            table = read_ratings(source)
-            tables.append(table.append_column("source_rank", pa.array(np.full(table.num_rows, rank, np.int32))))
+        tables = [read_ratings(source) for source in rating_sources.values()]
         anime = read_anime(anime_file)
         watch_list = None if watch_file is None else read_watch_list(watch_file)
         for source, table in ((rating_file, tables[0]), (anime_file, anime)):
             if table.num_rows == 0:  # an inbox file may be an empty increment; the base data may not be empty
                 raise PipelineInputError(f"{source.name}: no rows after the header")
         source_sha256 = {name: digests[source.path].result() for name, source in files.items()}
+    for name, table in [*zip(rating_sources, tables, strict=True), (layout.watch_list_file, watch_list)]:
+        if table is not None:
+            _check_outside_app_ids(name, table)
+    sources = tuple(rating_sources)
+    if app_ratings is not None:
+        sources += (APP_SOURCE,)
+        tables.append(_as_rating_rows(app_ratings.ratings))
+        source_sha256[APP_SOURCE] = table_sha256(app_ratings.ratings)
+    tables = [table.append_column("source_rank", pa.array(np.full(table.num_rows, rank, np.int32)))
+              for rank, table in enumerate(tables)]
     return RawData(
         ratings=pa.concat_tables(tables, promote_options="permissive"),  # files with and without read errors
         anime=anime,
         source_sha256=source_sha256,
-        sources=tuple(rating_sources),
+        sources=sources,
         incoming=tuple(incoming),
         layout=layout,
         watch_list=watch_list,
+        app_ratings=app_ratings,
     )
+
+
+def _check_outside_app_ids(name: str, ratings: pa.Table) -> None:
+    """A data set's own user ids stay below the app profiles' (APP_USER_ID_BASE), so that the two never mix."""
+    highest = pc.max(ratings["user_id"]).as_py()
+    if highest is not None and highest >= APP_USER_ID_BASE:
+        raise PipelineInputError(f"{name}: column user_id: id {highest} is in the range kept for the web app's "
+                                 f"profiles (from {APP_USER_ID_BASE}); renumber the data set's users below it")
+
+
+def _as_rating_rows(ratings: pa.Table) -> pa.Table:
+    """The app's ratings in the columns a rating file reads into (rows numbered from 1, no parse errors)."""
+    return ratings.append_column("row_number", pa.array(np.arange(1, ratings.num_rows + 1, dtype=np.int32))
+                                 ).append_column("parse_error", pa.nulls(ratings.num_rows))
+
+
+def table_sha256(table: pa.Table) -> str:
+    """A digest of a table's values (its Arrow IPC stream): the lineage of a source that is not a file."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    return hashlib.sha256(sink.getvalue()).hexdigest()
 
 
 def archive_incoming(files: Sequence[Path], archive_dir: Path) -> list[Path]:

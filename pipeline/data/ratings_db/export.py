@@ -1,0 +1,70 @@
+"""The app's ratings as a rating source of the retrain flow: every current rating of one data set, read in one
+consistent snapshot with the change counter's value (the watermark); the export is committed with the run.
+
+The database is the archive of app ratings: each run reads all of them, so a changed rating replaces the one exported
+before and a forgotten profile's ratings leave the data. The watermark says which are new: those changed after the
+data set's last committed export. A run killed before it commits leaves no export, so the next counts them again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import make_url
+
+from pipeline.data.ratings_db.schema import APP_USER_ID_BASE, app_ratings, change_counter, exports
+from pipeline.data.ratings_db.store import RatingsStore
+
+APP_SOURCE = "app/ratings"  # the rating source's name in the run's lineage
+
+
+@dataclass(frozen=True)
+class AppRatingsExport:
+    dataset: str
+    ratings: pa.Table  # user_id, anime_id, rating (int64; the unrated value for watched), as a rating file reads
+    watermark: int  # the change counter when read: every change up to it is in `ratings`
+    since: int  # the data set's last committed export's watermark (0: none)
+    new_ratings: int  # ratings changed after `since`
+
+    def describe(self) -> str:
+        return (f"app ratings of data set {self.dataset}: {self.ratings.num_rows:,} "
+                f"({self.new_ratings:,} new or changed since the last export)")
+
+
+def read_app_ratings(store: RatingsStore, dataset: str, unrated_value: int) -> AppRatingsExport:
+    """Every app rating of `dataset` and the watermark, from one snapshot."""
+    with store.engine.connect() as connection:
+        if make_url(str(store.engine.url)).get_backend_name() != "sqlite":  # SQLite: BEGIN IMMEDIATE, one snapshot
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            watermark = connection.execute(select(change_counter.c.value).where(change_counter.c.id == 1)).scalar_one()
+            since = connection.execute(select(func.coalesce(func.max(exports.c.watermark), 0)).where(
+                exports.c.dataset == dataset)).scalar_one()
+            rows = connection.execute(select(app_ratings.c.profile_id, app_ratings.c.anime_id, app_ratings.c.rating,
+                                             app_ratings.c.change).where(app_ratings.c.dataset == dataset).order_by(
+                app_ratings.c.profile_id, app_ratings.c.anime_id)).all()
+    profile, anime, rating, change = (np.array(column, dtype=object) for column in zip(*rows, strict=True)) if rows \
+        else (np.array([], dtype=object),) * 4
+    ratings = pa.table({
+        "user_id": pa.array(profile.astype(np.int64) + APP_USER_ID_BASE, pa.int64()),
+        "anime_id": pa.array(anime.astype(np.int64), pa.int64()),
+        "rating": pa.array(np.where(rating == None, unrated_value, rating).astype(np.int64), pa.int64()),  # noqa: E711
+    })
+    return AppRatingsExport(dataset, ratings, int(watermark), int(since), int((change.astype(np.int64) > since).sum()))
+
+
+def commit_export(store: RatingsStore, export: AppRatingsExport, run_id: str) -> None:
+    """Record that `run_id` (its data committed) holds the data set's app ratings up to the export's watermark."""
+    with store.engine.begin() as connection:
+        connection.execute(insert(exports).values(
+            dataset=export.dataset, watermark=export.watermark, run_id=run_id, ratings=export.ratings.num_rows,
+            new_ratings=export.new_ratings, exported_at=datetime.now(UTC)))
+
+
+def exported_watermark(store: RatingsStore, run_id: str) -> int | None:
+    """The watermark of the app ratings `run_id` trained on; None when that run committed no export."""
+    with store.engine.connect() as connection:
+        return connection.execute(select(func.max(exports.c.watermark)).where(exports.c.run_id == run_id)).scalar()
