@@ -96,6 +96,9 @@ APP_PROTOCOL = "pipeline.serving.web.doors:PlainSpokenHttp"  # uvicorn's HTTP, w
 def _app(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from pipeline.data.ratings_db.store import RatingsStore
+
+    RatingsStore.open(settings.ratings_db_url).close()  # its schema migrated once, before any worker opens it
     print(f"anime recommender on http://{args.host}:{args.port} (model {args.model}, {args.workers} worker process"
           f"{'es' if args.workers > 1 else ''}; Ctrl-C stops it)", flush=True)
     if args.workers == 1:

@@ -455,3 +455,32 @@ def ratings_db_url(request, tmp_path) -> str:
     with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     return f"{server}/{name}"
+
+
+class RunningApp:
+    """The app served by uvicorn on 127.0.0.1 in a thread of this process, until stopped."""
+
+    def __init__(self, settings, model: str = "champion", refresh_seconds: float = 0.5):
+        import uvicorn
+
+        from flows.cli import APP_PROTOCOL
+        from pipeline.serving.web.app import create_app
+
+        self.app = create_app(settings, model, refresh_seconds)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        port = int(self.url.rsplit(":", 1)[1])
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning",
+                                                    http=APP_PROTOCOL))  # as `animerec app` serves it
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> RunningApp:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the app did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)

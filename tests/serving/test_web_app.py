@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -15,44 +14,17 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
-from conftest import free_port, quick_settings
+from conftest import RunningApp, quick_settings
 from mlflow import MlflowClient
 
-from flows.cli import APP_PROTOCOL
 from flows.retrain import retrain
 from pipeline.registry.scores import CHAMPION
 from pipeline.serving.presentation import recommend, similar_anime
-from pipeline.serving.web.app import create_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server"),
               pytest.mark.xdist_group("web-app")]  # one worker builds the module's fixtures once
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = os.environ.get("ANIMEREC_SCREENSHOTS")  # a folder: the browser test saves a picture of each page there
-
-
-class RunningApp:
-    """The app served by uvicorn on 127.0.0.1 in a thread of this process, until stopped."""
-
-    def __init__(self, settings, model: str = CHAMPION, refresh_seconds: float = 0.5):
-        self.app = create_app(settings, model, refresh_seconds)
-        self.url = f"http://127.0.0.1:{free_port()}"
-        port = int(self.url.rsplit(":", 1)[1])
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning",
-                                                    http=APP_PROTOCOL))  # as `animerec app` serves it
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> RunningApp:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "the app did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
 
 
 def raw_get(url: str, target: str) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.compute as pc
 
+from pipeline.data.ratings_db.schema import APP_USER_ID_BASE
 from pipeline.serving.presentation import eligible_anime
 from pipeline.serving.recommend import Listing, Recommender
 from pipeline.top_n import K
@@ -30,6 +31,14 @@ class InputError(ValueError):
 class RatedAnime:
     anime_id: int
     rating: int | None  # None: watched, not rated
+
+
+def check_public_user(user_id: int) -> int:
+    """A profile's ratings are shown to its owner only: a version that learned them knows the profile as a user,
+    which the pages and API of known users never show."""
+    if user_id >= APP_USER_ID_BASE:
+        raise InputError(f"user {user_id} is a profile of this site: only its owner sees it, on /me")
+    return user_id
 
 
 def check_n(n: int) -> int:

@@ -104,11 +104,13 @@ async def recommend_new(request: Request):
 
 @router.get("/users/{user_id}", summary="A known user's rated and watched anime")
 async def user(request: Request, user_id: int):
+    answers.check_public_user(user_id)
     return answers.history_rows(served(request).recommender, user_id)
 
 
 @router.get("/users/{user_id}/recommendations", summary="A known user's recommendations")
 async def recommend_user(request: Request, user_id: int, filters: Annotated[Filters, Query()]):
+    answers.check_public_user(user_id)
     recommender = served(request).recommender
     eligible = eligible_anime(recommender, **filters.as_kwargs())
     return answers.listing_rows(recommender, recommender.listing(user_id, filters.n, eligible))

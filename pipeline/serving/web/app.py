@@ -14,9 +14,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from pipeline.data.ratings_db.store import RatingsStore
 from pipeline.errors import UnknownIdError
 from pipeline.registry.scores import CHAMPION
-from pipeline.serving.web import api, pages
+from pipeline.serving.web import api, pages, profiles
 from pipeline.serving.web.answers import InputError
 from pipeline.serving.web.champion import ModelWatcher, NoModelError
 from pipeline.serving.web.doors import close_doors
@@ -45,17 +46,20 @@ def create_app(settings: Settings, model: str = CHAMPION, refresh_seconds: float
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.ratings = RatingsStore.open(settings.ratings_db_url)
         watcher.start()
         yield
         watcher.stop()
+        app.state.ratings.close()
 
     app = FastAPI(title="Anime recommender", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Recommendations from the registered champion: the same answers as the pages.")
-    app.state.watcher, app.state.settings = watcher, settings
+    app.state.watcher, app.state.settings, app.state.export_watermarks = watcher, settings, {}
     close_doors(app, settings.app_hosts)
     app.mount("/static/swagger", CachedStatic(directory=SWAGGER_UI), name="swagger")
     app.mount("/static", CachedStatic(directory=STATIC), name="static")  # after the folder inside it
     app.include_router(api.router)
+    app.include_router(profiles.router)
     app.include_router(pages.router)
 
     @app.get("/docs", include_in_schema=False)

@@ -64,6 +64,7 @@ def anime(request: Request, anime_id: int, r: ListParam = "") -> HTMLResponse:
 @router.get("/users/{user_id}", response_class=HTMLResponse)
 def user(request: Request, user_id: int, n: Annotated[int, Query(ge=1, le=MAX_N)] = K, genre: Text = "",
          type: Text = "", min_ratings: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
+    answers.check_public_user(user_id)
     recommender = request.app.state.watcher.current().recommender
     listing = recommender.listing(user_id, n, eligible_anime(recommender, genre or None, type or None, min_ratings))
     return render(request, "user.html", user_id=user_id, history=answers.history_rows(recommender, user_id),
