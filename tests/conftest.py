@@ -448,10 +448,14 @@ def ratings_db_url(request, tmp_path) -> str:
     """A new, empty ratings database: a SQLite file, or a database of its own on the test process's PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ratings.db'}"
+    return new_postgres_database(request.getfixturevalue("postgres_server"))
+
+
+def new_postgres_database(server: str) -> str:
+    """A new, empty database on the tests' PostgreSQL server `server`; its URL."""
     import psycopg
 
-    server = request.getfixturevalue("postgres_server")
-    name = f"ratings_{tmp_path.name.lower().replace('-', '_')[:40]}_{free_port()}"
+    name = f"ratings_{os.getpid()}_{free_port()}_{time.monotonic_ns()}"
     with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     return f"{server}/{name}"

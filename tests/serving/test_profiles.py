@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RunningApp, copy_store, quick_settings
+from conftest import RunningApp, copy_store, new_postgres_database, quick_settings
 from sqlalchemy import text
 
 from flows.retrain import retrain
@@ -25,9 +25,12 @@ SCREENSHOTS = os.environ.get("ANIMEREC_SCREENSHOTS")
 WRITES_PER_MINUTE = 12
 
 
-@pytest.fixture(scope="module")
-def site(champion_store, tmp_path_factory):
-    settings = quick_settings(tmp_path_factory.mktemp("profiles"), dataset_name="tests",
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(request, champion_store, tmp_path_factory):
+    """The app over a copy of the champion store, its ratings in a SQLite file or on the tests' PostgreSQL server."""
+    database = None if request.param == "sqlite" else new_postgres_database(
+        request.getfixturevalue("postgres_server"))
+    settings = quick_settings(tmp_path_factory.mktemp("profiles"), dataset_name="tests", ratings_db=database,
                               profile_writes_per_minute=WRITES_PER_MINUTE, profile_max_ratings=50)
     copy_store(champion_store, settings)
     with RunningApp(settings) as running:
@@ -126,6 +129,7 @@ def _serve_the_new_version(settings, summary) -> str:
     return decision.version
 
 
+@pytest.mark.parametrize("site", ["sqlite"], indirect=True)  # the API tests above run on both databases
 def test_a_person_rates_five_anime_a_retrain_learns_them_and_forget_me_removes_them(site, small_data):
     from playwright.sync_api import expect, sync_playwright
 
@@ -136,7 +140,7 @@ def test_a_person_rates_five_anime_a_retrain_learns_them_and_forget_me_removes_t
             "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1100, "height": 900})
         page.goto(app.url + "/me")
-        expect(page.locator("#what-is-kept")).to_contain_text("SQLite file in its data folder")
+        expect(page.locator("#what-is-kept")).to_contain_text("a SQLite file in its data folder")
         for count in range(1, 6):
             page.fill("#search", "a")
             row = page.locator("#results li").nth(count)
