@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,16 +19,14 @@ import httpx
 import numpy as np
 import pyarrow.csv as pacsv
 
+from benchmarks.parts.app_writes import write_load
+from benchmarks.parts.wrk import CLIENTS, lua_list, run_wrk
 from benchmarks.report import Table
 from benchmarks.runs import PROJECT_ROOT, BenchContext, retrain_child
+from pipeline.settings import Settings
 
-CLIENTS, LOAD_SECONDS, WARM_UP_SECONDS = 16, 10, 5
-WRK = shutil.which("wrk") or "/usr/bin/wrk"  # `make bench` installs Debian's wrk when missing
+LOAD_SECONDS, WARM_UP_SECONDS = 10, 5
 PORT = 8765
-
-
-def _lua_list(values: list[str]) -> str:
-    return "{" + ", ".join(json.dumps(value) for value in values) + "}"
 
 
 def wrk_load(base: str, method: str, paths: list[str], bodies: list[str] | None, work: Path,
@@ -38,8 +35,8 @@ def wrk_load(base: str, method: str, paths: list[str], bodies: list[str] | None,
     `bodies`): latency percentiles, requests/s, and every answer that was not 200 or failed."""
     script = work / f"load-{len(list(work.glob('load-*.lua')))}.lua"
     script.write_text(f"""
-paths = {_lua_list(paths)}
-bodies = {_lua_list(bodies or [])}
+paths = {lua_list(paths)}
+bodies = {lua_list(bodies or [])}
 i = 0
 request = function()
   i = i + 1
@@ -48,18 +45,7 @@ request = function()
   return wrk.format("{method}", paths[(i % #paths) + 1], {{["Content-Type"] = "application/json"}}, body)
 end
 """)
-    out = subprocess.run([WRK, "-t1", f"-c{CLIENTS}", f"-d{seconds}s", "--latency", "-s", str(script), base],
-                         capture_output=True, text=True, check=True).stdout
-
-    def milliseconds(percent: str) -> float:
-        value, unit = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE).groups()
-        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-    failed = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    failed += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    return {"requests": int(re.search(r"(\d+) requests in", out).group(1)), "p50": milliseconds("50"),
-            "p99": milliseconds("99"), "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "errors": failed}
+    return run_wrk(base, script, seconds)
 
 
 def first_render_ms(url: str) -> float:
@@ -109,6 +95,7 @@ def app_part(sample: Path, work: Path) -> list[Table]:
                                f"{load['rate']:.0f}", str(load["errors"])])
         render = first_render_ms(base + "/?r=" + ",".join(f"{a}:9" for a in anime[:3]))
         loaded = [worker_memory(pid) for pid in _workers(server)]
+        writes = write_load(base, Settings(data_root=root / "data").ratings_db_url, anime, root)
     table.notes.append(
         f"First answer (GET /api/model) {first_answer:.1f} s after `animerec app` starts; first page (the start "
         f"page with a list of 3) in Chromium, navigation start to load event: {render:.0f} ms. `animerec app` as "
@@ -117,7 +104,7 @@ def app_part(sample: Path, work: Path) -> list[Table]:
         "counted) on the same cores. The app keeps each anime's similar-anime answer once given, so the measured "
         "requests for these 20 anime are answered from it; the first for an anime computes it. Goals: "
         "recommendation p99 ≤ 50 ms, similar anime p99 ≤ 20 ms, no errors, first answer ≤ 5 s, first page ≤ 1 s.")
-    return [table, memory_table(bare, loaded, bundle_array_bytes(root))]
+    return [table, writes, memory_table(bare, loaded, bundle_array_bytes(root))]
 
 
 def worker_memory(pid: int) -> dict[str, float]:
@@ -131,8 +118,6 @@ def bundle_array_bytes(root: Path) -> int:
     """What the served version's arrays take in memory: the rating and ranking models, id maps, known pairs."""
     from pipeline.registry.store import configure_tracking
     from pipeline.serving.bundle import load_recommender
-    from pipeline.settings import Settings
-
     settings = Settings(data_root=root / "data", mlruns_dir=root / "mlruns")
     configure_tracking(settings)
     recommender = load_recommender(f"models:/{settings.registered_model_name}@champion")

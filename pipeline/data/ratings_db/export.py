@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 from sqlalchemy import func, insert, select
-from sqlalchemy.engine import make_url
 
 from pipeline.data.ratings_db.schema import APP_USER_ID_BASE, app_ratings, change_counter, exports
 from pipeline.data.ratings_db.store import RatingsStore
@@ -36,8 +35,8 @@ class AppRatingsExport:
 
 def read_app_ratings(store: RatingsStore, dataset: str, unrated_value: int) -> AppRatingsExport:
     """Every app rating of `dataset` and the watermark, from one snapshot."""
-    with store.engine.connect() as connection:
-        if make_url(str(store.engine.url)).get_backend_name() != "sqlite":  # SQLite: BEGIN IMMEDIATE, one snapshot
+    with store.reader.connect() as connection:
+        if store.write_lock is None:  # a server: one snapshot for the whole read (SQLite's BEGIN gives one)
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
         with connection.begin():
             watermark = connection.execute(select(change_counter.c.value).where(change_counter.c.id == 1)).scalar_one()
@@ -58,7 +57,7 @@ def read_app_ratings(store: RatingsStore, dataset: str, unrated_value: int) -> A
 
 def commit_export(store: RatingsStore, export: AppRatingsExport, run_id: str) -> None:
     """Record that `run_id` (its data committed) holds the data set's app ratings up to the export's watermark."""
-    with store.engine.begin() as connection:
+    with store.writing() as connection:
         connection.execute(insert(exports).values(
             dataset=export.dataset, watermark=export.watermark, run_id=run_id, ratings=export.ratings.num_rows,
             new_ratings=export.new_ratings, exported_at=datetime.now(UTC)))
@@ -66,5 +65,5 @@ def commit_export(store: RatingsStore, export: AppRatingsExport, run_id: str) ->
 
 def exported_watermark(store: RatingsStore, run_id: str) -> int | None:
     """The watermark of the app ratings `run_id` trained on; None when that run committed no export."""
-    with store.engine.connect() as connection:
+    with store.reader.connect() as connection:
         return connection.execute(select(func.max(exports.c.watermark)).where(exports.c.run_id == run_id)).scalar()
