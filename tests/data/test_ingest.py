@@ -6,6 +6,8 @@ from conftest import ANIME_HEADER, write_csv, write_dataset
 
 from pipeline.data.csv_reading import read_anime, read_ratings
 from pipeline.data.ingest import ingest
+from pipeline.data.ratings_db.export import APP_SOURCE, AppRatingsExport
+from pipeline.data.ratings_db.schema import APP_USER_ID_BASE
 from pipeline.errors import PipelineInputError
 
 
@@ -60,3 +62,24 @@ def test_missing_column_names_file_and_column(tmp_path):
         ingest(tmp_path)
     message = str(error.value)
     assert "rating.csv" in message and "'rating'" in message and "\n" not in message
+
+
+def test_app_ratings_are_the_newest_source_and_a_data_set_may_not_use_their_ids(tmp_path):
+    """The web app's ratings join as the last rating source (they win a pair over any file), with a digest of their
+    values in the lineage; a data set whose own user ids reach the profiles' range stops with one line naming it."""
+    write_dataset(tmp_path / "data", [[1, 10, 8], [2, 11, 7]])
+    app = AppRatingsExport("tests", pa.table({"user_id": pa.array([APP_USER_ID_BASE + 1], pa.int64()),
+                                              "anime_id": pa.array([10], pa.int64()),
+                                              "rating": pa.array([9], pa.int64())}), watermark=3, since=0,
+                           new_ratings=1)
+    raw = ingest(tmp_path / "data", app_ratings=app)
+    assert raw.sources == ("rating.csv", APP_SOURCE)
+    assert raw.ratings["source_rank"].to_pylist() == [0, 0, 1] and raw.ratings["row_number"].to_pylist()[-1] == 1
+    changed = ingest(tmp_path / "data", app_ratings=AppRatingsExport(
+        "tests", app.ratings.set_column(2, "rating", pa.array([4], pa.int64())), 4, 3, 1))
+    assert raw.source_sha256[APP_SOURCE] != changed.source_sha256[APP_SOURCE]
+
+    write_dataset(tmp_path / "taken", [[1, 10, 8], [APP_USER_ID_BASE + 7, 11, 7]])
+    with pytest.raises(PipelineInputError, match=rf"^rating\.csv: column user_id: id {APP_USER_ID_BASE + 7} is in "
+                                                 r"the range kept for the web app's profiles"):
+        ingest(tmp_path / "taken")

@@ -232,6 +232,12 @@ def test_a_person_finds_anime_gets_ten_recommendations_with_reasons_and_follows_
         _shot(page, "start")
         page.reload()
         expect(page.locator("#mylist li")).to_have_count(3)  # the list lives in the URL
+        start = page.url
+        page.click("#keep-list")  # the same list kept in a profile instead
+        expect(page.locator("#myprofile li[data-anime]")).to_have_count(3)
+        kept = page.locator("#myprofile select.change").evaluate_all("selects => selects.map(s => s.value)")
+        assert sorted(kept) == ["9", "9", "w"]  # as rated in the list
+        page.goto(start)
 
         page.click("#get-recommendations")
         cards = page.locator("#recommendations li.card")

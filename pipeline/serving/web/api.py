@@ -29,11 +29,14 @@ class FastJSON(JSONResponse):
 router = APIRouter(prefix="/api", tags=["recommendations"], default_response_class=FastJSON)
 
 
-class RatedAnimeIn(BaseModel):
+class RatingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    anime_id: int
     rating: int | Literal["watched"] = Field(description="a rating on the model's scale, or \"watched\"")
+
+
+class RatedAnimeIn(RatingIn):
+    anime_id: int
 
 
 class Filters(BaseModel):
@@ -55,6 +58,22 @@ class NewUserRequest(Filters):
 # The request's schema for the OpenAPI document; the models it refers to go into its components (app.py).
 NEW_USER_SCHEMA = NewUserRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 SCHEMA_COMPONENTS = NEW_USER_SCHEMA.pop("$defs", {})
+
+
+async def read_json(request: Request, model: type[BaseModel], what: str, max_bytes: int | None = None,
+                    too_large: str = "") -> BaseModel:
+    """The body as `model`, parsed by pydantic straight from its bytes (FastAPI's generic body handling costs more
+    than the answer). A body of another type is refused: text/plain is what another site may POST without the
+    browser asking first."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise HTTPException(415, f"send {what} as JSON, with the header Content-Type: application/json")
+    body = await request.body()
+    if max_bytes is not None and len(body) > max_bytes:
+        raise HTTPException(413, too_large)
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from exc
 
 
 def served(request: Request):
@@ -89,14 +108,7 @@ async def similar(request: Request, anime_id: int, n: Annotated[int, Query(ge=1,
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": NEW_USER_SCHEMA}}}})
 async def recommend_new(request: Request):
-    # A body of another type is refused: text/plain is what another site may POST without the browser asking first.
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-        raise HTTPException(415, "send the list as JSON, with the header Content-Type: application/json")
-    # the body parsed by pydantic straight from its bytes: FastAPI's generic body handling costs more than the answer
-    try:
-        body = NewUserRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from exc
+    body = await read_json(request, NewUserRequest, "the list")
     recommender = served(request).recommender
     items = [RatedAnime(r.anime_id, None if r.rating == answers.WATCHED else r.rating) for r in body.ratings]
     return answers.listing_rows(recommender, answers.listing_for(recommender, items, body.n, **body.as_kwargs()))

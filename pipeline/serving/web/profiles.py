@@ -5,13 +5,10 @@ answered, and only this site's own pages may make one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.data.ratings_db.export import exported_watermark
@@ -26,7 +23,7 @@ from pipeline.data.ratings_db.store import (
 from pipeline.serving.recommend import Listing
 from pipeline.serving.web import answers
 from pipeline.serving.web.answers import WATCHED, RatedAnime
-from pipeline.serving.web.api import FastJSON
+from pipeline.serving.web.api import FastJSON, RatingIn, read_json
 from pipeline.serving.web.champion import ServedModel
 from pipeline.serving.web.pages import render
 from pipeline.top_n import K
@@ -35,12 +32,6 @@ COOKIE = "animerec_profile"
 COOKIE_SECONDS = 365 * 24 * 3600
 MAX_BODY = 256  # bytes of one rating's JSON body
 router = APIRouter(tags=["your profile"], default_response_class=FastJSON)
-
-
-class RatingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    rating: int | Literal["watched"] = Field(description="a rating on the model's scale, or \"watched\"")
 
 
 @dataclass(frozen=True)
@@ -78,16 +69,9 @@ def served_dataset(request: Request) -> tuple[ServedModel, str]:
 
 
 async def read_rating(request: Request) -> int | None:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-        raise HTTPException(415, "send the rating as JSON, with the header Content-Type: application/json")
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise HTTPException(413, 'a rating is a small JSON object, such as {"rating": 8} or {"rating": "watched"}')
-    try:
-        rating = RatingIn.model_validate_json(body).rating
-    except ValidationError as exc:
-        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from exc
-    return None if rating == WATCHED else rating
+    body = await read_json(request, RatingIn, "the rating", MAX_BODY,
+                           'a rating is a small JSON object, such as {"rating": 8} or {"rating": "watched"}')
+    return None if body.rating == WATCHED else body.rating
 
 
 async def write(call, *args) -> object:
