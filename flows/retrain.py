@@ -84,7 +84,7 @@ def ingest_task(data_dir: Path, settings: Settings) -> RawData:
     read, loose_warning = ingest_lines(raw, data_dir, inbox_files(settings.inbox_root), settings)
     get_run_logger().info(read)
     if app_ratings is not None:
-        get_run_logger().info(app_ratings.describe())
+        get_run_logger().info("app ratings: %s", app_ratings.describe())
     if loose_warning:
         get_run_logger().warning(loose_warning)
     return raw

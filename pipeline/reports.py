@@ -47,11 +47,12 @@ class DataReport:
     counts: ValidationCounts
     validation_summary: str
     scale_warning: str | None
+    app_ratings: str | None = None  # what the web app's ratings brought, when the run read them
 
     @classmethod
     def of(cls, data_dir: Path, raw: RawData, validated: ValidatedData) -> DataReport:
         return cls(data_dir, raw.layout.name, validated.data_version, validated.counts, validated.summary(),
-                   validated.scale.warning)
+                   validated.scale.warning, None if raw.app_ratings is None else raw.app_ratings.describe())
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class RetrainSummary:
                  f"  rating scale      {settings.rating_scale} ({self.origins.rating_scale}); relevant for top-10: "
                  f"rating >= {settings.relevant_rating}",
                  f"  data version      {data.data_version}"]
+        if data.app_ratings:
+            lines.append(f"  app ratings       {data.app_ratings}")
         if data.scale_warning:
             lines.append(f"  warning           {data.scale_warning}")
         lines += [f"  {'  ' * (i > 0)}{label:<{16 - 2 * (i > 0)}}{value:>10,}"

@@ -29,7 +29,7 @@ class AppRatingsExport:
     new_ratings: int  # ratings changed after `since`
 
     def describe(self) -> str:
-        return (f"app ratings of data set {self.dataset}: {self.ratings.num_rows:,} "
+        return (f"{self.ratings.num_rows:,} of data set {self.dataset} from the web app's profiles "
                 f"({self.new_ratings:,} new or changed since the last export)")
 
 
