@@ -29,7 +29,7 @@ matrix = build_utility_matrix(validate(ingest(Path(sys.argv[1])), settings), set
 test = matrix.split("test")
 result = {}
 for devices in ("all", "one"):
-    trained = train_model(matrix, TrainingConfig(embedding_dim=32, batch_size=2048, epochs=6, learning_rate=0.02,
+    trained = train_model(matrix, TrainingConfig(embedding_dim=32, batch_size=2048, epochs=3, learning_rate=0.02,
                                                  devices=devices))
     predicted = matrix.scale.unscale(predict_scaled(trained.model, test["user_index"].to_numpy(),
                                                     test["anime_index"].to_numpy()))
@@ -49,5 +49,5 @@ def test_two_devices_fit_as_one(small_data, tmp_path):
     result = json.loads(child.stdout.strip().splitlines()[-1])
     assert result["all"]["device"] == "2 × CPU (MirroredStrategy)"
     assert result["one"]["device"] == "CPU"
-    assert result["all"]["epochs"] == result["one"]["epochs"] == 6
+    assert result["all"]["epochs"] == result["one"]["epochs"] == 3
     assert result["all"]["rmse"] == pytest.approx(result["one"]["rmse"], rel=0.005)
