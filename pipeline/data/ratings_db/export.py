@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
 import pyarrow as pa
-from sqlalchemy import func, insert, select
+from sqlalchemy import BigInteger, func, insert, literal, select
 
 from pipeline.data.ratings_db.schema import APP_USER_ID_BASE, app_ratings, change_counter, exports
 from pipeline.data.ratings_db.store import RatingsStore
@@ -42,17 +41,14 @@ def read_app_ratings(store: RatingsStore, dataset: str, unrated_value: int) -> A
             watermark = connection.execute(select(change_counter.c.value).where(change_counter.c.id == 1)).scalar_one()
             since = connection.execute(select(func.coalesce(func.max(exports.c.watermark), 0)).where(
                 exports.c.dataset == dataset)).scalar_one()
-            rows = connection.execute(select(app_ratings.c.profile_id, app_ratings.c.anime_id, app_ratings.c.rating,
-                                             app_ratings.c.change).where(app_ratings.c.dataset == dataset).order_by(
-                app_ratings.c.profile_id, app_ratings.c.anime_id)).all()
-    profile, anime, rating, change = (np.array(column, dtype=object) for column in zip(*rows, strict=True)) if rows \
-        else (np.array([], dtype=object),) * 4
-    ratings = pa.table({
-        "user_id": pa.array(profile.astype(np.int64) + APP_USER_ID_BASE, pa.int64()),
-        "anime_id": pa.array(anime.astype(np.int64), pa.int64()),
-        "rating": pa.array(np.where(rating == None, unrated_value, rating).astype(np.int64), pa.int64()),  # noqa: E711
-    })
-    return AppRatingsExport(dataset, ratings, int(watermark), int(since), int((change.astype(np.int64) > since).sum()))
+            rows = connection.execute(select(
+                (literal(APP_USER_ID_BASE, BigInteger) + app_ratings.c.profile_id).label("user_id"),
+                app_ratings.c.anime_id,
+                func.coalesce(app_ratings.c.rating, unrated_value).label("rating"), app_ratings.c.change).where(
+                app_ratings.c.dataset == dataset).order_by(app_ratings.c.profile_id, app_ratings.c.anime_id)).all()
+    ratings = pa.table({name: pa.array([row[i] for row in rows], pa.int64())
+                        for i, name in enumerate(("user_id", "anime_id", "rating"))})
+    return AppRatingsExport(dataset, ratings, watermark, since, sum(row.change > since for row in rows))
 
 
 def commit_export(store: RatingsStore, export: AppRatingsExport, run_id: str) -> None:

@@ -54,7 +54,6 @@ class Profile:
 class StoredRating:
     anime_id: int
     rating: int | None  # None: watched, not rated
-    change: int
     updated_at: datetime
 
 
@@ -136,8 +135,8 @@ _ADD_RATING = insert(app_ratings).values(
     profile_id=bindparam("p_profile"), dataset=bindparam("p_dataset"), anime_id=bindparam("p_anime"),
     rating=bindparam("p_rating"), change=bindparam("p_change"), updated_at=bindparam("p_updated"))
 _REMOVE_RATING = delete(app_ratings).where(_IS_RATING)
-_RATINGS_OF = select(app_ratings.c.anime_id, app_ratings.c.rating, app_ratings.c.change,
-                     app_ratings.c.updated_at).where(_OF_PROFILE).order_by(app_ratings.c.change.desc())
+_RATINGS_OF = select(app_ratings.c.anime_id, app_ratings.c.rating, app_ratings.c.updated_at).where(
+    _OF_PROFILE).order_by(app_ratings.c.change.desc())
 
 
 def next_change(connection: Connection) -> int:
@@ -204,7 +203,7 @@ class RatingsStore:
         """The profile's anime in `dataset`, the last changed first."""
         with self.reader.connect() as connection:
             rows = connection.execute(_RATINGS_OF, {"p_profile": profile.id, "p_dataset": dataset}).all()
-        return [StoredRating(row.anime_id, row.rating, row.change, _utc(row.updated_at)) for row in rows]
+        return [StoredRating(row.anime_id, row.rating, _utc(row.updated_at)) for row in rows]
 
     def rate(self, profile: Profile, dataset: str, anime_id: int, rating: int | None, limits: WriteLimits) -> int:
         """Keep (or change) the profile's rating of one anime; committed when this returns its change number."""

@@ -79,10 +79,15 @@ def parse_list(text: str) -> list[RatedAnime]:
 
 
 def listing_for(recommender: Recommender, items: list[RatedAnime], n: int, **filters) -> Listing:
-    items = check_list(recommender, items)
+    """The list of someone new, after checking what they sent."""
+    return folded_in(recommender, check_list(recommender, items), check_n(n), eligible_anime(recommender, **filters))
+
+
+def folded_in(recommender: Recommender, items: list[RatedAnime], n: int, eligible: np.ndarray | None = None
+              ) -> Listing:
+    """The list of someone the model never learned, from the anime they rated or watched (known to the model)."""
     ratings = np.array([recommender.unrated_value if item.rating is None else item.rating for item in items])
-    return recommender.listing_from_ratings(np.array([item.anime_id for item in items]), ratings, check_n(n),
-                                            eligible_anime(recommender, **filters))
+    return recommender.listing_from_ratings(np.array([item.anime_id for item in items]), ratings, n, eligible)
 
 
 def card(recommender: Recommender, anime_index: int) -> dict:

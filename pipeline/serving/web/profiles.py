@@ -16,14 +16,12 @@ from pipeline.data.ratings_db.store import (
     Profile,
     ProfileFullError,
     RatingsStore,
-    StoredRating,
     WriteLimitError,
     WriteLimits,
 )
-from pipeline.serving.recommend import Listing
 from pipeline.serving.web import answers
 from pipeline.serving.web.answers import WATCHED, RatedAnime
-from pipeline.serving.web.api import FastJSON, RatingIn, read_json
+from pipeline.serving.web.api import FastJSON, RatingIn, read_json, served
 from pipeline.serving.web.champion import ServedModel
 from pipeline.serving.web.pages import render
 from pipeline.top_n import K
@@ -63,11 +61,6 @@ def check_same_origin(request: Request) -> None:
         raise HTTPException(403, "a change to a profile must come from this site's own pages")
 
 
-def served_dataset(request: Request) -> tuple[ServedModel, str]:
-    served = request.app.state.watcher.current()
-    return served, served.dataset
-
-
 async def read_rating(request: Request) -> int | None:
     body = await read_json(request, RatingIn, "the rating", MAX_BODY,
                            'a rating is a small JSON object, such as {"rating": 8} or {"rating": "watched"}')
@@ -99,12 +92,12 @@ def keep_cookie(request: Request, response: Response, token: str) -> None:
 async def rate(request: Request, anime_id: int):
     check_same_origin(request)
     rating = await read_rating(request)
-    served, dataset = served_dataset(request)
-    answers.check_list(served.recommender, [RatedAnime(anime_id, rating)])
+    model = served(request)
+    answers.check_list(model.recommender, [RatedAnime(anime_id, rating)])
     profile, token = await current_profile(request), None
     if profile is None:
         token, profile = await run_in_threadpool(ratings_store(request).create_profile)
-    change = await write(ratings_store(request).rate, profile, dataset, anime_id, rating, limits(request))
+    change = await write(ratings_store(request).rate, profile, model.dataset, anime_id, rating, limits(request))
     response = FastJSON({"anime_id": anime_id, "rating": WATCHED if rating is None else rating, "change": change},
                         status_code=201 if token else 200)
     if token:
@@ -116,8 +109,7 @@ async def rate(request: Request, anime_id: int):
 async def unrate(request: Request, anime_id: int):
     check_same_origin(request)
     profile = await required_profile(request)
-    _, dataset = served_dataset(request)
-    if not await write(ratings_store(request).remove, profile, dataset, anime_id, limits(request)):
+    if not await write(ratings_store(request).remove, profile, served(request).dataset, anime_id, limits(request)):
         raise HTTPException(404, f"anime {anime_id} is not in your profile")
     return {"anime_id": anime_id, "removed": True}
 
@@ -135,21 +127,21 @@ async def forget(request: Request):
 @router.get("/api/me", summary="Your profile: your anime and your recommendations")
 async def me(request: Request, n: int = K):
     profile = await required_profile(request)
-    served, _ = served_dataset(request)
-    view = await run_in_threadpool(profile_view, request, served, profile, answers.check_n(n))
-    return {"version": served.version, "learned": view.learned, "note": view.note, "ratings": view.ratings,
+    model = served(request)
+    view = await run_in_threadpool(profile_view, request, model, profile, answers.check_n(n))
+    return {"version": model.version, "learned": view.learned, "note": view.note, "ratings": view.ratings,
             "recommendations": view.rows}
 
 
 @router.get("/me", response_class=HTMLResponse, include_in_schema=False)
 async def me_page(request: Request) -> HTMLResponse:
     profile = await current_profile(request)
-    served, _ = served_dataset(request)
-    view = None if profile is None else await run_in_threadpool(profile_view, request, served, profile, K)
+    model = served(request)
+    view = None if profile is None else await run_in_threadpool(profile_view, request, model, profile, K)
     engine = ratings_store(request).engine.url.get_backend_name()
     return render(request, "me.html", profile=profile, view=view, list_param="",
                   database="PostgreSQL" if engine == "postgresql" else "a SQLite file in its data folder",
-                  scale=served.recommender.rating.scale)
+                  scale=model.recommender.rating.scale)
 
 
 async def required_profile(request: Request) -> Profile:
@@ -164,9 +156,10 @@ def profile_view(request: Request, served: ServedModel, profile: Profile, n: int
     every change made to it, else folded in from the ratings as they are now."""
     recommender, store = served.recommender, ratings_store(request)
     kept = store.ratings(profile, served.dataset)
-    known = [item for item in kept if recommender.anime.indices(np.array([item.anime_id]))[0] >= 0]
-    ratings = [{**answers.card(recommender, recommender.anime.index(item.anime_id)), "rating": item.rating,
-                "updated_at": item.updated_at.isoformat()} for item in known]
+    indices = recommender.anime.indices(np.array([item.anime_id for item in kept], dtype=np.int64))
+    known = [(item, int(index)) for item, index in zip(kept, indices, strict=True) if index >= 0]
+    ratings = [{**answers.card(recommender, index), "rating": item.rating, "updated_at": item.updated_at.isoformat()}
+               for item, index in known]
     watermarks = request.app.state.export_watermarks  # run id → watermark; committed exports never change
     if served.run_id not in watermarks:
         found = exported_watermark(store, served.run_id)
@@ -180,17 +173,11 @@ def profile_view(request: Request, served: ServedModel, profile: Profile, n: int
         listing = recommender.listing(profile.user_id, n)
         note = f"From {version}, which learned your ratings when it was trained."
     elif known:
-        listing = folded_in(served, known, n)
+        listing = answers.folded_in(recommender, [RatedAnime(item.anime_id, item.rating) for item, _ in known], n)
         note = (f"Folded in: {version} has not learned your ratings yet, so it places them beside what it knows. "
                 "The next retrain learns them.")
     else:
         listing, note = None, "Rate an anime to get recommendations."
     rows = [] if listing is None else answers.listing_rows(recommender, listing)
     return ProfileView(ratings, rows, learned, note)
-
-
-def folded_in(served: ServedModel, ratings: list[StoredRating], n: int) -> Listing:
-    recommender = served.recommender
-    values = np.array([recommender.unrated_value if item.rating is None else item.rating for item in ratings])
-    return recommender.listing_from_ratings(np.array([item.anime_id for item in ratings]), values, n)
 
