@@ -191,13 +191,33 @@ def read_watch_list(path: Path | DataFile) -> pa.Table:
     return read_csv_file(_as_source(path), WATCH_LIST_COLUMNS)
 
 
+# What MyAnimeList's files write where a value is not known (Kaggle 2020: `Unknown`, `None found, add some`)
+NOT_KNOWN = ("unknown", "none found, add some", "n/a", "none")
+LIST_COLUMNS = ("genre", "studios")  # comma-separated lists, written back as "A, B" whatever their spacing
+
+
+def _known_text(values: pa.ChunkedArray, is_list: bool) -> pa.Array:
+    """Text cells with `NOT_KNOWN` placeholders and blanks as null; list cells as "A, B" (spacing and empty items
+    dropped, inner runs of spaces collapsed)."""
+    out = []
+    for value in values.to_pylist():
+        text = None if value is None else re.sub(r"\s+", " ", value).strip()
+        if text and is_list:
+            text = ", ".join(item.strip() for item in text.split(",") if item.strip())
+        out.append(None if not text or text.casefold() in NOT_KNOWN else text)
+    return pa.array(out, pa.string())
+
+
 def read_anime(path: Path | DataFile) -> pa.Table:
     """Anime metadata in the CooperUnion columns (a Kaggle 2020 `anime.csv` is mapped by ANIME_COLUMNS), HTML
     entities decoded (`&#039;` → `'`); metadata numbers that don't parse (`Unknown`, blank) are null, never a
-    quarantine."""
+    quarantine, and so are placeholders for unknown text (`Unknown`)."""
     table = read_csv_file(_as_source(path), ANIME_COLUMNS)
     names = pa.array([None if n is None else html.unescape(n) for n in table["name"].to_pylist()], pa.string())
     table = table.set_column(table.schema.get_field_index("name"), "name", names)
-    for name, target in (("episodes", pa.int64()), ("rating", pa.float64())):
+    for name in ("genre", "type", "studios", "source", "premiered"):
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 _known_text(table[name], name in LIST_COLUMNS))
+    for name, target in (("episodes", pa.int64()), ("rating", pa.float64()), ("members", pa.int64())):
         table = table.set_column(table.schema.get_field_index(name), name, _as_numbers(table[name], target)[0])
     return table

@@ -40,13 +40,14 @@ WATCH_LIST_COLUMNS = Columns({"user_id": pa.int64(), "anime_id": pa.int64(), "ra
                               "watching_status": pa.int64()},
                              required=("user_id", "anime_id", "rating", "watching_status"))
 # The Kaggle 2020 anime.csv is read through the same names: `MAL_ID`, `Genres` (`Genders` in older copies) and
-# `Score` (its mean score; its `Rating` is the age rating, so `score` is looked for first). Only anime_id and name
-# are required; the rest is null when absent.
+# `Score` (its mean score; its `Rating` is the age rating, so `score` is looked for first); its `Studios`, `Source`
+# and `Premiered` too. Only anime_id and name are required; the rest is null when absent.
 ANIME_COLUMNS = Columns({
     "anime_id": pa.int64(), "name": pa.string(), "genre": pa.string(), "type": pa.string(),
     "episodes": pa.string(),  # "Unknown" for airing shows; cast after reading
     "rating": pa.string(),  # mean score; "Unknown" in the Kaggle 2020 file; cast after reading
-    "members": pa.int64(),
+    "members": pa.string(),  # cast after reading: a count that does not parse is a neutral feature, not a bad row
+    "studios": pa.string(), "source": pa.string(), "premiered": pa.string(),  # Kaggle 2020 only
 }, required=("anime_id", "name"), accepted={
     "anime_id": ("anime_id", "mal_id"), "genre": ("genre", "genres", "genders"), "rating": ("score", "rating")})
 

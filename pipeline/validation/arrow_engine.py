@@ -41,6 +41,9 @@ def _column_values(expectation, table: pa.Table, parameters: dict[str, Any]) -> 
         allowed = pa.array(_resolved(expectation.value_set, parameters)).cast(values.type)
         outside = pc.invert(pc.is_in(values, value_set=allowed))
         return _rows(pc.and_(outside, pc.is_valid(values)) if values.null_count else outside), values.null_count
+    if kind == "expect_column_values_to_match_regex":  # searched anywhere in the value, as GX's pandas engine does
+        unmatched = pc.invert(pc.fill_null(pc.match_substring_regex(values, expectation.regex), True))
+        return _rows(unmatched), values.null_count
     if kind == "expect_column_values_to_be_unique":
         present = boolean_mask(pc.is_valid(values)) if values.null_count else None
         return np.flatnonzero(_repeated([values], present)), values.null_count
@@ -68,7 +71,8 @@ def _resolved(value, parameters: dict[str, Any]):
 
 
 COLUMN_VALUE_KINDS = ("expect_column_values_to_not_be_null", "expect_column_values_to_be_between",
-                      "expect_column_values_to_be_in_set", "expect_column_values_to_be_unique")  # _column_values
+                      "expect_column_values_to_be_in_set", "expect_column_values_to_match_regex",
+                      "expect_column_values_to_be_unique")  # _column_values
 
 
 def evaluates(suite) -> bool:

@@ -33,6 +33,7 @@ class SuiteReport:
     quarantined: int
     outcomes: list[ExpectationOutcome]
     gx_result: dict[str, Any] = field(repr=False)
+    neutralized: dict[str, Any] = field(default_factory=dict, repr=False)  # column → rows (numpy) of `neutral` fails
 
     def summary_lines(self) -> list[str]:
         passed = sum(o.success for o in self.outcomes)
@@ -54,6 +55,7 @@ class ValidationCounts:
     anime_accepted: int
     anime_quarantined: int
     ratings_without_metadata: int  # accepted ratings whose anime is not in anime.csv (kept)
+    anime_neutralized: dict[str, int] = field(default_factory=dict)  # column → cells left out as neutral features
     per_source: dict[str, dict[str, int]] = field(default_factory=dict)  # the same four counts, file by file
     unrated_by_status: dict[str, int] = field(default_factory=dict)  # watched / watching / dropped / …
 

@@ -141,7 +141,9 @@ DEFAULT_ENGINE = Settings.model_fields["validation_engine"].default  # GX's own,
 def run_suite(table: pa.Table, suite_path: Path, source: str, parameters: dict[str, Any] | None = None,
               batch_rows: int | None = None, map_batches: BatchMap = validate_batches_here,
               engine: str = DEFAULT_ENGINE) -> tuple[SuiteReport, pa.Array]:
-    """Validate `table` against a JSON suite; return the report and a per-row quarantine reason (null = ok).
+    """Validate `table` against a JSON suite; return the report and a per-row quarantine reason (null = ok). A
+    failing `neutral` expectation quarantines nothing: the report names its column's failing rows, whose cells the
+    caller leaves out.
 
     Tables larger than `batch_rows` (None: no limit) are validated in batches (split by the suite's
     `meta.batch_key` column) so that GX's memory follows the batch, not the table, or so that Dask workers share
@@ -153,10 +155,12 @@ def run_suite(table: pa.Table, suite_path: Path, source: str, parameters: dict[s
     batches = (SuiteBatch(suite_path, source, parameters or {}, table if rows is None else table.take(rows), rows,
                           f"{source}, batch {number} of {len(split)}", engine) for number, rows in enumerate(split, 1))
     results = map_batches(batches)
-    failures, outcomes = [], []
+    failures, outcomes, neutralized = [], [], {}
     for number, (kind, column, on_failure, why) in enumerate(results[0].expectations):
         failing = np.concatenate([result.failing[number] for result in results])
-        if failing.size:
+        if failing.size and on_failure == "neutral":  # the cell is left out (null), the row kept
+            neutralized[column] = np.union1d(neutralized.get(column, np.empty(0, np.int64)), failing)
+        elif failing.size:
             failures.append((why, failing))
         outcomes.append(ExpectationOutcome(kind, column, all(result.success[number] for result in results),
                                            sum(result.unexpected[number] for result in results), on_failure))
@@ -165,7 +169,7 @@ def run_suite(table: pa.Table, suite_path: Path, source: str, parameters: dict[s
     gx_results = [result.gx_result for result in results]
     gx_result = gx_results[0] if len(gx_results) == 1 else {"success": all(r["success"] for r in gx_results),
                                                             "batches": gx_results}
-    report = SuiteReport(suite.name, source, table.num_rows, quarantined, outcomes, gx_result)
+    report = SuiteReport(suite.name, source, table.num_rows, quarantined, outcomes, gx_result, neutralized)
     return report, reason
 
 

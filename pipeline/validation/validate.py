@@ -129,6 +129,10 @@ class _CheckedRows:
     anime_reason: pa.ChunkedArray | pa.Array
     watch_list_sources: int  # 1 when source 0 is the watch list, whose current entries are interactions
 
+    @property
+    def anime_report(self) -> SuiteReport:
+        return self.reports[-1]  # the anime suite runs last
+
 
 def _checked_rows(raw: RawData, settings: Settings, run: Callable[..., tuple[SuiteReport, pa.Array]]) -> _CheckedRows:
     """The suites run on every file; a file with too many bad rows stops the run."""
@@ -199,11 +203,22 @@ def _counts(raw: RawData, checked: _CheckedRows, fates: _RowFates, tables: dict[
         anime_rows_in=raw.anime.num_rows, anime_accepted=tables["anime"].num_rows,
         anime_quarantined=tables["anime_quarantine"].num_rows,
         ratings_without_metadata=int(pc.sum(pc.invert(known_anime)).as_py() or 0),
+        anime_neutralized={column: len(rows) for column, rows in checked.anime_report.neutralized.items()},
         per_source={name: {key: int(column[i]) for key, column in per_source.items()}
                     for i, name in enumerate(checked.sources)},
         unrated_by_status={WATCHING_STATUSES[code]: int(statuses[code]) for code in WATCHING_STATUSES
                            if statuses[code]},
     )
+
+
+def _neutralized(anime: pa.Table, report: SuiteReport) -> pa.Table:
+    """anime.csv with the cells of failing `neutral` expectations left out (null): the feature's neutral value."""
+    for column, rows in report.neutralized.items():
+        mask = np.zeros(anime.num_rows, dtype=bool)
+        mask[rows] = True
+        index = anime.schema.get_field_index(column)
+        anime = anime.set_column(index, column, pc.if_else(mask, pa.scalar(None, anime[column].type), anime[column]))
+    return anime
 
 
 def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = None) -> ValidatedData:
@@ -224,7 +239,8 @@ def validate(raw: RawData, settings: Settings, map_batches: BatchMap | None = No
         "unrated": _where(rows.select(["user_id", "anime_id", "watching_status"]), fates.unrated),
         "quarantine": _with_text_reason(left_out.drop_columns(["source_rank"]).add_column(
             0, "source", pa.array(checked.sources).take(left_out["source_rank"]))),
-        "anime": raw.anime.drop_columns(["row_number", "parse_error"]).filter(anime_ok),
+        "anime": _neutralized(raw.anime.drop_columns(["row_number", "parse_error"]), checked.anime_report
+                              ).filter(anime_ok),
         "anime_quarantine": _with_text_reason(raw.anime.select(["row_number", "anime_id", "name"]).append_column(
             "reason", checked.anime_reason).filter(pc.invert(anime_ok))),
     }
