@@ -38,18 +38,22 @@ class KerasPart(BaseModel):
 class TrainingConfig(BaseModel):
     """Hyperparameters of the rating model; `TrainingConfig.seed_cosine()` is the seed model, kept for comparison.
 
-    - `biased_mf` (default): user and anime biases + dot product of embeddings, squared error on the [0, 1] scale
+    - `feature_mf` (default): `biased_mf` whose anime vector and bias add a feature tower's output (genres, type,
+      episodes, members, …) to the anime's ID part, trained with ID dropout: it also scores anime nobody rated yet
+      (models/rating/feature_model.py).
+    - `biased_mf`: user and anime biases + dot product of embeddings, squared error on the [0, 1] scale
       with L2 per rating on the rows it touches. `solver="keras"` (default) trains it with Keras' `model.fit`: the
       `optimizer`'s steps update only the embedding rows a batch touches (models/rating/optimizers.py), from the
       `initializer`, at the `learning_rate` shaped by `learning_rate_schedule`. `solver="als"` fits it by
       alternating least squares along an L2 path chosen on validation (models/rating/als.py): the fast CPU option.
     - `seed_cosine`: cosine of the embeddings → Dense(1, sigmoid), binary cross-entropy, Keras Adam.
 
-    The defaults are the best on validation of `make bench`'s initializer × learning-rate table (BENCHMARKS.md).
+    The defaults are the best on validation of `make bench`'s tables (BENCHMARKS.md): the initializer ×
+    learning-rate table, and the cold-start part for the architecture and its ID dropout.
     """
 
-    architecture: Literal["biased_mf", "seed_cosine"] = "biased_mf"
-    solver: Literal["keras", "als"] = "keras"  # biased_mf only
+    architecture: Literal["feature_mf", "biased_mf", "seed_cosine"] = "feature_mf"
+    solver: Literal["keras", "als"] = "keras"  # "als": biased_mf by ALS (no feature tower), whatever the architecture
     embedding_dim: int = Field(128, ge=1)
     batch_size: int = Field(16384, ge=1)
     epochs: int = Field(40, ge=1)  # at most (ALS: sweeps in all); early stopping on validation RMSE decides
@@ -67,6 +71,13 @@ class TrainingConfig(BaseModel):
     # Where the embeddings start (pipeline/models/rating/initializers.py): any keras.initializers class by name with its
     # arguments, or "als": a warm start from a short ALS solve (`sweeps`, 5 by default).
     initializer: KerasPart = KerasPart(name="GlorotUniform")
+    # feature_mf: the anime's vector and bias are its ID part plus a feature tower's output (one ReLU layer of
+    # `tower_units`); the ID part is left out of `id_dropout` of each batch's ratings, so the tower learns alone too
+    # (chosen on validation with anime held out: make bench PARTS=cold-start).
+    tower_units: int = Field(128, ge=1)
+    tower_output_scale: float = Field(0.1, gt=0)  # the tower's pace beside the embedding rows' (feature_model.py)
+    id_dropout: float = Field(0.25, ge=0, lt=1)
+    feature_min_anime: int = Field(3, ge=1)  # a genre, studio, type, … named by fewer anime is no feature
     # biased_mf: per-rating L2 on the embedding and bias rows it touches (ALS: where its path starts)
     l2: float = Field(0.02, ge=0)
     l2_step: float = Field(2 ** 0.5, gt=1)  # ALS: λ is divided by this while validation RMSE improves
@@ -84,15 +95,22 @@ class TrainingConfig(BaseModel):
         """What the rating model is and how it is fitted, as reports and registry tags name it."""
         if self.architecture == "seed_cosine":
             return "seed_cosine by Keras (Adam)"
-        if self.solver == "als":
-            return f"{self.architecture} by ALS"
+        if self.by_als:
+            return "biased_mf by ALS"
+        tower = (f"; feature tower {self.tower_units}, ID dropout {self.id_dropout:g}"
+                 if self.architecture == "feature_mf" else "")
         return (f"{self.architecture} by Keras fit ({self.optimizer} at {self.learning_rate:g}, "
-                f"{self.learning_rate_schedule}; initializer {self.initializer})")
+                f"{self.learning_rate_schedule}; initializer {self.initializer}{tower})")
+
+    @property
+    def by_als(self) -> bool:
+        """Whether ALS fits it: the biased model (ALS solves ID factors; a feature tower is Keras' to fit)."""
+        return self.architecture != "seed_cosine" and self.solver == "als"
 
     @property
     def step_name(self) -> str:
         """What one pass of training is called in reports: an ALS sweep, or an epoch."""
-        return "sweep" if self.architecture == "biased_mf" and self.solver == "als" else "epoch"
+        return "sweep" if self.by_als else "epoch"
 
     @classmethod
     def seed_cosine(cls, **overrides) -> TrainingConfig:

@@ -14,6 +14,7 @@ from conftest import RATING_HEADER, listening_hosts, write_csv, write_dataset
 
 from flows.arguments import build_parser
 from pipeline.data.ingest import ingest
+from pipeline.matrix.anime_features import AnimeFeatures
 from pipeline.matrix.utility_matrix import build_utility_matrix
 from pipeline.models.ranking.fit import train_ranking_model
 from pipeline.models.rating.scorer import ARRAYS_FILE
@@ -39,7 +40,8 @@ def test_every_server_command_binds_to_localhost_unless_a_host_is_given(prefect_
 @pytest.fixture
 def bundle(small_data, settings, tmp_path) -> Path:
     matrix = build_utility_matrix(validate(ingest(small_data), settings), settings)
-    model = build_model(matrix.n_users, matrix.n_anime, settings.training)
+    features = AnimeFeatures.of(matrix.anime_metadata()).rows(matrix.anime_ids())  # the default: the feature model
+    model = build_model(matrix.n_users, matrix.n_anime, settings.training, anime_features=features)
     ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold)
     return save_bundle(model, ranking.model, matrix, settings.unrated_value, settings.training.l2, tmp_path / "bundle")
 

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 USER_INPUT, ANIME_INPUT = "user", "anime"
 TABLES = ("user_embedding", "anime_embedding", "user_bias", "anime_bias")
+FEATURES_LAYER, TOWER_LAYER = "anime_features", "feature_tower"  # the feature model's (feature_model.py)
 SPLIT_COLUMNS = ["user_index", "anime_index", "scaled_rating"]
 STEPS_PER_EXECUTION = 32  # optimizer steps per call into the compiled function (Python overhead per step)
 # XLA's compile takes seconds: a fit that may process fewer ratings (train ratings × epoch cap) runs faster uncompiled
@@ -84,11 +85,17 @@ class FactorizationTrainer(keras.Model):
     filling rows weigh 0).
     """
 
-    def __init__(self, rating_model: keras.Model, l2: float, held: dict[str, object] | None = None, **kwargs):
+    def __init__(self, rating_model: keras.Model, l2: float, held: dict[str, object] | None = None,
+                 id_dropout: float = 0.0, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.held = held or {}  # "train", "validation": HeldBatches whose batch numbers `fit` reads instead
         self.rating_model = rating_model
         self.tables = [rating_model.get_layer(name).embeddings for name in TABLES]
+        names = {layer.name for layer in rating_model.layers}
+        self.tower = rating_model.get_layer(TOWER_LAYER) if TOWER_LAYER in names else None
+        self.features = rating_model.get_layer(FEATURES_LAYER).embeddings if self.tower else None
+        self.id_dropout = id_dropout
+        self.dropout_seed = keras.random.SeedGenerator(seed)
         output = rating_model.get_layer("head").get_layer("rating")
         self.weight, self.offset = output.kernel, output.bias
         self.l2 = l2
@@ -102,13 +109,31 @@ class FactorizationTrainer(keras.Model):
     def call(self, inputs, training=False):
         return self.rating_model(inputs, training=training)
 
-    def trained_output(self, users: tf.Tensor, anime: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        """The head's unclipped output and the looked-up rows. Sums over the embedding dimension are products with
-        a vector of ones: XLA on CPU turns those into BLAS calls, several times faster than its reductions."""
+    def trained_output(self, users: tf.Tensor, anime: tf.Tensor,
+                       training: bool = False) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """The head's unclipped output and the rows L2 holds back (the looked-up ones; the tower's outputs). Sums
+        over the embedding dimension are products with a vector of ones: XLA on CPU turns those into BLAS calls,
+        several times faster than its reductions. The feature model adds its tower's vector and bias to the anime's ID
+        part, which training leaves out of a share `id_dropout` of the ratings."""
         rows = [tf.gather(table, users if name.startswith("user") else anime)
                 for table, name in zip(self.tables, TABLES, strict=True)]
+        user_vector, user_bias = rows[0], rows[2][:, 0]
+        anime_vector, anime_bias = rows[1], rows[3][:, 0]
+        if self.tower is not None:
+            tower_vector, tower_bias = self.tower(tf.gather(self.features, anime), training=training)
+            if training and self.id_dropout > 0:
+                kept = tf.cast(keras.random.uniform(tf.shape(anime), seed=self.dropout_seed) >= self.id_dropout,
+                               anime_vector.dtype)
+                anime_vector, anime_bias = anime_vector * kept[:, None], anime_bias * kept
+                # a rating whose ID part is left out teaches the tower only: neither its error nor L2 moves the
+                # user's row (so a user's row is what the ratings that reach it call for, as a fold-in computes)
+                user_vector = kept[:, None] * user_vector + (1 - kept[:, None]) * tf.stop_gradient(user_vector)
+                user_bias = kept * user_bias + (1 - kept) * tf.stop_gradient(user_bias)
+                rows = [user_vector, anime_vector, user_bias[:, None], anime_bias[:, None]]
+            anime_vector, anime_bias = anime_vector + tower_vector, anime_bias + tower_bias[:, 0]
+            rows += [tower_vector, tower_bias]
         ones = tf.ones((rows[0].shape[-1],), rows[0].dtype)
-        interaction = tf.linalg.matvec(rows[0] * rows[1], ones) + rows[2][:, 0] + rows[3][:, 0]
+        interaction = tf.linalg.matvec(user_vector * anime_vector, ones) + user_bias + anime_bias
         return interaction * self.weight[0, 0] + self.offset[0], rows
 
     def train_step(self, data):
@@ -120,11 +145,10 @@ class FactorizationTrainer(keras.Model):
     def batch_gradients(self, features, target, weight) -> tuple[tf.Tensor, tf.Tensor, list]:
         """The objective's gradients on a batch (sparse for the tables), with the predictions and squared errors."""
         with tf.GradientTape() as tape:
-            predicted, rows = self.trained_output(features[USER_INPUT], features[ANIME_INPUT])
+            predicted, rows = self.trained_output(features[USER_INPUT], features[ANIME_INPUT], training=True)
             squared_error = tf.square(predicted - target)
-            ones = tf.ones((rows[0].shape[-1],), rows[0].dtype)
-            squares = (tf.linalg.matvec(tf.square(rows[0]), ones) + tf.linalg.matvec(tf.square(rows[1]), ones)
-                       + tf.square(rows[2][:, 0]) + tf.square(rows[3][:, 0]))
+            squares = tf.add_n([tf.linalg.matvec(tf.square(row), tf.ones((row.shape[-1],), row.dtype))
+                                for row in rows])
             objective = tf.reduce_sum(weight * (squared_error + self.l2 * squares))
         return predicted, squared_error, tape.gradient(objective, self.trainable_variables)
 

@@ -28,6 +28,7 @@ RatingKind = Literal["cosine", "biased"]
 # The training default: the L2 of a model whose own is not recorded (bundles saved before it was)
 FOLD_IN_L2 = TrainingConfig.model_fields["l2"].default
 ARRAYS = ("user_vectors", "anime_vectors", "user_bias", "anime_bias")
+NEW_ARRAYS = ("new_anime_ids", "new_anime_vectors", "new_anime_bias")  # absent from bundles saved before them
 ARRAYS_FILE, CONFIG_FILE = "weights.npz", "rating.json"
 
 
@@ -47,26 +48,46 @@ class RatingScorer:
     bias: float
     scale: RatingScale
     l2: float  # the L2 the model was trained with: a folded-in user is regularized the same way
+    # Anime of the catalog that no rating names (the feature model scores them from their features alone): raw ids,
+    # vectors and biases in the anime side's form; empty for the other kinds
+    new_anime_ids: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
+    new_anime_vectors: np.ndarray | None = None
+    new_anime_bias: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.float32))
+
+    def __post_init__(self) -> None:
+        if self.new_anime_vectors is None:
+            self.new_anime_vectors = np.zeros((0, self.anime_vectors.shape[1]), np.float32)
 
     @classmethod
-    def from_keras(cls, model, scale: RatingScale, l2: float) -> RatingScorer:
-        """The weights of a trained Keras rating model (either kind, told by its layers)."""
+    def from_keras(cls, model, scale: RatingScale, l2: float,
+                   new_anime: tuple[np.ndarray, np.ndarray] | None = None) -> RatingScorer:
+        """The weights of a trained Keras rating model (any kind, told by its layers); the feature model's anime
+        vectors and biases are its ID parts plus its tower's output, and `new_anime` (ids and feature rows of anime
+        no rating names) are scored by its tower."""
+        from pipeline.models.rating.feature_model import FEATURES_LAYER, is_feature_model, tower_outputs  # Keras
+
         kind: RatingKind = "biased" if any(layer.name == "user_bias" for layer in model.layers) else "cosine"
+        new = ()
         weight, bias = (model.get_layer("head") if kind == "biased" else model).get_layer("rating").get_weights()
         users, anime = (model.get_layer(name).get_weights()[0] for name in ("user_embedding", "anime_embedding"))
         if kind == "biased":
             user_bias, anime_bias = (model.get_layer(name).get_weights()[0].reshape(-1)
                                      for name in ("user_bias", "anime_bias"))
+            if is_feature_model(model):
+                tower_vectors, tower_bias = tower_outputs(model, model.get_layer(FEATURES_LAYER).get_weights()[0])
+                anime, anime_bias = anime + tower_vectors, anime_bias + tower_bias
+                if new_anime is not None:
+                    new = (np.asarray(new_anime[0], np.int64), *tower_outputs(model, new_anime[1]))
         else:
             users, anime = unit_rows(users), unit_rows(anime)
             user_bias, anime_bias = np.zeros(len(users), np.float32), np.zeros(len(anime), np.float32)
         return cls(kind, users, anime, user_bias, anime_bias, float(weight.reshape(-1)[0]), float(bias.reshape(-1)[0]),
-                   scale, l2)
+                   scale, l2, *new)
 
     def save(self, folder: Path) -> Path:
         """Weights as arrays (npz) and the rest as JSON: served without TensorFlow or unpickling."""
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / ARRAYS_FILE, **{name: getattr(self, name) for name in ARRAYS})
+        np.savez(folder / ARRAYS_FILE, **{name: getattr(self, name) for name in (*ARRAYS, *NEW_ARRAYS)})
         (folder / CONFIG_FILE).write_text(json.dumps({
             "kind": self.kind, "weight": self.weight, "bias": self.bias, "l2": self.l2,
             "scale": {"minimum": self.scale.minimum, "maximum": self.scale.maximum}}))
@@ -76,7 +97,7 @@ class RatingScorer:
     def load(cls, folder: Path) -> RatingScorer:
         config = json.loads((folder / CONFIG_FILE).read_text())
         with np.load(folder / ARRAYS_FILE, allow_pickle=False) as arrays:
-            weights = {name: arrays[name] for name in ARRAYS}
+            weights = {name: arrays[name] for name in (*ARRAYS, *NEW_ARRAYS) if name in arrays}
         return cls(kind=config["kind"], weight=float(config["weight"]), bias=float(config["bias"]),
                    scale=RatingScale(**config["scale"]), l2=float(config["l2"]), **weights)
 
@@ -90,6 +111,11 @@ class RatingScorer:
         Unclipped, so that anime predicted beyond the top of the scale still rank in order."""
         interaction = user_vectors @ self.anime_vectors.T + user_bias[:, None] + self.anime_bias[None, :]
         return self.scale.unscale(self.trained_output(interaction))
+
+    def new_anime_ratings(self, user_vector: np.ndarray, user_bias: float) -> np.ndarray:
+        """One user's predicted ratings (clipped to the scale) of the anime no rating names, from their features."""
+        interaction = self.new_anime_vectors @ user_vector + user_bias + self.new_anime_bias
+        return self.scale.unscale(np.clip(self.trained_output(interaction), 0.0, 1.0))
 
     def rating_scores(self, users: np.ndarray) -> np.ndarray:
         """`score_users` for a block of user indices."""
@@ -105,6 +131,12 @@ class RatingScorer:
         order *= np.float32(self.weight)
         order += np.float32(self.bias)
         return order
+
+    def predict_new(self, users: np.ndarray, new_anime: np.ndarray) -> np.ndarray:
+        """Served predicted ratings of user indices for positions among the new anime (few pairs: one gather)."""
+        interaction = (np.einsum("ij,ij->i", self.user_vectors[users], self.new_anime_vectors[new_anime])
+                       + self.user_bias[users] + self.new_anime_bias[new_anime])
+        return self.scale.unscale(np.clip(self.trained_output(interaction), 0.0, 1.0))
 
     def predict(self, users: np.ndarray, anime: np.ndarray, chunk: int = 65_536) -> np.ndarray:
         """Served predicted ratings (clipped to the scale) of index pairs, `chunk` pairs at a time: the gathered

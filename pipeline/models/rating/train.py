@@ -17,8 +17,10 @@ import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
+from pipeline.matrix.anime_features import AnimeFeatures
 from pipeline.matrix.utility_matrix import UtilityMatrix
 from pipeline.models.rating.devices import device_description, training_strategy
+from pipeline.models.rating.feature_model import build_feature_tower, zero_untrained_anime
 from pipeline.models.rating.held_batches import HeldBatches, NextEpochOrder
 from pipeline.models.rating.initializers import (
     ALS_WARM_START,
@@ -28,6 +30,7 @@ from pipeline.models.rating.initializers import (
 )
 from pipeline.models.rating.keras_fit import (
     ANIME_INPUT,
+    FEATURES_LAYER,
     SPLIT_COLUMNS,
     STEPS_PER_EXECUTION,
     USER_INPUT,
@@ -53,6 +56,7 @@ class TrainedModel:
     epochs_run: int
     best_epoch: int  # 1-based epoch whose weights were kept (0: the warm start, which no epoch improved on)
     device: str  # what trained it: "CPU", "GPU (its name)", "2 × GPU (MirroredStrategy)"
+    features: AnimeFeatures | None = None  # the catalog's features (feature_mf): new anime are scored from them
 
 
 def _id_inputs() -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -112,9 +116,35 @@ def build_biased_model(n_users: int, n_anime: int, config: TrainingConfig, globa
     return keras.Model(inputs={USER_INPUT: user, ANIME_INPUT: anime}, outputs=clipped, name="biased_mf")
 
 
-def build_model(n_users: int, n_anime: int, config: TrainingConfig, global_mean: float = 0.5) -> keras.Model:
+def build_feature_model(n_users: int, anime_features: np.ndarray, config: TrainingConfig,
+                        global_mean: float = 0.5) -> keras.Model:
+    """The biased model whose anime vector and bias add a feature tower's output to their ID part
+    (`anime_features`: a row per anime index; feature_model.py)."""
+    if anime_features is None:
+        raise ValueError("the feature model (architecture feature_mf) needs the anime's features: a row per anime")
+    n_anime, width = anime_features.shape
+    user, anime = _id_inputs()
+    user_vector, anime_id_vector = _embeddings(user, anime, n_users, n_anime, config)
+    ids = [anime_id_vector,
+           keras.layers.Embedding(n_users, 1, embeddings_initializer="zeros", name="user_bias")(user),
+           keras.layers.Embedding(n_anime, 1, embeddings_initializer="zeros", name="anime_bias")(anime)]
+    table = keras.layers.Embedding(n_anime, width, trainable=False, name=FEATURES_LAYER)
+    tower_vector, tower_bias = build_feature_tower(width, config)(table(anime))
+    anime_vector = keras.layers.Add(name="anime_vector")([ids[0], tower_vector])
+    anime_bias = keras.layers.Add(name="anime_bias_total")([ids[2], tower_bias])
+    rating = build_biased_head(config.embedding_dim, global_mean)([user_vector, anime_vector, ids[1], anime_bias])
+    clipped = keras.layers.ReLU(max_value=1.0, name="clip_to_scale")(rating)
+    model = keras.Model(inputs={USER_INPUT: user, ANIME_INPUT: anime}, outputs=clipped, name="feature_mf")
+    table.set_weights([anime_features.astype(np.float32)])
+    return model
+
+
+def build_model(n_users: int, n_anime: int, config: TrainingConfig, global_mean: float = 0.5,
+                anime_features: np.ndarray | None = None) -> keras.Model:
     if config.architecture == "seed_cosine":
         return build_seed_model(n_users, n_anime, config)
+    if config.architecture == "feature_mf" and not config.by_als:  # ALS fits the biased model's factors
+        return build_feature_model(n_users, anime_features, config, global_mean)
     return build_biased_model(n_users, n_anime, config, global_mean)
 
 
@@ -167,7 +197,7 @@ def _fit_keras(model: keras.Model, matrix: UtilityMatrix, config: TrainingConfig
         train, validation = HeldBatches(train), HeldBatches(validation)
         held = {"train": train, "validation": validation}
         callbacks = [NextEpochOrder(train), *callbacks]
-    trainer = FactorizationTrainer(model, config.l2, held)
+    trainer = FactorizationTrainer(model, config.l2, held, config.id_dropout, config.seed)
     compiled = not distributed and matrix.split_sizes["train"] * epochs >= XLA_MIN_RATINGS
     trainer.compile(optimizer=build_optimizer(config.optimizer, rate.rate), jit_compile=compiled,
                     steps_per_execution=1 if distributed else STEPS_PER_EXECUTION)
@@ -185,18 +215,26 @@ def train_model(matrix: UtilityMatrix, config: TrainingConfig, callbacks: list[k
     to `log`, when given."""
     keras.utils.set_random_seed(config.seed)
     train_mean = (matrix.train_mean_rating - matrix.scale.minimum) / (matrix.scale.maximum - matrix.scale.minimum)
-    by_keras = config.architecture == "seed_cosine" or config.solver == "keras"
+    featured = config.architecture == "feature_mf" and not config.by_als
+    by_keras = not config.by_als
     strategy = training_strategy(config.devices) if by_keras else tf.distribute.get_strategy()
     device = device_description(strategy) if by_keras else "CPU"  # ALS solves its rows with numba
     if log and by_keras:
         log(f"training on {device}")
+    features = AnimeFeatures.of(matrix.anime_metadata(), config.feature_min_anime) if featured else None
+    if log and features is not None:
+        log(f"anime features: {features.summary()}")
     with strategy.scope():
-        model = build_model(matrix.n_users, matrix.n_anime, config, global_mean=train_mean)
+        model = build_model(matrix.n_users, matrix.n_anime, config, global_mean=train_mean,
+                            anime_features=None if features is None else features.rows(matrix.anime_ids()))
+        if featured:  # an anime no training rating names is its features alone (no gradient ever reaches its rows)
+            zero_untrained_anime(model, matrix.split("train", ["anime_index"])["anime_index"].to_numpy())
         if config.architecture == "seed_cosine":
             logs, kept = _fit_seed(model, matrix, config, callbacks or [], log)
-        elif config.solver == "als":
+        elif config.by_als:
             logs = _fit_als(model, matrix, config, train_mean, callbacks or [], log or (lambda line: None))
             kept = int(np.argmin(logs["val_loss"])) + 1
         else:
             logs, kept = _fit_keras(model, matrix, config, train_mean, callbacks or [], log)
-    return TrainedModel(model=model, history=logs, epochs_run=len(logs["loss"]), best_epoch=kept, device=device)
+    return TrainedModel(model=model, history=logs, epochs_run=len(logs["loss"]), best_epoch=kept, device=device,
+                        features=features)

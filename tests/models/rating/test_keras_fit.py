@@ -74,7 +74,8 @@ def test_held_batches_are_the_python_batches_epoch_after_epoch():
 
 
 def test_training_step_is_the_served_models_objective_and_moves_only_the_batchs_rows():
-    config = TrainingConfig(embedding_dim=8, initializer={"name": "RandomNormal", "args": {"stddev": 0.3}})
+    config = TrainingConfig(architecture="biased_mf", embedding_dim=8,
+                            initializer={"name": "RandomNormal", "args": {"stddev": 0.3}})
     model = build_model(30, 20, config, global_mean=0.5)
     trainer = FactorizationTrainer(model, l2=0.1)
     users, anime = tf.constant([3, 7, 7, 12]), tf.constant([5, 5, 9, 0])
@@ -94,8 +95,8 @@ def test_training_step_is_the_served_models_objective_and_moves_only_the_batchs_
 def test_a_warm_start_no_epoch_improves_on_is_kept(matrix, settings):
     """An ALS warm start counts as epoch 0: with a learning rate that wrecks every epoch, its weights are kept."""
     config = settings.training.model_copy(update={
-        "initializer": KerasPart(name="als", args={"sweeps": 3}), "learning_rate": 5.0, "epochs": 3,
-        "early_stopping_patience": 1})
+        "architecture": "biased_mf", "initializer": KerasPart(name="als", args={"sweeps": 3}), "learning_rate": 5.0,
+        "epochs": 3, "early_stopping_patience": 1})
     trained = train_model(matrix, config)
     assert trained.best_epoch == 0 and trained.epochs_run >= 1
     reference = build_model(matrix.n_users, matrix.n_anime, config, global_mean=float(

@@ -27,7 +27,7 @@ def test_seed_architecture_gives_one_cosine_per_row():
 
 
 def test_biased_architecture_adds_biases_to_one_dot_per_row_and_serves_the_scale():
-    model = build_model(50, 40, TrainingConfig(embedding_dim=16), global_mean=0.6)
+    model = build_model(50, 40, TrainingConfig(architecture="biased_mf", embedding_dim=16), global_mean=0.6)
     head = model.get_layer("head")
     assert head.get_layer("dot").output.shape == (None, 1)
     assert model.get_layer("user_bias").output.shape == (None, 1)
@@ -37,8 +37,8 @@ def test_biased_architecture_adds_biases_to_one_dot_per_row_and_serves_the_scale
     assert out.min() == 0.0 and out.max() == 1.0  # clipped to the scale, not beyond
 
 
-@pytest.mark.parametrize(("architecture", "solver"), [("biased_mf", "keras"), ("biased_mf", "als"),
-                                                      ("seed_cosine", "keras")])
+@pytest.mark.parametrize(("architecture", "solver"), [("feature_mf", "keras"), ("biased_mf", "keras"),
+                                                      ("biased_mf", "als"), ("seed_cosine", "keras")])
 def test_training_lowers_validation_loss_and_keeps_best_epoch(matrix, settings, architecture, solver):
     config = settings.training.model_copy(update={"architecture": architecture, "solver": solver})
     trained = train_model(matrix, config)
