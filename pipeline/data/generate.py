@@ -59,6 +59,7 @@ class DemoSpec:
     unrated_share: float = 0.19  # share of all rows that are −1 (watched, not rated)
     rank: int = 8
     taste_strength: float = 1.0  # how much taste, beside popularity, decides what a user watches (0: not at all)
+    new_anime: int = 12  # anime in anime.csv that no rating names yet (this season's), after the rated ones
     seed: int = 7
     users_per_block: int = 20_000  # users are generated and written a block at a time: memory stays bounded
 
@@ -150,23 +151,43 @@ def _distinct_pairs(rng: np.random.Generator, world: _World, users: np.ndarray, 
     return codes // n_anime, codes % n_anime
 
 
-def _anime_table(rng: np.random.Generator, spec: DemoSpec, anime_ids: np.ndarray, counts: np.ndarray,
+def _genres(rng: np.random.Generator, traits: np.ndarray) -> list[str]:
+    """1–4 genres per anime, the ones whose direction in taste space its traits (factors and appeal) point to most:
+    as in the real catalog, an anime's genres say something of who likes it."""
+    directions = rng.normal(0, 1, (len(GENRES), traits.shape[1]))
+    affinity = traits @ directions.T
+    affinity += rng.normal(0, affinity.std(), affinity.shape)  # genres are a rough guide, not the truth
+    sizes = rng.integers(1, 5, len(traits))
+    return [", ".join(sorted(GENRES[g] for g in np.argsort(-row)[:size])) for row, size in zip(affinity, sizes,
+                                                                                               strict=True)]
+
+
+def _anime_table(rng: np.random.Generator, spec: DemoSpec, world: _World, anime_ids: np.ndarray, counts: np.ndarray,
                  sums: np.ndarray, members: np.ndarray) -> pa.Table:
+    """anime.csv: the rated anime, then `spec.new_anime` of this season that nobody has rated yet (their traits
+    drawn as the others', from a generator of their own so that the ratings stay as they were)."""
+    fresh = np.random.default_rng(spec.seed + 1)
+    traits = np.vstack([np.column_stack([world.anime_factors, world.anime_bias]),
+                        np.column_stack([fresh.normal(0, 1, (spec.new_anime, spec.rank)),
+                                         fresh.normal(0, 0.5, spec.new_anime)])])
+    n = len(traits)
+    anime_ids = np.concatenate([anime_ids, anime_ids.max() + 1 + np.arange(spec.new_anime)])
     names = [
         f"{NAME_WORDS_A[i % len(NAME_WORDS_A)]} {NAME_WORDS_B[(i // 7) % len(NAME_WORDS_B)]}"
         f"{NAME_SUFFIXES[(i // 3) % len(NAME_SUFFIXES)]} {i + 1}"
-        for i in range(spec.n_anime)
+        for i in range(n)
     ]
     for title, index in zip(WELL_KNOWN_TITLES, np.argsort(-counts, kind="stable"), strict=False):
         names[index] = title
     names = [name.replace("'", "&#039;") for name in names]  # as in the Kaggle file
-    genres = [", ".join(sorted(rng.choice(GENRES, size=rng.integers(1, 5), replace=False)))
-              for _ in range(spec.n_anime)]
-    types = rng.choice(TYPES, size=spec.n_anime, p=TYPE_SHARES)
-    episodes = np.where(types == "TV", rng.choice([12, 13, 24, 26, 50], spec.n_anime), 1).astype(str)
-    episodes[rng.random(spec.n_anime) < 0.02] = "Unknown"
+    genres = _genres(rng, traits)
+    types = rng.choice(TYPES, size=n, p=TYPE_SHARES)
+    episodes = np.where(types == "TV", rng.choice([12, 13, 24, 26, 50], n), 1).astype(str)
+    episodes[rng.random(n) < 0.02] = "Unknown"
+    episodes[spec.n_anime:][types[spec.n_anime:] == "TV"] = "Unknown"  # airing: the count is not known yet
+    counts, sums, members = (np.concatenate([v, np.zeros(spec.new_anime, v.dtype)]) for v in (counts, sums, members))
     mean_score = np.where(counts > 0, np.round(sums / np.maximum(counts, 1), 2), np.nan)
-    members = members * 37 + rng.integers(0, 500, spec.n_anime)
+    members = members * 37 + rng.integers(0, 500, n)
     return pa.table({
         "anime_id": anime_ids,
         "name": names,
@@ -257,7 +278,7 @@ def generate_demo_dataset(out_dir: Path, spec: DemoSpec = DemoSpec(), layout: La
                                                   "rating": ratings}, schema=RATING_SCHEMA))
                 continue
             _write_list_entries(rng, users, anime_ids[anime], ratings, ratings_out, watch_list_out)
-    anime_table = _anime_table(rng, spec, anime_ids, counts, sums, members)
+    anime_table = _anime_table(rng, spec, world, anime_ids, counts, sums, members)
     with atomic_file(out_dir / "anime.csv") as tmp:
         pacsv.write_csv(_kaggle_2020_anime(anime_table) if kaggle_2020 else anime_table, tmp, CSV_OPTIONS)
     if kaggle_2020:

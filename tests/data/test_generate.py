@@ -21,7 +21,10 @@ def test_demo_data_has_the_requested_shape_and_layout(tmp_path):
     pairs = ratings["user_id"].to_numpy() * 10**7 + ratings["anime_id"].to_numpy()
     assert len(np.unique(pairs)) == ratings.num_rows  # no duplicate (user, anime)
     assert set(ratings["anime_id"].to_numpy()) <= set(anime["anime_id"].to_numpy())
-    assert anime.num_rows == spec.n_anime and ratings["user_id"].to_numpy().max() <= spec.n_users
+    assert anime.num_rows == spec.n_anime + spec.new_anime and ratings["user_id"].to_numpy().max() <= spec.n_users
+    rated = np.isin(anime["anime_id"].to_numpy(), ratings["anime_id"].to_numpy())
+    assert rated[:spec.n_anime].sum() > 0.9 * spec.n_anime and not rated[spec.n_anime:].any()  # this season's
+    assert anime["rating"].null_count >= spec.new_anime  # no score before anyone rates it
 
 
 def test_demo_data_is_long_tailed_and_has_kaggle_quirks(tmp_path):
