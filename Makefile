@@ -77,8 +77,8 @@ compare: $(STAMP) ## table + PNG chart of every registered version of MODEL_NAME
 promote: $(STAMP) ## make a version champion by hand: VERSION=3 REASON="why"
 	$(CLI) promote $(call opt,VERSION,version) $(call opt,REASON,reason)
 
-recommend: $(STAMP) ## top-N: USER_ID=5 (or RATINGS=my.csv), TOP=10, GENRE=…, TYPE=…, MIN_RATINGS=…, MODEL=champion
-	$(CLI) recommend $(call opt,USER_ID,user-id) $(call opt,RATINGS,ratings) $(call opt,TOP,top) $(call opt,GENRE,genre) $(call opt,TYPE,type) $(call opt,MIN_RATINGS,min-ratings) $(call opt,MODEL,model)
+recommend: $(STAMP) ## top-N: USER_ID=5 (or RATINGS=my.csv), TOP=10, GENRE=…, TYPE=…, MIN_RATINGS=…, NEW=1 (new anime too), MODEL=champion
+	$(CLI) recommend $(call opt,USER_ID,user-id) $(call opt,RATINGS,ratings) $(call opt,TOP,top) $(call opt,GENRE,genre) $(call opt,TYPE,type) $(call opt,MIN_RATINGS,min-ratings) $(if $(NEW),--new) $(call opt,MODEL,model)
 
 similar: $(STAMP) ## anime that go with another: ANIME="Cowboy Bebop", TOP=10, MODEL=champion
 	$(CLI) similar $(call opt,ANIME,anime) $(call opt,TOP,top) $(call opt,MODEL,model)

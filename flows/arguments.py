@@ -100,6 +100,8 @@ def _add_answer_commands(commands: argparse._SubParsersAction) -> None:
     recommend.add_argument("--genre", help="only anime of this genre (e.g. Action)")
     recommend.add_argument("--type", help="only this type (TV, Movie, OVA, ...)")
     recommend.add_argument("--min-ratings", type=int, default=0, help="only anime with at least K ratings")
+    recommend.add_argument("--new", action="store_true",
+                           help="also list new anime (no ratings yet), scored from their features, with the reason")
     _model_option(recommend)
 
     similar = commands.add_parser("similar", help="the anime that go together with one in people's histories")

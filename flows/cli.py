@@ -128,7 +128,7 @@ def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
     configure_tracking(settings)
     if args.command == "recommend":
         return commands.recommend(settings, args.model, args.user_id, args.ratings, args.top, args.genre, args.type,
-                                  args.min_ratings)
+                                  args.min_ratings, args.new)
     if args.command == "similar":
         return commands.similar(settings, args.model, args.anime, args.top, args.include_self)
     if args.command == "similar-users":

@@ -84,28 +84,36 @@ def show(frame: pd.DataFrame) -> None:
 
 
 def recommend(settings: Settings, model: str, user_id: int | None, ratings: Path | None, top: int,
-              genre: str | None = None, anime_type: str | None = None, min_ratings: int = 0) -> int:
-    """A known user's top-N (`user_id`), or someone new's from their own ratings file (`ratings`)."""
+              genre: str | None = None, anime_type: str | None = None, min_ratings: int = 0,
+              new: bool = False) -> int:
+    """A known user's top-N (`user_id`), or someone new's from their own ratings file (`ratings`); with `new`,
+    then the new anime (no ratings yet) they are predicted to like, with the reason."""
     recommender = open_recommender(settings, model)
     filters = {"genre": genre, "anime_type": anime_type, "min_ratings": min_ratings}
+    ids = scores = None
     if ratings is not None:
         mine = read_my_ratings(ratings)
         ids = (mine["anime_id"] if "anime_id" in mine.columns
-               else mine["name"].map(lambda name: recommender.find_anime(str(name))))
-        top_n = presentation.recommend_from_ratings(recommender, ids.astype(int).to_numpy(),
-                                                    mine["rating"].to_numpy(), top, **filters)
+               else mine["name"].map(lambda name: recommender.find_anime(str(name)))).astype(int).to_numpy()
+        scores = mine["rating"].to_numpy()
+        top_n = presentation.recommend_from_ratings(recommender, ids, scores, top, **filters)
         who = f"your {len(mine)} ratings in {ratings}"
     else:
         top_n, who = presentation.recommend(recommender, user_id, top, **filters), f"user {user_id}"
-    print(f"top {len(top_n)} for {who} (predicted ratings on the {recommender.rating.scale.minimum}-"
-          f"{recommender.rating.scale.maximum} scale):")
+    scale = f"predicted ratings on the {recommender.rating.scale.minimum}-{recommender.rating.scale.maximum} scale"
+    print(f"top {len(top_n)} for {who} ({scale}):")
     show(top_n)
+    if new:
+        fresh = presentation.recommend_new(recommender, top, user_id, ids, scores, genre=genre, anime_type=anime_type)
+        print(f"\nnew: not yet rated by many ({len(recommender.rating.new_anime_ids):,} anime with no ratings in "
+              f"the model's data, scored from what they are; {scale}):")
+        show(fresh) if len(fresh) else print("  none: " + presentation.why_no_new(recommender))
     return 0
 
 
 def similar(settings: Settings, model: str, anime: str, top: int, include_self: bool = False) -> int:
     recommender = open_recommender(settings, model)
-    anime_id = recommender.find_anime(anime)
+    anime_id = recommender.find_any_anime(anime)
     print(f"anime most similar to {recommender.catalog.name(anime_id)} ({anime_id}):")
     show(presentation.similar_anime(recommender, anime_id, top, include_self=include_self))
     return 0

@@ -158,7 +158,7 @@ def train_ranking_task(run: RetrainRun) -> RankingFit:
 @task(name="log-model", cache_policy=NO_CACHE)
 def log_model_task(trained: TrainedModel, fit: RankingFit, run: RetrainRun) -> str:
     """Both models in one bundle, logged as the run's pyfunc model."""
-    return log_model_bundle(run.run_id, trained.model, fit.model, run.matrix, run.settings.unrated_value,
+    return log_model_bundle(run.run_id, trained, fit.model, run.matrix, run.settings.unrated_value,
                             run.settings.training.l2)
 
 

@@ -390,7 +390,7 @@ def trained_run(small_models, small_data, settings):
     lineage = lineage_of(settings, small_data, matrix)
     run_id = start_run(settings, lineage)
     log_rating_model(run_id, trained, settings.training, matrix)
-    model_uri = log_model_bundle(run_id, trained.model, ranking.model, matrix, settings.unrated_value,
+    model_uri = log_model_bundle(run_id, trained, ranking.model, matrix, settings.unrated_value,
                                  settings.training.l2)
     log_matrix(run_id, matrix)
     finish_run(run_id, True)

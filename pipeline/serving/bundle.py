@@ -4,9 +4,11 @@ top-N requests.
 
 Request rows: `user_id` (a known user), or `ratings` (a JSON list of {"anime_id", "rating"} for someone
 not in the data, served without retraining) with `user_id` -1 when the batch also has known users;
-param `n` (default 10). Each answer row: rank, anime, its predicted rating and `because_you_watched`
-(the one or two anime of the user's history that contributed most, names joined by "; "). An anime missing
-from anime.csv has `name` null.
+param `n` (default 10). With `anime_id` in a row, the answer is that anime's predicted rating (an anime of
+anime.csv that no rating names is scored from its features, by the feature model); with param `new`, the new anime
+(no ratings in the model's data) best for the user, the reason in `because_you_watched`. Each answer row: rank,
+anime, its predicted rating and `because_you_watched` (the one or two anime of the user's history that contributed
+most, names joined by "; "). An anime missing from anime.csv has `name` null.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from pipeline.errors import UnknownIdError
+from pipeline.matrix.anime_features import AnimeFeatures
 from pipeline.matrix.id_map import IdMap
 from pipeline.matrix.utility_matrix import (
     ANIME_INDEX_FILE,
@@ -40,7 +43,7 @@ from pipeline.models.ranking.ease import InteractionWeights, ItemToItemModel
 from pipeline.models.ranking.fit import fit_item_weights, modelled_anime
 from pipeline.models.rating.scorer import FOLD_IN_L2, RatingScorer
 from pipeline.serving.catalog import Catalog
-from pipeline.serving.presentation import recommend, recommend_from_ratings
+from pipeline.serving.presentation import rating_of, recommend, recommend_from_ratings, recommend_new
 from pipeline.serving.recommend import Recommender
 from pipeline.settings import RankingConfig
 from pipeline.top_n import K
@@ -54,21 +57,24 @@ RATING_DIR = "rating"  # the rating model as served (RatingScorer); MODEL_FILE: 
 NEW_USER = -1  # user_id reported for rows answered from `ratings`
 
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("long", "user_id", required=False), ColSpec("string", "ratings", required=False)]),
+    inputs=Schema([ColSpec("long", "user_id", required=False), ColSpec("string", "ratings", required=False),
+                   ColSpec("long", "anime_id", required=False)]),
     outputs=Schema([ColSpec("long", "request"), ColSpec("long", "user_id"), ColSpec("long", "rank"),
                     ColSpec("long", "anime_id"), ColSpec("string", "name"), ColSpec("double", "predicted_rating"),
                     ColSpec("string", "because_you_watched")]),
-    params=ParamSchema([ParamSpec("n", "long", K)]),
+    params=ParamSchema([ParamSpec("n", "long", K), ParamSpec("new", "boolean", False)]),
 )
 
 
 def save_bundle(model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_value: int, l2: float,
-                out_dir: Path) -> Path:
+                out_dir: Path, features: AnimeFeatures | None = None) -> Path:
     """Write what serving needs into `out_dir`: both models, id maps, metadata, known pairs, and the rating model's
-    training L2 (fold-in of someone new uses it)."""
+    training L2 (fold-in of someone new uses it); with the feature model's `features`, the catalog's anime no
+    rating names, scored from their features."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / MODEL_FILE)
-    RatingScorer.from_keras(model, matrix.scale, l2).save(out_dir / RATING_DIR)
+    new_anime = None if features is None else features.not_in(matrix.anime_map)
+    RatingScorer.from_keras(model, matrix.scale, l2, new_anime).save(out_dir / RATING_DIR)
     ranking.save(out_dir / RANKING_DIR)
     for name in (USER_INDEX_FILE, ANIME_INDEX_FILE, ANIME_METADATA_FILE):
         shutil.copyfile(matrix.path / name, out_dir / name)
@@ -148,23 +154,13 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         self.recommender = load_bundle(Path(context.artifacts[BUNDLE]))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        n = int((params or {}).get("n", K))
+        n, new = int((params or {}).get("n", K)), bool((params or {}).get("new", False))
         if model_input.empty:
             raise RequestError("the request has no rows: send rows with a user_id or ratings")
         answers = []
         for request, row in enumerate(model_input.to_dict("records")):
             try:
-                ratings = row.get("ratings")
-                if isinstance(ratings, str) and ratings.strip():
-                    pairs = json.loads(ratings)
-                    top = recommend_from_ratings(self.recommender, np.array([p["anime_id"] for p in pairs]),
-                                                 np.array([p["rating"] for p in pairs]), n)
-                    user_id = NEW_USER
-                elif row.get("user_id") is not None and not pd.isna(row.get("user_id")):
-                    user_id = int(row["user_id"])
-                    top = recommend(self.recommender, user_id, n)
-                else:
-                    raise UnknownIdError("each request row needs a user_id or ratings")
+                user_id, top = self._answer(row, n, new)
             except (UnknownIdError, ValueError, KeyError, TypeError) as exc:
                 raise RequestError(f"request row {request}: {exc}") from exc
             answers.append(pd.DataFrame({"request": request, "user_id": user_id, "rank": np.arange(1, len(top) + 1),
@@ -175,6 +171,28 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         # An anime missing from anime.csv has no name: null in the JSON answer (NaN is not JSON; strict parsers
         # such as JavaScript's JSON.parse reject the whole answer).
         return answer.assign(name=answer["name"].astype(object).where(answer["name"].notna(), None))
+
+
+    def _answer(self, row: dict, n: int, new: bool) -> tuple[int, pd.DataFrame]:
+        """One request row: its user (NEW_USER when answered from `ratings`) and its rows. With `anime_id`, that
+        anime's predicted rating (a new anime's from its features, with the reason); with `new`, the new anime
+        (no ratings yet) best for them, the reason in `because_you_watched`; else their top-n."""
+        ratings, user_id, ids, scores = row.get("ratings"), None, None, None
+        if isinstance(ratings, str) and ratings.strip():
+            pairs = json.loads(ratings)
+            ids, scores = np.array([p["anime_id"] for p in pairs]), np.array([p["rating"] for p in pairs])
+        elif row.get("user_id") is not None and not pd.isna(row.get("user_id")):
+            user_id = int(row["user_id"])
+        else:
+            raise UnknownIdError("each request row needs a user_id or ratings")
+        who = NEW_USER if user_id is None else user_id
+        if row.get("anime_id") is not None and not pd.isna(row.get("anime_id")):
+            return who, rating_of(self.recommender, int(row["anime_id"]), user_id, ids, scores)
+        if new:
+            return who, recommend_new(self.recommender, n, user_id, ids, scores).rename(
+                columns={"why": "because_you_watched"})
+        return who, (recommend(self.recommender, user_id, n) if ids is None
+                     else recommend_from_ratings(self.recommender, ids, scores, n))
 
 
 def load_recommender(model_uri: str) -> Recommender:

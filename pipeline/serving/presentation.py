@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
+from pipeline.serving.new_anime import eligible_new, new_listing, similar_to_new
 from pipeline.serving.recommend import Listing, Recommender
 from pipeline.top_n import K
 
@@ -44,9 +45,60 @@ def recommend_from_ratings(recommender: Recommender, anime_ids: np.ndarray, rati
                                                                   eligible_anime(recommender, **filters)))
 
 
+def recommend_new(recommender: Recommender, n: int = K, user_id: int | None = None,
+                  anime_ids: np.ndarray | None = None, ratings: np.ndarray | None = None,
+                  genre: str | None = None, anime_type: str | None = None) -> pd.DataFrame:
+    """The new anime (no ratings in the model's data) a known user, or someone new from their ratings, is predicted
+    to rate highest, as a table with the reason of each."""
+    listing = new_listing(recommender, n, user_id, anime_ids, ratings, eligible_new(recommender, genre, anime_type))
+    frame = recommender.catalog.describe(listing.anime_ids, predicted_rating=listing.predicted_rating)
+    frame["why"] = listing.reasons
+    return frame
+
+
+def rating_of(recommender: Recommender, anime_id: int, user_id: int | None = None,
+              anime_ids: np.ndarray | None = None, ratings: np.ndarray | None = None) -> pd.DataFrame:
+    """One anime's predicted rating for a known user or someone new (from their ratings), as a one-row table; a new
+    anime's from its features, with the reason."""
+    listing = new_listing(recommender, 1, user_id, anime_ids, ratings,
+                          recommender.rating.new_anime_ids == anime_id)
+    if len(listing.anime_ids):
+        frame = recommender.catalog.describe(listing.anime_ids, predicted_rating=listing.predicted_rating)
+        frame["because_you_watched"] = listing.reasons
+        return frame
+    recommender.anime.index(anime_id)  # an anime neither rated nor new: the sentence that says so
+    if user_id is not None:
+        predicted = recommender.predict_pairs(np.array([user_id]), np.array([anime_id]))
+    else:
+        vector, bias = recommender.fold_in(*_rated(recommender, anime_ids, ratings))
+        predicted = recommender.rating.score_users(vector[None, :], np.array([bias]))[
+            0, [recommender.anime.index(anime_id)]]
+    frame = recommender.catalog.describe(np.array([anime_id]), predicted_rating=np.clip(
+        predicted, recommender.rating.scale.minimum, recommender.rating.scale.maximum))
+    frame["because_you_watched"] = ""
+    return frame
+
+
+def _rated(recommender: Recommender, anime_ids: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rated = np.asarray(ratings) != recommender.unrated_value
+    return np.asarray(anime_ids)[rated], np.asarray(ratings)[rated]
+
+
+def why_no_new(recommender: Recommender) -> str:
+    """The sentence for an empty list of new anime."""
+    if len(recommender.rating.new_anime_ids):
+        return "no new anime passes the filters"
+    return ("every anime of anime.csv has ratings in the model's data, or the model does not read anime features "
+            "(architecture feature_mf does)")
+
+
 def similar_anime(recommender: Recommender, anime_id: int, n: int = K, include_self: bool = False) -> pd.DataFrame:
-    """The anime nearest to one (`Recommender.nearest_anime`) as a table."""
-    best, similarity = recommender.nearest_anime(anime_id, n, include_self)
+    """The anime nearest to one as a table: by people's histories (`Recommender.nearest_anime`), or for a new anime
+    (no ratings yet) by its features' vector."""
+    if anime_id in set(recommender.rating.new_anime_ids.tolist()):
+        best, similarity = similar_to_new(recommender, anime_id, n)
+    else:
+        best, similarity = recommender.nearest_anime(anime_id, n, include_self)
     return recommender.catalog.describe(recommender.anime.ids[best], similarity=similarity)
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from pipeline.matrix.anime_features import AnimeFeatures
 from pipeline.matrix.id_map import IdMap
 from pipeline.matrix.utility_matrix import SPLITS, UtilityMatrix
 from pipeline.models.ranking.ease import ItemToItemModel
@@ -52,10 +53,14 @@ class Recommender:
 
     @classmethod
     def from_matrix(cls, model, ranking: ItemToItemModel, matrix: UtilityMatrix, unrated_value: int,
-                    splits: tuple[str, ...] = SPLITS, l2: float = FOLD_IN_L2) -> Recommender:
+                    splits: tuple[str, ...] = SPLITS, l2: float = FOLD_IN_L2,
+                    features: AnimeFeatures | None = None) -> Recommender:
         """Recommender over a built matrix and the trained Keras rating model; `known` holds the given splits plus
-        the unrated watch history. `l2`: the rating model's training L2, which fold-in of someone new uses too."""
-        return cls(matrix.user_map, matrix.anime_map, RatingScorer.from_keras(model, matrix.scale, l2), ranking,
+        the unrated watch history. `l2`: the rating model's training L2, which fold-in of someone new uses too.
+        `features` (the feature model's): the catalog's anime no rating names are scored from theirs."""
+        new_anime = None if features is None else features.not_in(matrix.anime_map)
+        return cls(matrix.user_map, matrix.anime_map, RatingScorer.from_keras(model, matrix.scale, l2, new_anime),
+                   ranking,
                    Catalog.of(matrix.anime_metadata()), matrix.train_mean_rating, unrated_value,
                    matrix.interactions(splits, unrated_value))
 
@@ -71,6 +76,10 @@ class Recommender:
     def find_anime(self, query: str) -> int:
         """Anime id for an id or a name, forgiving case, punctuation and HTML entities."""
         return self.catalog.find(query, self.anime.ids)
+
+    def find_any_anime(self, query: str) -> int:
+        """`find_anime` among the rated anime and the new ones (scored from their features)."""
+        return self.catalog.find(query, np.concatenate([self.anime.ids, self.rating.new_anime_ids]))
 
     @cached_property
     def _known_matrix(self) -> sp.csr_matrix:
@@ -88,11 +97,15 @@ class Recommender:
         return self.ranking.scores(block, self._known_matrix[block])
 
     def predict_pairs(self, user_ids: np.ndarray, anime_ids: np.ndarray) -> np.ndarray:
-        """Predicted ratings for raw id pairs; pairs with an id the model never saw get its train mean."""
+        """Predicted ratings for raw id pairs: a new anime (no rating names it) from its features when the model
+        has them; other pairs with an id the model never saw get its train mean."""
         users, anime = self.users.indices(user_ids), self.anime.indices(anime_ids)
         known = (users >= 0) & (anime >= 0)
         predicted = np.full(len(users), self.fallback_rating, dtype=np.float64)
         predicted[known] = self.rating.predict(users[known], anime[known])
+        new = IdMap(self.rating.new_anime_ids, "anime").indices(anime_ids)
+        rows = np.flatnonzero((users >= 0) & (anime < 0) & (new >= 0))
+        predicted[rows] = self.rating.predict_new(users[rows], new[rows])
         return predicted
 
     def top_n_batch(self, user_indices: np.ndarray, n: int,

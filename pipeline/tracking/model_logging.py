@@ -22,8 +22,6 @@ from pipeline.settings import RankingConfig, TrainingConfig
 from pipeline.tracking.runs import config_params, resumed
 
 if TYPE_CHECKING:  # the flow module imports this one without Keras (a run imports it for training only)
-    import keras
-
     from pipeline.models.rating.train import TrainedModel
 
 MODEL_ARTIFACT = "model"
@@ -88,13 +86,14 @@ def log_ranking_model(run_id: str, fit: RankingFit, config: RankingConfig) -> No
     client.log_metric(run_id, "ranking_weights_kept", fit.model.weights.nnz)
 
 
-def log_model_bundle(run_id: str, model: keras.Model, ranking: ItemToItemModel, matrix: UtilityMatrix,
+def log_model_bundle(run_id: str, trained: TrainedModel, ranking: ItemToItemModel, matrix: UtilityMatrix,
                      unrated_value: int, l2: float) -> str:
     """Both models, id maps, anime metadata and known pairs as one pyfunc model; return its URI."""
     from pipeline.serving.bundle import BUNDLE, SIGNATURE, RecommenderModel, save_bundle
 
     with tempfile.TemporaryDirectory(prefix="bundle-") as tmp, resumed(run_id):
-        bundle = save_bundle(model, ranking, matrix, unrated_value, l2, Path(tmp) / BUNDLE)
+        bundle = save_bundle(trained.model, ranking, matrix, unrated_value, l2, Path(tmp) / BUNDLE,
+                             trained.features)
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=RecommenderModel(), artifacts={BUNDLE: str(bundle)},
             signature=SIGNATURE, pip_requirements=model_pip_requirements(),

@@ -15,7 +15,7 @@ from flows.cli import main as cli_main
 from pipeline.registry.registration import register_and_decide
 from pipeline.registry.scores import ChampionScores
 from pipeline.serving.bundle import load_recommender
-from pipeline.serving.presentation import recommend
+from pipeline.serving.presentation import recommend, recommend_new
 from pipeline.tracking.model_logging import log_model_bundle
 from pipeline.tracking.runs import finish_run, start_run
 
@@ -31,7 +31,8 @@ def store(small_models, small_data, tmp_path_factory):
     matrix, trained, ranking = small_models.matrix, small_models.trained.model, small_models.ranking.model
     lineage = lineage_of(settings, small_data, matrix)
     run_id = start_run(settings, lineage)
-    uri = log_model_bundle(run_id, trained, ranking, matrix, settings.unrated_value, settings.training.l2)
+    uri = log_model_bundle(run_id, small_models.trained, ranking, matrix, settings.unrated_value,
+                           settings.training.l2)
     report = evaluate_served(trained, ranking, matrix, settings)
     decision = register_and_decide(settings.registered_model_name, uri, run_id, report, ChampionScores(), matrix,
                                    lineage, "test bundle")
@@ -60,6 +61,14 @@ def test_cli_recommend_similar_and_errors(champion, tmp_path, capsys):
     assert [int(line.split()[0]) for line in out[1:]] == expected["anime_id"].tolist()
     assert all(line.rstrip().endswith(reasons[-20:]) for line, reasons in zip(out[1:], expected[
         "because_you_watched"], strict=True))
+
+    assert cli_main(["recommend", "--user-id", str(user_id), "--top", "3", "--new"]) == 0
+    out = capsys.readouterr().out.split("\nnew: not yet rated by many (")
+    assert len(out) == 2 and out[1].startswith(f"{len(champion.rating.new_anime_ids)} anime with no ratings")
+    fresh = recommend_new(champion, 3, user_id)
+    rows = out[1].splitlines()[2:]
+    assert [int(line.split()[0]) for line in rows] == fresh["anime_id"].tolist()
+    assert all(line.rstrip().endswith(why) for line, why in zip(rows, fresh["why"], strict=True))
 
     name = champion.catalog.anime["name"][int(champion.anime.ids[0])]
     assert cli_main(["similar", "--anime", name.lower(), "--top", "3", "--include-self"]) == 0
@@ -137,6 +146,17 @@ def test_mlflow_scoring_server_answers_top_n(champion, store):
         assert {r["user_id"] for r in second} == {-1} and not {r["anime_id"] for r in second} & set(
             champion.anime.ids[:4].tolist())
         assert all(r["name"] for r in rows)
+        # an anime of anime.csv that no rating names: its predicted rating from its features, and lists of them
+        new_id = int(champion.rating.new_anime_ids[0])
+        asked = httpx.post(f"{url}/invocations", json={"dataframe_records": [{"user_id": user_id, "anime_id": new_id}]},
+                           timeout=60).json()["predictions"]
+        assert [r["anime_id"] for r in asked] == [new_id] and asked[0]["because_you_watched"]
+        assert asked[0]["predicted_rating"] == pytest.approx(champion.predict_pairs([user_id], [new_id])[0], abs=1e-6)
+        listed = httpx.post(f"{url}/invocations", json={"dataframe_records": [{"user_id": user_id}],
+                                                        "params": {"n": 3, "new": True}}, timeout=60).json()
+        expected_new = recommend_new(champion, 3, user_id)
+        assert [r["anime_id"] for r in listed["predictions"]] == expected_new["anime_id"].tolist()
+        assert [r["because_you_watched"] for r in listed["predictions"]] == expected_new["why"].tolist()
         # errors name the problem in one sentence: no dump of the request, no stack trace
         anime = int(champion.anime.ids[0])
         off_scale = json.dumps([{"anime_id": anime, "rating": 99}])

@@ -19,7 +19,8 @@ from mlflow import MlflowClient
 
 from flows.retrain import retrain
 from pipeline.registry.scores import CHAMPION
-from pipeline.serving.presentation import recommend, similar_anime
+from pipeline.serving.presentation import recommend, recommend_new, similar_anime
+from pipeline.serving.web.answers import NEW_N
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server"),
               pytest.mark.xdist_group("web-app")]  # one worker builds the module's fixtures once
@@ -87,6 +88,20 @@ def test_api_answers_as_the_served_mlflow_model_does(app, pyfunc, recommender):
     assert httpx.get(f"{app.url}/api/anime/{anime[0]}/similar", params={"n": 3}).json() == similar[:3]  # kept
     model = httpx.get(f"{app.url}/api/model").json()
     assert model["version"] == "1" and model["alias"] == CHAMPION and model["dataset"] == "tests"
+    assert model["new_anime"] == len(recommender.rating.new_anime_ids) > 0
+
+    # new anime (no ratings yet): as the served model lists them, with the reason
+    fresh = httpx.post(f"{app.url}/api/recommendations/new", json={**body, "n": 4}, timeout=30).json()
+    served_new = pyfunc.predict(pd.DataFrame({"ratings": [json.dumps(
+        [{"anime_id": a, "rating": recommender.unrated_value if r == "watched" else r}
+         for a, r in zip(anime, ratings, strict=True)])]}), params={"n": 4, "new": True})
+    assert [r["anime_id"] for r in fresh] == served_new["anime_id"].tolist()
+    assert [r["why"] for r in fresh] == served_new["because_you_watched"].tolist() and all(r["why"] for r in fresh)
+    assert set(r["anime_id"] for r in fresh) <= set(recommender.rating.new_anime_ids.tolist())
+    user_new = httpx.get(f"{app.url}/api/users/{user}/recommendations/new", params={"n": 3}).json()
+    assert [r["anime_id"] for r in user_new] == recommend_new(recommender, 3, user)["anime_id"].tolist()
+    first_new = httpx.get(f"{app.url}/api/anime/{fresh[0]['anime_id']}", params={"n": 3}).json()
+    assert first_new["new"] and first_new["ratings"] == 0 and len(first_new["similar"]) == 3
 
 
 def test_title_search_forgives_case_punctuation_and_partial_words(app, recommender):
@@ -245,6 +260,14 @@ def test_a_person_finds_anime_gets_ten_recommendations_with_reasons_and_follows_
         assert page.locator("#recommendations .because").count() >= 5
         _shot(page, "recommendations")
 
+        new_cards = page.locator("#new-anime li.card")  # beside the list: anime nobody has rated yet
+        expect(new_cards).to_have_count(min(NEW_N, len(recommender.rating.new_anime_ids)))
+        expect(page.locator("#new-heading")).to_have_text("New: not yet rated by many")
+        whys = new_cards.locator(".why").all_inner_texts()
+        assert all(why.startswith(("you rate ", "predicted from what it is: ")) for why in whys)
+        new_title = new_cards.first.locator(".title a").inner_text()
+        recommendations = page.url
+
         title = cards.first.locator(".title a")
         listed = title.inner_text()
         title.click()
@@ -252,8 +275,17 @@ def test_a_person_finds_anime_gets_ten_recommendations_with_reasons_and_follows_
         expect(page.locator("#similar li.card").first).to_be_visible()
         _shot(page, "anime")
 
+        page.goto(recommendations)
+        page.locator("#new-anime li.card .title a").first.click()
+        expect(page.locator("h1")).to_have_text(new_title)
+        expect(page.locator("main")).to_contain_text("0 ratings in the data · new: the model scores it from what it is")
+        expect(page.locator("#similar li.card")).to_have_count(10)  # rated anime nearest by its features
+        _shot(page, "new-anime")
+
         page.click("text=The model")
         expect(page.locator("dl.model")).to_contain_text("version 1 (champion)")
+        expect(page.locator("dl.model")).to_contain_text(
+            f"{len(recommender.rating.new_anime_ids)} anime of anime.csv that no rating names")
         _shot(page, "model")
 
         page.goto(app.url + "/users/" + str(int(recommender.users.ids[0])))

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from pipeline.data.ratings_db.schema import APP_USER_ID_BASE
+from pipeline.serving.new_anime import eligible_new, new_listing, similar_to_new
 from pipeline.serving.presentation import eligible_anime
 from pipeline.serving.recommend import Listing, Recommender
 from pipeline.top_n import K
@@ -16,6 +17,7 @@ from pipeline.top_n import K
 MAX_QUERY = 100  # characters of a title search
 MAX_LIST = 300  # anime in one person's list
 MAX_N = 100  # anime in one answer
+NEW_N = 5  # new anime shown beside a list
 WATCHED = "watched"
 # the sentences of the limits above, said alike by the checks here and by the request validation (sentences.py)
 LIST_TOO_LONG = f"a list holds at most {MAX_LIST} anime"
@@ -107,6 +109,40 @@ def listing_rows(recommender: Recommender, listing: Listing) -> list[dict]:
                      "because_you_watched": "; ".join(recommender.catalog.names(because)),
                      "because": [{"anime_id": b, "name": recommender.catalog.card(b)["name"]} for b in because]})
     return rows
+
+
+def new_rows(recommender: Recommender, n: int = NEW_N, user_id: int | None = None,
+             items: list[RatedAnime] | None = None, genre: str | None = None,
+             anime_type: str | None = None) -> list[dict]:
+    """The new anime (no ratings in the model's data) best for a known user or someone new, each with its card,
+    predicted rating and the reason ("you rate Psychological, Thriller highly")."""
+    ids = ratings = None
+    if items is not None:
+        ids = np.array([item.anime_id for item in items])
+        ratings = np.array([recommender.unrated_value if item.rating is None else item.rating for item in items])
+    listing = new_listing(recommender, check_n(n), user_id, ids, ratings, eligible_new(recommender, genre, anime_type))
+    return [{"rank": rank, "anime_id": int(anime_id), **recommender.catalog.card(int(anime_id)),
+             "predicted_rating": round(float(predicted), 3), "why": why}
+            for rank, (anime_id, predicted, why) in enumerate(zip(listing.anime_ids, listing.predicted_rating,
+                                                                  listing.reasons, strict=True), start=1)]
+
+
+def is_new(recommender: Recommender, anime_id: int) -> bool:
+    """Whether an anime is one the model scores from its features alone (no rating names it)."""
+    return bool(np.any(recommender.rating.new_anime_ids == anime_id))
+
+
+def anime_page(recommender: Recommender, anime_id: int, kept: dict | None = None) -> tuple[dict, int, list[dict]]:
+    """One anime's card, its number of ratings and the anime that go with it: by people's histories, or for a new
+    anime by its features' vector."""
+    if is_new(recommender, anime_id):
+        best, similarity = similar_to_new(recommender, anime_id, K)
+        return ({"anime_id": anime_id, **recommender.catalog.card(anime_id), "new": True}, 0,
+                [{**card(recommender, int(index)), "similarity": round(float(value), 3)}
+                 for index, value in zip(best, similarity, strict=True)])
+    index = recommender.anime.index(anime_id)
+    return (card(recommender, index), int(recommender.rating_counts()[index]),
+            similar_rows(recommender, anime_id, kept=kept))
 
 
 def search_rows(recommender: Recommender, query: str, limit: int = 10) -> list[dict]:

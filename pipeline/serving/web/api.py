@@ -93,9 +93,9 @@ async def search(request: Request, q: Annotated[str, Query(max_length=MAX_QUERY)
 
 @router.get("/anime/{anime_id}", summary="One anime and the anime that go with it")
 async def anime(request: Request, anime_id: int, n: Annotated[int, Query(ge=1, le=MAX_N)] = K):
-    recommender = served(request).recommender
-    return {**answers.card(recommender, recommender.anime.index(anime_id)),
-            "similar": answers.similar_rows(recommender, anime_id, n, served(request).similar)}
+    model = served(request)
+    card, ratings, similar = answers.anime_page(model.recommender, anime_id, model.similar)
+    return {**card, "ratings": ratings, "similar": similar[:n]}
 
 
 @router.get("/anime/{anime_id}/similar", summary="The anime that go with one (the ranking model's neighbours)")
@@ -112,6 +112,25 @@ async def recommend_new(request: Request):
     recommender = served(request).recommender
     items = [RatedAnime(r.anime_id, None if r.rating == answers.WATCHED else r.rating) for r in body.ratings]
     return answers.listing_rows(recommender, answers.listing_for(recommender, items, body.n, **body.as_kwargs()))
+
+
+@router.post("/recommendations/new", summary="New anime (no ratings yet) for someone new, each with the reason",
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": NEW_USER_SCHEMA}}}})
+async def recommend_new_anime(request: Request):
+    body = await read_json(request, NewUserRequest, "the list")
+    recommender = served(request).recommender
+    items = answers.check_list(recommender, [RatedAnime(r.anime_id, None if r.rating == answers.WATCHED else r.rating)
+                                             for r in body.ratings])
+    return answers.new_rows(recommender, body.n, items=items, genre=body.genre, anime_type=body.type)
+
+
+@router.get("/users/{user_id}/recommendations/new", summary="New anime (no ratings yet) for a known user, each with "
+            "the reason")
+async def recommend_user_new(request: Request, user_id: int, filters: Annotated[Filters, Query()]):
+    answers.check_public_user(user_id)
+    return answers.new_rows(served(request).recommender, filters.n, user_id=user_id, genre=filters.genre,
+                            anime_type=filters.type)
 
 
 @router.get("/users/{user_id}", summary="A known user's rated and watched anime")

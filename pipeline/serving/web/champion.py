@@ -50,7 +50,8 @@ class ServedModel:
                 "test_rmse": number(self.test_rmse), "ndcg_at_10": number(self.ndcg),
                 "popularity_ndcg_at_10": number(self.popularity_ndcg), "trained": self.trained.isoformat(),
                 "run_id": self.run_id, "users": len(self.recommender.users.ids),
-                "anime": len(self.recommender.anime.ids)}
+                "anime": len(self.recommender.anime.ids),
+                "new_anime": len(self.recommender.rating.new_anime_ids)}
 
 
 def resolve_version(client: MlflowClient, name: str, model: str) -> str:

@@ -47,18 +47,17 @@ def recommendations(request: Request, r: ListParam = "", n: Annotated[int, Query
     recommender = request.app.state.watcher.current().recommender
     listing = answers.listing_for(recommender, answers.parse_list(r), n, genre=genre or None,
                                   anime_type=type or None, min_ratings=min_ratings)
+    fresh = answers.new_rows(recommender, items=answers.parse_list(r), genre=genre or None, anime_type=type or None)
     return render(request, "recommendations.html", rows=answers.listing_rows(recommender, listing), list_param=r,
-                  n=n, genre=genre, type=type, min_ratings=min_ratings, who="you",
+                  new_rows=fresh, n=n, genre=genre, type=type, min_ratings=min_ratings, who="you",
                   more=n + K if n + K <= MAX_N else None, **filter_choices(recommender))
 
 
 @router.get("/anime/{anime_id}", response_class=HTMLResponse)
 def anime(request: Request, anime_id: int, r: ListParam = "") -> HTMLResponse:
     served = request.app.state.watcher.current()
-    recommender = served.recommender
-    return render(request, "anime.html", anime=answers.card(recommender, recommender.anime.index(anime_id)),
-                  ratings=int(recommender.rating_counts()[recommender.anime.index(anime_id)]),
-                  similar=answers.similar_rows(recommender, anime_id, kept=served.similar), list_param=r)
+    card, ratings, similar = answers.anime_page(served.recommender, anime_id, served.similar)
+    return render(request, "anime.html", anime=card, ratings=ratings, similar=similar, list_param=r)
 
 
 @router.get("/users/{user_id}", response_class=HTMLResponse)
@@ -69,6 +68,8 @@ def user(request: Request, user_id: int, n: Annotated[int, Query(ge=1, le=MAX_N)
     listing = recommender.listing(user_id, n, eligible_anime(recommender, genre or None, type or None, min_ratings))
     return render(request, "user.html", user_id=user_id, history=answers.history_rows(recommender, user_id),
                   rows=answers.listing_rows(recommender, listing), n=n, genre=genre, type=type,
+                  new_rows=answers.new_rows(recommender, user_id=user_id, genre=genre or None,
+                                            anime_type=type or None),
                   min_ratings=min_ratings, list_param="", more=n + K if n + K <= MAX_N else None,
                   **filter_choices(recommender))
 
