@@ -93,7 +93,20 @@ class RetrainSummary:
                                                              c.unrated_by_status.items()))
         lines.append(f"  anime.csv         {c.anime_rows_in:,} rows, {c.anime_quarantined:,} quarantined; "
                      f"{c.ratings_without_metadata:,} ratings of anime missing from anime.csv (kept)")
+        if c.anime_neutralized:
+            lines.append("    left out         " + ", ".join(f"{column} {n:,}" for column, n in
+                                                             c.anime_neutralized.items())
+                         + " values failing validation (neutral features)")
         return lines
+
+    def _feature_lines(self) -> list[str]:
+        """The feature model's features, and how many anime it answers for from them alone."""
+        features = self.outcome.trained.features
+        if features is None:
+            return []
+        new = len(features.not_in(self.outcome.run.matrix.anime_map)[0])
+        return [f"  anime features    {features.summary()}",
+                f"  new anime         {new:,} in anime.csv with no rating: answered from their features alone"]
 
     def format(self, model_name: str) -> str:
         lines = self._data_lines()
@@ -117,6 +130,7 @@ class RetrainSummary:
             *new_data_lines(o.new_data),
             f"  rating model      {training.method}: {o.trained.epochs_run} {training.step_name}s run, weights of "
             f"{training.step_name} {o.trained.best_epoch} kept",
+            *self._feature_lines(),
             f"  ranking model     EASE, lambda {o.ranking_fit.model.l2:.4g} ({chosen.relative_l2:g} x mean "
             f"interactions per anime; {walk}), {o.ranking_fit.fit_seconds:.1f} s",
             f"  {f'test scores ({self.settings.rating_scale} scale)':<29}RMSE     MAE",
@@ -208,10 +222,13 @@ def _champion_on_new(report: NewDataReport) -> list[str]:
         return [f"champion v{report.champion_version}: no rating it never saw (ratings only removed or re-rated)"]
     own = report.champion_test_scores
     test_ndcg = "" if own.ndcg is None else f" ({own.ndcg:.4f} on its test split)"
+    fresh = report.champion_on_new_anime
     return [f"champion v{c.version} on {c.n_ratings:,} new ratings: RMSE {c.rmse:.4f} ({own.rmse:.4f} on "
             "its test split)",
             f"NDCG@10 {c.ndcg:.4f}{test_ndcg} for {c.n_users:,} returning users" if c.ndcg is not None
-            else "NDCG@10 not measured (no returning user with a relevant new rating)"]
+            else "NDCG@10 not measured (no returning user with a relevant new rating)",
+            f"{report.new_anime:,} new anime (rated now, not in its data)"
+            + (f": RMSE {fresh.rmse:.4f} on their {fresh.n_ratings:,} ratings" if fresh else "")]
 
 
 def champion_on_new_line(report: NewDataReport) -> str:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipeline.matrix.utility_matrix import SPLITS, UtilityMatrix
 from pipeline.monitoring.drift import DRIFT_COLUMNS, DriftReport, measure_drift
 from pipeline.monitoring.new_ratings import ChampionData, all_ratings, champion_data, new_ratings
@@ -30,6 +34,8 @@ class NewDataReport:
     champion_on_new: VersionOnRatings | None = None
     champion_test_scores: VersionScores | None = None  # the champion's figures on its own test split, as registered
     drift: DriftReport | None = None
+    new_anime: int = 0  # anime rated in the new data that the champion's data has no rating of
+    champion_on_new_anime: VersionOnRatings | None = None  # the champion on those anime's ratings (None: none)
     skipped: str | None = None
     not_scored: str | None = None  # why the champion was not scored on the new ratings (its bundle did not load)
 
@@ -55,12 +61,17 @@ def check_new_data(matrix: UtilityMatrix, settings: Settings) -> NewDataReport:
     new = new_ratings(old, current)
     drift = measure_drift(old, current, found.matrix.anime_metadata(), settings.drift)
     del old, current
-    on_new, not_scored = None, None
+    fresh_anime = pa.array(np.setdiff1d(matrix.anime_ids(), found.matrix.anime_ids()))
+    of_fresh = new.filter(pc.is_in(new["anime_id"], fresh_anime))
+    on_new, on_fresh, not_scored = None, None, None
     if new.num_rows:
         try:
-            on_new = score_version(load_version(settings.registered_model_name, found.version), found.version, new,
-                                   found.matrix, SPLITS, settings.relevance_threshold)
+            champion = load_version(settings.registered_model_name, found.version)
         except UnloadableVersionError as exc:
             not_scored = str(exc)
+        else:
+            on_new, on_fresh = (score_version(champion, found.version, ratings, found.matrix, SPLITS,
+                                              settings.relevance_threshold) if ratings.num_rows else None
+                                for ratings in (new, of_fresh))
     return NewDataReport(found.version, found.data_version, new.num_rows, on_new, found.test_scores, drift,
-                         not_scored=not_scored)
+                         len(fresh_anime), on_fresh, not_scored=not_scored)

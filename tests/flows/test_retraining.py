@@ -25,6 +25,11 @@ def _some_anime_ids(small_data, n=2):
     return pacsv.read_csv(small_data / "anime.csv")["anime_id"].to_pylist()[:n]
 
 
+def _new_anime_id(small_data) -> int:
+    rated = set(pacsv.read_csv(small_data / "rating.csv")["anime_id"].to_pylist())
+    return min(set(pacsv.read_csv(small_data / "anime.csv")["anime_id"].to_pylist()) - rated)
+
+
 def test_inbox_is_merged_archived_and_unchanged_data_skip_training(small_data, settings):
     base_rows = pacsv.read_csv(small_data / "rating.csv").num_rows
     all_anime = _some_anime_ids(small_data, 12)
@@ -47,14 +52,16 @@ def test_inbox_is_merged_archived_and_unchanged_data_skip_training(small_data, s
     assert "Retrain skipped" in again.format(settings.registered_model_name)
 
     newcomers = [[user, anime, 1 + (user + anime) % 10] for user in (999_002, 999_003) for anime in all_anime[:12]]
-    write_csv(settings.inbox_dir / "2026-11-28.csv", RATING_HEADER, [[999_001, first_anime, 2], *newcomers])
+    on_new_anime = [1, _new_anime_id(small_data), 5]  # a known user rates an anime of anime.csv nobody had rated
+    write_csv(settings.inbox_dir / "2026-11-28.csv", RATING_HEADER,
+              [[999_001, first_anime, 2], *newcomers, on_new_anime])
     drift_on_any_new_user = settings.model_copy(update={"drift": DriftConfig(new_user_share=0)})
     changed = retrain(data_dir=small_data, skip_unchanged=True, settings=drift_on_any_new_user)
     assert changed.outcome is not None and changed.data.data_version != summary.data.data_version
     assert changed.data.counts.superseded == again.data.counts.superseded + 1  # 999_001 re-rated: the newest rating won
     assert [p.name for p in sorted(settings.archive_dir.iterdir())] == ["000001-2026-11-27.csv",
                                                                         "000002-2026-11-28.csv"]
-    _check_the_champion_was_judged_on_the_new_ratings(changed, newcomers, settings)
+    _check_the_champion_was_judged_on_the_new_ratings(changed, [*newcomers, on_new_anime], settings)
 
 
 def _check_the_champion_was_judged_on_the_new_ratings(summary, newcomers, settings):
@@ -67,6 +74,9 @@ def _check_the_champion_was_judged_on_the_new_ratings(summary, newcomers, settin
     assert on_new.n_ratings == len(newcomers) and on_new.rmse > 0
     assert new_data.champion_test_scores.rmse == pytest.approx(float(version_1.tags["test_rmse"]))
     assert on_new.n_users == 0  # newcomers only: no list the champion could have made from their history
+    fresh = new_data.champion_on_new_anime  # the new anime's one rating, scored from its features
+    assert new_data.new_anime == 1 and fresh.n_ratings == 1
+    assert fresh.rmse != pytest.approx(abs(5 - summary.outcome.run.matrix.train_mean_rating), abs=1e-3)
     run = client.get_run(summary.outcome.run.run_id)
     assert run.data.metrics["champion_new_ratings_rmse"] == pytest.approx(on_new.rmse)
     assert run.data.metrics["drift_new_user_share"] == pytest.approx(2 / summary.outcome.run.matrix.n_users)
@@ -76,6 +86,7 @@ def _check_the_champion_was_judged_on_the_new_ratings(summary, newcomers, settin
     text = summary.format(settings.registered_model_name)
     assert f"champion v1 on {len(newcomers)} new ratings: RMSE {on_new.rmse:.4f}" in text
     assert "share of new users" in text and "DRIFTED" in text
+    assert f"1 new anime (rated now, not in its data): RMSE {fresh.rmse:.4f} on their 1 ratings" in text
     version_2 = client.get_model_version(settings.registered_model_name, "2")
     assert "drifted from champion v1's: share of new users" in version_2.description
 
