@@ -65,6 +65,10 @@ def log_rating_model(run_id: str, trained: TrainedModel, config: TrainingConfig,
     client.log_param(run_id, "train_mean_rating", round(matrix.train_mean_rating, 6))
     client.log_metric(run_id, "epochs_run", trained.epochs_run)
     client.log_metric(run_id, "best_epoch", trained.best_epoch)
+    if trained.features is not None:  # what the feature tower read, and what it answers for alone
+        client.log_param(run_id, "anime_features", trained.features.summary())
+        client.log_metric(run_id, "anime_from_features_only", len(trained.features.not_in(matrix.anime_map)[0]))
+        client.log_text(run_id, "\n".join(trained.features.names), "anime_features.txt")
     figure = learning_curves_figure(trained.history, trained.best_epoch, config.step_name)
     client.log_figure(run_id, figure, "learning_curves.png")
 

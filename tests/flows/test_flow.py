@@ -89,7 +89,11 @@ def _check_the_run_log(client: MlflowClient, run, summary, settings: Settings) -
     rates = [m.value for m in client.get_metric_history(run.info.run_id, "learning_rate")]
     assert len(rates) == outcome.trained.epochs_run and rates[0] == pytest.approx(training.learning_rate)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"learning_curves.png", "id_maps", "validation", "promotion.json"} <= artifacts
+    assert {"learning_curves.png", "id_maps", "validation", "promotion.json", "anime_features.txt"} <= artifacts
+    features = outcome.trained.features  # the default reads the anime's features: what it answers for from them
+    new_anime = len(features.not_in(outcome.run.matrix.anime_map)[0])
+    assert metrics["anime_from_features_only"] == new_anime > 0 and params["anime_features"] == features.summary()
+    assert f"new anime         {new_anime} in anime.csv with no rating" in summary.format("m")
     assert metrics["ndcg_at_10"] == pytest.approx(outcome.evaluation.ranking.served.ndcg)
     assert metrics["ndcg_at_10"] > metrics["popularity_ndcg_at_10"] and "rating_model_ndcg_at_10" in metrics
     assert metrics["ranking_relative_l2_tried"] == pytest.approx(outcome.ranking_fit.trials[-1].relative_l2)
