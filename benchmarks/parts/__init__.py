@@ -6,6 +6,7 @@ from collections.abc import Callable
 from benchmarks.parts import (
     accuracy,
     app,
+    cold_start,
     dask,
     data_path,
     data_shapes,
@@ -27,6 +28,6 @@ PARTS: dict[str, Callable[[BenchContext], list[Table]]] = {
     "accuracy": accuracy.run, "init-schedule": init_schedule.run, "optimizers": optimizers.run,
     "ranking": ranking.run, "speed": speed.run, "serving": serving.run, "stages": stages.run, "dask": dask.run,
     "time-to-model": time_to_model.run, "data-shapes": data_shapes.run, "data-path": data_path.run,
-    "scale": scale.run, "device": device.run, "app": app.run, "full": full.run,
+    "scale": scale.run, "device": device.run, "app": app.run, "cold-start": cold_start.run, "full": full.run,
 }
 DEFAULT_PARTS = tuple(name for name in PARTS if name != "full")  # the whole retrain at full scale only when named
