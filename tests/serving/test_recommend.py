@@ -29,12 +29,9 @@ pytestmark = pytest.mark.xdist_group("recommend")  # one worker trains each kind
 def trained(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("recommend")
     data = generate_demo_dataset(root / "demo", SMALL_SPEC)
-    # no ID dropout: these quick fits stop after a few epochs, before the feature model's user rows (updated by
-    # the ratings that keep their ID part only) settle where a fold-in of their ratings lands (cosine 0.73 for one
-    # heavy user at 0.25); tests/models/rating fit it with its dropout
     settings = Settings(data_root=root / "data", training=TrainingConfig(
         architecture=request.param, embedding_dim=32, batch_size=512, epochs=20, learning_rate=0.02,
-        early_stopping_patience=2, id_dropout=0.0))
+        early_stopping_patience=2))
     matrix = build_utility_matrix(validate(ingest(data), settings), settings)
     fit = train_model(matrix, settings.training)
     ranking = train_ranking_model(matrix, settings.ranking, settings.unrated_value, settings.relevance_threshold).model

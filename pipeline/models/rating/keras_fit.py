@@ -117,24 +117,26 @@ class FactorizationTrainer(keras.Model):
         part, which training leaves out of a share `id_dropout` of the ratings."""
         rows = [tf.gather(table, users if name.startswith("user") else anime)
                 for table, name in zip(self.tables, TABLES, strict=True)]
-        user_vector, user_bias = rows[0], rows[2][:, 0]
         anime_vector, anime_bias = rows[1], rows[3][:, 0]
         if self.tower is not None:
-            tower_vector, tower_bias = self.tower(tf.gather(self.features, anime), training=training)
+            tower_vector, tower_bias = self._tower_rows(anime, training)
             if training and self.id_dropout > 0:
                 kept = tf.cast(keras.random.uniform(tf.shape(anime), seed=self.dropout_seed) >= self.id_dropout,
                                anime_vector.dtype)
                 anime_vector, anime_bias = anime_vector * kept[:, None], anime_bias * kept
-                # a rating whose ID part is left out teaches the tower only: neither its error nor L2 moves the
-                # user's row (so a user's row is what the ratings that reach it call for, as a fold-in computes)
-                user_vector = kept[:, None] * user_vector + (1 - kept[:, None]) * tf.stop_gradient(user_vector)
-                user_bias = kept * user_bias + (1 - kept) * tf.stop_gradient(user_bias)
-                rows = [user_vector, anime_vector, user_bias[:, None], anime_bias[:, None]]
             anime_vector, anime_bias = anime_vector + tower_vector, anime_bias + tower_bias[:, 0]
             rows += [tower_vector, tower_bias]
         ones = tf.ones((rows[0].shape[-1],), rows[0].dtype)
-        interaction = tf.linalg.matvec(user_vector * anime_vector, ones) + user_bias + anime_bias
+        interaction = tf.linalg.matvec(rows[0] * anime_vector, ones) + rows[2][:, 0] + anime_bias
         return interaction * self.weight[0, 0] + self.offset[0], rows
+
+    def _tower_rows(self, anime: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        """The tower's vector and bias for the batch's anime. A catalog smaller than the batch goes through the tower
+        whole and is gathered (fewer rows than the batch's, which repeat popular anime); a larger one, row by row."""
+        if anime.shape[0] is not None and self.features.shape[0] < anime.shape[0]:
+            vectors, bias = self.tower(self.features, training=training)
+            return tf.gather(vectors, anime), tf.gather(bias, anime)
+        return self.tower(tf.gather(self.features, anime), training=training)
 
     def train_step(self, data):
         features, target, weight = self.held["train"].batch(data) if "train" in self.held else data
