@@ -30,18 +30,20 @@ class ColdStartSplit:
 
     matrix: UtilityMatrix  # same ids and test split as the full matrix
     held_out: np.ndarray  # anime indices, sorted
+    judged: str = "test"  # the split whose ratings of the held-out anime judge: test, or validation to choose
 
-    @property
-    def test(self) -> pa.Table:
-        return self.matrix.split("test")
+    def _held(self, rows: pa.Table) -> pa.ChunkedArray:
+        return pc.is_in(rows["anime_index"], pa.array(self.held_out, pa.int32()))
 
-    def cold_test(self) -> pa.Table:
-        test = self.test
-        return test.filter(pc.is_in(test["anime_index"], pa.array(self.held_out, pa.int32())))
+    def cold_rows(self) -> pa.Table:
+        """The judged split's ratings of the held-out anime."""
+        rows = self.matrix.split(self.judged)
+        return rows.filter(self._held(rows))
 
-    def warm_test(self) -> pa.Table:
-        test = self.test
-        return test.filter(pc.invert(pc.is_in(test["anime_index"], pa.array(self.held_out, pa.int32()))))
+    def warm_rows(self) -> pa.Table:
+        """The judged split's ratings of the other anime."""
+        rows = self.matrix.split(self.judged)
+        return rows.filter(pc.invert(self._held(rows)))
 
 
 def hold_out_anime(matrix: UtilityMatrix, share: float, seed: int, target: Path,
@@ -69,7 +71,7 @@ def hold_out_anime(matrix: UtilityMatrix, share: float, seed: int, target: Path,
     meta |= {"split_sizes": sizes, "train_mean_rating": train_mean,
              "split_id": hashlib.sha256(f"{meta['split_id']}:cold:{share}:{seed}".encode()).hexdigest()[:16]}
     (target / METADATA_FILE).write_text(json.dumps(meta, indent=2))
-    return ColdStartSplit(UtilityMatrix.open(target), held_out)
+    return ColdStartSplit(UtilityMatrix.open(target), held_out, judged)
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,9 @@ BlockScores = Callable[[np.ndarray], np.ndarray]  # user indices → (users, ani
 
 def judge_cold_start(split: ColdStartSplit, predict: PairPredictor | None, scores_for: BlockScores | None,
                      relevance_threshold: float, unrated_value: int) -> ColdStartScores:
-    """A method's predicted ratings (RMSE on the cold and warm test rows) and its lists: each user's top-10 among
-    the held-out anime, by `scores_for`, against their relevant held-out test ratings."""
-    cold, warm = split.cold_test(), split.warm_test()
+    """A method's predicted ratings (RMSE on the judged split's cold and warm rows) and its lists: each user's
+    top-10 among the held-out anime, by `scores_for`, against their relevant ratings of them in the judged split."""
+    cold, warm = split.cold_rows(), split.warm_rows()
 
     def scored(rows: pa.Table) -> Scores | None:
         if predict is None:
@@ -101,15 +103,16 @@ def judge_cold_start(split: ColdStartSplit, predict: PairPredictor | None, score
         users = np.unique(relevant["user_index"].to_numpy())
         allowed = np.full(split.matrix.n_anime, -np.inf, np.float32)
         allowed[split.held_out] = 0.0
-        seen = _seen(split.matrix, unrated_value)
+        before = ("train",) if split.judged == "validation" else ("train", "validation")
+        seen = _seen(split.matrix, unrated_value, before)
         top = top_n_lists(lambda block: np.asarray(scores_for(block), np.float32) + allowed, users, seen, K)
         lists = ranking_report(top, users, relevant, split.matrix.n_anime)
     return ColdStartScores(scored(cold), scored(warm), lists)
 
 
-def _seen(matrix: UtilityMatrix, unrated_value: int) -> sp.csr_matrix:
-    """What each user rated or watched in the matrix (never listed)."""
-    known = matrix.interactions(("train", "validation"), unrated_value)
+def _seen(matrix: UtilityMatrix, unrated_value: int, splits: tuple[str, ...]) -> sp.csr_matrix:
+    """What each user rated or watched in the matrix before the judged split (never listed)."""
+    known = matrix.interactions(splits, unrated_value)
     return sp.csr_matrix((np.ones(known.num_rows, np.int8), (known["user_index"].to_numpy(),
                                                               known["anime_index"].to_numpy())),
                          shape=(matrix.n_users, matrix.n_anime))

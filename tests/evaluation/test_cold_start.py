@@ -26,7 +26,7 @@ def test_held_out_anime_leave_train_validation_and_history_and_keep_their_test_r
     assert cold.split("test").equals(matrix.split("test"))
     unrated = cold.unrated()
     assert not pc.any(pc.is_in(unrated["anime_id"], pa.array(matrix.anime_ids()[held]))).as_py()
-    assert split.cold_test().num_rows + split.warm_test().num_rows == matrix.split_sizes["test"]
+    assert split.cold_rows().num_rows + split.warm_rows().num_rows == matrix.split_sizes["test"]
     assert cold.train_mean_rating == np.mean(cold.split("train")["rating"].to_numpy())
     assert cold.split_id != matrix.split_id and cold.split_sizes["test"] == matrix.split_sizes["test"]
     assert sum(cold.split_sizes[name] for name in SPLITS) < sum(matrix.split_sizes[name] for name in SPLITS)
@@ -43,5 +43,5 @@ def test_lists_are_ranked_among_the_held_out_anime_only(small_models, tmp_path):
         favour_warm + np.arange(n_anime) * 1e-3, (len(block), 1)), 0.75, -1)
     assert judged.lists.n_users > 0 and judged.lists.ndcg >= 0
     assert judged.lists.coverage * n_anime <= len(split.held_out)  # nothing warm listed, however high it scored
-    rows = split.cold_test()
+    rows = split.cold_rows()
     assert judged.cold.rmse == pytest.approx(np.sqrt(np.mean((rows["rating"].to_numpy() - mean) ** 2)))
