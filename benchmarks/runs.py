@@ -76,7 +76,7 @@ class SampleRuns:
     settings: Settings
     seed: TrainedModel
     seed_seconds: float
-    default: TrainedModel  # biased MF by Keras' fit, the default settings
+    default: TrainedModel  # the default rating model (Keras' fit, the default settings)
     default_seconds: float
     als: TrainedModel  # the biased model by its other solver
     als_seconds: float

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.children.data_path import memory_gb, timed_data_path
-from pipeline.data.generate import KAGGLE_2020_LIST_SPEC, KAGGLE_2020_SPEC, generate_demo_dataset
+from pipeline.data.generate import DEMO_GENERATOR, KAGGLE_2020_LIST_SPEC, KAGGLE_2020_SPEC, generate_demo_dataset
 from pipeline.environment import use_local_defaults
 from pipeline.models.rating.train import train_model
 from pipeline.settings import Settings, TrainingConfig
 
 SPECS = {"kaggle2020": KAGGLE_2020_SPEC,
          "tenth": dataclasses.replace(KAGGLE_2020_SPEC, n_users=31_000, n_ratings=5_700_000)}
+GENERATOR_STAMP = "generated-by.json"  # the generator version and spec of a kept data set
 LIST_SPECS = {"kaggle2020": KAGGLE_2020_LIST_SPEC,  # --layout kaggle2020: the 2020 data set's files, list included
               "tenth": dataclasses.replace(KAGGLE_2020_LIST_SPEC, n_users=32_500, n_ratings=6_700_000)}
 
@@ -33,10 +34,14 @@ def folder_mb(path: Path) -> float:
 
 
 def generated_data(size: str, work: Path, layout: str = "cooperunion") -> Path:
-    """The bench's generated data set of `size` in `layout`: generated into `work` once, reused by later runs."""
+    """The bench's generated data set of `size` in `layout`: generated into `work` once, reused by later runs while
+    the generator and spec that made it are today's (a stamp file says which)."""
     data_dir = work / (size if layout == "cooperunion" else f"{size}-{layout}-layout")
-    if not (data_dir / "anime.csv").exists():
-        generate_demo_dataset(data_dir, (SPECS if layout == "cooperunion" else LIST_SPECS)[size], layout)
+    spec = (SPECS if layout == "cooperunion" else LIST_SPECS)[size]
+    stamp, made_by = data_dir / GENERATOR_STAMP, json.dumps([DEMO_GENERATOR, dataclasses.asdict(spec)])
+    if not (data_dir / "anime.csv").exists() or not stamp.exists() or stamp.read_text() != made_by:
+        generate_demo_dataset(data_dir, spec, layout)
+        stamp.write_text(made_by)
     return data_dir
 
 

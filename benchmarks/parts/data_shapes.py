@@ -62,8 +62,8 @@ def shaped_matrix(sample: Path, shape: Shape, run_dir: Path) -> UtilityMatrix:
 
 
 def data_shapes_part(sample: Path, run_dir: Path) -> Table:
-    table = Table("The default (biased MF by Keras' fit) against ALS on real rating sets of other shapes, cut from "
-                  "the anime sample",
+    table = Table(f"The default ({TrainingConfig().architecture} by Keras' fit) against ALS on real rating sets of "
+                  "other shapes, cut from the anime sample",
                   ["data set", "users", "anime", "train ratings", "per user", "default: test RMSE", "ALS: test RMSE",
                    "default / ALS", f"≤ {GOAL}", "default: fit s", "ALS: fit s"])
     for shape in SHAPES:

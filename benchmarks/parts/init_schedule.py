@@ -19,8 +19,8 @@ def init_schedule_part(runs: SampleRuns) -> Table:
         result, model = run_trial(matrix, changed, config, settings)
         trials.append((result, split_rmse(model, matrix, "test")))
     best = best_trial([result for result, _ in trials], OBJECTIVES["rating"])
-    table = Table(f"Initializer × learning-rate function: biased MF by Keras' fit on the anime sample "
-                  f"({len(trials)} fits, the other settings the defaults)",
+    table = Table(f"Initializer × learning-rate function: {default.architecture} by Keras' fit on the anime "
+                  f"sample ({len(trials)} fits, the other settings the defaults)",
                   ["initializer", "learning-rate function", "epochs run", "epoch of the best validation RMSE",
                    "validation RMSE", "test RMSE", "fit s", ""])
     for result, test in sorted(trials, key=lambda trial: trial[0].validation_score):

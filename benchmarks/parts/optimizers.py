@@ -14,7 +14,8 @@ def optimizers_part(runs: SampleRuns) -> Table:
     """Bench part `optimizers`: the default settings with each optimizer (Keras' arguments of each at their
     defaults; the same learning rate, which favours none in particular), judged on validation RMSE."""
     matrix, settings, default = runs.matrix, runs.settings, TrainingConfig()
-    table = Table("Optimizers: biased MF by Keras' fit on the anime sample, the other settings the defaults",
+    table = Table(f"Optimizers: {default.architecture} by Keras' fit on the anime sample, the other settings the "
+                  "defaults",
                   ["optimizer", "epochs run", "epoch of the best validation RMSE", "validation RMSE", "test RMSE",
                    "median ratings/s per epoch", "fit s", ""])
     results = []

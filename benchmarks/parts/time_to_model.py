@@ -26,8 +26,8 @@ def time_to_model_part(sample: Path, run_dir: Path, work: Path) -> Table:
     Kaggle 2020."""
     from surprise import SVD
 
-    table = Table("Time to a rating model: the default (biased MF by Keras' fit) and ALS against Surprise SVD "
-                  "(defaults), same split",
+    table = Table(f"Time to a rating model: the default ({TrainingConfig().architecture} by Keras' fit) and ALS "
+                  "against Surprise SVD (defaults), same split",
                   ["data", "train ratings", "model", "fit s", "epochs (kept)", "test RMSE", "SVD: fit s",
                    "SVD: test RMSE", "fit time / SVD"])
     for label, matrix in (("anime sample", build_sample_matrix(sample, run_dir)[0]),

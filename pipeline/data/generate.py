@@ -21,6 +21,8 @@ import pyarrow.csv as pacsv
 
 from pipeline.storage import atomic_file
 
+# Raised whenever the same spec generates other data: data kept from an older generator is then made again.
+DEMO_GENERATOR = 2
 # Share of each rating 1..10: mode 8, long left tail, as MyAnimeList ratings are.
 RATING_SHARES = np.array([0.004, 0.005, 0.008, 0.017, 0.045, 0.10, 0.21, 0.26, 0.20, 0.151])
 

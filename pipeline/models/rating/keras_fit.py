@@ -95,7 +95,7 @@ class FactorizationTrainer(keras.Model):
         self.tower = rating_model.get_layer(TOWER_LAYER) if TOWER_LAYER in names else None
         self.features = rating_model.get_layer(FEATURES_LAYER).embeddings if self.tower else None
         self.id_dropout = id_dropout
-        self.dropout_seed = keras.random.SeedGenerator(seed)
+        self.dropout_seed = seed
         output = rating_model.get_layer("head").get_layer("rating")
         self.weight, self.offset = output.kernel, output.bias
         self.l2 = l2
@@ -121,8 +121,9 @@ class FactorizationTrainer(keras.Model):
         if self.tower is not None:
             tower_vector, tower_bias = self._tower_rows(anime, training)
             if training and self.id_dropout > 0:
-                kept = tf.cast(keras.random.uniform(tf.shape(anime), seed=self.dropout_seed) >= self.id_dropout,
-                               anime_vector.dtype)
+                draw = tf.random.stateless_uniform(tf.shape(anime), seed=tf.stack(
+                    [tf.constant(self.dropout_seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]))
+                kept = tf.cast(draw >= self.id_dropout, anime_vector.dtype)
                 anime_vector, anime_bias = anime_vector * kept[:, None], anime_bias * kept
             anime_vector, anime_bias = anime_vector + tower_vector, anime_bias + tower_bias[:, 0]
             rows += [tower_vector, tower_bias]
