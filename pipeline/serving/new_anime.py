@@ -54,9 +54,10 @@ def reason(recommender: Recommender, anime_id: int, taste: dict[str, float]) -> 
     return f"predicted from what it is: {what}"
 
 
-def _user_side(recommender: Recommender, user_id: int | None, anime_ids: np.ndarray,
-               ratings: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-    """The rating-model vector and bias of a known user (and their rated anime), or folded in from ratings."""
+def user_side(recommender: Recommender, user_id: int | None, anime_ids: np.ndarray,
+              ratings: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """The rating-model vector and bias of a known user (and their anime and ratings), or folded in from someone
+    new's ratings (zero with none rated)."""
     if user_id is not None:
         index = recommender.users.index(user_id)
         known = recommender.known
@@ -76,7 +77,7 @@ def new_listing(recommender: Recommender, n: int = K, user_id: int | None = None
     `eligible` ones (a mask over the new anime; None: all)."""
     anime_ids = np.asarray([] if anime_ids is None else anime_ids, np.int64)
     ratings = np.asarray([] if ratings is None else ratings)
-    vector, bias, rated_ids, rated = _user_side(recommender, user_id, anime_ids, ratings)
+    vector, bias, rated_ids, rated = user_side(recommender, user_id, anime_ids, ratings)
     predicted = recommender.rating.new_anime_ratings(vector, bias)
     new_ids = recommender.rating.new_anime_ids
     candidates = np.flatnonzero(np.ones(len(new_ids), bool) if eligible is None else eligible)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from pipeline.serving.new_anime import eligible_new, new_listing, similar_to_new
+from pipeline.serving.new_anime import eligible_new, new_listing, similar_to_new, user_side
 from pipeline.serving.recommend import Listing, Recommender
 from pipeline.top_n import K
 
@@ -66,22 +66,15 @@ def rating_of(recommender: Recommender, anime_id: int, user_id: int | None = Non
         frame = recommender.catalog.describe(listing.anime_ids, predicted_rating=listing.predicted_rating)
         frame["because_you_watched"] = listing.reasons
         return frame
-    recommender.anime.index(anime_id)  # an anime neither rated nor new: the sentence that says so
-    if user_id is not None:
-        predicted = recommender.predict_pairs(np.array([user_id]), np.array([anime_id]))
-    else:
-        vector, bias = recommender.fold_in(*_rated(recommender, anime_ids, ratings))
-        predicted = recommender.rating.score_users(vector[None, :], np.array([bias]))[
-            0, [recommender.anime.index(anime_id)]]
-    frame = recommender.catalog.describe(np.array([anime_id]), predicted_rating=np.clip(
-        predicted, recommender.rating.scale.minimum, recommender.rating.scale.maximum))
+    index = recommender.anime.index(anime_id)  # an anime neither rated nor new: the sentence that says so
+    vector, bias, _, _ = user_side(recommender, user_id, np.asarray([] if anime_ids is None else anime_ids, np.int64),
+                                   np.asarray([] if ratings is None else ratings))
+    predicted = recommender.rating.score_users(vector[None, :], np.array([bias]))[0, [index]]
+    scale = recommender.rating.scale
+    frame = recommender.catalog.describe(np.array([anime_id]), predicted_rating=np.clip(predicted, scale.minimum,
+                                                                                         scale.maximum))
     frame["because_you_watched"] = ""
     return frame
-
-
-def _rated(recommender: Recommender, anime_ids: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rated = np.asarray(ratings) != recommender.unrated_value
-    return np.asarray(anime_ids)[rated], np.asarray(ratings)[rated]
 
 
 def why_no_new(recommender: Recommender) -> str:

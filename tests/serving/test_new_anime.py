@@ -74,6 +74,18 @@ def test_someone_new_bringing_a_users_ratings_gets_that_users_new_list_and_reaso
     assert all(same[a] == why for a, why in zip(folded.anime_ids, folded.reasons, strict=True) if a in same)
 
 
+def test_one_anime_asked_for_gets_the_rating_the_lists_show(served):
+    _, _, recommender = served
+    user, warm = int(recommender.users.ids[3]), int(recommender.anime.ids[7])
+    asked = rating_of(recommender, warm, user)
+    assert asked["anime_id"].tolist() == [warm] and asked["because_you_watched"].tolist() == [""]
+    assert asked["predicted_rating"][0] == pytest.approx(recommender.predict_pairs([user], [warm])[0], abs=1e-3)
+    watched_only = rating_of(recommender, warm, anime_ids=np.array([warm]), ratings=np.array([-1]))
+    assert np.isfinite(watched_only["predicted_rating"][0])  # nothing rated: the model's answer for no taste
+    with pytest.raises(UnknownIdError, match="unknown anime id"):
+        rating_of(recommender, 10**9, user)
+
+
 def test_similar_anime_of_a_new_title_are_the_nearest_by_its_feature_vector(served):
     _, _, recommender = served
     new_id = int(recommender.rating.new_anime_ids[0])
