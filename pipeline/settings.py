@@ -103,6 +103,11 @@ class TrainingConfig(BaseModel):
                 f"{self.learning_rate_schedule}; initializer {self.initializer}{tower})")
 
     @property
+    def reads_features(self) -> bool:
+        """Whether the fitted model has the feature tower (feature_mf fitted by Keras)."""
+        return self.architecture == "feature_mf" and not self.by_als
+
+    @property
     def by_als(self) -> bool:
         """Whether ALS fits it: the biased model (ALS solves ID factors; a feature tower is Keras' to fit)."""
         return self.architecture != "seed_cosine" and self.solver == "als"

@@ -24,6 +24,11 @@ from pipeline.metrics import RankingReport, Scores, ranking_report, relevant_pai
 from pipeline.top_n import K, top_n_lists
 
 
+def _of_anime(rows: pa.Table, anime: np.ndarray) -> pa.ChunkedArray:
+    """Which rows rate one of `anime` (matrix indices)."""
+    return pc.is_in(rows["anime_index"], pa.array(anime, pa.int32()))
+
+
 @dataclass(frozen=True)
 class ColdStartSplit:
     """The matrix without the held-out anime's train and validation rows, and which anime those are."""
@@ -32,18 +37,15 @@ class ColdStartSplit:
     held_out: np.ndarray  # anime indices, sorted
     judged: str = "test"  # the split whose ratings of the held-out anime judge: test, or validation to choose
 
-    def _held(self, rows: pa.Table) -> pa.ChunkedArray:
-        return pc.is_in(rows["anime_index"], pa.array(self.held_out, pa.int32()))
-
     def cold_rows(self) -> pa.Table:
         """The judged split's ratings of the held-out anime."""
         rows = self.matrix.split(self.judged)
-        return rows.filter(self._held(rows))
+        return rows.filter(_of_anime(rows, self.held_out))
 
     def warm_rows(self) -> pa.Table:
         """The judged split's ratings of the other anime."""
         rows = self.matrix.split(self.judged)
-        return rows.filter(pc.invert(self._held(rows)))
+        return rows.filter(pc.invert(_of_anime(rows, self.held_out)))
 
 
 def hold_out_anime(matrix: UtilityMatrix, share: float, seed: int, target: Path,
@@ -59,7 +61,7 @@ def hold_out_anime(matrix: UtilityMatrix, share: float, seed: int, target: Path,
     sizes = dict(matrix.split_sizes)
     for name in ("train", "validation") if judged == "test" else ("train",):
         split = matrix.split(name)
-        kept = split.filter(pc.invert(pc.is_in(split["anime_index"], pa.array(held_out, pa.int32()))))
+        kept = split.filter(pc.invert(_of_anime(split, held_out)))
         pq.write_table(kept, target / f"{name}.parquet")
         sizes[name] = kept.num_rows
         if name == "train":

@@ -54,10 +54,12 @@ def reason(recommender: Recommender, anime_id: int, taste: dict[str, float]) -> 
     return f"predicted from what it is: {what}"
 
 
-def user_side(recommender: Recommender, user_id: int | None, anime_ids: np.ndarray,
-              ratings: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+def user_side(recommender: Recommender, user_id: int | None, anime_ids: np.ndarray | None,
+              ratings: np.ndarray | None) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """The rating-model vector and bias of a known user (and their anime and ratings), or folded in from someone
     new's ratings (zero with none rated)."""
+    anime_ids = np.asarray([] if anime_ids is None else anime_ids, np.int64)
+    ratings = np.asarray([] if ratings is None else ratings)
     if user_id is not None:
         index = recommender.users.index(user_id)
         known = recommender.known
@@ -75,8 +77,6 @@ def new_listing(recommender: Recommender, n: int = K, user_id: int | None = None
                 eligible: np.ndarray | None = None) -> NewListing:
     """The n new anime a known user (or someone new, from their ratings) is predicted to rate highest, among the
     `eligible` ones (a mask over the new anime; None: all)."""
-    anime_ids = np.asarray([] if anime_ids is None else anime_ids, np.int64)
-    ratings = np.asarray([] if ratings is None else ratings)
     vector, bias, rated_ids, rated = user_side(recommender, user_id, anime_ids, ratings)
     predicted = recommender.rating.new_anime_ratings(vector, bias)
     new_ids = recommender.rating.new_anime_ids
@@ -97,10 +97,10 @@ def eligible_new(recommender: Recommender, genre: str | None = None,
 def similar_to_new(recommender: Recommender, anime_id: int, n: int = K) -> tuple[np.ndarray, np.ndarray]:
     """The rated anime nearest to a new one by the rating model's anime vectors (a new anime's is its features'):
     their indices, nearest first, and cosine similarities."""
-    position = np.flatnonzero(recommender.rating.new_anime_ids == anime_id)
-    if not len(position):
+    position = recommender.new_anime.indices(np.array([anime_id]))[0]
+    if position < 0:
         raise UnknownIdError(f"anime {anime_id} is not a new anime of this model (rated anime: similar by ratings)")
-    vector = recommender.rating.new_anime_vectors[position[0]].astype(np.float64)
+    vector = recommender.rating.new_anime_vectors[position].astype(np.float64)
     similarity = recommender.rating.anime_units @ (vector / max(np.linalg.norm(vector), 1e-12))
     best = np.argsort(-similarity, kind="stable")[:n]
     return best, similarity[best]

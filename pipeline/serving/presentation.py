@@ -67,8 +67,7 @@ def rating_of(recommender: Recommender, anime_id: int, user_id: int | None = Non
         frame["because_you_watched"] = listing.reasons
         return frame
     index = recommender.anime.index(anime_id)  # an anime neither rated nor new: the sentence that says so
-    vector, bias, _, _ = user_side(recommender, user_id, np.asarray([] if anime_ids is None else anime_ids, np.int64),
-                                   np.asarray([] if ratings is None else ratings))
+    vector, bias, _, _ = user_side(recommender, user_id, anime_ids, ratings)
     predicted = recommender.rating.score_users(vector[None, :], np.array([bias]))[0, [index]]
     scale = recommender.rating.scale
     frame = recommender.catalog.describe(np.array([anime_id]), predicted_rating=np.clip(predicted, scale.minimum,
@@ -88,7 +87,7 @@ def why_no_new(recommender: Recommender) -> str:
 def similar_anime(recommender: Recommender, anime_id: int, n: int = K, include_self: bool = False) -> pd.DataFrame:
     """The anime nearest to one as a table: by people's histories (`Recommender.nearest_anime`), or for a new anime
     (no ratings yet) by its features' vector."""
-    if anime_id in set(recommender.rating.new_anime_ids.tolist()):
+    if recommender.new_anime.indices(np.array([anime_id]))[0] >= 0:
         best, similarity = similar_to_new(recommender, anime_id, n)
     else:
         best, similarity = recommender.nearest_anime(anime_id, n, include_self)

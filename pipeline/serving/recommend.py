@@ -77,6 +77,11 @@ class Recommender:
         """Anime id for an id or a name, forgiving case, punctuation and HTML entities."""
         return self.catalog.find(query, self.anime.ids)
 
+    @cached_property
+    def new_anime(self) -> IdMap:
+        """The anime no rating names that the rating model scores from their features (position ↔ raw id)."""
+        return IdMap(self.rating.new_anime_ids, "new anime")
+
     def find_any_anime(self, query: str) -> int:
         """`find_anime` among the rated anime and the new ones (scored from their features)."""
         return self.catalog.find(query, np.concatenate([self.anime.ids, self.rating.new_anime_ids]))
@@ -103,7 +108,7 @@ class Recommender:
         known = (users >= 0) & (anime >= 0)
         predicted = np.full(len(users), self.fallback_rating, dtype=np.float64)
         predicted[known] = self.rating.predict(users[known], anime[known])
-        new = IdMap(self.rating.new_anime_ids, "anime").indices(anime_ids)
+        new = self.new_anime.indices(anime_ids)
         rows = np.flatnonzero((users >= 0) & (anime < 0) & (new >= 0))
         predicted[rows] = self.rating.predict_new(users[rows], new[rows])
         return predicted

@@ -47,15 +47,14 @@ def tower_outputs(model: keras.Model, features: np.ndarray) -> tuple[np.ndarray,
     return np.asarray(vector, np.float32), np.asarray(bias, np.float32).reshape(-1)
 
 
-def zero_untrained_anime(model: keras.Model, train_anime: np.ndarray) -> int:
+def zero_untrained_anime(model: keras.Model, train_anime: np.ndarray) -> None:
     """Zero the ID rows of the anime no training rating names (they would hold their initial values only, as no
-    gradient reaches them), so that those anime are their features alone; the number of such anime."""
+    gradient reaches them), so that those anime are their features alone."""
     untouched = np.bincount(train_anime, minlength=model.get_layer("anime_embedding").input_dim) == 0
     for name in ("anime_embedding", "anime_bias"):
         table = model.get_layer(name).get_weights()[0]
         table[untouched] = 0.0
         model.get_layer(name).set_weights([table])
-    return int(untouched.sum())
 
 
 def is_feature_model(model: keras.Model) -> bool:

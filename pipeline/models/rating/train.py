@@ -143,7 +143,7 @@ def build_model(n_users: int, n_anime: int, config: TrainingConfig, global_mean:
                 anime_features: np.ndarray | None = None) -> keras.Model:
     if config.architecture == "seed_cosine":
         return build_seed_model(n_users, n_anime, config)
-    if config.architecture == "feature_mf" and not config.by_als:  # ALS fits the biased model's factors
+    if config.reads_features:  # ALS fits the biased model's factors
         return build_feature_model(n_users, anime_features, config, global_mean)
     return build_biased_model(n_users, n_anime, config, global_mean)
 
@@ -215,19 +215,17 @@ def train_model(matrix: UtilityMatrix, config: TrainingConfig, callbacks: list[k
     to `log`, when given."""
     keras.utils.set_random_seed(config.seed)
     train_mean = (matrix.train_mean_rating - matrix.scale.minimum) / (matrix.scale.maximum - matrix.scale.minimum)
-    featured = config.architecture == "feature_mf" and not config.by_als
-    by_keras = not config.by_als
-    strategy = training_strategy(config.devices) if by_keras else tf.distribute.get_strategy()
-    device = device_description(strategy) if by_keras else "CPU"  # ALS solves its rows with numba
-    if log and by_keras:
+    strategy = tf.distribute.get_strategy() if config.by_als else training_strategy(config.devices)
+    device = "CPU" if config.by_als else device_description(strategy)  # ALS solves its rows with numba
+    if log and not config.by_als:
         log(f"training on {device}")
-    features = AnimeFeatures.of(matrix.anime_metadata(), config.feature_min_anime) if featured else None
+    features = AnimeFeatures.of(matrix.anime_metadata(), config.feature_min_anime) if config.reads_features else None
     if log and features is not None:
         log(f"anime features: {features.summary()}")
     with strategy.scope():
         model = build_model(matrix.n_users, matrix.n_anime, config, global_mean=train_mean,
                             anime_features=None if features is None else features.rows(matrix.anime_ids()))
-        if featured:  # an anime no training rating names is its features alone (no gradient ever reaches its rows)
+        if features is not None:  # an anime no training rating names is its features alone (no gradient reaches it)
             zero_untrained_anime(model, matrix.split("train", ["anime_index"])["anime_index"].to_numpy())
         if config.architecture == "seed_cosine":
             logs, kept = _fit_seed(model, matrix, config, callbacks or [], log)

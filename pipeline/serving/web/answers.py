@@ -85,11 +85,16 @@ def listing_for(recommender: Recommender, items: list[RatedAnime], n: int, **fil
     return folded_in(recommender, check_list(recommender, items), check_n(n), eligible_anime(recommender, **filters))
 
 
+def as_arrays(recommender: Recommender, items: list[RatedAnime]) -> tuple[np.ndarray, np.ndarray]:
+    """A person's list as the recommender takes it: anime ids, and ratings with watched as the unrated value."""
+    return (np.array([item.anime_id for item in items], np.int64),
+            np.array([recommender.unrated_value if item.rating is None else item.rating for item in items]))
+
+
 def folded_in(recommender: Recommender, items: list[RatedAnime], n: int, eligible: np.ndarray | None = None
               ) -> Listing:
     """The list of someone the model never learned, from the anime they rated or watched (known to the model)."""
-    ratings = np.array([recommender.unrated_value if item.rating is None else item.rating for item in items])
-    return recommender.listing_from_ratings(np.array([item.anime_id for item in items]), ratings, n, eligible)
+    return recommender.listing_from_ratings(*as_arrays(recommender, items), n, eligible)
 
 
 def card(recommender: Recommender, anime_index: int) -> dict:
@@ -116,10 +121,7 @@ def new_rows(recommender: Recommender, n: int = NEW_N, user_id: int | None = Non
              anime_type: str | None = None) -> list[dict]:
     """The new anime (no ratings in the model's data) best for a known user or someone new, each with its card,
     predicted rating and the reason ("you rate Psychological, Thriller highly")."""
-    ids = ratings = None
-    if items is not None:
-        ids = np.array([item.anime_id for item in items])
-        ratings = np.array([recommender.unrated_value if item.rating is None else item.rating for item in items])
+    ids, ratings = (None, None) if items is None else as_arrays(recommender, items)
     listing = new_listing(recommender, check_n(n), user_id, ids, ratings, eligible_new(recommender, genre, anime_type))
     return [{"rank": rank, "anime_id": int(anime_id), **recommender.catalog.card(int(anime_id)),
              "predicted_rating": round(float(predicted), 3), "why": why}
@@ -129,7 +131,7 @@ def new_rows(recommender: Recommender, n: int = NEW_N, user_id: int | None = Non
 
 def is_new(recommender: Recommender, anime_id: int) -> bool:
     """Whether an anime is one the model scores from its features alone (no rating names it)."""
-    return bool(np.any(recommender.rating.new_anime_ids == anime_id))
+    return bool(recommender.new_anime.indices(np.array([anime_id]))[0] >= 0)
 
 
 def anime_page(recommender: Recommender, anime_id: int, kept: dict | None = None) -> tuple[dict, int, list[dict]]:

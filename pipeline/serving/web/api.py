@@ -54,10 +54,14 @@ class Filters(BaseModel):
 class NewUserRequest(Filters):
     ratings: list[RatedAnimeIn] = Field(max_length=MAX_LIST)
 
+    def items(self) -> list[RatedAnime]:
+        return [RatedAnime(r.anime_id, None if r.rating == answers.WATCHED else r.rating) for r in self.ratings]
+
 
 # The request's schema for the OpenAPI document; the models it refers to go into its components (app.py).
 NEW_USER_SCHEMA = NewUserRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 SCHEMA_COMPONENTS = NEW_USER_SCHEMA.pop("$defs", {})
+NEW_USER_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": NEW_USER_SCHEMA}}}}
 
 
 async def read_json(request: Request, model: type[BaseModel], what: str, max_bytes: int | None = None,
@@ -105,24 +109,21 @@ async def similar(request: Request, anime_id: int, n: Annotated[int, Query(ge=1,
 
 
 @router.post("/recommendations", summary="Recommendations for someone new, from the anime they rated or watched",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": NEW_USER_SCHEMA}}}})
+             openapi_extra=NEW_USER_BODY)
 async def recommend_new(request: Request):
     body = await read_json(request, NewUserRequest, "the list")
     recommender = served(request).recommender
-    items = [RatedAnime(r.anime_id, None if r.rating == answers.WATCHED else r.rating) for r in body.ratings]
-    return answers.listing_rows(recommender, answers.listing_for(recommender, items, body.n, **body.as_kwargs()))
+    return answers.listing_rows(recommender, answers.listing_for(recommender, body.items(), body.n,
+                                                                 **body.as_kwargs()))
 
 
 @router.post("/recommendations/new", summary="New anime (no ratings yet) for someone new, each with the reason",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": NEW_USER_SCHEMA}}}})
+             openapi_extra=NEW_USER_BODY)
 async def recommend_new_anime(request: Request):
     body = await read_json(request, NewUserRequest, "the list")
     recommender = served(request).recommender
-    items = answers.check_list(recommender, [RatedAnime(r.anime_id, None if r.rating == answers.WATCHED else r.rating)
-                                             for r in body.ratings])
-    return answers.new_rows(recommender, body.n, items=items, genre=body.genre, anime_type=body.type)
+    return answers.new_rows(recommender, body.n, items=answers.check_list(recommender, body.items()),
+                            genre=body.genre, anime_type=body.type)
 
 
 @router.get("/users/{user_id}/recommendations/new", summary="New anime (no ratings yet) for a known user, each with "
